@@ -1,0 +1,38 @@
+//! # cqrs-core
+//!
+//! The runtime half of the CQRS replication layer that knows nothing of Diesel or macros:
+//!
+//! - the wire format shared with django-cqrs: [`Payload`], [`SignalType`], [`Expiry`] and the
+//!   value encodings of [`WireValue`];
+//! - the configuration: [`Config`], built with [`Config::builder`] or [`Config::from_env`];
+//! - the [`Transport`] trait with two implementations: [`RabbitMqTransport`] (lapin, publisher
+//!   confirms, reconnection) and [`InMemoryTransport`] (tests and broker-less demos).
+//!
+//! Users depend on `cqrs-diesel`, which re-exports this crate.
+#![warn(missing_docs, unreachable_pub)]
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+mod amqp_url;
+mod backoff;
+mod config;
+mod encoding;
+mod error;
+mod memory;
+mod payload;
+mod rabbitmq;
+mod topic;
+mod transport;
+
+pub use amqp_url::AmqpUrl;
+pub use backoff::Backoff;
+pub use config::{Config, ConfigBuilder, QueueType};
+pub use encoding::{ValueError, WireValue, format_timestamp, parse_timestamp};
+pub use error::{Error, JsonType, Result};
+pub use memory::{InMemoryConsumer, InMemoryTransport};
+pub use payload::{Expiry, Payload, SignalType};
+pub use rabbitmq::{RabbitMqConsumer, RabbitMqTransport};
+pub use transport::{
+    Confirmation, Consumer, Delivery, OutgoingMessage, PartialPublish, ReplicaQueues, Topology,
+    Transport, dead_letter_routing_key, direct_routing_key,
+};

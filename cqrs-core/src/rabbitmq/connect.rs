@@ -1,0 +1,140 @@
+//! Making connections: the URL list tried in turn, backoff with jitter, redacted logging.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
+use lapin::{Connection, ConnectionProperties};
+use tokio::time::Instant;
+
+use super::Shared;
+use crate::backoff::Backoff;
+use crate::config::Config;
+use crate::error::{Error, Result};
+
+/// The configured URLs, redacted, for messages.
+pub(super) fn url_list(config: &Config) -> String {
+    config
+        .amqp_urls()
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn properties(config: &Config, role: &str) -> ConnectionProperties {
+    let name = match config.connection_name() {
+        Some(name) => format!("{name} ({role})"),
+        None => format!("cqrs-diesel ({role})"),
+    };
+    ConnectionProperties::default()
+        .with_connection_name(name.into())
+        .with_client_property("product".into(), "cqrs-diesel".into())
+}
+
+fn is_login_refusal(error: &lapin::Error) -> bool {
+    matches!(
+        error.kind(),
+        lapin::ErrorKind::ProtocolError(amqp) if matches!(
+            amqp.kind(),
+            AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED)
+                | AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED)
+        )
+    )
+}
+
+/// Connects to the first broker of the list that answers, going round the list with backoff
+/// between rounds, until `deadline` (or for ever when there is none) or until the transport is
+/// closed. `cursor` remembers where to start next time, so a failed node is not tried first.
+pub(super) async fn connect(
+    shared: &Shared,
+    role: &'static str,
+    cursor: &mut usize,
+    backoff: &mut Backoff,
+    deadline: Option<Instant>,
+) -> Result<Connection> {
+    let urls = shared.config.amqp_urls();
+    if urls.is_empty() {
+        return Err(Error::Config {
+            setting: "CQRS_AMQP_URL",
+            reason: "no broker URL configured".to_owned(),
+        });
+    }
+    let mut shutdown = shared.shutdown.subscribe();
+    let mut tried_this_round = 0usize;
+    loop {
+        if shared.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        let url = &urls[*cursor % urls.len()];
+        let per_attempt = match deadline {
+            Some(deadline) => deadline
+                .saturating_duration_since(Instant::now())
+                .min(shared.config.connect_timeout()),
+            None => shared.config.connect_timeout(),
+        }
+        .max(Duration::from_millis(50));
+        let attempt = tokio::time::timeout(
+            per_attempt,
+            Connection::connect_uri(url.to_lapin(), properties(&shared.config, role)),
+        )
+        .await;
+        let reason = match attempt {
+            Ok(Ok(connection)) => {
+                tracing::info!(url = %url, role, "connected to RabbitMQ");
+                backoff.reset();
+                return Ok(connection);
+            }
+            Ok(Err(error)) if is_login_refusal(&error) => {
+                tracing::error!(url = %url, role, %error, "RabbitMQ refused the login");
+                return Err(Error::AccessRefused {
+                    url: url.to_string(),
+                    reason: error.to_string(),
+                });
+            }
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => format!("no answer within {per_attempt:?}"),
+        };
+        *cursor = cursor.wrapping_add(1);
+        tried_this_round += 1;
+        // Go straight to the next node of a cluster; back off once every node has failed.
+        let delay = if tried_this_round >= urls.len() {
+            tried_this_round = 0;
+            backoff.next_delay()
+        } else {
+            Duration::ZERO
+        };
+        tracing::warn!(
+            url = %url,
+            role,
+            error = %reason,
+            retry_in_ms = delay.as_millis() as u64,
+            "cannot connect to RabbitMQ"
+        );
+        if let Some(deadline) = deadline
+            && Instant::now() + delay >= deadline
+        {
+            return Err(Error::Connect {
+                url: url.to_string(),
+                reason,
+            });
+        }
+        if !delay.is_zero() {
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                _ = shutdown.wait_for(|closed| *closed) => return Err(Error::Closed),
+            }
+        }
+    }
+}
+
+/// Closes a connection that may be dead already; errors mean there was nothing left to close.
+pub(super) async fn close_quietly(connection: &Connection) {
+    if connection.status().connected() {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            connection.close(200, "cqrs-diesel closing".into()),
+        )
+        .await;
+    }
+}

@@ -1,0 +1,439 @@
+//! The RabbitMQ transport on lapin: publisher confirms, mandatory publishing, reconnection.
+
+mod connect;
+mod consumer;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use lapin::options::{
+    BasicAckOptions, BasicPublishOptions, BasicRejectOptions, ConfirmSelectOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
+use tokio::sync::{Mutex, watch};
+use tokio::time::Instant;
+
+use crate::backoff::Backoff;
+use crate::config::{Config, QueueType};
+use crate::error::{Error, Result};
+use crate::transport::{Confirmation, OutgoingMessage, Topology, Transport};
+
+pub use consumer::RabbitMqConsumer;
+
+/// The RabbitMQ transport.
+///
+/// - Topology as WIRE.md: a durable topic exchange, durable replica and dead-letter queues
+///   (classic, or quorum by configuration), three bindings per `cqrs_id`.
+/// - Every publish is persistent, mandatory, `text/plain`, on a channel with publisher confirms:
+///   a [`Confirmation`] resolves to `Ok` only once the broker has taken responsibility, and to
+///   [`Error::Unroutable`] when no queue is bound to the routing key.
+/// - Connections are made lazily and re-made after the broker drops them, trying the configured
+///   URLs in turn with exponential backoff and jitter. Publishing waits up to
+///   `connect_timeout` for a connection, then fails with a retryable [`Error::Connect`].
+///   Consumers reconnect by themselves for as long as the transport is open.
+/// - Publishing and consuming use separate connections, so broker flow control on publishers
+///   never stalls consumers.
+/// - Passwords are never logged: URLs appear only in their redacted form.
+///
+/// ```no_run
+/// # async fn run() -> cqrs_core::Result<()> {
+/// use cqrs_core::{Config, OutgoingMessage, RabbitMqTransport, Topology, Transport};
+///
+/// let config = Config::from_env()?;
+/// let transport = RabbitMqTransport::new(config.clone());
+/// transport.declare(&Topology::from_config(&config, ["account"])).await?;
+/// transport
+///     .publish_confirmed(&OutgoingMessage::new("account", br#"{"signal_type":"SAVE"}"#.to_vec()))
+///     .await?;
+/// transport.close().await;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct RabbitMqTransport {
+    shared: Arc<Shared>,
+}
+
+pub(crate) struct Shared {
+    config: Config,
+    closed: AtomicBool,
+    shutdown: watch::Sender<bool>,
+    publisher: Mutex<PublisherState>,
+}
+
+struct PublisherState {
+    live: Option<PublisherLink>,
+    cursor: usize,
+    backoff: Backoff,
+}
+
+struct PublisherLink {
+    connection: Connection,
+    channel: Channel,
+}
+
+impl std::fmt::Debug for RabbitMqTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RabbitMqTransport")
+            .field("urls", &self.shared.config.amqp_urls())
+            .field("exchange", &self.shared.config.exchange())
+            .field("closed", &self.shared.closed.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl RabbitMqTransport {
+    /// A transport for this configuration. No connection is made until the first operation.
+    pub fn new(config: Config) -> Self {
+        let (shutdown, _) = watch::channel(false);
+        let backoff = Backoff::new(config.reconnect_min_delay(), config.reconnect_max_delay());
+        RabbitMqTransport {
+            shared: Arc::new(Shared {
+                config,
+                closed: AtomicBool::new(false),
+                shutdown,
+                publisher: Mutex::new(PublisherState {
+                    live: None,
+                    cursor: 0,
+                    backoff,
+                }),
+            }),
+        }
+    }
+
+    /// A transport that has connected once already, to report a wrong URL or credentials at
+    /// start-up rather than at the first publish.
+    pub async fn connect(config: Config) -> Result<Self> {
+        let transport = RabbitMqTransport::new(config);
+        transport.publish_channel().await?;
+        Ok(transport)
+    }
+
+    /// The configuration this transport was made with.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// The publishing channel, connecting (with backoff, up to `connect_timeout`) if needed.
+    async fn publish_channel(&self) -> Result<Channel> {
+        let shared = &self.shared;
+        let deadline = Instant::now() + shared.config.connect_timeout();
+        let mut state = tokio::time::timeout_at(deadline, shared.publisher.lock())
+            .await
+            .map_err(|_| Error::Connect {
+                url: connect::url_list(&shared.config),
+                reason: "timed out waiting for another task's reconnection".to_owned(),
+            })?;
+        if let Some(link) = &state.live {
+            if link.channel.status().connected() && link.connection.status().connected() {
+                return Ok(link.channel.clone());
+            }
+            tracing::info!("publishing connection to RabbitMQ lost, reconnecting");
+        }
+        if let Some(old) = state.live.take() {
+            connect::close_quietly(&old.connection).await;
+        }
+        let PublisherState {
+            cursor, backoff, ..
+        } = &mut *state;
+        let connection =
+            connect::connect(shared, "publisher", cursor, backoff, Some(deadline)).await?;
+        let channel = open_confirm_channel(&connection).await;
+        let channel = match channel {
+            Ok(channel) => channel,
+            Err(error) => {
+                connect::close_quietly(&connection).await;
+                return Err(error);
+            }
+        };
+        state.live = Some(PublisherLink {
+            connection,
+            channel: channel.clone(),
+        });
+        Ok(channel)
+    }
+
+    /// Forgets the publishing link if it is still `channel`, so the next publish reconnects.
+    async fn drop_publish_channel(&self, channel: &Channel) {
+        let mut state = self.shared.publisher.lock().await;
+        if state
+            .live
+            .as_ref()
+            .is_some_and(|link| link.channel.id() == channel.id())
+            && let Some(old) = state.live.take()
+        {
+            connect::close_quietly(&old.connection).await;
+        }
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+async fn open_confirm_channel(connection: &Connection) -> Result<Channel> {
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(|e| map_lapin("channel.open", e))?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(|e| map_lapin("confirm.select", e))?;
+    Ok(channel)
+}
+
+pub(crate) fn short(value: &str, what: &'static str) -> Result<ShortString> {
+    ShortString::try_new(value).map_err(|_| Error::InvalidValue {
+        key: what.to_owned(),
+        reason: format!(
+            "{} bytes long; AMQP names and routing keys are at most 255 bytes",
+            value.len()
+        ),
+    })
+}
+
+fn properties(message: &OutgoingMessage) -> Result<BasicProperties> {
+    let mut properties = BasicProperties::default()
+        .with_content_type("text/plain".into())
+        .with_delivery_mode(2);
+    if let Some(ttl) = message.expiration {
+        properties = properties.with_expiration(ttl.as_millis().to_string().into());
+    }
+    if !message.headers.is_empty() {
+        let mut headers = FieldTable::default();
+        for (name, value) in &message.headers {
+            headers.insert(
+                short(name, "header name")?,
+                AMQPValue::LongString(value.as_str().into()),
+            );
+        }
+        properties = properties.with_headers(headers);
+    }
+    Ok(properties)
+}
+
+impl Transport for RabbitMqTransport {
+    type Consumer = RabbitMqConsumer;
+
+    async fn declare(&self, topology: &Topology) -> Result<()> {
+        self.check_open()?;
+        let publish_channel = self.publish_channel().await?;
+        // Declarations that fail close their channel: use a channel of their own.
+        let connection_channel = {
+            let state = self.shared.publisher.lock().await;
+            match &state.live {
+                Some(link) if link.channel.id() == publish_channel.id() => {
+                    link.connection.create_channel().await
+                }
+                _ => {
+                    return Err(Error::ConnectionLost {
+                        operation: "channel.open",
+                        reason: "the connection was replaced during declaration".to_owned(),
+                    });
+                }
+            }
+        };
+        let channel = connection_channel.map_err(|e| map_lapin("channel.open", e))?;
+        let result = declare_on(&channel, topology).await;
+        if channel.status().connected() {
+            let _ = channel.close(200, "topology declared".into()).await;
+        }
+        result
+    }
+
+    async fn publish(&self, message: &OutgoingMessage) -> Result<Confirmation> {
+        self.check_open()?;
+        let exchange = short(self.shared.config.exchange(), "exchange")?;
+        let routing_key = short(&message.routing_key, "routing_key")?;
+        let properties = properties(message)?;
+        let channel = self.publish_channel().await?;
+        let options = BasicPublishOptions {
+            mandatory: true,
+            ..BasicPublishOptions::default()
+        };
+        let published = channel
+            .basic_publish(
+                exchange.clone(),
+                routing_key.clone(),
+                options,
+                &message.body,
+                properties,
+            )
+            .await;
+        let confirm = match published {
+            Ok(confirm) => confirm,
+            Err(error) => {
+                let error = map_lapin("basic.publish", error);
+                if error.is_retryable() {
+                    self.drop_publish_channel(&channel).await;
+                }
+                return Err(error);
+            }
+        };
+        Ok(Confirmation::new(async move {
+            match confirm.await {
+                Ok(lapin::Confirmation::Ack(None)) => Ok(()),
+                Ok(lapin::Confirmation::Ack(Some(_returned))) => Err(Error::Unroutable {
+                    exchange: exchange.to_string(),
+                    routing_key: routing_key.to_string(),
+                }),
+                Ok(lapin::Confirmation::Nack(_) | lapin::Confirmation::NotRequested) => {
+                    Err(Error::Nacked {
+                        exchange: exchange.to_string(),
+                        routing_key: routing_key.to_string(),
+                    })
+                }
+                Err(error) => Err(map_lapin("publisher confirm", error)),
+            }
+        }))
+    }
+
+    async fn consume(&self, queue: &str, prefetch: u16) -> Result<RabbitMqConsumer> {
+        self.check_open()?;
+        short(queue, "queue")?;
+        consumer::start(Arc::clone(&self.shared), queue.to_owned(), prefetch).await
+    }
+
+    async fn close(&self) {
+        if self.shared.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.shared.shutdown.send_replace(true);
+        let mut state = self.shared.publisher.lock().await;
+        if let Some(link) = state.live.take() {
+            if link.channel.status().connected() {
+                // Let confirms in flight arrive before the connection goes.
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(5), link.channel.wait_for_confirms())
+                        .await;
+            }
+            connect::close_quietly(&link.connection).await;
+        }
+        tracing::info!("RabbitMQ transport closed");
+    }
+}
+
+async fn declare_on(channel: &Channel, topology: &Topology) -> Result<()> {
+    let exchange = short(&topology.exchange, "exchange")?;
+    channel
+        .exchange_declare(
+            exchange.clone(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| map_lapin("exchange.declare", e))?;
+    let Some(replica) = &topology.replica else {
+        return Ok(());
+    };
+    let mut arguments = FieldTable::default();
+    if replica.queue_type == QueueType::Quorum {
+        arguments.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString(QueueType::Quorum.as_str().into()),
+        );
+    }
+    for queue in [&replica.queue, &replica.dead_letter_queue] {
+        channel
+            .queue_declare(
+                short(queue, "queue")?,
+                QueueDeclareOptions {
+                    durable: true,
+                    exclusive: false,
+                    auto_delete: false,
+                    ..QueueDeclareOptions::default()
+                },
+                arguments.clone(),
+            )
+            .await
+            .map_err(|e| map_lapin("queue.declare", e))?;
+    }
+    for (queue, routing_key) in topology.bindings() {
+        channel
+            .queue_bind(
+                short(queue, "queue")?,
+                exchange.clone(),
+                short(&routing_key, "routing_key")?,
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| map_lapin("queue.bind", e))?;
+    }
+    tracing::info!(
+        exchange = %topology.exchange,
+        queue = %replica.queue,
+        dead_letter_queue = %replica.dead_letter_queue,
+        queue_type = replica.queue_type.as_str(),
+        cqrs_ids = replica.cqrs_ids.len(),
+        "RabbitMQ topology declared"
+    );
+    Ok(())
+}
+
+/// Sorts a lapin error into ours: refusals of the broker are final, everything else means the
+/// connection or channel is gone and the transport will reconnect.
+pub(crate) fn map_lapin(operation: &'static str, error: lapin::Error) -> Error {
+    if let lapin::ErrorKind::ProtocolError(amqp) = error.kind() {
+        let refused = matches!(
+            amqp.kind(),
+            AMQPErrorKind::Soft(
+                AMQPSoftError::ACCESSREFUSED
+                    | AMQPSoftError::NOTFOUND
+                    | AMQPSoftError::PRECONDITIONFAILED
+                    | AMQPSoftError::RESOURCELOCKED
+                    | AMQPSoftError::CONTENTTOOLARGE
+            ) | AMQPErrorKind::Hard(
+                AMQPHardError::NOTALLOWED
+                    | AMQPHardError::COMMANDINVALID
+                    | AMQPHardError::SYNTAXERROR
+                    | AMQPHardError::NOTIMPLEMENTED
+            )
+        );
+        if refused {
+            return Error::Refused {
+                operation,
+                reason: amqp.to_string(),
+            };
+        }
+    }
+    Error::ConnectionLost {
+        operation,
+        reason: error.to_string(),
+    }
+}
+
+pub(crate) async fn ack(acker: &lapin::Acker) -> Result<()> {
+    settled("basic.ack", acker.ack(BasicAckOptions::default()).await)
+}
+
+pub(crate) async fn reject(acker: &lapin::Acker, requeue: bool) -> Result<()> {
+    settled(
+        "basic.reject",
+        acker.reject(BasicRejectOptions { requeue }).await,
+    )
+}
+
+fn settled(operation: &'static str, result: lapin::Result<bool>) -> Result<()> {
+    match result {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Error::ConnectionLost {
+            operation,
+            reason: "the channel of this delivery is closed (or it was settled already); the broker delivers it again".to_owned(),
+        }),
+        Err(error) => Err(map_lapin(operation, error)),
+    }
+}

@@ -1,0 +1,109 @@
+//! Shared helpers: broker URL from the environment, unique names, rabbitmqctl, raw lapin.
+
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use cqrs_diesel::{Config, ConfigBuilder};
+use lapin::{Connection, ConnectionProperties};
+
+/// The broker the tests use: `AMQP_URL`, or this machine's local RabbitMQ.
+pub fn amqp_url() -> String {
+    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// The same broker on another virtual host.
+pub fn amqp_url_for_vhost(vhost: &str) -> String {
+    let base = amqp_url();
+    let without_vhost = base
+        .rsplit_once('/')
+        .map_or(base.as_str(), |(head, _)| head);
+    format!("{without_vhost}/{vhost}")
+}
+
+/// A name no other test (or earlier run) uses.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}_{}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        uuid::Uuid::new_v4()
+            .simple()
+            .to_string()
+            .get(..8)
+            .unwrap_or_default()
+    )
+}
+
+/// A configuration with its own exchange and queue names, on the test broker.
+pub fn config_builder(tag: &str) -> ConfigBuilder {
+    let queue = unique(&format!("{tag}_q"));
+    Config::builder()
+        .amqp_url(&amqp_url())
+        .exchange(unique(&format!("{tag}_x")))
+        .queue(queue)
+        .connect_timeout(Duration::from_secs(5))
+        .reconnect_min_delay(Duration::from_millis(50))
+        .reconnect_max_delay(Duration::from_millis(500))
+}
+
+/// Runs `rabbitmqctl` and returns its standard output; panics with its error output.
+pub fn rabbitmqctl(args: &[&str]) -> String {
+    let output = Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("rabbitmqctl runs (the tests need it on PATH, as root)");
+    assert!(
+        output.status.success(),
+        "rabbitmqctl {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A vhost of its own, removed on drop, so a test can close every connection of it without
+/// disturbing the tests running beside it.
+pub struct TempVhost {
+    pub name: String,
+}
+
+impl TempVhost {
+    pub fn new(tag: &str) -> Self {
+        let name = unique(tag);
+        rabbitmqctl(&["add_vhost", &name]);
+        rabbitmqctl(&["set_permissions", "-p", &name, "guest", ".*", ".*", ".*"]);
+        TempVhost { name }
+    }
+}
+
+impl Drop for TempVhost {
+    fn drop(&mut self) {
+        let _ = Command::new("rabbitmqctl")
+            .args(["delete_vhost", &self.name])
+            .output();
+    }
+}
+
+/// A plain lapin connection, for checking what our transport did without using it.
+pub async fn raw_connection() -> Connection {
+    Connection::connect(&amqp_url(), ConnectionProperties::default())
+        .await
+        .expect("raw lapin connects to the test broker")
+}
+
+/// Deletes queues and an exchange left by a test (best effort).
+pub async fn cleanup(exchange: &str, queues: &[&str]) {
+    let connection = raw_connection().await;
+    if let Ok(channel) = connection.create_channel().await {
+        for queue in queues {
+            let _ = channel
+                .queue_delete((*queue).into(), Default::default())
+                .await;
+        }
+        let _ = channel
+            .exchange_delete(exchange.into(), Default::default())
+            .await;
+    }
+    let _ = connection.close(200, "cleanup".into()).await;
+}

@@ -1,0 +1,446 @@
+//! `RabbitMqTransport` against the real broker: confirms, ack/reject, topology, routing.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use cqrs_diesel::{
+    Config, Consumer, Error, OutgoingMessage, QueueType, RabbitMqTransport, Topology, Transport,
+    dead_letter_routing_key, direct_routing_key,
+};
+use lapin::options::{BasicGetOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+
+use crate::support::{cleanup, config_builder, rabbitmqctl, raw_connection};
+
+async fn next_within(consumer: &mut impl Consumer, secs: u64) -> cqrs_diesel::Delivery {
+    tokio::time::timeout(Duration::from_secs(secs), consumer.next())
+        .await
+        .expect("a delivery within the timeout")
+        .expect("the consumer is open")
+        .expect("no consumer error")
+}
+
+async fn queue_depth(queue: &str) -> u32 {
+    let connection = raw_connection().await;
+    let channel = connection.create_channel().await.unwrap();
+    let declared = channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let _ = connection.close(200, "".into()).await;
+    declared.message_count()
+}
+
+struct Setup {
+    config: Config,
+    transport: RabbitMqTransport,
+    queue: String,
+    dlq: String,
+}
+
+impl Setup {
+    async fn new(tag: &str, cqrs_ids: &[&str]) -> Setup {
+        Setup::with(config_builder(tag).build().unwrap(), cqrs_ids).await
+    }
+
+    async fn with(config: Config, cqrs_ids: &[&str]) -> Setup {
+        let transport = RabbitMqTransport::new(config.clone());
+        transport
+            .declare(&Topology::from_config(&config, cqrs_ids.iter().copied()))
+            .await
+            .expect("topology declared");
+        Setup {
+            queue: config.queue().unwrap().to_owned(),
+            dlq: config.dead_letter_queue().unwrap().to_owned(),
+            config,
+            transport,
+        }
+    }
+
+    async fn teardown(self) {
+        self.transport.close().await;
+        cleanup(self.config.exchange(), &[&self.queue, &self.dlq]).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_messages_are_confirmed_then_consumed_in_order_and_acked() {
+    let setup = Setup::new("confirm", &["author"]).await;
+    let messages: Vec<OutgoingMessage> = (0..200)
+        .map(|i| OutgoingMessage::new("author", format!(r#"{{"n":{i}}}"#)))
+        .collect();
+    setup
+        .transport
+        .publish_all(&messages, 64)
+        .await
+        .expect("all confirmed");
+    assert_eq!(queue_depth(&setup.queue).await, 200);
+
+    let mut consumer = setup.transport.consume(&setup.queue, 50).await.unwrap();
+    for i in 0..200 {
+        let delivery = next_within(&mut consumer, 10).await;
+        assert_eq!(delivery.body(), format!(r#"{{"n":{i}}}"#).as_bytes());
+        assert_eq!(delivery.routing_key(), "author");
+        assert!(!delivery.redelivered());
+        delivery.ack().await.expect("ack");
+    }
+    drop(consumer);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        queue_depth(&setup.queue).await,
+        0,
+        "acked messages are gone"
+    );
+    setup.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reject_with_requeue_redelivers_and_without_requeue_drops() {
+    let setup = Setup::new("reject", &["author"]).await;
+    for body in ["keep", "drop"] {
+        setup
+            .transport
+            .publish_confirmed(&OutgoingMessage::new("author", body))
+            .await
+            .unwrap();
+    }
+    let mut consumer = setup.transport.consume(&setup.queue, 10).await.unwrap();
+    let first = next_within(&mut consumer, 10).await;
+    let second = next_within(&mut consumer, 10).await;
+    assert_eq!(first.body(), b"keep");
+    assert_eq!(second.body(), b"drop");
+    first.reject(true).await.unwrap();
+    second.reject(false).await.unwrap();
+
+    let again = next_within(&mut consumer, 10).await;
+    assert_eq!(again.body(), b"keep");
+    assert!(
+        again.redelivered(),
+        "a requeued message is marked redelivered"
+    );
+    again.ack().await.unwrap();
+    let nothing = tokio::time::timeout(Duration::from_millis(500), consumer.next()).await;
+    assert!(
+        nothing.is_err(),
+        "the message rejected without requeue is gone"
+    );
+    drop(consumer);
+    setup.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unacked_deliveries_return_to_the_queue_when_the_consumer_is_dropped() {
+    let setup = Setup::new("unacked", &["author"]).await;
+    setup
+        .transport
+        .publish_confirmed(&OutgoingMessage::new("author", "x"))
+        .await
+        .unwrap();
+    let mut consumer = setup.transport.consume(&setup.queue, 10).await.unwrap();
+    let delivery = next_within(&mut consumer, 10).await;
+    drop(consumer);
+    // The channel is closed when the consumer goes: acking now must fail, not pretend.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let late = delivery.ack().await;
+    assert!(
+        matches!(late, Err(Error::ConnectionLost { .. })),
+        "late ack: {late:?}"
+    );
+    let mut consumer = setup.transport.consume(&setup.queue, 10).await.unwrap();
+    let again = next_within(&mut consumer, 10).await;
+    assert!(again.redelivered());
+    again.ack().await.unwrap();
+    drop(consumer);
+    setup.teardown().await;
+}
+
+fn bindings_of(exchange: &str) -> BTreeSet<(String, String)> {
+    let out = rabbitmqctl(&[
+        "list_bindings",
+        "--formatter",
+        "json",
+        "source_name",
+        "destination_name",
+        "routing_key",
+    ]);
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).expect("json from rabbitmqctl");
+    rows.iter()
+        .filter(|row| row["source_name"] == exchange)
+        .map(|row| {
+            (
+                row["destination_name"].as_str().unwrap().to_owned(),
+                row["routing_key"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn queue_info(name: &str) -> serde_json::Value {
+    let out = rabbitmqctl(&[
+        "list_queues",
+        "--formatter",
+        "json",
+        "name",
+        "durable",
+        "exclusive",
+        "auto_delete",
+        "type",
+    ]);
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).expect("json from rabbitmqctl");
+    rows.into_iter()
+        .find(|row| row["name"] == name)
+        .unwrap_or_else(|| panic!("queue {name} exists on the broker"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declared_topology_matches_wire_md_on_the_broker() {
+    let setup = Setup::new("topology", &["author", "book"]).await;
+    let (q, dlq) = (setup.queue.clone(), setup.dlq.clone());
+    assert_eq!(
+        dlq,
+        format!("dead_letter_{q}"),
+        "default dead-letter queue name"
+    );
+
+    let expected: BTreeSet<(String, String)> = ["author", "book"]
+        .iter()
+        .flat_map(|id| {
+            [
+                (q.clone(), id.to_string()),
+                (q.clone(), direct_routing_key(&q, id)),
+                (dlq.clone(), dead_letter_routing_key(&dlq, id)),
+            ]
+        })
+        .collect();
+    assert_eq!(bindings_of(setup.config.exchange()), expected);
+
+    let exchanges = rabbitmqctl(&[
+        "list_exchanges",
+        "--formatter",
+        "json",
+        "name",
+        "type",
+        "durable",
+    ]);
+    let exchanges: Vec<serde_json::Value> = serde_json::from_str(&exchanges).unwrap();
+    let exchange = exchanges
+        .iter()
+        .find(|row| row["name"] == setup.config.exchange())
+        .expect("exchange exists");
+    assert_eq!(exchange["type"], "topic");
+    assert_eq!(exchange["durable"], true);
+    for name in [&q, &dlq] {
+        let info = queue_info(name);
+        assert_eq!(info["durable"], true, "{name} durable");
+        assert_eq!(info["exclusive"], false, "{name} not exclusive");
+        assert_eq!(info["auto_delete"], false, "{name} not auto-delete");
+        assert_eq!(info["type"], "classic", "{name} classic by default");
+    }
+
+    // Declaring twice is harmless.
+    setup
+        .transport
+        .declare(&Topology::from_config(&setup.config, ["author", "book"]))
+        .await
+        .expect("declaration is idempotent");
+
+    // And the routing does what the bindings say.
+    for (key, body) in [
+        ("author".to_owned(), "broadcast"),
+        (direct_routing_key(&q, "book"), "direct"),
+        (dead_letter_routing_key(&dlq, "author"), "dead"),
+    ] {
+        setup
+            .transport
+            .publish_confirmed(&OutgoingMessage::new(key, body))
+            .await
+            .unwrap();
+    }
+    let connection = raw_connection().await;
+    let channel = connection.create_channel().await.unwrap();
+    let mut got = Vec::new();
+    for queue in [&q, &q, &dlq] {
+        let message = channel
+            .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+            .expect("a message");
+        got.push((
+            queue.clone(),
+            String::from_utf8(message.delivery.data.clone()).unwrap(),
+        ));
+    }
+    assert_eq!(
+        got,
+        vec![
+            (q.clone(), "broadcast".to_owned()),
+            (q.clone(), "direct".to_owned()),
+            (dlq.clone(), "dead".to_owned())
+        ]
+    );
+    let _ = connection.close(200, "".into()).await;
+    setup.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_queues_are_declared_when_configured() {
+    let config = config_builder("quorum")
+        .queue_type(QueueType::Quorum)
+        .build()
+        .unwrap();
+    let setup = Setup::with(config, &["author"]).await;
+    assert_eq!(queue_info(&setup.queue)["type"], "quorum");
+    assert_eq!(queue_info(&setup.dlq)["type"], "quorum");
+    setup
+        .transport
+        .publish_confirmed(&OutgoingMessage::new("author", "q"))
+        .await
+        .unwrap();
+    let mut consumer = setup.transport.consume(&setup.queue, 5).await.unwrap();
+    let delivery = next_within(&mut consumer, 10).await;
+    assert_eq!(delivery.body(), b"q");
+    delivery.ack().await.unwrap();
+    drop(consumer);
+    setup.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unroutable_publish_is_reported_as_an_error() {
+    let setup = Setup::new("unroutable", &["author"]).await;
+    let result = setup
+        .transport
+        .publish_confirmed(&OutgoingMessage::new("nobody_listens", "lost?"))
+        .await;
+    match result {
+        Err(Error::Unroutable {
+            exchange,
+            routing_key,
+        }) => {
+            assert_eq!(exchange, setup.config.exchange());
+            assert_eq!(routing_key, "nobody_listens");
+        }
+        other => panic!("expected Unroutable, got {other:?}"),
+    }
+    // The channel stays usable after a returned message.
+    setup
+        .transport
+        .publish_confirmed(&OutgoingMessage::new("author", "fine"))
+        .await
+        .expect("next publish works");
+    setup.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_are_persistent_text_plain_with_expiration_and_headers() {
+    let setup = Setup::new("props", &["author"]).await;
+    let message = OutgoingMessage::new(dead_letter_routing_key(&setup.dlq, "author"), "{}")
+        .with_expiration(Duration::from_secs(864_000))
+        .with_header("x-cqrs-error", "missing key `cqrs_id`");
+    setup.transport.publish_confirmed(&message).await.unwrap();
+
+    let connection = raw_connection().await;
+    let channel = connection.create_channel().await.unwrap();
+    let got = channel
+        .basic_get(setup.dlq.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .expect("the message is in the dead-letter queue");
+    let properties = &got.delivery.properties;
+    assert_eq!(properties.delivery_mode(), &Some(2));
+    assert_eq!(
+        properties.content_type().as_ref().map(|s| s.as_str()),
+        Some("text/plain")
+    );
+    assert_eq!(
+        properties.expiration().as_ref().map(|s| s.as_str()),
+        Some("864000000")
+    );
+    let headers = properties.headers().as_ref().expect("headers");
+    assert_eq!(
+        headers
+            .inner()
+            .get("x-cqrs-error")
+            .map(|v| format!("{v:?}")),
+        Some(format!(
+            "{:?}",
+            lapin::types::AMQPValue::LongString("missing key `cqrs_id`".into())
+        ))
+    );
+    let _ = connection.close(200, "".into()).await;
+
+    // And our consumer reads them back.
+    setup.transport.publish_confirmed(&message).await.unwrap();
+    let mut consumer = setup.transport.consume(&setup.dlq, 5).await.unwrap();
+    let delivery = next_within(&mut consumer, 10).await;
+    assert_eq!(
+        delivery.header("x-cqrs-error"),
+        Some("missing key `cqrs_id`")
+    );
+    assert_eq!(delivery.expiration(), Some(Duration::from_secs(864_000)));
+    delivery.ack().await.unwrap();
+    drop(consumer);
+    setup.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consuming_a_missing_queue_is_refused() {
+    let config = config_builder("missing").build().unwrap();
+    let transport = RabbitMqTransport::new(config);
+    let result = transport.consume("no_such_queue_for_cqrs_tests", 5).await;
+    match result {
+        Err(error @ Error::Refused { .. }) => assert!(!error.is_retryable()),
+        other => panic!("expected Refused, got {other:?}"),
+    }
+    transport.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_broker_gives_a_retryable_connect_error() {
+    let config = Config::builder()
+        .amqp_url("amqp://guest:guest@127.0.0.1:1/%2f")
+        .connect_timeout(Duration::from_millis(700))
+        .reconnect_min_delay(Duration::from_millis(50))
+        .reconnect_max_delay(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let transport = RabbitMqTransport::new(config);
+    let started = std::time::Instant::now();
+    let result = transport
+        .publish(&OutgoingMessage::new("author", "x"))
+        .await;
+    match result {
+        Err(error @ Error::Connect { .. }) => assert!(error.is_retryable()),
+        other => panic!("expected Connect, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "gives up after connect_timeout, not for ever"
+    );
+    transport.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_list_skips_a_dead_node() {
+    let config = config_builder("cluster")
+        .amqp_urls([
+            "amqp://guest:guest@127.0.0.1:1/%2f".to_owned(),
+            crate::support::amqp_url(),
+        ])
+        .build()
+        .unwrap();
+    let setup = Setup::with(config, &["author"]).await;
+    setup
+        .transport
+        .publish_confirmed(&OutgoingMessage::new("author", "via second node"))
+        .await
+        .expect("published through the live node");
+    assert_eq!(queue_depth(&setup.queue).await, 1);
+    setup.teardown().await;
+}
