@@ -496,3 +496,59 @@ fn config_errors_are_not_retryable() {
     let error = from_vars(&[("CQRS_PREFETCH", "0")]).unwrap_err();
     assert!(!error.is_retryable());
 }
+
+/// `from_env` reads the real process environment. The variables are set on a child process
+/// running this same test binary (setting them here would race with the other tests).
+#[test]
+fn from_env_reads_the_process_environment() {
+    const CHILD: &str = "CQRS_TEST_FROM_ENV_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        let config = Config::from_env().unwrap();
+        assert_eq!(config.exchange(), "env_exchange");
+        assert_eq!(config.queue(), Some("env_queue"));
+        assert_eq!(config.dead_letter_queue(), Some("dead_letter_env_queue"));
+        assert_eq!(config.max_retries(), Some(7));
+        assert_eq!(config.retry_delay(), Duration::from_millis(1500));
+        assert_eq!(config.amqp_urls()[0].host(), "10.1.2.3");
+        assert_eq!(config.amqp_urls()[0].vhost(), "orders");
+        return;
+    }
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "from_env_reads_the_process_environment",
+            "--nocapture",
+        ])
+        .env(CHILD, "1")
+        .env(
+            "CQRS_AMQP_URL",
+            format!("amqp://app:{SECRET}@10.1.2.3:5672/orders"),
+        )
+        .env("CQRS_EXCHANGE", "env_exchange")
+        .env("CQRS_QUEUE", "env_queue")
+        .env("CQRS_MAX_RETRIES", "7")
+        .env("CQRS_RETRY_DELAY", "1500ms")
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "the child saw the environment as configured"
+    );
+
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "from_env_reads_the_process_environment",
+            "--nocapture",
+        ])
+        .env(CHILD, "1")
+        .env("CQRS_MAX_RETRIES", "many")
+        .output()
+        .unwrap();
+    assert!(
+        !output.status.success(),
+        "a bad variable makes from_env fail"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("CQRS_MAX_RETRIES"), "{stderr}");
+}

@@ -27,3 +27,8 @@ pub use cqrs_core;
 
 /// Diesel, re-exported so generated code and users agree on one version.
 pub use diesel;
+
+/// The README's examples, compiled as doctests so they cannot rot.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -1,0 +1,234 @@
+use std::collections::HashMap;
+
+use super::builder::show;
+use super::env::{parse_bool, parse_duration, parse_optional_duration};
+use super::*;
+
+fn setting_of(result: Result<impl fmt::Debug>) -> (&'static str, String) {
+    match result {
+        Err(Error::Config { setting, reason }) => (setting, reason),
+        other => panic!("expected a config error, got {other:?}"),
+    }
+}
+
+fn lookup(vars: &[(&str, &str)]) -> Result<Config> {
+    let map: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Config::from_lookup(|name| map.get(name).cloned())
+}
+
+#[test]
+fn durations_show_as_written_in_variables() {
+    assert_eq!(show(Duration::ZERO), "0s");
+    assert_eq!(show(Duration::from_secs(90)), "90s");
+    assert_eq!(show(Duration::from_millis(1500)), "1500ms");
+    assert_eq!(show(Duration::from_nanos(1500)), "1.5µs");
+}
+
+#[test]
+fn durations_accept_plain_seconds_and_units() {
+    let d = |v| parse_duration(RETRY_DELAY, v).unwrap();
+    assert_eq!(d("30"), Duration::from_secs(30));
+    assert_eq!(d("500ms"), Duration::from_millis(500));
+    assert_eq!(d("2s"), Duration::from_secs(2));
+    assert_eq!(d("5m"), Duration::from_secs(300));
+    assert_eq!(d("1h"), Duration::from_secs(3600));
+    assert_eq!(d(" 2S "), Duration::from_secs(2));
+    assert_eq!(d("0"), Duration::ZERO);
+}
+
+#[test]
+fn durations_reject_fractions_signs_units_and_overflow() {
+    for bad in [
+        "1.5s",
+        "-1",
+        "+1",
+        "s",
+        "ms",
+        "10d",
+        "ten",
+        "1 5",
+        "99999999999999999999h",
+    ] {
+        let (setting, reason) = setting_of(parse_duration(RETRY_DELAY, bad));
+        assert_eq!(setting, RETRY_DELAY);
+        assert!(reason.contains(bad.trim()), "{reason}");
+        assert!(reason.contains("`500ms`"), "{reason}");
+    }
+    let (_, reason) = setting_of(parse_duration(RETRY_DELAY, "1.5s"));
+    assert!(reason.contains("fractions"), "{reason}");
+}
+
+#[test]
+fn optional_durations_accept_none() {
+    assert_eq!(parse_optional_duration(MESSAGE_TTL, "None").unwrap(), None);
+    assert_eq!(
+        parse_optional_duration(MESSAGE_TTL, "60").unwrap(),
+        Some(Duration::from_secs(60))
+    );
+    let (_, reason) = setting_of(parse_optional_duration(MESSAGE_TTL, "never"));
+    assert!(reason.contains("`none`"), "{reason}");
+}
+
+#[test]
+fn booleans_accept_the_documented_words() {
+    for (v, b) in [
+        ("true", true),
+        ("TRUE", true),
+        ("1", true),
+        ("Yes", true),
+        ("false", false),
+        ("0", false),
+        ("NO", false),
+    ] {
+        assert_eq!(parse_bool(RETRY_EXPONENTIAL, v).unwrap(), b, "{v}");
+    }
+    for bad in ["on", "off", "2", "y", "truthy"] {
+        let (setting, reason) = setting_of(parse_bool(RETRY_EXPONENTIAL, bad));
+        assert_eq!(setting, RETRY_EXPONENTIAL);
+        assert!(reason.contains(bad), "{reason}");
+    }
+}
+
+#[test]
+fn queue_type_parses_case_insensitively() {
+    assert_eq!("Quorum".parse::<QueueType>().unwrap(), QueueType::Quorum);
+    assert_eq!("classic".parse::<QueueType>().unwrap(), QueueType::Classic);
+    assert_eq!(QueueType::Quorum.as_str(), "quorum");
+    assert_eq!(QueueType::Classic.to_string(), "classic");
+    let (setting, reason) = setting_of("stream".parse::<QueueType>());
+    assert_eq!(setting, QUEUE_TYPE);
+    assert!(
+        reason.contains("stream") && reason.contains("quorum"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn blank_variables_mean_default() {
+    let config = lookup(&[(QUEUE, "  "), (PREFETCH, ""), (AMQP_URL, " ")]).unwrap();
+    assert_eq!(config, Config::builder().build().unwrap());
+}
+
+#[test]
+fn url_list_errors_name_the_position() {
+    let (setting, reason) = setting_of(lookup(&[(AMQP_URL, "amqp://a,amqp://u:pw@b:0,amqp://c")]));
+    assert_eq!(setting, AMQP_URL);
+    assert!(reason.starts_with("URL #2 of 3:"), "{reason}");
+    let (_, reason) = setting_of(lookup(&[(AMQP_URL, "amqp://a,")]));
+    assert!(
+        reason.contains("URL #2 of 2") && reason.contains("empty"),
+        "{reason}"
+    );
+    let (_, reason) = setting_of(Config::builder().amqp_urls(Vec::<String>::new()).build());
+    assert!(reason.contains("no URL"), "{reason}");
+}
+
+#[test]
+fn builder_debug_hides_passwords() {
+    let builder = Config::builder().amqp_url("amqp://u:s3cr3t-p4ss@h/");
+    assert!(!format!("{builder:?}").contains("s3cr3t-p4ss"));
+}
+
+#[test]
+fn default_prefetch_follows_delay_queue_size_and_must_fit() {
+    let config = Config::builder().delay_queue_max_size(9).build().unwrap();
+    assert_eq!(config.prefetch(), 10);
+    let config = Config::builder()
+        .delay_queue_max_size(65_534)
+        .build()
+        .unwrap();
+    assert_eq!(config.prefetch(), 65_535);
+    let (setting, _) = setting_of(Config::builder().delay_queue_max_size(65_535).build());
+    assert_eq!(setting, PREFETCH);
+    let config = Config::builder()
+        .delay_queue_max_size(100_000)
+        .prefetch(500)
+        .build()
+        .unwrap();
+    assert_eq!(config.prefetch(), 500);
+}
+
+#[test]
+fn names_are_checked() {
+    let (s, _) = setting_of(Config::builder().exchange("").build());
+    assert_eq!(s, EXCHANGE);
+    let (s, _) = setting_of(Config::builder().queue("q".repeat(256)).build());
+    assert_eq!(s, QUEUE);
+    let (s, _) = setting_of(Config::builder().queue("amq.q").build());
+    assert_eq!(s, QUEUE);
+    let (s, _) = setting_of(Config::builder().queue("q").dead_letter_queue("").build());
+    assert_eq!(s, DEAD_LETTER_QUEUE);
+    let (s, _) = setting_of(Config::builder().queue("q".repeat(250)).build());
+    assert_eq!(s, DEAD_LETTER_QUEUE);
+    let (s, _) = setting_of(Config::builder().queue("q").dead_letter_queue("q").build());
+    assert_eq!(s, DEAD_LETTER_QUEUE);
+    let (s, _) = setting_of(Config::builder().dead_letter_queue("dlq").build());
+    assert_eq!(s, DEAD_LETTER_QUEUE);
+    assert!(Config::builder().exchange("e".repeat(255)).build().is_ok());
+}
+
+#[test]
+fn ttls_are_checked() {
+    let (s, _) = setting_of(Config::builder().message_ttl(Some(Duration::ZERO)).build());
+    assert_eq!(s, MESSAGE_TTL);
+    let (s, r) = setting_of(
+        Config::builder()
+            .message_ttl(Some(Duration::from_millis(1500)))
+            .build(),
+    );
+    assert_eq!(s, MESSAGE_TTL);
+    assert!(r.contains("`1500ms`"), "{r}");
+    let (s, _) = setting_of(
+        Config::builder()
+            .dead_message_ttl(Some(Duration::ZERO))
+            .build(),
+    );
+    assert_eq!(s, DEAD_MESSAGE_TTL);
+    assert!(
+        Config::builder()
+            .message_ttl(None)
+            .dead_message_ttl(None)
+            .build()
+            .is_ok()
+    );
+}
+
+#[test]
+fn exponential_retry_needs_max_at_least_delay() {
+    let builder = Config::builder()
+        .retry_delay(Duration::from_secs(600))
+        .retry_max_delay(Duration::from_secs(300));
+    assert!(
+        builder.clone().build().is_ok(),
+        "constant delays ignore the maximum"
+    );
+    let (s, _) = setting_of(builder.retry_exponential(true).build());
+    assert_eq!(s, RETRY_MAX_DELAY);
+}
+
+#[test]
+fn zero_counts_and_timeouts_are_rejected() {
+    let (s, _) = setting_of(Config::builder().publish_confirm_window(0).build());
+    assert_eq!(s, PUBLISH_CONFIRM_WINDOW);
+    let (s, _) = setting_of(Config::builder().delay_queue_max_size(0).build());
+    assert_eq!(s, DELAY_QUEUE_MAX_SIZE);
+    let (s, _) = setting_of(Config::builder().connect_timeout(Duration::ZERO).build());
+    assert_eq!(s, CONNECT_TIMEOUT);
+    let (s, _) = setting_of(
+        Config::builder()
+            .reconnect_min_delay(Duration::ZERO)
+            .build(),
+    );
+    assert_eq!(s, RECONNECT_MIN_DELAY);
+    let (s, _) = setting_of(Config::builder().connection_name("").build());
+    assert_eq!(s, CONNECTION_NAME);
+    assert!(
+        Config::builder()
+            .retry_delay(Duration::ZERO)
+            .build()
+            .is_ok()
+    );
+}
