@@ -528,11 +528,12 @@ fn from_env_reads_the_process_environment() {
         .env("CQRS_QUEUE", "env_queue")
         .env("CQRS_MAX_RETRIES", "7")
         .env("CQRS_RETRY_DELAY", "1500ms")
-        .status()
+        .output()
         .unwrap();
     assert!(
-        status.success(),
-        "the child saw the environment as configured"
+        child.status.success(),
+        "the child saw the environment as configured: {}",
+        String::from_utf8_lossy(&child.stderr)
     );
 
     let output = std::process::Command::new(std::env::current_exe().unwrap())
