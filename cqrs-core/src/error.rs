@@ -69,7 +69,7 @@ pub enum Error {
 
     /// No broker of the configured list accepted a connection.
     #[error(
-        "cannot connect to RabbitMQ at {url}: {reason}; check that the broker runs and `CQRS_AMQP_URL` is right (will retry)"
+        "cannot connect to RabbitMQ at {url}: {reason}; check that the broker runs and `CQRS_AMQP_URL` is right; the operation can be retried"
     )]
     Connect {
         /// The last URL tried, with its password masked.

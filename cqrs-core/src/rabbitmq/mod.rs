@@ -157,6 +157,21 @@ impl RabbitMqTransport {
         Ok(channel)
     }
 
+    /// A new channel on the publishing connection (connecting first if needed), for
+    /// operations that may close their channel, such as declarations.
+    async fn side_channel(&self) -> Result<Channel> {
+        self.publish_channel().await?;
+        let state = self.shared.publisher.lock().await;
+        let link = state.live.as_ref().ok_or_else(|| Error::ConnectionLost {
+            operation: "channel.open",
+            reason: "the connection was lost while opening a channel".to_owned(),
+        })?;
+        link.connection
+            .create_channel()
+            .await
+            .map_err(|e| map_lapin("channel.open", e))
+    }
+
     /// Forgets the publishing link if it is still `channel`, so the next publish reconnects.
     async fn drop_publish_channel(&self, channel: &Channel) {
         let mut state = self.shared.publisher.lock().await;
@@ -226,23 +241,8 @@ impl Transport for RabbitMqTransport {
 
     async fn declare(&self, topology: &Topology) -> Result<()> {
         self.check_open()?;
-        let publish_channel = self.publish_channel().await?;
         // Declarations that fail close their channel: use a channel of their own.
-        let connection_channel = {
-            let state = self.shared.publisher.lock().await;
-            match &state.live {
-                Some(link) if link.channel.id() == publish_channel.id() => {
-                    link.connection.create_channel().await
-                }
-                _ => {
-                    return Err(Error::ConnectionLost {
-                        operation: "channel.open",
-                        reason: "the connection was replaced during declaration".to_owned(),
-                    });
-                }
-            }
-        };
-        let channel = connection_channel.map_err(|e| map_lapin("channel.open", e))?;
+        let channel = self.side_channel().await?;
         let result = declare_on(&channel, topology).await;
         if channel.status().connected() {
             let _ = channel.close(200, "topology declared".into()).await;
