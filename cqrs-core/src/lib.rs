@@ -26,7 +26,7 @@ mod transport;
 
 pub use amqp_url::AmqpUrl;
 pub use backoff::Backoff;
-pub use config::{Config, ConfigBuilder, QueueType};
+pub use config::{Config, ConfigBuilder, QueueType, TlsSettings};
 pub use encoding::{ValueError, WireValue, format_timestamp, parse_timestamp};
 pub use error::{Error, JsonType, Result};
 pub use memory::{InMemoryConsumer, InMemoryTransport};

@@ -4,3 +4,4 @@
 mod support;
 mod transport_rabbitmq;
 mod transport_reconnect;
+mod transport_tls;

@@ -55,6 +55,9 @@ pub struct ConfigBuilder {
     reconnect_min_delay: Option<Duration>,
     reconnect_max_delay: Option<Duration>,
     connection_name: Option<String>,
+    tls_ca_file: Option<std::path::PathBuf>,
+    tls_cert_file: Option<std::path::PathBuf>,
+    tls_key_file: Option<std::path::PathBuf>,
 }
 
 impl ConfigBuilder {
@@ -198,6 +201,25 @@ impl ConfigBuilder {
     /// not below the minimum.
     pub fn reconnect_max_delay(mut self, delay: Duration) -> Self {
         self.reconnect_max_delay = Some(delay);
+        self
+    }
+
+    /// A PEM file of CA certificates to trust for `amqps://` brokers, in addition to the
+    /// system's (`CQRS_AMQP_TLS_CA_FILE`). Read by [`ConfigBuilder::build`].
+    pub fn tls_ca_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.tls_ca_file = Some(path.into());
+        self
+    }
+
+    /// A client certificate (PEM) and its PKCS#8 private key (PEM) for mutual TLS
+    /// (`CQRS_AMQP_TLS_CERT_FILE`, `CQRS_AMQP_TLS_KEY_FILE`). Read by [`ConfigBuilder::build`].
+    pub fn tls_client_identity(
+        mut self,
+        cert_file: impl Into<std::path::PathBuf>,
+        key_file: impl Into<std::path::PathBuf>,
+    ) -> Self {
+        self.tls_cert_file = Some(cert_file.into());
+        self.tls_key_file = Some(key_file.into());
         self
     }
 
@@ -404,6 +426,9 @@ impl ConfigBuilder {
             ));
         }
 
+        let tls =
+            super::TlsSettings::load(self.tls_ca_file, self.tls_cert_file, self.tls_key_file)?;
+
         Ok(Config {
             amqp_urls,
             exchange,
@@ -423,6 +448,7 @@ impl ConfigBuilder {
             reconnect_min_delay,
             reconnect_max_delay,
             connection_name: self.connection_name,
+            tls,
         })
     }
 }

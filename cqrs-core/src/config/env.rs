@@ -8,12 +8,13 @@ use super::{
     AMQP_URL, CONNECT_TIMEOUT, CONNECTION_NAME, Config, DEAD_LETTER_QUEUE, DEAD_MESSAGE_TTL,
     DELAY_QUEUE_MAX_SIZE, DURATION_FORMS, EXCHANGE, MAX_RETRIES, MESSAGE_TTL, PREFETCH,
     PUBLISH_CONFIRM_WINDOW, QUEUE, QUEUE_TYPE, RECONNECT_MAX_DELAY, RECONNECT_MIN_DELAY,
-    RETRY_DELAY, RETRY_EXPONENTIAL, RETRY_MAX_DELAY, invalid,
+    RETRY_DELAY, RETRY_EXPONENTIAL, RETRY_MAX_DELAY, TLS_CA_FILE, TLS_CERT_FILE, TLS_KEY_FILE,
+    config, invalid,
 };
 use crate::{Error, Result};
 
 /// Every variable [`Config::from_env`] reads.
-const ALL_VARS: [&str; 18] = [
+const ALL_VARS: [&str; 21] = [
     AMQP_URL,
     EXCHANGE,
     QUEUE,
@@ -32,6 +33,9 @@ const ALL_VARS: [&str; 18] = [
     RECONNECT_MIN_DELAY,
     RECONNECT_MAX_DELAY,
     CONNECTION_NAME,
+    TLS_CA_FILE,
+    TLS_CERT_FILE,
+    TLS_KEY_FILE,
 ];
 
 impl Config {
@@ -158,6 +162,25 @@ impl Config {
         }
         if let Some(v) = get(CONNECTION_NAME) {
             b = b.connection_name(v);
+        }
+        if let Some(v) = get(TLS_CA_FILE) {
+            b = b.tls_ca_file(v);
+        }
+        match (get(TLS_CERT_FILE), get(TLS_KEY_FILE)) {
+            (Some(cert), Some(key)) => b = b.tls_client_identity(cert, key),
+            (None, None) => {}
+            (Some(_), None) => {
+                return Err(config(
+                    TLS_KEY_FILE,
+                    "`CQRS_AMQP_TLS_CERT_FILE` is set without `CQRS_AMQP_TLS_KEY_FILE`; set both or neither",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(config(
+                    TLS_CERT_FILE,
+                    "`CQRS_AMQP_TLS_KEY_FILE` is set without `CQRS_AMQP_TLS_CERT_FILE`; set both or neither",
+                ));
+            }
         }
         b.build()
     }

@@ -13,8 +13,10 @@ mod builder;
 mod env;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 pub use builder::ConfigBuilder;
+pub use tls::TlsSettings;
 
 // Environment variable names (also the `setting` of every configuration error).
 const AMQP_URL: &str = "CQRS_AMQP_URL";
@@ -35,6 +37,9 @@ const CONNECT_TIMEOUT: &str = "CQRS_CONNECT_TIMEOUT";
 const RECONNECT_MIN_DELAY: &str = "CQRS_RECONNECT_MIN_DELAY";
 const RECONNECT_MAX_DELAY: &str = "CQRS_RECONNECT_MAX_DELAY";
 const CONNECTION_NAME: &str = "CQRS_CONNECTION_NAME";
+const TLS_CA_FILE: &str = "CQRS_AMQP_TLS_CA_FILE";
+const TLS_CERT_FILE: &str = "CQRS_AMQP_TLS_CERT_FILE";
+const TLS_KEY_FILE: &str = "CQRS_AMQP_TLS_KEY_FILE";
 
 /// How durations are written in environment variables, quoted in error messages.
 const DURATION_FORMS: &str = "a whole number of seconds (`30`) or a whole number followed by \
@@ -107,6 +112,8 @@ impl FromStr for QueueType {
 /// | `CQRS_RECONNECT_MIN_DELAY` | `100ms` | first delay between reconnection attempts |
 /// | `CQRS_RECONNECT_MAX_DELAY` | `10` (s) | longest delay between reconnection attempts |
 /// | `CQRS_CONNECTION_NAME` | none | connection name shown by the broker's management UI |
+/// | `CQRS_AMQP_TLS_CA_FILE` | none | PEM file of CA certificates trusted for `amqps://`, besides the system's |
+/// | `CQRS_AMQP_TLS_CERT_FILE`, `CQRS_AMQP_TLS_KEY_FILE` | none | client certificate and PKCS#8 key (PEM) for mutual TLS |
 ///
 /// Formats in environment variables: durations are a whole number of seconds (`30`) or a whole
 /// number with a unit `ms`, `s`, `m` or `h` (`500ms`, `2s`, `5m`, `1h`); fractions (`1.5s`)
@@ -134,6 +141,7 @@ pub struct Config {
     reconnect_min_delay: Duration,
     reconnect_max_delay: Duration,
     connection_name: Option<String>,
+    tls: TlsSettings,
 }
 
 impl Config {
@@ -256,6 +264,11 @@ impl Config {
     /// The client-provided connection name shown by the broker, if any.
     pub fn connection_name(&self) -> Option<&str> {
         self.connection_name.as_deref()
+    }
+
+    /// TLS settings for `amqps://` brokers: extra trusted CAs and a client identity.
+    pub fn tls(&self) -> &TlsSettings {
+        &self.tls
     }
 }
 

@@ -232,3 +232,84 @@ fn zero_counts_and_timeouts_are_rejected() {
             .is_ok()
     );
 }
+
+/// A file in the temp directory, removed on drop.
+struct TempFile(std::path::PathBuf);
+
+impl TempFile {
+    fn new(name: &str, contents: &str) -> TempFile {
+        let path =
+            std::env::temp_dir().join(format!("cqrs_config_test_{}_{name}", std::process::id()));
+        std::fs::write(&path, contents).unwrap();
+        TempFile(path)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+const FAKE_CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+const FAKE_KEY: &str = "-----BEGIN PRIVATE KEY-----\nS3CR3T-K3Y\n-----END PRIVATE KEY-----\n";
+
+#[test]
+fn tls_files_are_read_from_the_environment_and_never_shown_in_debug() {
+    let ca = TempFile::new("ca.pem", FAKE_CERT);
+    let cert = TempFile::new("cert.pem", FAKE_CERT);
+    let key = TempFile::new("key.pem", FAKE_KEY);
+    let config = lookup(&[
+        (TLS_CA_FILE, ca.0.to_str().unwrap()),
+        (TLS_CERT_FILE, cert.0.to_str().unwrap()),
+        (TLS_KEY_FILE, key.0.to_str().unwrap()),
+    ])
+    .unwrap();
+    assert_eq!(config.tls().ca_file(), Some(ca.0.as_path()));
+    assert_eq!(
+        config.tls().client_identity_files(),
+        Some((cert.0.as_path(), key.0.as_path()))
+    );
+    let lapin = config.tls().to_lapin();
+    assert_eq!(lapin.cert_chain.as_deref(), Some(FAKE_CERT));
+    assert!(lapin.identity.is_some());
+    let debug = format!("{config:?}");
+    assert!(!debug.contains("S3CR3T-K3Y"), "{debug}");
+    assert!(debug.contains("key.pem"), "{debug}");
+}
+
+#[test]
+fn tls_defaults_to_system_roots_only() {
+    let config = Config::builder().build().unwrap();
+    assert_eq!(config.tls().ca_file(), None);
+    assert_eq!(config.tls().client_identity_files(), None);
+    let lapin = config.tls().to_lapin();
+    assert!(lapin.cert_chain.is_none() && lapin.identity.is_none());
+}
+
+#[test]
+fn tls_file_errors_name_the_setting_and_the_problem() {
+    let (s, reason) = setting_of(Config::builder().tls_ca_file("/no/such/ca.pem").build());
+    assert_eq!(s, TLS_CA_FILE);
+    assert!(reason.contains("/no/such/ca.pem"), "{reason}");
+
+    let not_pem = TempFile::new("not.pem", "hello");
+    let (s, reason) = setting_of(Config::builder().tls_ca_file(&not_pem.0).build());
+    assert_eq!(s, TLS_CA_FILE);
+    assert!(reason.contains("CERTIFICATE"), "{reason}");
+
+    let cert = TempFile::new("only-cert.pem", FAKE_CERT);
+    let (s, _) = setting_of(lookup(&[(TLS_CERT_FILE, cert.0.to_str().unwrap())]));
+    assert_eq!(s, TLS_KEY_FILE);
+    let (s, _) = setting_of(lookup(&[(TLS_KEY_FILE, cert.0.to_str().unwrap())]));
+    assert_eq!(s, TLS_CERT_FILE);
+
+    // A certificate where the key should be.
+    let (s, reason) = setting_of(
+        Config::builder()
+            .tls_client_identity(&cert.0, &cert.0)
+            .build(),
+    );
+    assert_eq!(s, TLS_KEY_FILE);
+    assert!(reason.contains("PRIVATE KEY"), "{reason}");
+}

@@ -74,9 +74,18 @@ pub(super) async fn connect(
             None => shared.config.connect_timeout(),
         }
         .max(Duration::from_millis(50));
+        let runtime = lapin::runtime::default_runtime().map_err(|error| Error::Connect {
+            url: url.to_string(),
+            reason: format!("no async runtime for lapin: {error}"),
+        })?;
         let attempt = tokio::time::timeout(
             per_attempt,
-            Connection::connect_uri(url.to_lapin(), properties(&shared.config, role)),
+            Connection::connect_uri_with_config(
+                url.to_lapin(),
+                properties(&shared.config, role),
+                shared.config.tls().to_lapin(),
+                runtime,
+            ),
         )
         .await;
         let reason = match attempt {
