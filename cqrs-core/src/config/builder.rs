@@ -214,12 +214,22 @@ impl ConfigBuilder {
     /// A client certificate (PEM) and its PKCS#8 private key (PEM) for mutual TLS
     /// (`CQRS_AMQP_TLS_CERT_FILE`, `CQRS_AMQP_TLS_KEY_FILE`). Read by [`ConfigBuilder::build`].
     pub fn tls_client_identity(
-        mut self,
+        self,
         cert_file: impl Into<std::path::PathBuf>,
         key_file: impl Into<std::path::PathBuf>,
     ) -> Self {
-        self.tls_cert_file = Some(cert_file.into());
-        self.tls_key_file = Some(key_file.into());
+        self.tls_client_files(Some(cert_file.into()), Some(key_file.into()))
+    }
+
+    /// Sets the client certificate and key files as found; [`ConfigBuilder::build`] rejects
+    /// one without the other.
+    pub(super) fn tls_client_files(
+        mut self,
+        cert_file: Option<std::path::PathBuf>,
+        key_file: Option<std::path::PathBuf>,
+    ) -> Self {
+        self.tls_cert_file = cert_file;
+        self.tls_key_file = key_file;
         self
     }
 

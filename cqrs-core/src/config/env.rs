@@ -9,7 +9,7 @@ use super::{
     DELAY_QUEUE_MAX_SIZE, DURATION_FORMS, EXCHANGE, MAX_RETRIES, MESSAGE_TTL, PREFETCH,
     PUBLISH_CONFIRM_WINDOW, QUEUE, QUEUE_TYPE, RECONNECT_MAX_DELAY, RECONNECT_MIN_DELAY,
     RETRY_DELAY, RETRY_EXPONENTIAL, RETRY_MAX_DELAY, TLS_CA_FILE, TLS_CERT_FILE, TLS_KEY_FILE,
-    config, invalid,
+    invalid,
 };
 use crate::{Error, Result};
 
@@ -166,22 +166,11 @@ impl Config {
         if let Some(v) = get(TLS_CA_FILE) {
             b = b.tls_ca_file(v);
         }
-        match (get(TLS_CERT_FILE), get(TLS_KEY_FILE)) {
-            (Some(cert), Some(key)) => b = b.tls_client_identity(cert, key),
-            (None, None) => {}
-            (Some(_), None) => {
-                return Err(config(
-                    TLS_KEY_FILE,
-                    "`CQRS_AMQP_TLS_CERT_FILE` is set without `CQRS_AMQP_TLS_KEY_FILE`; set both or neither",
-                ));
-            }
-            (None, Some(_)) => {
-                return Err(config(
-                    TLS_CERT_FILE,
-                    "`CQRS_AMQP_TLS_KEY_FILE` is set without `CQRS_AMQP_TLS_CERT_FILE`; set both or neither",
-                ));
-            }
-        }
+        // Both or neither: `build` reports a half-configured client identity.
+        b = b.tls_client_files(
+            get(TLS_CERT_FILE).map(Into::into),
+            get(TLS_KEY_FILE).map(Into::into),
+        );
         b.build()
     }
 }
