@@ -326,52 +326,36 @@ fn parse_reason(input: &str) -> std::result::Result<AmqpUrl, String> {
     }
 
     for (key, value) in url.query_pairs() {
-        let duplicate = || format!("query parameter `{key}` is given twice in `{redacted}`");
-        match key.as_ref() {
-            "heartbeat" => {
-                if parsed.heartbeat.is_some() {
-                    return Err(duplicate());
-                }
-                parsed.heartbeat = Some(query_number(
-                    &key,
-                    &value,
-                    "a whole number in 0..=65535",
-                    &redacted,
-                )?);
-            }
-            "connection_timeout" => {
-                if parsed.connection_timeout_ms.is_some() {
-                    return Err(duplicate());
-                }
-                parsed.connection_timeout_ms = Some(query_number(
-                    &key,
-                    &value,
-                    "a whole number of milliseconds",
-                    &redacted,
-                )?);
-            }
-            "frame_max" => {
-                if parsed.frame_max.is_some() {
-                    return Err(duplicate());
-                }
-                parsed.frame_max = Some(query_number(
-                    &key,
-                    &value,
-                    "a whole number in 0..=4294967295",
-                    &redacted,
-                )?);
-            }
-            "channel_max" => {
-                if parsed.channel_max.is_some() {
-                    return Err(duplicate());
-                }
-                parsed.channel_max = Some(query_number(
-                    &key,
-                    &value,
-                    "a whole number in 0..=65535",
-                    &redacted,
-                )?);
-            }
+        let (k, v, r) = (key.as_ref(), value.as_ref(), redacted.as_str());
+        match k {
+            "heartbeat" => set_query_number(
+                &mut parsed.heartbeat,
+                k,
+                v,
+                "a whole number in 0..=65535",
+                r,
+            )?,
+            "connection_timeout" => set_query_number(
+                &mut parsed.connection_timeout_ms,
+                k,
+                v,
+                "a whole number of milliseconds",
+                r,
+            )?,
+            "frame_max" => set_query_number(
+                &mut parsed.frame_max,
+                k,
+                v,
+                "a whole number in 0..=4294967295",
+                r,
+            )?,
+            "channel_max" => set_query_number(
+                &mut parsed.channel_max,
+                k,
+                v,
+                "a whole number in 0..=65535",
+                r,
+            )?,
             // Options of pika, the reference's client: a URL shared with Python services may
             // carry them. They tune pika's own behaviour, which this transport configures
             // through its own settings, so they are accepted and ignored.
@@ -398,15 +382,24 @@ fn parse_reason(input: &str) -> std::result::Result<AmqpUrl, String> {
 }
 
 /// Parses the value of a numeric query parameter.
-fn query_number<T: FromStr>(
+/// Parses a numeric query parameter into its slot; a parameter given twice is an error.
+fn set_query_number<T: FromStr>(
+    slot: &mut Option<T>,
     key: &str,
     value: &str,
     accepted: &str,
     redacted: &str,
-) -> std::result::Result<T, String> {
-    value.parse().map_err(|_| {
+) -> std::result::Result<(), String> {
+    if slot.is_some() {
+        return Err(format!(
+            "query parameter `{key}` is given twice in `{redacted}`"
+        ));
+    }
+    let parsed = value.parse().map_err(|_| {
         format!("query parameter `{key}={value}` in `{redacted}` is invalid: expected {accepted}")
-    })
+    })?;
+    *slot = Some(parsed);
+    Ok(())
 }
 
 fn wrong_scheme(found: Option<&str>) -> String {
