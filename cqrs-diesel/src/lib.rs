@@ -4,9 +4,14 @@
 //! the Python package django-cqrs. A master service publishes every change of its rows; each
 //! replica service keeps a local, query-ready copy and joins locally.
 //!
-//! This is the crate services depend on. Today it provides the wire format, the configuration
-//! and the transports of [`cqrs_core`], re-exported here; the Diesel side (derives,
-//! `save_and_publish`, the outbox relay and the replica worker) builds on them.
+//! This is the crate services depend on. It re-exports the wire format, the configuration and
+//! the transports of [`cqrs_core`], and adds the Diesel side:
+//!
+//! - the master side: [`#[derive(MasterModel)]`](derive@MasterModel), whose
+//!   [`MasterModel::save_and_publish`] and friends write a row and its message in one
+//!   transaction (the transactional [`outbox`]), and the [`OutboxRelay`] that publishes the
+//!   outbox with publisher confirms;
+//! - PostgreSQL, MySQL/MariaDB and SQLite, each behind the cargo feature of its name.
 //!
 //! ```no_run
 //! use cqrs_diesel::{Config, RabbitMqTransport, Topology, Transport};
@@ -19,14 +24,87 @@
 //! # }
 //! ```
 #![warn(missing_docs, unreachable_pub)]
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+mod connection;
+mod error;
+mod master;
+pub mod outbox;
+mod relay;
 
 pub use cqrs_core::*;
+
+pub use connection::{Backend, CqrsConnection, DbConn};
+pub use error::{Error, Result};
+
+/// The transport-level error of [`cqrs_core`] (broker, configuration, wire), which this crate's
+/// [`Error`] wraps as [`Error::Transport`].
+pub use cqrs_core::Error as TransportError;
+pub use master::{
+    HookError, MasterHooks, MasterModel, MasterStore, UpdatedAt, atomic, set_message_ttl,
+};
+pub use relay::{OutboxRelay, RelayHandle, RelayStats};
+
+/// `#[derive(MasterModel)]`: see [the trait](trait@MasterModel) and the crate README.
+pub use cqrs_derive::MasterModel;
 
 /// The runtime crate, for paths that need it by name.
 pub use cqrs_core;
 
 /// Diesel, re-exported so generated code and users agree on one version.
 pub use diesel;
+
+/// What generated code needs, under one path (as serde does). Not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::master::UtcWire;
+    pub use chrono;
+    pub use cqrs_core::WireValue;
+    pub use diesel;
+    pub use serde_json;
+}
+
+/// Expands its input when the `postgres` feature of cqrs-diesel is on (for generated code,
+/// whose own crate's features do not matter).
+#[doc(hidden)]
+#[macro_export]
+#[cfg(feature = "postgres")]
+macro_rules! __cqrs_if_postgres {
+    ($($tokens:tt)*) => { $($tokens)* };
+}
+#[doc(hidden)]
+#[macro_export]
+#[cfg(not(feature = "postgres"))]
+macro_rules! __cqrs_if_postgres {
+    ($($tokens:tt)*) => {};
+}
+/// Expands its input when the `mysql` feature of cqrs-diesel is on.
+#[doc(hidden)]
+#[macro_export]
+#[cfg(feature = "mysql")]
+macro_rules! __cqrs_if_mysql {
+    ($($tokens:tt)*) => { $($tokens)* };
+}
+#[doc(hidden)]
+#[macro_export]
+#[cfg(not(feature = "mysql"))]
+macro_rules! __cqrs_if_mysql {
+    ($($tokens:tt)*) => {};
+}
+/// Expands its input when the `sqlite` feature of cqrs-diesel is on.
+#[doc(hidden)]
+#[macro_export]
+#[cfg(feature = "sqlite")]
+macro_rules! __cqrs_if_sqlite {
+    ($($tokens:tt)*) => { $($tokens)* };
+}
+#[doc(hidden)]
+#[macro_export]
+#[cfg(not(feature = "sqlite"))]
+macro_rules! __cqrs_if_sqlite {
+    ($($tokens:tt)*) => {};
+}
 
 /// The README's examples, compiled as doctests so they cannot rot.
 #[doc = include_str!("../../README.md")]

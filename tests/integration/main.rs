@@ -1,6 +1,9 @@
 //! Integration tests against the real services of this machine (see README: `AMQP_URL`,
 //! `PG_DATABASE_URL`, `MYSQL_DATABASE_URL` override the local defaults).
 
+mod db;
+mod master;
+mod relay;
 mod support;
 mod transport_rabbitmq;
 mod transport_reconnect;

@@ -107,3 +107,85 @@ pub async fn cleanup(exchange: &str, queues: &[&str]) {
     }
     let _ = connection.close(200, "cleanup".into()).await;
 }
+
+/// A plain lapin consumer of everything published to one exchange (an exclusive queue bound
+/// with `#`), to check what our code published without using our code to read it.
+pub struct Capture {
+    _connection: Connection,
+    consumer: lapin::Consumer,
+}
+
+impl Capture {
+    /// Binds a new exclusive queue to `exchange`, which must exist.
+    pub async fn bind(exchange: &str) -> Capture {
+        use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+        use lapin::types::FieldTable;
+        let connection = raw_connection().await;
+        let channel = connection.create_channel().await.expect("channel");
+        let queue = unique("capture");
+        channel
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("declare the capture queue");
+        channel
+            .queue_bind(
+                queue.as_str().into(),
+                exchange.into(),
+                "#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("bind the capture queue");
+        let consumer = channel
+            .basic_consume(
+                queue.as_str().into(),
+                "capture".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume the capture queue");
+        Capture {
+            _connection: connection,
+            consumer,
+        }
+    }
+
+    /// The next `n` messages as (routing key, JSON body); panics if they do not all arrive
+    /// within `within`.
+    pub async fn take(&mut self, n: usize, within: Duration) -> Vec<(String, serde_json::Value)> {
+        use futures_util::StreamExt;
+        let deadline = tokio::time::Instant::now() + within;
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let next = tokio::time::timeout_at(deadline, self.consumer.next())
+                .await
+                .unwrap_or_else(|_| panic!("only {} of {n} messages arrived", out.len()))
+                .expect("the capture consumer is open")
+                .expect("a delivery");
+            let body: serde_json::Value = serde_json::from_slice(&next.data).expect("a JSON body");
+            out.push((next.routing_key.to_string(), body));
+        }
+        out
+    }
+
+    /// Whether no message arrives within `within`.
+    pub async fn is_quiet_for(&mut self, within: Duration) -> bool {
+        use futures_util::StreamExt;
+        tokio::time::timeout(within, self.consumer.next())
+            .await
+            .is_err()
+    }
+}

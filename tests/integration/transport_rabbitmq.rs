@@ -4,8 +4,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use cqrs_diesel::{
-    Config, Consumer, Error, OutgoingMessage, QueueType, RabbitMqTransport, Topology, Transport,
-    dead_letter_routing_key, direct_routing_key,
+    Config, Consumer, OutgoingMessage, QueueType, RabbitMqTransport, Topology, Transport,
+    TransportError as Error, dead_letter_routing_key, direct_routing_key,
 };
 use lapin::options::{BasicGetOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;

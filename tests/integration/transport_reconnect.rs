@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cqrs_diesel::{
-    Config, Consumer, Error, OutgoingMessage, RabbitMqTransport, Topology, Transport,
+    Config, Consumer, OutgoingMessage, RabbitMqTransport, Topology, Transport,
+    TransportError as Error,
 };
 
 use crate::support::{TempVhost, amqp_url_for_vhost, rabbitmqctl, unique};

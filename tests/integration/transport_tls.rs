@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use cqrs_diesel::{
-    AmqpUrl, Config, Consumer, Error, OutgoingMessage, RabbitMqTransport, Topology, Transport,
+    AmqpUrl, Config, Consumer, OutgoingMessage, RabbitMqTransport, Topology, Transport,
+    TransportError as Error,
 };
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use tokio::net::{TcpListener, TcpStream};

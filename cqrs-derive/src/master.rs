@@ -1,0 +1,384 @@
+//! Code generation for `#[derive(MasterModel)]`: the `MasterModel` constants and
+//! serialization, and one `MasterStore` implementation (the model's statements) per backend.
+
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote};
+
+use crate::attrs::{BackendName, Model};
+
+pub(crate) fn expand(model: &Model) -> TokenStream {
+    let ident = &model.ident;
+    let cqrs_id = &model.cqrs_id;
+    let produce = model.produce;
+    let column_count = model.fields.len();
+    let pk = &model.fields[model.pk].ident;
+    let revision = &model.fields[model.revision].ident;
+    let updated = &model.fields[model.updated];
+    let updated_ident = &updated.ident;
+    let updated_ty = &updated.ty;
+    let tracked_names: Vec<&str> = model
+        .tracked
+        .iter()
+        .map(|&i| model.fields[i].wire_name.as_str())
+        .collect();
+    let tracked_inserts = model.tracked.iter().map(|&i| {
+        let field = &model.fields[i];
+        let name = &field.wire_name;
+        let value = wire_value(field);
+        quote! { data.insert(#name.to_owned(), #value); }
+    });
+    let data_inserts = model
+        .fields
+        .iter()
+        .enumerate()
+        .filter(|(i, f)| !f.skip && *i != model.revision && *i != model.updated)
+        .map(|(_, field)| {
+            let name = &field.wire_name;
+            let value = wire_value(field);
+            quote! { data.insert(#name.to_owned(), #value); }
+        });
+    let hooks = if model.hooks {
+        quote! {}
+    } else {
+        quote! { impl ::cqrs_diesel::MasterHooks for #ident {} }
+    };
+    let stores = model.backends.iter().map(|&backend| store(model, backend));
+
+    quote! {
+        const _: () = {
+            use ::cqrs_diesel::__private as __p;
+            use ::cqrs_diesel::__private::diesel as __d;
+            #[allow(unused_imports)]
+            use ::cqrs_diesel::__private::diesel::prelude::*;
+
+            impl ::cqrs_diesel::MasterModel for #ident {
+                const CQRS_ID: &'static str = #cqrs_id;
+                const PRODUCE: bool = #produce;
+                const TRACKED_FIELDS: &'static [&'static str] = &[#(#tracked_names),*];
+                const COLUMN_COUNT: usize = #column_count;
+
+                fn cqrs_pk(&self) -> __p::serde_json::Value {
+                    __p::WireValue::to_wire(&self.#pk)
+                }
+
+                fn cqrs_revision(&self) -> i64 {
+                    ::core::convert::From::from(self.#revision)
+                }
+
+                fn cqrs_instance_data(&self) -> __p::serde_json::Map<String, __p::serde_json::Value> {
+                    let mut data = __p::serde_json::Map::with_capacity(#column_count);
+                    data.insert(
+                        "cqrs_revision".to_owned(),
+                        __p::serde_json::Value::from(self.#revision),
+                    );
+                    data.insert(
+                        "cqrs_updated".to_owned(),
+                        <#updated_ty as ::cqrs_diesel::UpdatedAt>::to_wire_utc(&self.#updated_ident),
+                    );
+                    #(#data_inserts)*
+                    data
+                }
+
+                fn cqrs_tracked_data(&self) -> __p::serde_json::Map<String, __p::serde_json::Value> {
+                    #[allow(unused_mut)]
+                    let mut data = __p::serde_json::Map::new();
+                    #(#tracked_inserts)*
+                    data
+                }
+            }
+
+            #hooks
+
+            #(#stores)*
+        };
+    }
+}
+
+/// The wire value of `self.<field>`.
+fn wire_value(field: &crate::attrs::Field) -> TokenStream {
+    let ident = &field.ident;
+    if field.utc {
+        quote! { __p::UtcWire::to_wire_utc(&self.#ident) }
+    } else {
+        quote! { __p::WireValue::to_wire(&self.#ident) }
+    }
+}
+
+/// The `MasterStore` implementation for one backend, wrapped in cqrs-diesel's feature gate.
+fn store(model: &Model, backend: BackendName) -> TokenStream {
+    let ident = &model.ident;
+    let table = &model.table;
+    let fields = &model.fields;
+    let pk_field = &fields[model.pk];
+    let pk = &pk_field.ident;
+    let pk_col = &pk_field.column;
+    let rev_col = &fields[model.revision].column;
+    let rev_ty = &fields[model.revision].ty;
+    let upd_ty = &fields[model.updated].ty;
+
+    let columns: Vec<TokenStream> = fields
+        .iter()
+        .map(|f| {
+            let col = &f.column;
+            quote! { #table::#col }
+        })
+        .collect();
+    let types: Vec<&syn::Type> = fields.iter().map(|f| &f.ty).collect();
+    let bindings: Vec<proc_macro2::Ident> = (0..fields.len())
+        .map(|i| format_ident!("__f{}", i))
+        .collect();
+    let idents: Vec<&proc_macro2::Ident> = fields.iter().map(|f| &f.ident).collect();
+    let select = quote! { (#(#columns,)*) };
+    let row_ty = quote! { (#(#types,)*) };
+    let from_row = quote! {
+        |(#(#bindings,)*): #row_ty| #ident { #(#idents: #bindings,)* }
+    };
+    // Every column from a row `r`, with `cqrs_updated` set to `now`.
+    let insert_values = |r: TokenStream| {
+        let values = fields.iter().enumerate().map(|(i, f)| {
+            let col = &f.column;
+            let field = &f.ident;
+            if i == model.updated {
+                quote! { #table::#col.eq(&now) }
+            } else {
+                quote! { #table::#col.eq(&#r.#field) }
+            }
+        });
+        quote! { (#(#values,)*) }
+    };
+    // Non-key columns from `self`, and `cqrs_updated = now`; the revision is handled apart.
+    let update_values = {
+        let values = fields
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != model.pk && *i != model.revision)
+            .map(|(i, f)| {
+                let col = &f.column;
+                let field = &f.ident;
+                if i == model.updated {
+                    quote! { #table::#col.eq(&now) }
+                } else {
+                    quote! { #table::#col.eq(&self.#field) }
+                }
+            });
+        quote! { (#(#values,)*) }
+    };
+    // For the bulk update, an upsert whose update part takes every non-key column from the
+    // proposed row.
+    let mysql_values = {
+        let values = fields
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != model.pk && *i != model.revision)
+            .map(|(_, f)| {
+                let col = &f.column;
+                quote! {
+                    #table::#col.eq(__d::dsl::sql::<__d::dsl::SqlTypeOf<#table::#col>>(
+                        &::std::format!("VALUES(`{}`)", <#table::#col as __d::Column>::NAME),
+                    ))
+                }
+            });
+        quote! { (#(#values,)*) }
+    };
+    let excluded_values = {
+        let values = fields
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != model.pk && *i != model.revision)
+            .map(|(_, f)| {
+                let col = &f.column;
+                quote! { #table::#col.eq(__d::upsert::excluded(#table::#col)) }
+            });
+        quote! { (#(#values,)*) }
+    };
+    let self_values = insert_values(quote! { self });
+    let row_values = insert_values(quote! { row });
+
+    let (gate, conn_ty) = match backend {
+        BackendName::Postgres => (
+            quote! { ::cqrs_diesel::__cqrs_if_postgres },
+            quote! { __d::PgConnection },
+        ),
+        BackendName::Mysql => (
+            quote! { ::cqrs_diesel::__cqrs_if_mysql },
+            quote! { __d::MysqlConnection },
+        ),
+        BackendName::Sqlite => (
+            quote! { ::cqrs_diesel::__cqrs_if_sqlite },
+            quote! { __d::SqliteConnection },
+        ),
+    };
+    let lockable = backend != BackendName::Sqlite;
+    let find_one = if lockable {
+        quote! {
+            let query = #table::table.filter(#table::#pk_col.eq(&self.#pk)).select(#select);
+            let row = if lock {
+                query.for_update().first::<#row_ty>(conn).optional()?
+            } else {
+                query.first::<#row_ty>(conn).optional()?
+            };
+        }
+    } else {
+        quote! {
+            let _ = lock; // SQLite serialises writers: the write transaction is the lock.
+            let row = #table::table
+                .filter(#table::#pk_col.eq(&self.#pk))
+                .select(#select)
+                .first::<#row_ty>(conn)
+                .optional()?;
+        }
+    };
+    let find_many = if lockable {
+        quote! {
+            let query = #table::table.filter(#table::#pk_col.eq_any(keys)).select(#select);
+            let rows = if lock {
+                query.for_update().load::<#row_ty>(conn)?
+            } else {
+                query.load::<#row_ty>(conn)?
+            };
+        }
+    } else {
+        quote! {
+            let _ = lock;
+            let rows = #table::table
+                .filter(#table::#pk_col.eq_any(keys))
+                .select(#select)
+                .load::<#row_ty>(conn)?;
+        }
+    };
+
+    let methods = if backend == BackendName::Mysql {
+        // No RETURNING: write, then read back inside the same transaction.
+        quote! {
+            fn cqrs_update(&self, conn: &mut #conn_ty, bump: bool) -> __d::QueryResult<Option<Self>> {
+                let now = <#upd_ty as ::cqrs_diesel::UpdatedAt>::now();
+                let target = #table::table.filter(#table::#pk_col.eq(&self.#pk));
+                if bump {
+                    let one: #rev_ty = 1;
+                    __d::update(target)
+                        .set((#update_values, #table::#rev_col.eq(#table::#rev_col + one)))
+                        .execute(conn)?;
+                } else {
+                    __d::update(target).set(#update_values).execute(conn)?;
+                }
+                self.cqrs_find(conn, false)
+            }
+
+            fn cqrs_insert(&self, conn: &mut #conn_ty) -> __d::QueryResult<Self> {
+                let now = <#upd_ty as ::cqrs_diesel::UpdatedAt>::now();
+                __d::insert_into(#table::table).values(#self_values).execute(conn)?;
+                self.cqrs_find(conn, false)?.ok_or(__d::result::Error::NotFound)
+            }
+
+            fn cqrs_delete(&self, conn: &mut #conn_ty) -> __d::QueryResult<Option<Self>> {
+                let Some(old) = self.cqrs_find(conn, true)? else {
+                    return Ok(None);
+                };
+                __d::delete(#table::table.filter(#table::#pk_col.eq(&self.#pk))).execute(conn)?;
+                Ok(Some(old))
+            }
+
+            fn cqrs_insert_many(rows: &[&Self], conn: &mut #conn_ty) -> __d::QueryResult<Vec<Self>> {
+                let now = <#upd_ty as ::cqrs_diesel::UpdatedAt>::now();
+                let values: Vec<_> = rows.iter().map(|row| #row_values).collect();
+                __d::insert_into(#table::table).values(values).execute(conn)?;
+                Self::cqrs_find_many(rows, conn, false)
+            }
+
+            fn cqrs_update_many(rows: &[&Self], conn: &mut #conn_ty) -> __d::QueryResult<Vec<Self>> {
+                let now = <#upd_ty as ::cqrs_diesel::UpdatedAt>::now();
+                let one: #rev_ty = 1;
+                let values: Vec<_> = rows.iter().map(|row| #row_values).collect();
+                __d::insert_into(#table::table)
+                    .values(values)
+                    .on_conflict(__d::dsl::DuplicatedKeys)
+                    .do_update()
+                    .set((#mysql_values, #table::#rev_col.eq(#table::#rev_col + one)))
+                    .execute(conn)?;
+                Self::cqrs_find_many(rows, conn, false)
+            }
+        }
+    } else {
+        quote! {
+            fn cqrs_update(&self, conn: &mut #conn_ty, bump: bool) -> __d::QueryResult<Option<Self>> {
+                let now = <#upd_ty as ::cqrs_diesel::UpdatedAt>::now();
+                let target = #table::table.filter(#table::#pk_col.eq(&self.#pk));
+                let row = if bump {
+                    let one: #rev_ty = 1;
+                    __d::update(target)
+                        .set((#update_values, #table::#rev_col.eq(#table::#rev_col + one)))
+                        .returning(#select)
+                        .get_result::<#row_ty>(conn)
+                        .optional()?
+                } else {
+                    __d::update(target)
+                        .set(#update_values)
+                        .returning(#select)
+                        .get_result::<#row_ty>(conn)
+                        .optional()?
+                };
+                Ok(row.map(#from_row))
+            }
+
+            fn cqrs_insert(&self, conn: &mut #conn_ty) -> __d::QueryResult<Self> {
+                let now = <#upd_ty as ::cqrs_diesel::UpdatedAt>::now();
+                __d::insert_into(#table::table)
+                    .values(#self_values)
+                    .returning(#select)
+                    .get_result::<#row_ty>(conn)
+                    .map(#from_row)
+            }
+
+            fn cqrs_delete(&self, conn: &mut #conn_ty) -> __d::QueryResult<Option<Self>> {
+                let row = __d::delete(#table::table.filter(#table::#pk_col.eq(&self.#pk)))
+                    .returning(#select)
+                    .get_result::<#row_ty>(conn)
+                    .optional()?;
+                Ok(row.map(#from_row))
+            }
+
+            fn cqrs_insert_many(rows: &[&Self], conn: &mut #conn_ty) -> __d::QueryResult<Vec<Self>> {
+                let now = <#upd_ty as ::cqrs_diesel::UpdatedAt>::now();
+                let values: Vec<_> = rows.iter().map(|row| #row_values).collect();
+                let rows = __d::insert_into(#table::table)
+                    .values(values)
+                    .returning(#select)
+                    .get_results::<#row_ty>(conn)?;
+                Ok(rows.into_iter().map(#from_row).collect())
+            }
+
+            fn cqrs_update_many(rows: &[&Self], conn: &mut #conn_ty) -> __d::QueryResult<Vec<Self>> {
+                let now = <#upd_ty as ::cqrs_diesel::UpdatedAt>::now();
+                let one: #rev_ty = 1;
+                let values: Vec<_> = rows.iter().map(|row| #row_values).collect();
+                let rows = __d::insert_into(#table::table)
+                    .values(values)
+                    .on_conflict(#table::#pk_col)
+                    .do_update()
+                    .set((#excluded_values, #table::#rev_col.eq(#table::#rev_col + one)))
+                    .returning(#select)
+                    .get_results::<#row_ty>(conn)?;
+                Ok(rows.into_iter().map(#from_row).collect())
+            }
+        }
+    };
+
+    quote! {
+        #gate! {
+            impl ::cqrs_diesel::MasterStore<#conn_ty> for #ident {
+                fn cqrs_find(&self, conn: &mut #conn_ty, lock: bool) -> __d::QueryResult<Option<Self>> {
+                    #find_one
+                    Ok(row.map(#from_row))
+                }
+
+                fn cqrs_find_many(rows: &[&Self], conn: &mut #conn_ty, lock: bool) -> __d::QueryResult<Vec<Self>> {
+                    let keys: Vec<_> = rows.iter().map(|row| ::core::clone::Clone::clone(&row.#pk)).collect();
+                    #find_many
+                    Ok(rows.into_iter().map(#from_row).collect())
+                }
+
+                #methods
+            }
+        }
+    }
+}

@@ -1,0 +1,8 @@
+-- The transactional outbox of cqrs-diesel: one row per message, written in the same
+-- transaction as the model row, published and deleted by the outbox relay.
+CREATE TABLE cqrs_outbox (
+    id BIGSERIAL PRIMARY KEY,
+    cqrs_id VARCHAR(255) NOT NULL,
+    routing_key VARCHAR(512) NOT NULL,
+    body TEXT NOT NULL
+);

@@ -1,0 +1,373 @@
+//! The database connections this crate works with, and what differs between them.
+//!
+//! Diesel's `MultiConnection` cannot express upserts or row locks, so each backend has its own
+//! implementation of [`CqrsConnection`]: PostgreSQL, MySQL/MariaDB and SQLite, each behind the
+//! cargo feature of the same name.
+
+use diesel::connection::{Connection, TransactionManager};
+use diesel::prelude::*;
+use diesel::result::Error as DieselError;
+
+use crate::outbox::{NewOutboxEntry, OutboxEntry};
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// A Diesel connection this crate can write models and the outbox through: `PgConnection`,
+/// `MysqlConnection` or `SqliteConnection` (each behind its cargo feature).
+///
+/// A pooled connection (`r2d2::PooledConnection`) derefs to one of these: pass `&mut *pooled`.
+pub trait CqrsConnection: Connection + sealed::Sealed + Send + 'static {
+    /// The backend, for logs and for code that must differ.
+    const BACKEND: Backend;
+
+    /// The connection as the backend-tagged [`DbConn`] hooks receive.
+    fn as_db_conn(&mut self) -> DbConn<'_>;
+
+    /// Runs `f` in a transaction suitable for writes: a savepoint when a transaction is already
+    /// open (so a failure inside leaves the caller's transaction usable), otherwise a new
+    /// transaction (`BEGIN IMMEDIATE` on SQLite, so that a read followed by a write cannot fail
+    /// with `SQLITE_BUSY` half way).
+    fn write_transaction<T, E, F>(&mut self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut Self) -> Result<T, E>,
+        E: From<DieselError>,
+    {
+        self.transaction(f)
+    }
+
+    /// Creates the outbox table if this connection's database does not have it yet, by running
+    /// the migration shipped with this crate for the backend (see [`crate::outbox`]).
+    fn run_outbox_migrations(&mut self) -> crate::Result<()>;
+
+    /// How many entries wait in the outbox (for health checks and tests).
+    fn outbox_pending(&mut self) -> QueryResult<i64>;
+
+    #[doc(hidden)]
+    fn outbox_insert(&mut self, entry: &NewOutboxEntry<'_>) -> QueryResult<i64>;
+
+    #[doc(hidden)]
+    fn outbox_insert_many(&mut self, entries: &[NewOutboxEntry<'_>]) -> QueryResult<usize>;
+
+    #[doc(hidden)]
+    fn outbox_update_body(&mut self, id: i64, body: &str) -> QueryResult<usize>;
+
+    #[doc(hidden)]
+    fn outbox_contains(&mut self, id: i64) -> QueryResult<bool>;
+
+    /// Selects and locks up to `limit` outbox entries in id order, skipping entries another
+    /// relay holds (`FOR UPDATE SKIP LOCKED` on PostgreSQL and MySQL/MariaDB; SQLite serialises
+    /// writers instead). Must run inside a transaction begun by [`begin_relay_transaction`].
+    ///
+    /// [`begin_relay_transaction`]: CqrsConnection::begin_relay_transaction
+    #[doc(hidden)]
+    fn outbox_lock_batch(&mut self, limit: i64) -> QueryResult<Vec<OutboxEntry>>;
+
+    #[doc(hidden)]
+    fn outbox_delete(&mut self, ids: &[i64]) -> QueryResult<usize>;
+
+    /// Begins a top-level transaction for a relay batch (`BEGIN IMMEDIATE` on SQLite).
+    #[doc(hidden)]
+    fn begin_relay_transaction(&mut self) -> QueryResult<()> {
+        Self::TransactionManager::begin_transaction(self)
+    }
+
+    /// Whether a relay batch keeps its rows locked in an open transaction while it publishes
+    /// them ([`outbox_lock_batch`] in a [`begin_relay_transaction`] transaction). SQLite has one
+    /// writer at a time: holding its write lock while the broker answers (or times out) would
+    /// stall every write of the application, so there the relay reads the batch without a
+    /// transaction and deletes the confirmed entries in a short one of their own.
+    ///
+    /// [`outbox_lock_batch`]: CqrsConnection::outbox_lock_batch
+    /// [`begin_relay_transaction`]: CqrsConnection::begin_relay_transaction
+    #[doc(hidden)]
+    const RELAY_HOLDS_ROW_LOCKS: bool = true;
+}
+
+/// Which database a [`CqrsConnection`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Backend {
+    /// PostgreSQL.
+    Postgres,
+    /// MySQL or MariaDB.
+    Mysql,
+    /// SQLite.
+    Sqlite,
+}
+
+/// A connection tagged with its backend, as [`MasterHooks`](crate::MasterHooks) receive it, so
+/// that a hook can run its own Diesel queries (for example to read related rows).
+///
+/// A service uses one backend, so a hook usually matches the one arm it needs.
+#[non_exhaustive]
+pub enum DbConn<'a> {
+    /// A PostgreSQL connection.
+    #[cfg(feature = "postgres")]
+    Pg(&'a mut diesel::PgConnection),
+    /// A MySQL/MariaDB connection.
+    #[cfg(feature = "mysql")]
+    Mysql(&'a mut diesel::MysqlConnection),
+    /// A SQLite connection.
+    #[cfg(feature = "sqlite")]
+    Sqlite(&'a mut diesel::SqliteConnection),
+}
+
+impl std::fmt::Debug for DbConn<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self {
+            #[cfg(feature = "postgres")]
+            DbConn::Pg(_) => "Pg",
+            #[cfg(feature = "mysql")]
+            DbConn::Mysql(_) => "Mysql",
+            #[cfg(feature = "sqlite")]
+            DbConn::Sqlite(_) => "Sqlite",
+        };
+        f.debug_tuple("DbConn").field(&name).finish()
+    }
+}
+
+/// The depth of the transaction open on `conn` (0 when none is).
+pub(crate) fn transaction_depth<C: Connection>(conn: &mut C) -> u32 {
+    C::TransactionManager::transaction_manager_status_mut(conn)
+        .transaction_depth()
+        .ok()
+        .flatten()
+        .map_or(0, |depth| depth.get())
+}
+
+/// The outbox statements PostgreSQL and SQLite share (both have `RETURNING`).
+macro_rules! returning_outbox_impl {
+    () => {
+        fn outbox_insert(&mut self, entry: &NewOutboxEntry<'_>) -> QueryResult<i64> {
+            use crate::outbox::cqrs_outbox::dsl;
+            diesel::insert_into(dsl::cqrs_outbox)
+                .values(entry)
+                .returning(dsl::id)
+                .get_result(self)
+        }
+
+        fn outbox_insert_many(&mut self, entries: &[NewOutboxEntry<'_>]) -> QueryResult<usize> {
+            use crate::outbox::cqrs_outbox::dsl;
+            if entries.is_empty() {
+                return Ok(0);
+            }
+            diesel::insert_into(dsl::cqrs_outbox)
+                .values(entries)
+                .execute(self)
+        }
+
+        fn outbox_update_body(&mut self, id: i64, body: &str) -> QueryResult<usize> {
+            use crate::outbox::cqrs_outbox::dsl;
+            diesel::update(dsl::cqrs_outbox.filter(dsl::id.eq(id)))
+                .set(dsl::body.eq(body))
+                .execute(self)
+        }
+
+        fn outbox_contains(&mut self, id: i64) -> QueryResult<bool> {
+            use crate::outbox::cqrs_outbox::dsl;
+            use diesel::dsl::{exists, select};
+            select(exists(dsl::cqrs_outbox.filter(dsl::id.eq(id)))).get_result(self)
+        }
+
+        fn outbox_pending(&mut self) -> QueryResult<i64> {
+            use crate::outbox::cqrs_outbox::dsl;
+            dsl::cqrs_outbox.count().get_result(self)
+        }
+
+        fn outbox_delete(&mut self, ids: &[i64]) -> QueryResult<usize> {
+            use crate::outbox::cqrs_outbox::dsl;
+            if ids.is_empty() {
+                return Ok(0);
+            }
+            diesel::delete(dsl::cqrs_outbox.filter(dsl::id.eq_any(ids))).execute(self)
+        }
+    };
+}
+
+#[cfg(feature = "postgres")]
+mod pg {
+    use super::*;
+    use diesel::PgConnection;
+
+    impl sealed::Sealed for PgConnection {}
+
+    impl CqrsConnection for PgConnection {
+        const BACKEND: Backend = Backend::Postgres;
+
+        fn as_db_conn(&mut self) -> DbConn<'_> {
+            DbConn::Pg(self)
+        }
+
+        fn run_outbox_migrations(&mut self) -> crate::Result<()> {
+            crate::outbox::run_migrations(self, crate::outbox::POSTGRES_MIGRATIONS)
+        }
+
+        returning_outbox_impl!();
+
+        fn outbox_lock_batch(&mut self, limit: i64) -> QueryResult<Vec<OutboxEntry>> {
+            use crate::outbox::cqrs_outbox::dsl;
+            dsl::cqrs_outbox
+                .order(dsl::id)
+                .limit(limit)
+                .for_update()
+                .skip_locked()
+                .select(OutboxEntry::as_select())
+                .load(self)
+        }
+    }
+}
+
+#[cfg(feature = "mysql")]
+mod mysql {
+    use super::*;
+    use diesel::MysqlConnection;
+    use diesel::sql_types::{BigInt, Unsigned};
+
+    impl sealed::Sealed for MysqlConnection {}
+
+    impl CqrsConnection for MysqlConnection {
+        const BACKEND: Backend = Backend::Mysql;
+
+        fn as_db_conn(&mut self) -> DbConn<'_> {
+            DbConn::Mysql(self)
+        }
+
+        fn run_outbox_migrations(&mut self) -> crate::Result<()> {
+            crate::outbox::run_migrations(self, crate::outbox::MYSQL_MIGRATIONS)
+        }
+
+        fn outbox_insert(&mut self, entry: &NewOutboxEntry<'_>) -> QueryResult<i64> {
+            use crate::outbox::cqrs_outbox::dsl;
+            diesel::insert_into(dsl::cqrs_outbox)
+                .values(entry)
+                .execute(self)?;
+            let id: u64 = diesel::select(diesel::dsl::sql::<Unsigned<BigInt>>("LAST_INSERT_ID()"))
+                .get_result(self)?;
+            i64::try_from(id).map_err(|_| {
+                DieselError::DeserializationError("LAST_INSERT_ID() does not fit in i64".into())
+            })
+        }
+
+        fn outbox_insert_many(&mut self, entries: &[NewOutboxEntry<'_>]) -> QueryResult<usize> {
+            use crate::outbox::cqrs_outbox::dsl;
+            if entries.is_empty() {
+                return Ok(0);
+            }
+            diesel::insert_into(dsl::cqrs_outbox)
+                .values(entries)
+                .execute(self)
+        }
+
+        fn outbox_update_body(&mut self, id: i64, body: &str) -> QueryResult<usize> {
+            use crate::outbox::cqrs_outbox::dsl;
+            diesel::update(dsl::cqrs_outbox.filter(dsl::id.eq(id)))
+                .set(dsl::body.eq(body))
+                .execute(self)
+        }
+
+        fn outbox_contains(&mut self, id: i64) -> QueryResult<bool> {
+            use crate::outbox::cqrs_outbox::dsl;
+            use diesel::dsl::{exists, select};
+            select(exists(dsl::cqrs_outbox.filter(dsl::id.eq(id)))).get_result(self)
+        }
+
+        fn outbox_pending(&mut self) -> QueryResult<i64> {
+            use crate::outbox::cqrs_outbox::dsl;
+            dsl::cqrs_outbox.count().get_result(self)
+        }
+
+        fn outbox_delete(&mut self, ids: &[i64]) -> QueryResult<usize> {
+            use std::fmt::Write;
+            if ids.is_empty() {
+                return Ok(0);
+            }
+            // `id IN (..)` alone is a range scan that reads, and so waits to lock, the row after
+            // the last id, which the relay's next batch (or another relay) may hold while its
+            // own delete waits behind this one. The ids are locked by the caller, so all of them
+            // are found and `LIMIT` stops the scan at the last. (Integers, inlined: no binds to
+            // build one by one, nothing to escape.)
+            let mut sql = String::from("DELETE FROM cqrs_outbox WHERE id IN (");
+            for (i, id) in ids.iter().enumerate() {
+                let separator = if i == 0 { "" } else { "," };
+                let _ = write!(sql, "{separator}{id}");
+            }
+            let _ = write!(sql, ") ORDER BY id LIMIT {}", ids.len());
+            diesel::sql_query(sql).execute(self)
+        }
+
+        fn outbox_lock_batch(&mut self, limit: i64) -> QueryResult<Vec<OutboxEntry>> {
+            use crate::outbox::cqrs_outbox::dsl;
+            dsl::cqrs_outbox
+                .order(dsl::id)
+                .limit(limit)
+                .for_update()
+                .skip_locked()
+                .select(OutboxEntry::as_select())
+                .load(self)
+        }
+
+        fn begin_relay_transaction(&mut self) -> QueryResult<()> {
+            // Under InnoDB's default REPEATABLE READ, a locking read that reaches the end of the
+            // index also locks the gap after the last row, which blocks every insert into the
+            // outbox until the batch is published. READ COMMITTED locks only the rows read.
+            // (The statement applies to the next transaction only.)
+            diesel::connection::SimpleConnection::batch_execute(
+                self,
+                "SET TRANSACTION ISOLATION LEVEL READ COMMITTED",
+            )?;
+            Self::TransactionManager::begin_transaction(self)
+        }
+    }
+}
+
+#[cfg(feature = "sqlite")]
+mod sqlite {
+    use super::*;
+    use diesel::SqliteConnection;
+    use diesel::connection::AnsiTransactionManager;
+
+    impl sealed::Sealed for SqliteConnection {}
+
+    impl CqrsConnection for SqliteConnection {
+        const BACKEND: Backend = Backend::Sqlite;
+
+        fn as_db_conn(&mut self) -> DbConn<'_> {
+            DbConn::Sqlite(self)
+        }
+
+        fn write_transaction<T, E, F>(&mut self, f: F) -> Result<T, E>
+        where
+            F: FnOnce(&mut Self) -> Result<T, E>,
+            E: From<DieselError>,
+        {
+            if transaction_depth(self) > 0 {
+                self.transaction(f)
+            } else {
+                self.immediate_transaction(f)
+            }
+        }
+
+        fn run_outbox_migrations(&mut self) -> crate::Result<()> {
+            crate::outbox::run_migrations(self, crate::outbox::SQLITE_MIGRATIONS)
+        }
+
+        returning_outbox_impl!();
+
+        fn outbox_lock_batch(&mut self, limit: i64) -> QueryResult<Vec<OutboxEntry>> {
+            use crate::outbox::cqrs_outbox::dsl;
+            dsl::cqrs_outbox
+                .order(dsl::id)
+                .limit(limit)
+                .select(OutboxEntry::as_select())
+                .load(self)
+        }
+
+        fn begin_relay_transaction(&mut self) -> QueryResult<()> {
+            AnsiTransactionManager::begin_transaction_sql(self, "BEGIN IMMEDIATE")
+        }
+
+        const RELAY_HOLDS_ROW_LOCKS: bool = false;
+    }
+}

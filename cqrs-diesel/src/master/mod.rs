@@ -1,0 +1,600 @@
+//! The master side: models that publish every change of their rows.
+//!
+//! Derive [`MasterModel`](derive@crate::MasterModel) on a Diesel model, then write through the
+//! trait's methods. Each one writes the row and the message (to the outbox table) in one
+//! transaction; the [`OutboxRelay`](crate::OutboxRelay) publishes after the commit.
+
+use std::sync::RwLock;
+use std::time::Duration;
+
+use chrono::Utc;
+use cqrs_core::{Payload, SignalType, direct_routing_key};
+use serde_json::{Map, Value};
+
+use crate::connection::{CqrsConnection, DbConn, transaction_depth};
+use crate::error::{Error, Result};
+use crate::outbox::{self, NewOutboxEntry};
+
+pub(crate) mod registry;
+mod store;
+
+pub use store::{MasterStore, UpdatedAt, UtcWire};
+
+use registry::{BlockGuard, PriorSave};
+
+/// The error a [`MasterHooks`] method returns; its message ends up in [`Error::Hook`].
+pub type HookError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Per-model behaviour a user can customise, the counterpart of django-cqrs's
+/// `MasterMixin` methods. Every method has a default.
+///
+/// `#[derive(MasterModel)]` implements this trait with the defaults; add `#[cqrs(hooks)]` to
+/// the struct and implement it yourself to override some of them.
+///
+/// ```
+/// use cqrs_diesel::{DbConn, HookError, MasterHooks};
+/// use serde_json::{Map, Value, json};
+///
+/// struct Account { id: i64, name: String, hidden: bool }
+///
+/// impl MasterHooks for Account {
+///     fn serialize(&self, _conn: DbConn<'_>, data: &mut Map<String, Value>) -> Result<(), HookError> {
+///         // A related row could be read through `_conn` here.
+///         data.insert("display_name".into(), json!(self.name.to_uppercase()));
+///         Ok(())
+///     }
+///     fn is_sync_instance(&self) -> bool {
+///         !self.hidden
+///     }
+/// }
+/// ```
+pub trait MasterHooks {
+    /// Adjusts `instance_data` of a SAVE or SYNC after the default serialization (every
+    /// payload field under its wire name, plus `cqrs_revision` and `cqrs_updated`). Runs inside
+    /// the write transaction, so it may read related rows through `conn`.
+    fn serialize(&self, conn: DbConn<'_>, data: &mut Map<String, Value>) -> Result<(), HookError> {
+        let _ = (conn, data);
+        Ok(())
+    }
+
+    /// Whether `cqrs_sync` publishes this row (django-cqrs's `is_sync_instance`).
+    fn is_sync_instance(&self) -> bool {
+        true
+    }
+
+    /// The message's `meta` object. `None` sends `{}`, as the reference does.
+    fn meta(&self) -> Option<Map<String, Value>> {
+        None
+    }
+
+    /// The message's `correlation_id`.
+    fn correlation_id(&self) -> Option<String> {
+        None
+    }
+
+    /// An object sent as `instance_data.custom` in this row's DELETE message.
+    fn delete_custom(&self) -> Option<Map<String, Value>> {
+        None
+    }
+}
+
+/// A Diesel model whose changes are published to replicas. Implemented by
+/// `#[derive(MasterModel)]`; the write methods are provided.
+///
+/// Every write method runs in one database transaction, or in a savepoint of the caller's
+/// transaction when one is open, and writes the row and its message (outbox entry) together: a
+/// rollback publishes nothing.
+///
+/// ```no_run
+/// use cqrs_diesel::MasterModel;
+/// use diesel::prelude::*;
+///
+/// diesel::table! {
+///     accounts (id) {
+///         id -> BigInt,
+///         name -> Text,
+///         cqrs_revision -> Integer,
+///         cqrs_updated -> Timestamptz,
+///     }
+/// }
+///
+/// #[derive(Debug, Clone, MasterModel)]
+/// #[cqrs(id = "account", table = accounts, tracked(name), backends(postgres))]
+/// struct Account {
+///     id: i64,
+///     name: String,
+///     cqrs_revision: i32,
+///     cqrs_updated: chrono::DateTime<chrono::Utc>,
+/// }
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut conn = PgConnection::establish("postgres://postgres@127.0.0.1/test")?;
+/// let account = Account { id: 1, name: "Pavel".into(), cqrs_revision: 0, cqrs_updated: chrono::Utc::now() };
+/// let mut stored = account.save_and_publish(&mut conn)?; // INSERT, revision 0
+/// stored.name = "Pasha".into();
+/// let stored = stored.save_and_publish(&mut conn)?; // UPDATE, revision 1
+/// stored.delete_and_publish(&mut conn)?;
+/// # Ok(())
+/// # }
+/// ```
+pub trait MasterModel: MasterHooks + Sized + 'static {
+    /// The id master and replicas share; the routing key of broadcasts.
+    const CQRS_ID: &'static str;
+    /// Whether writes publish (`#[cqrs(produce = false)]` turns it off).
+    const PRODUCE: bool;
+    /// Wire names of the tracked fields, whose old values go to `previous_data`.
+    const TRACKED_FIELDS: &'static [&'static str];
+    /// How many columns one row binds (to size bulk statements).
+    const COLUMN_COUNT: usize;
+
+    /// The primary key as it appears on the wire (`instance_pk`).
+    fn cqrs_pk(&self) -> Value;
+
+    /// The stored revision.
+    fn cqrs_revision(&self) -> i64;
+
+    /// The default `instance_data`: `cqrs_revision`, `cqrs_updated`, then every payload field
+    /// under its wire name.
+    fn cqrs_instance_data(&self) -> Map<String, Value>;
+
+    /// The tracked fields' current values, under their wire names.
+    fn cqrs_tracked_data(&self) -> Map<String, Value>;
+
+    /// Inserts the row (revision as given, normally 0) or, when a row with this primary key
+    /// exists, updates it with `cqrs_revision = cqrs_revision + 1` computed in SQL; sets
+    /// `cqrs_updated` to now; queues a SAVE message. Returns the row as stored.
+    ///
+    /// Inside [`atomic`], a second save of the same row neither bumps the revision again nor
+    /// queues a second message: the first message is rewritten with the latest state.
+    fn save_and_publish<C>(&self, conn: &mut C) -> Result<Self>
+    where
+        C: CqrsConnection,
+        Self: MasterStore<C>,
+    {
+        save(self, conn)
+    }
+
+    /// Deletes the row and queues a DELETE message (`instance_data` holds `id`, the stored
+    /// revision + 1 and `cqrs_updated`). Returns `false` when no such row existed (then nothing
+    /// is published).
+    fn delete_and_publish<C>(&self, conn: &mut C) -> Result<bool>
+    where
+        C: CqrsConnection,
+        Self: MasterStore<C>,
+    {
+        delete(self, conn)
+    }
+
+    /// Inserts the rows with one statement per batch and queues one SAVE per row. Returns the
+    /// rows as stored.
+    fn bulk_create_and_publish<C>(conn: &mut C, rows: &[Self]) -> Result<Vec<Self>>
+    where
+        C: CqrsConnection,
+        Self: MasterStore<C>,
+    {
+        bulk_create(conn, rows)
+    }
+
+    /// Updates the rows that exist (others are skipped, as Django's `bulk_update` does) with
+    /// one statement per batch, bumping each revision in SQL, and queues one SAVE per updated
+    /// row. Returns the updated rows as stored.
+    fn bulk_update_and_publish<C>(conn: &mut C, rows: &[Self]) -> Result<Vec<Self>>
+    where
+        C: CqrsConnection,
+        Self: MasterStore<C>,
+    {
+        bulk_update(conn, rows)
+    }
+
+    /// Queues a SYNC of the row as stored now: to every replica when `queue` is `None`, or only
+    /// to the replica queue `queue` (routing key `cqrs.<queue>.<cqrs_id>`). Returns `false`
+    /// when nothing was queued because publishing is off or
+    /// [`MasterHooks::is_sync_instance`] said no; [`Error::NotFound`] when the row is gone.
+    fn cqrs_sync<C>(&self, conn: &mut C, queue: Option<&str>) -> Result<bool>
+    where
+        C: CqrsConnection,
+        Self: MasterStore<C>,
+    {
+        sync(self, conn, queue)
+    }
+}
+
+/// Runs `f` in one transaction (a savepoint when one is open) in which several saves of the
+/// same row bump its revision once and publish once, with the final state, as django-cqrs
+/// does inside `transaction.atomic()`.
+///
+/// Outside `atomic`, inside a plain Diesel transaction, every save bumps and publishes: still
+/// correct, as replicas keep the newest revision, only more messages. Relays in this process
+/// are woken as soon as the outermost block commits.
+///
+/// ```no_run
+/// # use cqrs_diesel::{MasterModel, atomic};
+/// # fn demo<M: MasterModel + cqrs_diesel::MasterStore<diesel::PgConnection>>(
+/// #     conn: &mut diesel::PgConnection, row: M) -> cqrs_diesel::Result<()> {
+/// atomic(conn, |conn| {
+///     let stored = row.save_and_publish(conn)?;
+///     stored.save_and_publish(conn)?; // same revision, one message
+///     Ok::<_, cqrs_diesel::Error>(())
+/// })?;
+/// # Ok(())
+/// # }
+/// ```
+pub fn atomic<C, T, E, F>(conn: &mut C, f: F) -> std::result::Result<T, E>
+where
+    C: CqrsConnection,
+    F: FnOnce(&mut C) -> std::result::Result<T, E>,
+    E: From<diesel::result::Error>,
+{
+    let top_level = transaction_depth(conn) == 0;
+    let guard = BlockGuard::enter(connection_key(conn));
+    let result = conn.write_transaction(f);
+    let committed = guard.is_owner() && top_level && result.is_ok();
+    drop(guard);
+    if committed {
+        outbox::notify_commit();
+    }
+    result
+}
+
+static MESSAGE_TTL: RwLock<Option<Duration>> = RwLock::new(Some(Duration::from_secs(86_400)));
+
+/// Sets the time to live written into the `expires` field of messages queued from now on, in
+/// this process (`None`: never expire). The default is django-cqrs's, 86400 s; services that
+/// read their settings with [`Config`](cqrs_core::Config) call it with
+/// `config.message_ttl()`.
+pub fn set_message_ttl(ttl: Option<Duration>) {
+    match MESSAGE_TTL.write() {
+        Ok(mut guard) => *guard = ttl,
+        Err(poisoned) => *poisoned.into_inner() = ttl,
+    }
+}
+
+fn message_ttl() -> Option<Duration> {
+    match MESSAGE_TTL.read() {
+        Ok(guard) => *guard,
+        Err(poisoned) => *poisoned.into_inner(),
+    }
+}
+
+fn connection_key<C>(conn: &mut C) -> usize {
+    std::ptr::from_mut(conn) as usize
+}
+
+/// After a write: wake the relays unless the commit is still to come in an `atomic` block,
+/// whose end wakes them. Inside a caller's plain transaction the relay may wake before the
+/// commit; it then looks again shortly after (see the relay's idle back-off).
+fn after_write<C>(conn: &mut C) {
+    if !registry::in_block(connection_key(conn)) {
+        outbox::notify_commit();
+    }
+}
+
+fn pk_key<M: MasterModel>(row: &M) -> String {
+    row.cqrs_pk().to_string()
+}
+
+fn tracked_nulls<M: MasterModel>() -> Option<Map<String, Value>> {
+    if M::TRACKED_FIELDS.is_empty() {
+        return None;
+    }
+    Some(
+        M::TRACKED_FIELDS
+            .iter()
+            .map(|name| ((*name).to_owned(), Value::Null))
+            .collect(),
+    )
+}
+
+fn hook_error(cqrs_id: &'static str, hook: &'static str, error: HookError) -> Error {
+    Error::Hook {
+        cqrs_id,
+        hook,
+        reason: error.to_string(),
+    }
+}
+
+/// The body of a SAVE or SYNC of `row` (as stored).
+fn save_body<M, C>(
+    row: &M,
+    conn: &mut C,
+    signal: SignalType,
+    previous_data: Option<Map<String, Value>>,
+) -> Result<String>
+where
+    M: MasterModel,
+    C: CqrsConnection,
+{
+    let mut data = row.cqrs_instance_data();
+    row.serialize(conn.as_db_conn(), &mut data)
+        .map_err(|error| hook_error(M::CQRS_ID, "serialize", error))?;
+    Ok(body(row, signal, data, previous_data))
+}
+
+fn body<M: MasterModel>(
+    row: &M,
+    signal: SignalType,
+    data: Map<String, Value>,
+    previous_data: Option<Map<String, Value>>,
+) -> String {
+    let mut payload = Payload::new(signal, M::CQRS_ID, row.cqrs_pk(), data)
+        .with_ttl(Utc::now(), message_ttl())
+        .with_meta(row.meta().unwrap_or_default());
+    payload.previous_data = previous_data;
+    payload.correlation_id = row.correlation_id();
+    payload.to_value().to_string()
+}
+
+fn save<M, C>(row: &M, conn: &mut C) -> Result<M>
+where
+    M: MasterStore<C>,
+    C: CqrsConnection,
+{
+    let key = connection_key(conn);
+    let stored = conn.write_transaction(|conn| save_in_transaction(row, conn, key))?;
+    after_write(conn);
+    Ok(stored)
+}
+
+fn save_in_transaction<M, C>(row: &M, conn: &mut C, key: usize) -> Result<M>
+where
+    M: MasterStore<C>,
+    C: CqrsConnection,
+{
+    let pk = pk_key(row);
+    // A prior save in this `atomic` block, unless a savepoint rolled it back since.
+    let prior = match registry::prior(key, M::CQRS_ID, &pk) {
+        Some(prior) if conn.outbox_contains(prior.outbox_id)? => Some(prior),
+        _ => None,
+    };
+    let (stored, previous_data) = match &prior {
+        Some(prior) => {
+            let stored = match row.cqrs_update(conn, false)? {
+                Some(stored) => stored,
+                None => row.cqrs_insert(conn)?,
+            };
+            (stored, prior.previous_data.clone())
+        }
+        None if M::TRACKED_FIELDS.is_empty() => {
+            let stored = match row.cqrs_update(conn, true)? {
+                Some(stored) => stored,
+                None => row.cqrs_insert(conn)?,
+            };
+            (stored, None)
+        }
+        None => match row.cqrs_find(conn, true)? {
+            Some(old) => {
+                let stored = row
+                    .cqrs_update(conn, true)?
+                    .ok_or_else(|| Error::NotFound {
+                        cqrs_id: M::CQRS_ID,
+                        pk: pk.clone(),
+                    })?;
+                (stored, Some(old.cqrs_tracked_data()))
+            }
+            None => (row.cqrs_insert(conn)?, tracked_nulls::<M>()),
+        },
+    };
+    if !M::PRODUCE {
+        return Ok(stored);
+    }
+    let body = save_body(&stored, conn, SignalType::Save, previous_data.clone())?;
+    match prior {
+        Some(prior) => {
+            conn.outbox_update_body(prior.outbox_id, &body)?;
+        }
+        None => {
+            let outbox_id = conn.outbox_insert(&NewOutboxEntry {
+                cqrs_id: M::CQRS_ID,
+                routing_key: M::CQRS_ID,
+                body: &body,
+            })?;
+            registry::record(
+                key,
+                M::CQRS_ID,
+                pk,
+                PriorSave {
+                    outbox_id,
+                    previous_data,
+                },
+            );
+        }
+    }
+    Ok(stored)
+}
+
+fn delete<M, C>(row: &M, conn: &mut C) -> Result<bool>
+where
+    M: MasterStore<C>,
+    C: CqrsConnection,
+{
+    let key = connection_key(conn);
+    let deleted = conn.write_transaction(|conn| -> Result<bool> {
+        let Some(old) = row.cqrs_delete(conn)? else {
+            return Ok(false);
+        };
+        registry::forget(key, M::CQRS_ID, &pk_key(&old));
+        if !M::PRODUCE {
+            return Ok(true);
+        }
+        let mut data = Map::with_capacity(4);
+        data.insert("id".to_owned(), old.cqrs_pk());
+        data.insert(
+            "cqrs_revision".to_owned(),
+            Value::from(old.cqrs_revision().saturating_add(1)),
+        );
+        data.insert(
+            "cqrs_updated".to_owned(),
+            UpdatedAt::to_wire_utc(&<chrono::DateTime<Utc> as UpdatedAt>::now()),
+        );
+        if let Some(custom) = old.delete_custom() {
+            data.insert("custom".to_owned(), Value::Object(custom));
+        }
+        let body = body(&old, SignalType::Delete, data, None);
+        conn.outbox_insert(&NewOutboxEntry {
+            cqrs_id: M::CQRS_ID,
+            routing_key: M::CQRS_ID,
+            body: &body,
+        })?;
+        Ok(true)
+    })?;
+    if deleted {
+        after_write(conn);
+    }
+    Ok(deleted)
+}
+
+/// Rows per statement: within every backend's limit on bound parameters (SQLite's 32766 is the
+/// lowest), and at most 1000 so that one statement stays a reasonable size.
+fn rows_per_statement(columns: usize) -> usize {
+    (30_000 / columns.max(1)).clamp(1, 1000)
+}
+
+fn queue_saves<M, C>(
+    conn: &mut C,
+    stored: &[M],
+    previous: impl Fn(&M) -> Option<Map<String, Value>>,
+) -> Result<()>
+where
+    M: MasterModel,
+    C: CqrsConnection,
+{
+    let mut bodies = Vec::with_capacity(stored.len());
+    for row in stored {
+        bodies.push(save_body(row, conn, SignalType::Save, previous(row))?);
+    }
+    let entries: Vec<NewOutboxEntry<'_>> = bodies
+        .iter()
+        .map(|body| NewOutboxEntry {
+            cqrs_id: M::CQRS_ID,
+            routing_key: M::CQRS_ID,
+            body,
+        })
+        .collect();
+    for chunk in entries.chunks(rows_per_statement(3)) {
+        conn.outbox_insert_many(chunk)?;
+    }
+    Ok(())
+}
+
+fn bulk_create<M, C>(conn: &mut C, rows: &[M]) -> Result<Vec<M>>
+where
+    M: MasterStore<C>,
+    C: CqrsConnection,
+{
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let stored = conn.write_transaction(|conn| -> Result<Vec<M>> {
+        let mut all = Vec::with_capacity(rows.len());
+        for chunk in rows.chunks(rows_per_statement(M::COLUMN_COUNT)) {
+            let refs: Vec<&M> = chunk.iter().collect();
+            let stored = M::cqrs_insert_many(&refs, conn)?;
+            if M::PRODUCE {
+                queue_saves(conn, &stored, |_| tracked_nulls::<M>())?;
+            }
+            all.extend(stored);
+        }
+        Ok(all)
+    })?;
+    after_write(conn);
+    Ok(stored)
+}
+
+fn bulk_update<M, C>(conn: &mut C, rows: &[M]) -> Result<Vec<M>>
+where
+    M: MasterStore<C>,
+    C: CqrsConnection,
+{
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    // One statement cannot update a row twice: the last occurrence of a primary key wins.
+    let mut seen = std::collections::HashSet::with_capacity(rows.len());
+    let mut unique: Vec<&M> = rows
+        .iter()
+        .rev()
+        .filter(|row| seen.insert(pk_key(*row)))
+        .collect();
+    unique.reverse();
+    let stored = conn.write_transaction(|conn| -> Result<Vec<M>> {
+        let mut all = Vec::with_capacity(unique.len());
+        for chunk in unique.chunks(rows_per_statement(M::COLUMN_COUNT)) {
+            // Lock the rows and read their tracked values before the update.
+            let old: std::collections::HashMap<String, M> = M::cqrs_find_many(chunk, conn, true)?
+                .into_iter()
+                .map(|row| (pk_key(&row), row))
+                .collect();
+            let existing: Vec<&M> = chunk
+                .iter()
+                .copied()
+                .filter(|row| old.contains_key(&pk_key(*row)))
+                .collect();
+            if existing.is_empty() {
+                continue;
+            }
+            let stored = M::cqrs_update_many(&existing, conn)?;
+            if M::PRODUCE {
+                queue_saves(conn, &stored, |row| {
+                    if M::TRACKED_FIELDS.is_empty() {
+                        None
+                    } else {
+                        old.get(&pk_key(row)).map(MasterModel::cqrs_tracked_data)
+                    }
+                })?;
+            }
+            all.extend(stored);
+        }
+        Ok(all)
+    })?;
+    after_write(conn);
+    Ok(stored)
+}
+
+fn sync<M, C>(row: &M, conn: &mut C, queue: Option<&str>) -> Result<bool>
+where
+    M: MasterStore<C>,
+    C: CqrsConnection,
+{
+    if !M::PRODUCE {
+        return Ok(false);
+    }
+    let queued = conn.write_transaction(|conn| -> Result<bool> {
+        let stored = row.cqrs_find(conn, false)?.ok_or_else(|| Error::NotFound {
+            cqrs_id: M::CQRS_ID,
+            pk: pk_key(row),
+        })?;
+        if !stored.is_sync_instance() {
+            return Ok(false);
+        }
+        let body = save_body(&stored, conn, SignalType::Sync, tracked_nulls::<M>())?;
+        let routing_key = match queue {
+            Some(queue) => direct_routing_key(queue, M::CQRS_ID),
+            None => M::CQRS_ID.to_owned(),
+        };
+        conn.outbox_insert(&NewOutboxEntry {
+            cqrs_id: M::CQRS_ID,
+            routing_key: &routing_key,
+            body: &body,
+        })?;
+        Ok(true)
+    })?;
+    if queued {
+        after_write(conn);
+    }
+    Ok(queued)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_stay_under_every_backends_parameter_limit() {
+        for columns in [1, 3, 9, 32, 100] {
+            let rows = rows_per_statement(columns);
+            assert!(rows * columns <= 32_766, "{columns} columns -> {rows} rows");
+            assert!((1..=1000).contains(&rows));
+        }
+        assert_eq!(rows_per_statement(0), 1000);
+    }
+}

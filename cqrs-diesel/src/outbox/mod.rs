@@ -1,0 +1,120 @@
+//! The transactional outbox: the table master operations write their messages to, in the
+//! same transaction as the row, and that [`OutboxRelay`](crate::OutboxRelay) publishes from.
+//!
+//! # Creating the table
+//!
+//! The table ships as one Diesel migration per backend. Either run it at start-up:
+//!
+//! ```no_run
+//! use cqrs_diesel::CqrsConnection;
+//! use diesel::{Connection, PgConnection};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut conn = PgConnection::establish("postgres://postgres@127.0.0.1/test")?;
+//! conn.run_outbox_migrations()?; // creates `cqrs_outbox` unless it exists
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! or copy the statement of your backend ([`POSTGRES_UP_SQL`], [`MYSQL_UP_SQL`],
+//! [`SQLITE_UP_SQL`]) into a migration of your own, so that `diesel migration run` creates it
+//! with the rest of your schema.
+
+use std::sync::LazyLock;
+
+use diesel::prelude::*;
+use tokio::sync::watch;
+
+diesel::table! {
+    /// The outbox table created by this crate's migrations.
+    cqrs_outbox (id) {
+        /// Publication order.
+        id -> BigInt,
+        /// The model's `cqrs_id`, for operators and logs.
+        cqrs_id -> Text,
+        /// `<cqrs_id>` or `cqrs.<queue>.<cqrs_id>`.
+        routing_key -> Text,
+        /// The JSON body, complete.
+        body -> Text,
+    }
+}
+
+/// An outbox entry about to be written.
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = cqrs_outbox)]
+pub struct NewOutboxEntry<'a> {
+    /// The model's `cqrs_id`.
+    pub cqrs_id: &'a str,
+    /// The routing key to publish with.
+    pub routing_key: &'a str,
+    /// The JSON body.
+    pub body: &'a str,
+}
+
+/// An outbox entry waiting to be published.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = cqrs_outbox)]
+pub struct OutboxEntry {
+    /// Publication order (ascending).
+    pub id: i64,
+    /// The model's `cqrs_id`.
+    pub cqrs_id: String,
+    /// The routing key to publish with.
+    pub routing_key: String,
+    /// The JSON body.
+    pub body: String,
+}
+
+/// The outbox migration for PostgreSQL, to copy into your own migrations.
+pub const POSTGRES_UP_SQL: &str =
+    include_str!("../../migrations/postgres/2026-11-28-000000_create_cqrs_outbox/up.sql");
+/// The outbox migration for MySQL/MariaDB, to copy into your own migrations.
+pub const MYSQL_UP_SQL: &str =
+    include_str!("../../migrations/mysql/2026-11-28-000000_create_cqrs_outbox/up.sql");
+/// The outbox migration for SQLite, to copy into your own migrations.
+pub const SQLITE_UP_SQL: &str =
+    include_str!("../../migrations/sqlite/2026-11-28-000000_create_cqrs_outbox/up.sql");
+
+#[cfg(feature = "postgres")]
+pub(crate) const POSTGRES_MIGRATIONS: diesel_migrations::EmbeddedMigrations =
+    diesel_migrations::embed_migrations!("migrations/postgres");
+#[cfg(feature = "mysql")]
+pub(crate) const MYSQL_MIGRATIONS: diesel_migrations::EmbeddedMigrations =
+    diesel_migrations::embed_migrations!("migrations/mysql");
+#[cfg(feature = "sqlite")]
+pub(crate) const SQLITE_MIGRATIONS: diesel_migrations::EmbeddedMigrations =
+    diesel_migrations::embed_migrations!("migrations/sqlite");
+
+/// Runs the pending migrations of `source` on `conn`.
+pub(crate) fn run_migrations<C>(
+    conn: &mut C,
+    source: diesel_migrations::EmbeddedMigrations,
+) -> crate::Result<()>
+where
+    C: diesel_migrations::MigrationHarness<C::Backend> + diesel::Connection,
+{
+    conn.run_pending_migrations(source)
+        .map(|_| ())
+        .map_err(|error| {
+            crate::Error::Database(diesel::result::Error::QueryBuilderError(
+                format!("the cqrs_outbox migration failed: {error}").into(),
+            ))
+        })
+}
+
+/// Commits seen by this process: relays in the same process wait on it instead of polling.
+static COMMITS: LazyLock<watch::Sender<u64>> = LazyLock::new(|| watch::Sender::new(0));
+
+/// Tells relays in this process that outbox entries may have been committed.
+///
+/// Master operations call it after their own commit (and [`atomic`](crate::atomic) after its
+/// commit); call it yourself after committing a transaction in which you called master
+/// operations, if you want the relay to start at once rather than at its next poll.
+pub fn notify_commit() {
+    COMMITS.send_modify(|count| *count = count.wrapping_add(1));
+}
+
+/// A receiver that changes whenever [`notify_commit`] is called.
+pub fn subscribe_commits() -> watch::Receiver<u64> {
+    COMMITS.subscribe()
+}

@@ -1,0 +1,29 @@
+use cqrs_diesel::{MasterModel, MasterStore};
+
+diesel::table! {
+    author (id) {
+        id -> Integer,
+        name -> Text,
+        cqrs_revision -> Integer,
+        cqrs_updated -> Timestamptz,
+    }
+}
+
+/// A model for one backend, with every attribute.
+#[derive(Debug, Clone, MasterModel)]
+#[cqrs(id = "author", table = author, tracked(name), produce = true, backends(postgres))]
+struct Author {
+    id: i32,
+    #[cqrs(rename = "full_name")]
+    name: String,
+    cqrs_revision: i32,
+    cqrs_updated: chrono::DateTime<chrono::Utc>,
+}
+
+fn needs_store<M: MasterStore<diesel::PgConnection>>() {}
+
+fn main() {
+    needs_store::<Author>();
+    assert_eq!(Author::CQRS_ID, "author");
+    assert_eq!(Author::TRACKED_FIELDS, &["full_name"]);
+}

@@ -1,0 +1,231 @@
+//! Each scenario is written once, generic over the backend, and run on all three.
+
+use std::time::Duration;
+
+use chrono::{NaiveDate, TimeZone, Utc};
+use cqrs_diesel::diesel::Connection;
+use cqrs_diesel::diesel::result::Error as DieselError;
+use cqrs_diesel::{MasterStore, atomic};
+use uuid::Uuid;
+
+use super::models::{MysqlAuthor, PgAuthor, SqliteAuthor};
+use super::{Author, Setup, WAIT, assert_same_message, golden, reload};
+use crate::db::{MysqlDb, PgDb, SqliteDb, TestDb};
+
+fn uuid(s: &str) -> Uuid {
+    Uuid::parse_str(s).expect("a UUID literal")
+}
+
+fn pavel<M: Author>() -> M {
+    M::new(
+        1,
+        "Pavel",
+        Some("pavel@example.com"),
+        NaiveDate::from_ymd_opt(1990, 5, 17),
+        Utc.with_ymd_and_hms(2024, 1, 2, 3, 4, 5).unwrap()
+            + chrono::Duration::microseconds(678_901),
+        true,
+        4.5,
+        uuid("12345678-1234-5678-1234-567812345678"),
+        Some("Hello \"world\"\nnew line, unicode: Привет ✓"),
+    )
+}
+
+fn maxim<M: Author>() -> M {
+    M::new(
+        2,
+        "Maxim",
+        None,
+        None,
+        Utc.with_ymd_and_hms(2024, 6, 1, 0, 0, 0).unwrap(),
+        true,
+        0.0,
+        uuid("6cf873fd-0349-4f7d-b40d-4b093cfc3cec"),
+        None,
+    )
+}
+
+fn bulk<M: Author>(id: i32, name: &str, external_id: &str) -> M {
+    M::new(
+        id,
+        name,
+        None,
+        None,
+        Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap(),
+        true,
+        0.0,
+        uuid(external_id),
+        None,
+    )
+}
+
+/// The fixture's sequence, step by step, through the outbox, the relay and the broker.
+async fn golden_sequence<D, M>(db: D)
+where
+    D: TestDb,
+    M: Author + MasterStore<D::Conn>,
+{
+    let mut setup = Setup::new::<M>(db).await;
+    let conn = &mut setup.db.connect();
+
+    let created = pavel::<M>().save_and_publish(conn).unwrap();
+    assert_eq!(created.revision(), 0);
+    let mut renamed = created.clone();
+    renamed.set_name("Pasha");
+    let renamed = renamed.save_and_publish(conn).unwrap();
+    assert_eq!(
+        renamed.revision(),
+        1,
+        "the update bumped the revision in SQL"
+    );
+
+    let maxim = maxim::<M>().save_and_publish(conn).unwrap();
+    assert!(maxim.cqrs_sync(conn, Some("replica_b")).unwrap());
+    assert!(maxim.cqrs_sync(conn, None).unwrap());
+    assert!(maxim.delete_and_publish(conn).unwrap());
+    assert!(reload(conn, &maxim).is_none());
+    assert!(
+        !maxim.delete_and_publish(conn).unwrap(),
+        "deleting a missing row publishes nothing"
+    );
+
+    let rows = vec![
+        bulk::<M>(100, "bulk0", "ecb45e93-729f-4786-ad73-823f377f908b"),
+        bulk::<M>(101, "bulk1", "440cdbd8-932a-487e-a982-0d1ef4b1a43c"),
+    ];
+    let created = M::bulk_create_and_publish(conn, &rows).unwrap();
+    assert_eq!(created.len(), 2);
+    let mut changed = created.clone();
+    for row in &mut changed {
+        row.set_active(false);
+    }
+    let updated = M::bulk_update_and_publish(conn, &changed).unwrap();
+    assert!(updated.iter().all(|row| row.revision() == 1));
+
+    assert_eq!(setup.outbox_len(), 10);
+    assert_eq!(setup.drain().await, 10);
+    assert_eq!(setup.outbox_len(), 0, "published entries are deleted");
+
+    let got = setup.capture.take(10, WAIT).await;
+    let keys: Vec<&str> = got.iter().map(|(key, _)| key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "author",
+            "author",
+            "author",
+            "cqrs.replica_b.author",
+            "author",
+            "author",
+            "author",
+            "author",
+            "author",
+            "author"
+        ]
+    );
+    for (i, ((_, body), expected)) in got.iter().zip(golden()).enumerate() {
+        assert_same_message(body, &expected, &format!("golden line {}", i + 1));
+    }
+    assert!(setup.capture.is_quiet_for(Duration::from_millis(300)).await);
+}
+
+/// A rolled-back transaction writes neither the row nor its message.
+async fn rollback_publishes_nothing<D, M>(db: D)
+where
+    D: TestDb,
+    M: Author + MasterStore<D::Conn>,
+{
+    let mut setup = Setup::new::<M>(db).await;
+    let conn = &mut setup.db.connect();
+    let result: Result<(), DieselError> = conn.transaction(|conn| {
+        pavel::<M>().save_and_publish(conn).unwrap();
+        maxim::<M>().save_and_publish(conn).unwrap();
+        Err(DieselError::RollbackTransaction)
+    });
+    assert!(result.is_err());
+    let result: Result<(), cqrs_diesel::Error> = atomic(conn, |conn| {
+        pavel::<M>().save_and_publish(conn)?;
+        Err(cqrs_diesel::Error::Database(
+            DieselError::RollbackTransaction,
+        ))
+    });
+    assert!(result.is_err());
+    assert!(reload(conn, &pavel::<M>()).is_none());
+    assert_eq!(setup.outbox_len(), 0);
+    assert_eq!(setup.drain().await, 0);
+    assert!(setup.capture.is_quiet_for(Duration::from_millis(500)).await);
+
+    // A write after the rollback is published alone.
+    pavel::<M>().save_and_publish(conn).unwrap();
+    assert_eq!(setup.drain().await, 1);
+    let got = setup.capture.take(1, WAIT).await;
+    assert_eq!(got[0].1["instance_pk"], 1);
+}
+
+/// Several saves of one row in an `atomic` block bump once and publish once, with the final
+/// state and the values from before the block.
+async fn atomic_saves_publish_once<D, M>(db: D)
+where
+    D: TestDb,
+    M: Author + MasterStore<D::Conn>,
+{
+    let mut setup = Setup::new::<M>(db).await;
+    let conn = &mut setup.db.connect();
+    let stored = pavel::<M>().save_and_publish(conn).unwrap();
+    let stored = atomic(conn, |conn| -> cqrs_diesel::Result<M> {
+        let mut row = stored.clone();
+        row.set_name("Pasha");
+        let row = row.save_and_publish(conn)?;
+        let mut row = row.clone();
+        row.set_name("Pashka");
+        let row = row.save_and_publish(conn)?;
+        // Another row in the same block is its own message.
+        maxim::<M>().save_and_publish(conn)?;
+        Ok(row)
+    })
+    .unwrap();
+    assert_eq!(stored.revision(), 1, "bumped once");
+    assert_eq!(stored.name(), "Pashka");
+    assert_eq!(setup.drain().await, 3);
+    let got = setup.capture.take(3, WAIT).await;
+    let last = &got[1].1;
+    assert_eq!(last["instance_pk"], 1);
+    assert_eq!(last["instance_data"]["name"], "Pashka");
+    assert_eq!(last["instance_data"]["cqrs_revision"], 1);
+    assert_eq!(last["previous_data"]["name"], "Pavel");
+    assert_eq!(got[2].1["instance_pk"], 2);
+
+    // Outside a block, each save is a revision of its own.
+    let mut row = stored.clone();
+    row.set_name("P1");
+    let row = row.save_and_publish(conn).unwrap();
+    let row = row.save_and_publish(conn).unwrap();
+    assert_eq!(row.revision(), 3);
+}
+
+macro_rules! on_every_backend {
+    ($scenario:ident) => {
+        mod $scenario {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$scenario::<_, PgAuthor>(PgDb::new("m")).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn mariadb() {
+                super::$scenario::<_, MysqlAuthor>(MysqlDb::new("m")).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$scenario::<_, SqliteAuthor>(SqliteDb::new("m")).await;
+            }
+        }
+    };
+}
+
+on_every_backend!(golden_sequence);
+on_every_backend!(rollback_publishes_nothing);
+on_every_backend!(atomic_saves_publish_once);
