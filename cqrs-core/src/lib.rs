@@ -6,7 +6,9 @@
 //!   value encodings of [`WireValue`];
 //! - the configuration: [`Config`], built with [`Config::builder`] or [`Config::from_env`];
 //! - the [`Transport`] trait with two implementations: [`RabbitMqTransport`] (lapin, publisher
-//!   confirms, reconnection) and [`InMemoryTransport`] (tests and broker-less demos).
+//!   confirms, reconnection) and [`InMemoryTransport`] (tests and broker-less demos);
+//! - the replica side's [`ConsumerRuntime`]: batching over workers, retries through the delay
+//!   queue, dead letters and graceful shutdown, around an [`Applier`] that writes the rows.
 //!
 //! Users depend on `cqrs-diesel`, which re-exports this crate.
 #![warn(missing_docs, unreachable_pub)]
@@ -16,6 +18,7 @@
 mod amqp_url;
 mod backoff;
 mod config;
+mod consumer;
 mod encoding;
 mod error;
 mod memory;
@@ -27,6 +30,11 @@ mod transport;
 pub use amqp_url::AmqpUrl;
 pub use backoff::Backoff;
 pub use config::{Config, ConfigBuilder, QueueType, TlsSettings};
+pub use consumer::{
+    Applied, Applier, BatchError, ConsumerHandle, ConsumerRuntime, ConsumerStats,
+    DEAD_LETTER_AT_HEADER, DEAD_LETTER_REASON_HEADER, DEAD_LETTER_ROUTING_KEY_HEADER, Incoming,
+    ModelPolicy, shutdown_signal,
+};
 pub use encoding::{ValueError, WireValue, format_timestamp, parse_timestamp};
 pub use error::{Error, JsonType, Result};
 pub use memory::{InMemoryConsumer, InMemoryTransport};

@@ -17,7 +17,8 @@ use crate::transport::{
 /// A transport whose broker lives in this process.
 ///
 /// Clones share one broker, so a master and a replica in the same process (or test) talk to
-/// each other. Routing follows topic-exchange rules, unroutable messages are reported like
+/// each other. Routing follows topic-exchange rules (and the default exchange `""` routes by
+/// queue name, see [`OutgoingMessage::to_queue`]), unroutable messages are reported like
 /// mandatory publishes on RabbitMQ, unacknowledged deliveries come back when their consumer
 /// is dropped, and per-message expiration is honoured. Nothing survives the process.
 ///
@@ -146,32 +147,43 @@ impl InMemoryTransport {
 
     fn route(&self, message: &OutgoingMessage) -> Result<()> {
         self.check_open()?;
+        let exchange = message.exchange_or(&self.exchange);
         let targets: Vec<Arc<MemoryQueue>> = {
             let state = lock(&self.broker.state);
-            if !state.exchanges.contains(&self.exchange) {
-                return Err(Error::Refused {
-                    operation: "basic.publish",
-                    reason: format!("NOT_FOUND - no exchange '{}'", self.exchange),
-                });
+            if exchange.is_empty() {
+                // The default exchange: every queue is bound to it by its own name.
+                state
+                    .queues
+                    .get(&message.routing_key)
+                    .cloned()
+                    .into_iter()
+                    .collect()
+            } else {
+                if !state.exchanges.contains(exchange) {
+                    return Err(Error::Refused {
+                        operation: "basic.publish",
+                        reason: format!("NOT_FOUND - no exchange '{exchange}'"),
+                    });
+                }
+                let mut names: Vec<&String> = state
+                    .bindings
+                    .iter()
+                    .filter(|(bound, key, _)| {
+                        bound == exchange && crate::topic::matches(key, &message.routing_key)
+                    })
+                    .map(|(_, _, queue)| queue)
+                    .collect();
+                names.sort();
+                names.dedup();
+                names
+                    .into_iter()
+                    .filter_map(|name| state.queues.get(name).cloned())
+                    .collect()
             }
-            let mut names: Vec<&String> = state
-                .bindings
-                .iter()
-                .filter(|(exchange, key, _)| {
-                    *exchange == self.exchange && crate::topic::matches(key, &message.routing_key)
-                })
-                .map(|(_, _, queue)| queue)
-                .collect();
-            names.sort();
-            names.dedup();
-            names
-                .into_iter()
-                .filter_map(|name| state.queues.get(name).cloned())
-                .collect()
         };
         if targets.is_empty() {
             return Err(Error::Unroutable {
-                exchange: self.exchange.clone(),
+                exchange: exchange.to_owned(),
                 routing_key: message.routing_key.clone(),
             });
         }
@@ -558,6 +570,25 @@ mod tests {
                 .publish(&OutgoingMessage::new("author", "late"))
                 .await,
             Err(Error::Closed)
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_default_exchange_routes_by_queue_name() {
+        let (_, transport) = replica("q", &["author"]).await;
+        transport
+            .publish_confirmed(&OutgoingMessage::to_queue("dead_letter_q", "unbound"))
+            .await
+            .unwrap();
+        assert_eq!(transport.ready_count("dead_letter_q"), Some(1));
+        assert_eq!(transport.ready_count("q"), Some(0));
+        let confirmation = transport
+            .publish(&OutgoingMessage::to_queue("no_such_queue", "lost"))
+            .await
+            .expect("handed over");
+        assert!(matches!(
+            confirmation.await,
+            Err(Error::Unroutable { exchange, .. }) if exchange.is_empty()
         ));
     }
 

@@ -10,13 +10,19 @@ use std::time::Duration;
 use crate::config::{Config, QueueType};
 use crate::error::{Error, Result};
 
-/// A message body with its routing key, ready to publish to the configured exchange.
+/// A message body with its routing key, ready to publish to the configured exchange (or to the
+/// exchange named in [`OutgoingMessage::exchange`]).
 ///
 /// Every message is published persistent (`delivery_mode` 2), `content_type` `text/plain` and
 /// mandatory, as WIRE.md says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutgoingMessage {
-    /// `<cqrs_id>` for broadcasts, `cqrs.<queue>.<cqrs_id>` for a message aimed at one queue.
+    /// The exchange to publish to instead of the configured one; `None` (the usual case) for
+    /// the configured exchange. `Some("")` is the broker's default exchange, which routes a
+    /// message to the queue named by its routing key: see [`OutgoingMessage::to_queue`].
+    pub exchange: Option<String>,
+    /// `<cqrs_id>` for broadcasts, `cqrs.<queue>.<cqrs_id>` for a message aimed at one queue;
+    /// the queue's name when published through the default exchange.
     pub routing_key: String,
     /// The JSON body.
     pub body: Vec<u8>,
@@ -27,14 +33,30 @@ pub struct OutgoingMessage {
 }
 
 impl OutgoingMessage {
-    /// A message with no expiration and no headers.
+    /// A message to the configured exchange, with no expiration and no headers.
     pub fn new(routing_key: impl Into<String>, body: impl Into<Vec<u8>>) -> Self {
         OutgoingMessage {
+            exchange: None,
             routing_key: routing_key.into(),
             body: body.into(),
             expiration: None,
             headers: Vec::new(),
         }
+    }
+
+    /// A message straight to `queue` through the broker's default exchange (`""`), which
+    /// needs no binding. Used to dead-letter a message whose `cqrs_id` is unknown or unreadable,
+    /// for which the dead-letter queue has no binding.
+    pub fn to_queue(queue: impl Into<String>, body: impl Into<Vec<u8>>) -> Self {
+        OutgoingMessage {
+            exchange: Some(String::new()),
+            ..OutgoingMessage::new(queue, body)
+        }
+    }
+
+    /// The exchange this message goes to, given the configured one.
+    pub fn exchange_or<'a>(&'a self, configured: &'a str) -> &'a str {
+        self.exchange.as_deref().unwrap_or(configured)
     }
 
     /// Sets the per-message expiration.

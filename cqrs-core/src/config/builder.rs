@@ -3,10 +3,10 @@
 use std::time::Duration;
 
 use super::{
-    AMQP_URL, CONNECT_TIMEOUT, CONNECTION_NAME, Config, DEAD_LETTER_QUEUE, DEAD_MESSAGE_TTL,
-    DELAY_QUEUE_MAX_SIZE, DURATION_FORMS, EXCHANGE, MESSAGE_TTL, PREFETCH, PUBLISH_CONFIRM_WINDOW,
-    QUEUE, QueueType, RECONNECT_MAX_DELAY, RECONNECT_MIN_DELAY, RETRY_DELAY, RETRY_MAX_DELAY,
-    config,
+    AMQP_URL, BATCH_SIZE, CONNECT_TIMEOUT, CONNECTION_NAME, Config, DEAD_LETTER_QUEUE,
+    DEAD_MESSAGE_TTL, DELAY_QUEUE_MAX_SIZE, DURATION_FORMS, EXCHANGE, MESSAGE_TTL, PREFETCH,
+    PUBLISH_CONFIRM_WINDOW, QUEUE, QueueType, RECONNECT_MAX_DELAY, RECONNECT_MIN_DELAY,
+    RETRY_DELAY, RETRY_MAX_DELAY, WORKERS, config,
 };
 use crate::{AmqpUrl, Error, Result};
 
@@ -21,6 +21,9 @@ const DEFAULT_MAX_RETRIES: u32 = 30;
 const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(2);
 const DEFAULT_RETRY_MAX_DELAY: Duration = Duration::from_secs(300);
 const DEFAULT_PUBLISH_CONFIRM_WINDOW: usize = 1000;
+const DEFAULT_BATCH_SIZE: usize = 100;
+const DEFAULT_BATCH_WAIT: Duration = Duration::from_millis(20);
+const DEFAULT_WORKERS: usize = 1;
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_RECONNECT_MIN_DELAY: Duration = Duration::from_millis(100);
 const DEFAULT_RECONNECT_MAX_DELAY: Duration = Duration::from_secs(10);
@@ -51,6 +54,9 @@ pub struct ConfigBuilder {
     retry_exponential: Option<bool>,
     retry_max_delay: Option<Duration>,
     publish_confirm_window: Option<usize>,
+    batch_size: Option<usize>,
+    batch_wait: Option<Duration>,
+    workers: Option<usize>,
     connect_timeout: Option<Duration>,
     reconnect_min_delay: Option<Duration>,
     reconnect_max_delay: Option<Duration>,
@@ -183,6 +189,26 @@ impl ConfigBuilder {
         self
     }
 
+    /// The most messages a replica worker applies in one batch (`CQRS_BATCH_SIZE`, default
+    /// 100), >= 1.
+    pub fn batch_size(mut self, messages: usize) -> Self {
+        self.batch_size = Some(messages);
+        self
+    }
+
+    /// How long a replica worker waits for more messages before applying a partial batch
+    /// (`CQRS_BATCH_WAIT`, default 20 ms; zero is allowed).
+    pub fn batch_wait(mut self, wait: Duration) -> Self {
+        self.batch_wait = Some(wait);
+        self
+    }
+
+    /// Replica workers applying batches concurrently (`CQRS_WORKERS`, default 1), >= 1.
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = Some(workers);
+        self
+    }
+
     /// How long an operation waits for a connection (`CQRS_CONNECT_TIMEOUT`, default 10 s),
     /// more than zero.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
@@ -248,7 +274,7 @@ impl ConfigBuilder {
     /// parse or none is given; an exchange or queue name is empty, longer than 255 bytes or
     /// starts with the reserved `amq.`; a dead-letter queue is given without a queue or equals
     /// the queue; a TTL is zero (or, for the message TTL, not whole seconds); the delay queue
-    /// size, prefetch or confirm window is zero; the default prefetch (delay queue size + 1)
+    /// size, prefetch, confirm window, batch size or number of workers is zero; the default prefetch (delay queue size + 1)
     /// exceeds 65535; the connect timeout or minimum reconnect delay is zero; the minimum
     /// reconnect delay exceeds the maximum; exponential retries have a maximum delay below the
     /// retry delay; the connection name is empty.
@@ -398,6 +424,22 @@ impl ConfigBuilder {
             ));
         }
 
+        let batch_size = self.batch_size.unwrap_or(DEFAULT_BATCH_SIZE);
+        if batch_size == 0 {
+            return Err(config(
+                BATCH_SIZE,
+                "`0` is not accepted: expected a whole number >= 1",
+            ));
+        }
+        let batch_wait = self.batch_wait.unwrap_or(DEFAULT_BATCH_WAIT);
+        let workers = self.workers.unwrap_or(DEFAULT_WORKERS);
+        if workers == 0 {
+            return Err(config(
+                WORKERS,
+                "`0` is not accepted: expected a whole number >= 1",
+            ));
+        }
+
         let connect_timeout = self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
         if connect_timeout.is_zero() {
             return Err(config(
@@ -454,6 +496,9 @@ impl ConfigBuilder {
             retry_exponential,
             retry_max_delay,
             publish_confirm_window,
+            batch_size,
+            batch_wait,
+            workers,
             connect_timeout,
             reconnect_min_delay,
             reconnect_max_delay,

@@ -5,16 +5,16 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use super::{
-    AMQP_URL, CONNECT_TIMEOUT, CONNECTION_NAME, Config, DEAD_LETTER_QUEUE, DEAD_MESSAGE_TTL,
-    DELAY_QUEUE_MAX_SIZE, DURATION_FORMS, EXCHANGE, MAX_RETRIES, MESSAGE_TTL, PREFETCH,
-    PUBLISH_CONFIRM_WINDOW, QUEUE, QUEUE_TYPE, RECONNECT_MAX_DELAY, RECONNECT_MIN_DELAY,
+    AMQP_URL, BATCH_SIZE, BATCH_WAIT, CONNECT_TIMEOUT, CONNECTION_NAME, Config, DEAD_LETTER_QUEUE,
+    DEAD_MESSAGE_TTL, DELAY_QUEUE_MAX_SIZE, DURATION_FORMS, EXCHANGE, MAX_RETRIES, MESSAGE_TTL,
+    PREFETCH, PUBLISH_CONFIRM_WINDOW, QUEUE, QUEUE_TYPE, RECONNECT_MAX_DELAY, RECONNECT_MIN_DELAY,
     RETRY_DELAY, RETRY_EXPONENTIAL, RETRY_MAX_DELAY, TLS_CA_FILE, TLS_CERT_FILE, TLS_KEY_FILE,
-    invalid,
+    WORKERS, invalid,
 };
 use crate::{Error, Result};
 
 /// Every variable [`Config::from_env`] reads.
-const ALL_VARS: [&str; 21] = [
+const ALL_VARS: [&str; 24] = [
     AMQP_URL,
     EXCHANGE,
     QUEUE,
@@ -29,6 +29,9 @@ const ALL_VARS: [&str; 21] = [
     RETRY_EXPONENTIAL,
     RETRY_MAX_DELAY,
     PUBLISH_CONFIRM_WINDOW,
+    BATCH_SIZE,
+    BATCH_WAIT,
+    WORKERS,
     CONNECT_TIMEOUT,
     RECONNECT_MIN_DELAY,
     RECONNECT_MAX_DELAY,
@@ -150,6 +153,15 @@ impl Config {
                 &v,
                 "a whole number >= 1",
             )?);
+        }
+        if let Some(v) = get(BATCH_SIZE) {
+            b = b.batch_size(parse_number(BATCH_SIZE, &v, "a whole number >= 1")?);
+        }
+        if let Some(v) = get(BATCH_WAIT) {
+            b = b.batch_wait(parse_duration(BATCH_WAIT, &v)?);
+        }
+        if let Some(v) = get(WORKERS) {
+            b = b.workers(parse_number(WORKERS, &v, "a whole number >= 1")?);
         }
         if let Some(v) = get(CONNECT_TIMEOUT) {
             b = b.connect_timeout(parse_duration(CONNECT_TIMEOUT, &v)?);

@@ -33,6 +33,9 @@ const RETRY_DELAY: &str = "CQRS_RETRY_DELAY";
 const RETRY_EXPONENTIAL: &str = "CQRS_RETRY_EXPONENTIAL";
 const RETRY_MAX_DELAY: &str = "CQRS_RETRY_MAX_DELAY";
 const PUBLISH_CONFIRM_WINDOW: &str = "CQRS_PUBLISH_CONFIRM_WINDOW";
+const BATCH_SIZE: &str = "CQRS_BATCH_SIZE";
+const BATCH_WAIT: &str = "CQRS_BATCH_WAIT";
+const WORKERS: &str = "CQRS_WORKERS";
 const CONNECT_TIMEOUT: &str = "CQRS_CONNECT_TIMEOUT";
 const RECONNECT_MIN_DELAY: &str = "CQRS_RECONNECT_MIN_DELAY";
 const RECONNECT_MAX_DELAY: &str = "CQRS_RECONNECT_MAX_DELAY";
@@ -108,6 +111,9 @@ impl FromStr for QueueType {
 /// | `CQRS_RETRY_EXPONENTIAL` | `false` | exponential backoff with jitter instead of a constant delay |
 /// | `CQRS_RETRY_MAX_DELAY` | `300` (s) | cap of the exponential retry delay |
 /// | `CQRS_PUBLISH_CONFIRM_WINDOW` | `1000` | publishes in flight awaiting broker confirms |
+/// | `CQRS_BATCH_SIZE` | `100` | messages a replica worker applies in one batch (one transaction) at most |
+/// | `CQRS_BATCH_WAIT` | `20ms` | how long a worker waits for more messages before applying a partial batch |
+/// | `CQRS_WORKERS` | `1` | replica workers applying batches concurrently |
 /// | `CQRS_CONNECT_TIMEOUT` | `10` (s) | how long an operation waits for a connection |
 /// | `CQRS_RECONNECT_MIN_DELAY` | `100ms` | first delay between reconnection attempts |
 /// | `CQRS_RECONNECT_MAX_DELAY` | `10` (s) | longest delay between reconnection attempts |
@@ -137,6 +143,9 @@ pub struct Config {
     retry_exponential: bool,
     retry_max_delay: Duration,
     publish_confirm_window: usize,
+    batch_size: usize,
+    batch_wait: Duration,
+    workers: usize,
     connect_timeout: Duration,
     reconnect_min_delay: Duration,
     reconnect_max_delay: Duration,
@@ -243,6 +252,25 @@ impl Config {
     /// How many publishes may await their broker confirm at once (default 1000).
     pub fn publish_confirm_window(&self) -> usize {
         self.publish_confirm_window
+    }
+
+    /// The most messages a replica worker applies in one batch, that is in one database
+    /// transaction (default 100).
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    /// How long a replica worker waits for more messages, from the first one of a batch,
+    /// before applying a batch that is not full (default 20 ms; zero applies at once what has
+    /// arrived).
+    pub fn batch_wait(&self) -> Duration {
+        self.batch_wait
+    }
+
+    /// How many replica workers apply batches concurrently (default 1). Messages of one row
+    /// always go to the same worker, so a row is never written by two workers at once.
+    pub fn workers(&self) -> usize {
+        self.workers
     }
 
     /// How long an operation waits for a broker connection before failing with a retryable

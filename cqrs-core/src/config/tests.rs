@@ -313,3 +313,40 @@ fn tls_file_errors_name_the_setting_and_the_problem() {
     assert_eq!(s, TLS_KEY_FILE);
     assert!(reason.contains("PRIVATE KEY"), "{reason}");
 }
+
+#[test]
+fn consumer_batching_settings_default_and_parse() {
+    let config = Config::builder().build().unwrap();
+    assert_eq!(config.batch_size(), 100);
+    assert_eq!(config.batch_wait(), Duration::from_millis(20));
+    assert_eq!(config.workers(), 1);
+
+    let config = lookup(&[(BATCH_SIZE, "250"), (BATCH_WAIT, "5ms"), (WORKERS, " 4 ")]).unwrap();
+    assert_eq!(config.batch_size(), 250);
+    assert_eq!(config.batch_wait(), Duration::from_millis(5));
+    assert_eq!(config.workers(), 4);
+
+    let config = lookup(&[(BATCH_WAIT, "0")]).unwrap();
+    assert_eq!(config.batch_wait(), Duration::ZERO, "zero means no waiting");
+}
+
+#[test]
+fn consumer_batching_settings_name_the_variable_when_invalid() {
+    for (var, bad) in [
+        (BATCH_SIZE, "0"),
+        (BATCH_SIZE, "-3"),
+        (BATCH_SIZE, "lots"),
+        (BATCH_WAIT, "1.5s"),
+        (BATCH_WAIT, "soon"),
+        (WORKERS, "0"),
+        (WORKERS, "2.5"),
+    ] {
+        let (setting, reason) = setting_of(lookup(&[(var, bad)]));
+        assert_eq!(setting, var, "{var}={bad}: {reason}");
+        assert!(reason.contains(bad), "{var}={bad}: {reason}");
+    }
+    let (s, _) = setting_of(Config::builder().batch_size(0).build());
+    assert_eq!(s, BATCH_SIZE);
+    let (s, _) = setting_of(Config::builder().workers(0).build());
+    assert_eq!(s, WORKERS);
+}

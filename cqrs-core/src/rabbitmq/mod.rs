@@ -252,7 +252,10 @@ impl Transport for RabbitMqTransport {
 
     async fn publish(&self, message: &OutgoingMessage) -> Result<Confirmation> {
         self.check_open()?;
-        let exchange = short(self.shared.config.exchange(), "exchange")?;
+        let exchange = short(
+            message.exchange_or(self.shared.config.exchange()),
+            "exchange",
+        )?;
         let routing_key = short(&message.routing_key, "routing_key")?;
         let properties = properties(message)?;
         let channel = self.publish_channel().await?;

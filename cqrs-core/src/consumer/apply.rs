@@ -1,0 +1,101 @@
+//! The contract between the consumer runtime and what applies messages (the Diesel replica
+//! registry in cqrs-diesel, or anything else that implements [`Applier`]).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::payload::Payload;
+
+/// A parsed message, as the runtime hands it to an [`Applier`].
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    /// The body.
+    pub payload: Payload,
+    /// Whether it came with the routing key `cqrs.<queue>.<cqrs_id>`: a SYNC aimed at this
+    /// service only, or one of its own retries. The body does not carry this.
+    pub direct: bool,
+    /// When this process received it.
+    pub received_at: DateTime<Utc>,
+}
+
+/// Per-model settings the runtime applies (`None` fields take the configuration's values).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ModelPolicy {
+    /// Retries before dead-lettering: `Some(None)` = unlimited, `None` = the configured value.
+    pub max_retries: Option<Option<u32>>,
+    /// Delay before the first retry (`None`: the configured `retry_delay`).
+    pub retry_delay: Option<Duration>,
+    /// Exponential backoff with jitter (`None`: the configured `retry_exponential`).
+    pub retry_exponential: Option<bool>,
+    /// Accept only SYNCs aimed at this service's queue; broadcast SYNCs are acknowledged and
+    /// ignored.
+    pub only_direct_syncs: bool,
+}
+
+/// What applying one message did, for counters and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Applied {
+    /// A new row was written.
+    Created,
+    /// A stored row was replaced by a newer revision.
+    Updated,
+    /// A row was deleted (and a tombstone recorded).
+    Deleted,
+    /// A SYNC was written (whatever the stored revision).
+    Synced,
+    /// The stored revision was newer: the message was out of order and is dropped.
+    SkippedOld,
+    /// The stored revision was equal: a duplicate.
+    Duplicate,
+    /// A newer message for the same row in the same batch made this one moot.
+    Superseded,
+    /// A DELETE tombstone newer than this SAVE keeps the row deleted.
+    Tombstoned,
+    /// A custom handler took the message.
+    Handled,
+    /// Not applicable here (for example a broadcast SYNC for an only-direct-syncs model).
+    Ignored,
+}
+
+/// Why a batch could not be applied.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BatchError {
+    /// The database (or whatever the applier writes to) is unreachable: nothing was applied;
+    /// the runtime keeps the batch unacknowledged and tries it again after a back-off.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// Something in the batch failed and the whole transaction was rolled back. The runtime
+    /// splits the batch to find the failing message; a batch of one message that fails is
+    /// retried through the delay queue, then dead-lettered.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Applies messages. Implemented by cqrs-diesel's replica registry.
+pub trait Applier: Send + Sync + 'static {
+    /// A message decoded and checked by [`Applier::prepare`], ready to apply.
+    type Prepared: Send + Sync + 'static;
+
+    /// Every `cqrs_id` this applier handles (the queue is bound for each).
+    fn cqrs_ids(&self) -> Vec<String>;
+
+    /// The settings of one model; `None` when the `cqrs_id` is unknown (the message is then
+    /// dead-lettered).
+    fn policy(&self, cqrs_id: &str) -> Option<ModelPolicy>;
+
+    /// Decodes and checks one message (its `instance_data` against the model). An `Err` is a
+    /// malformed message: it goes to the dead-letter queue with this reason, without retries.
+    fn prepare(&self, incoming: &Incoming) -> Result<Self::Prepared, String>;
+
+    /// Applies a batch in one transaction. `Ok` holds one [`Applied`] per message, in order;
+    /// then the runtime acknowledges them all.
+    fn apply(
+        &self,
+        worker: usize,
+        batch: Vec<Arc<Self::Prepared>>,
+    ) -> impl Future<Output = Result<Vec<Applied>, BatchError>> + Send;
+}
