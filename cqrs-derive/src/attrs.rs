@@ -58,7 +58,7 @@ const FIELD_KEYS: &str = "`skip`, `rename`, `column`, `utc`";
 
 /// Checks a `cqrs_id`: it becomes a routing key and part of `cqrs.<queue>.<cqrs_id>`, so it
 /// must be a non-empty word without AMQP wildcards or whitespace.
-fn check_cqrs_id(lit: &LitStr) -> syn::Result<String> {
+pub(crate) fn check_cqrs_id(lit: &LitStr) -> syn::Result<String> {
     let id = lit.value();
     if id.is_empty() {
         return Err(syn::Error::new(lit.span(), "`cqrs_id` must not be empty"));

@@ -1,10 +1,11 @@
-//! Derive macros of cqrs-diesel: `#[derive(MasterModel)]` (and, later, `ReplicaModel`).
+//! Derive macros of cqrs-diesel: `#[derive(MasterModel)]` and `#[derive(ReplicaModel)]`.
 //!
 //! This crate only parses attributes and emits glue; the logic is ordinary generic code in
 //! `cqrs-diesel`, which re-exports these macros. Depend on `cqrs-diesel`, not on this crate.
 
 mod attrs;
 mod master;
+mod replica;
 
 use proc_macro::TokenStream;
 use syn::{DeriveInput, parse_macro_input};
@@ -33,6 +34,36 @@ pub fn derive_master_model(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
     match attrs::parse_model(&input) {
         Ok(model) => master::expand(&model).into(),
+        Err(error) => error.to_compile_error().into(),
+    }
+}
+
+/// Makes a Diesel model a replica of a master model: see `cqrs_diesel::ReplicaModel` and the
+/// cqrs-diesel README.
+///
+/// Struct attributes, in `#[cqrs(...)]`:
+/// - `id = "..."` (required): the master's `cqrs_id`;
+/// - `table = path` (or Diesel's `table_name`): the `table!` module (not needed with `custom`);
+/// - `pk = field` (default `id`);
+/// - `custom`: `CustomReplica` handlers replace the default create/update/delete (no table
+///   needed: the replica may touch no database at all);
+/// - `meta`: custom handlers receive the message's `meta`;
+/// - `only_direct_syncs`: accept only SYNCs aimed at this service's queue;
+/// - `max_retries = 5` (or `"none"`), `retry_delay = "500ms"`, `retry_exponential = true`:
+///   this model's retry policy (the configuration's otherwise);
+/// - `backends(postgres, mysql, sqlite)`: generate statements only for these backends.
+///
+/// Field attributes: `#[cqrs(from = "master_name")]` reads the field from another key of
+/// `instance_data`; `#[cqrs(default)]` takes `Default::default()` when the key is missing
+/// (`Option` fields are `None` when missing; any other missing field is an error for that
+/// message); `#[cqrs(column = name)]` (or Diesel's `column_name`) names its column.
+///
+/// Unless `custom`, the struct must have `cqrs_revision` and `cqrs_updated` fields.
+#[proc_macro_derive(ReplicaModel, attributes(cqrs))]
+pub fn derive_replica_model(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    match replica::derive(&input) {
+        Ok(tokens) => tokens.into(),
         Err(error) => error.to_compile_error().into(),
     }
 }

@@ -9,6 +9,7 @@ use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 
 use crate::outbox::{NewOutboxEntry, OutboxEntry};
+use crate::replica::tombstone::NewTombstone;
 
 mod sealed {
     pub trait Sealed {}
@@ -40,6 +41,16 @@ pub trait CqrsConnection: Connection + sealed::Sealed + Send + 'static {
     /// Creates the outbox table if this connection's database does not have it yet, by running
     /// the migration shipped with this crate for the backend (see [`crate::outbox`]).
     fn run_outbox_migrations(&mut self) -> crate::Result<()>;
+
+    /// Creates the tombstone table replicas need (see [`crate::replica`]) unless it exists, by
+    /// running the replica migration shipped with this crate for the backend.
+    fn run_replica_migrations(&mut self) -> crate::Result<()>;
+
+    #[doc(hidden)]
+    fn tombstones_record(&mut self, entries: &[NewTombstone<'_>]) -> QueryResult<usize>;
+
+    #[doc(hidden)]
+    fn tombstones_clear(&mut self, cqrs_id: &str, keys: &[String]) -> QueryResult<usize>;
 
     /// How many entries wait in the outbox (for health checks and tests).
     fn outbox_pending(&mut self) -> QueryResult<i64>;
@@ -204,6 +215,41 @@ mod pg {
             crate::outbox::run_migrations(self, crate::outbox::POSTGRES_MIGRATIONS)
         }
 
+        fn run_replica_migrations(&mut self) -> crate::Result<()> {
+            crate::outbox::run_migrations(
+                self,
+                crate::replica::tombstone::POSTGRES_REPLICA_MIGRATIONS,
+            )
+        }
+
+        fn tombstones_clear(&mut self, cqrs_id: &str, keys: &[String]) -> QueryResult<usize> {
+            use crate::replica::tombstone::cqrs_tombstone::dsl;
+            if keys.is_empty() {
+                return Ok(0);
+            }
+            diesel::delete(
+                dsl::cqrs_tombstone.filter(dsl::cqrs_id.eq(cqrs_id).and(dsl::pk.eq_any(keys))),
+            )
+            .execute(self)
+        }
+
+        fn tombstones_record(&mut self, entries: &[NewTombstone<'_>]) -> QueryResult<usize> {
+            use crate::replica::tombstone::cqrs_tombstone::dsl;
+            use diesel::upsert::excluded;
+            if entries.is_empty() {
+                return Ok(0);
+            }
+            diesel::insert_into(dsl::cqrs_tombstone)
+                .values(entries.to_vec())
+                .on_conflict((dsl::cqrs_id, dsl::pk))
+                .do_update()
+                .set((
+                    dsl::revision.eq(excluded(dsl::revision)),
+                    dsl::updated_us.eq(excluded(dsl::updated_us)),
+                ))
+                .execute(self)
+        }
+
         returning_outbox_impl!();
 
         fn outbox_lock_batch(&mut self, limit: i64) -> QueryResult<Vec<OutboxEntry>> {
@@ -236,6 +282,38 @@ mod mysql {
 
         fn run_outbox_migrations(&mut self) -> crate::Result<()> {
             crate::outbox::run_migrations(self, crate::outbox::MYSQL_MIGRATIONS)
+        }
+
+        fn run_replica_migrations(&mut self) -> crate::Result<()> {
+            crate::outbox::run_migrations(self, crate::replica::tombstone::MYSQL_REPLICA_MIGRATIONS)
+        }
+
+        fn tombstones_clear(&mut self, cqrs_id: &str, keys: &[String]) -> QueryResult<usize> {
+            use crate::replica::tombstone::cqrs_tombstone::dsl;
+            if keys.is_empty() {
+                return Ok(0);
+            }
+            diesel::delete(
+                dsl::cqrs_tombstone.filter(dsl::cqrs_id.eq(cqrs_id).and(dsl::pk.eq_any(keys))),
+            )
+            .execute(self)
+        }
+
+        fn tombstones_record(&mut self, entries: &[NewTombstone<'_>]) -> QueryResult<usize> {
+            use crate::replica::tombstone::cqrs_tombstone::dsl;
+            use diesel::sql_types::BigInt;
+            if entries.is_empty() {
+                return Ok(0);
+            }
+            diesel::insert_into(dsl::cqrs_tombstone)
+                .values(entries)
+                .on_conflict(diesel::dsl::DuplicatedKeys)
+                .do_update()
+                .set((
+                    dsl::revision.eq(diesel::dsl::sql::<BigInt>("VALUES(`revision`)")),
+                    dsl::updated_us.eq(diesel::dsl::sql::<BigInt>("VALUES(`updated_us`)")),
+                ))
+                .execute(self)
         }
 
         fn outbox_insert(&mut self, entry: &NewOutboxEntry<'_>) -> QueryResult<i64> {
@@ -351,6 +429,43 @@ mod sqlite {
 
         fn run_outbox_migrations(&mut self) -> crate::Result<()> {
             crate::outbox::run_migrations(self, crate::outbox::SQLITE_MIGRATIONS)
+        }
+
+        fn run_replica_migrations(&mut self) -> crate::Result<()> {
+            crate::outbox::run_migrations(
+                self,
+                crate::replica::tombstone::SQLITE_REPLICA_MIGRATIONS,
+            )
+        }
+
+        fn tombstones_clear(&mut self, cqrs_id: &str, keys: &[String]) -> QueryResult<usize> {
+            use crate::replica::tombstone::cqrs_tombstone::dsl;
+            if keys.is_empty() {
+                return Ok(0);
+            }
+            diesel::delete(
+                dsl::cqrs_tombstone.filter(dsl::cqrs_id.eq(cqrs_id).and(dsl::pk.eq_any(keys))),
+            )
+            .execute(self)
+        }
+
+        fn tombstones_record(&mut self, entries: &[NewTombstone<'_>]) -> QueryResult<usize> {
+            use crate::replica::tombstone::cqrs_tombstone::dsl;
+            use diesel::upsert::excluded;
+            // SQLite cannot batch an upsert in Diesel; statements are in-process calls here.
+            let mut written = 0;
+            for entry in entries {
+                written += diesel::insert_into(dsl::cqrs_tombstone)
+                    .values(entry)
+                    .on_conflict((dsl::cqrs_id, dsl::pk))
+                    .do_update()
+                    .set((
+                        dsl::revision.eq(excluded(dsl::revision)),
+                        dsl::updated_us.eq(excluded(dsl::updated_us)),
+                    ))
+                    .execute(self)?;
+            }
+            Ok(written)
         }
 
         returning_outbox_impl!();

@@ -32,6 +32,7 @@ mod error;
 mod master;
 pub mod outbox;
 mod relay;
+pub mod replica;
 
 pub use cqrs_core::*;
 
@@ -46,8 +47,13 @@ pub use master::{
 };
 pub use relay::{OutboxRelay, RelayHandle, RelayStats};
 
+pub use replica::{CustomReplica, MessageInfo, ReplicaModel, ReplicaStore, Replicas, run_consumer};
+
 /// `#[derive(MasterModel)]`: see [the trait](trait@MasterModel) and the crate README.
 pub use cqrs_derive::MasterModel;
+
+/// `#[derive(ReplicaModel)]`: see [the trait](trait@ReplicaModel) and the crate README.
+pub use cqrs_derive::ReplicaModel;
 
 /// The runtime crate, for paths that need it by name.
 pub use cqrs_core;
@@ -59,6 +65,7 @@ pub use diesel;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::master::UtcWire;
+    pub use crate::replica::sql::{ReplicaColumns, Upsert};
     pub use chrono;
     pub use cqrs_core::WireValue;
     pub use diesel;

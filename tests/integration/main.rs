@@ -1,9 +1,11 @@
 //! Integration tests against the real services of this machine (see README: `AMQP_URL`,
 //! `PG_DATABASE_URL`, `MYSQL_DATABASE_URL` override the local defaults).
 
+mod consumer_runtime;
 mod db;
 mod master;
 mod relay;
+mod replica;
 mod support;
 mod transport_rabbitmq;
 mod transport_reconnect;

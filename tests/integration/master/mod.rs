@@ -2,7 +2,7 @@
 //! the relay and read back by a plain lapin consumer, against the golden fixture.
 
 mod hooks;
-mod models;
+pub mod models;
 mod outage;
 mod scenarios;
 

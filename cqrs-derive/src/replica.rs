@@ -1,0 +1,535 @@
+//! `#[derive(ReplicaModel)]`: attribute parsing and code generation.
+
+use proc_macro2::TokenStream;
+use quote::quote;
+use syn::spanned::Spanned;
+use syn::{Data, DeriveInput, Fields, Ident, LitBool, LitInt, LitStr, Path, Type};
+
+use crate::attrs::{BackendName, check_cqrs_id};
+
+struct Field {
+    ident: Ident,
+    ty: Type,
+    column: Ident,
+    /// The key in `instance_data` this field is read from.
+    wire_name: String,
+    /// A missing key gives `Default::default()`.
+    default: bool,
+}
+
+struct Model {
+    ident: Ident,
+    cqrs_id: String,
+    table: Option<Path>,
+    fields: Vec<Field>,
+    pk: usize,
+    revision: Option<usize>,
+    custom: bool,
+    meta: bool,
+    only_direct_syncs: bool,
+    max_retries: Option<Option<u32>>,
+    retry_delay_ms: Option<u64>,
+    retry_exponential: Option<bool>,
+    backends: Vec<BackendName>,
+}
+
+const STRUCT_KEYS: &str = "`id`, `table`, `pk`, `custom`, `meta`, `only_direct_syncs`, \
+                           `max_retries`, `retry_delay`, `retry_exponential`, `backends(...)`";
+const FIELD_KEYS: &str = "`from`, `column`, `default`";
+
+/// `"500ms"`, `"2s"`, `"5m"` or a whole number of seconds, in milliseconds.
+fn parse_duration(lit: &LitStr) -> syn::Result<u64> {
+    let text = lit.value();
+    let text = text.trim();
+    let (number, factor) = if let Some(n) = text.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1000)
+    } else if let Some(n) = text.strip_suffix('m') {
+        (n, 60_000)
+    } else {
+        (text, 1000)
+    };
+    number
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(factor))
+        .ok_or_else(|| {
+            syn::Error::new(
+                lit.span(),
+                format!(
+                    "`retry_delay` {text:?} is not a duration: write \"500ms\", \"2s\" or \"1m\""
+                ),
+            )
+        })
+}
+
+fn is_option(ty: &Type) -> bool {
+    matches!(ty, Type::Path(path) if path.qself.is_none()
+        && path.path.segments.last().is_some_and(|s| s.ident == "Option"))
+}
+
+fn parse(input: &DeriveInput) -> syn::Result<Model> {
+    let span = input.ident.span();
+    let (Data::Struct(data), true) = (&input.data, input.generics.params.is_empty()) else {
+        return Err(syn::Error::new(
+            span,
+            "ReplicaModel can only be derived for a non-generic struct with named fields",
+        ));
+    };
+    let Fields::Named(named) = &data.fields else {
+        return Err(syn::Error::new(
+            span,
+            "ReplicaModel can only be derived for a struct with named fields",
+        ));
+    };
+    let mut cqrs_id = None;
+    let mut table: Option<Path> = None;
+    let mut diesel_table: Option<Path> = None;
+    let mut pk: Option<Ident> = None;
+    let mut custom = false;
+    let mut meta = false;
+    let mut only_direct_syncs = false;
+    let mut max_retries = None;
+    let mut retry_delay_ms = None;
+    let mut retry_exponential = None;
+    let mut backends = None;
+    for attr in &input.attrs {
+        if attr.path().is_ident("cqrs") {
+            attr.parse_nested_meta(|meta_item| {
+                let path = &meta_item.path;
+                if path.is_ident("id") {
+                    let lit: LitStr = meta_item.value()?.parse()?;
+                    cqrs_id = Some(check_cqrs_id(&lit)?);
+                } else if path.is_ident("table") {
+                    table = Some(meta_item.value()?.parse()?);
+                } else if path.is_ident("pk") {
+                    pk = Some(meta_item.value()?.parse()?);
+                } else if path.is_ident("custom") {
+                    custom = true;
+                } else if path.is_ident("meta") {
+                    meta = true;
+                } else if path.is_ident("only_direct_syncs") {
+                    only_direct_syncs = true;
+                } else if path.is_ident("max_retries") {
+                    let value = meta_item.value()?;
+                    if value.peek(LitStr) {
+                        let lit: LitStr = value.parse()?;
+                        if lit.value() != "none" {
+                            return Err(syn::Error::new(
+                                lit.span(),
+                                "`max_retries` is a number, or \"none\" for unlimited retries",
+                            ));
+                        }
+                        max_retries = Some(None);
+                    } else {
+                        let lit: LitInt = value.parse()?;
+                        max_retries = Some(Some(lit.base10_parse::<u32>()?));
+                    }
+                } else if path.is_ident("retry_delay") {
+                    let lit: LitStr = meta_item.value()?.parse()?;
+                    retry_delay_ms = Some(parse_duration(&lit)?);
+                } else if path.is_ident("retry_exponential") {
+                    let lit: LitBool = meta_item.value()?.parse()?;
+                    retry_exponential = Some(lit.value);
+                } else if path.is_ident("backends") {
+                    let mut list = Vec::new();
+                    meta_item.parse_nested_meta(|backend| {
+                        list.push(if backend.path.is_ident("postgres") {
+                            BackendName::Postgres
+                        } else if backend.path.is_ident("mysql") {
+                            BackendName::Mysql
+                        } else if backend.path.is_ident("sqlite") {
+                            BackendName::Sqlite
+                        } else {
+                            return Err(backend.error(
+                                "unknown backend: expected `postgres`, `mysql` or `sqlite`",
+                            ));
+                        });
+                        Ok(())
+                    })?;
+                    backends = Some(list);
+                } else {
+                    return Err(meta_item.error(format!(
+                        "unknown `cqrs` attribute; expected one of {STRUCT_KEYS}"
+                    )));
+                }
+                Ok(())
+            })?;
+        } else if attr.path().is_ident("diesel") {
+            let _ = attr.parse_nested_meta(|meta_item| {
+                if meta_item.path.is_ident("table_name") {
+                    diesel_table = Some(meta_item.value()?.parse()?);
+                } else if meta_item.input.peek(syn::Token![=]) {
+                    let _: syn::Expr = meta_item.value()?.parse()?;
+                } else if meta_item.input.peek(syn::token::Paren) {
+                    let content;
+                    syn::parenthesized!(content in meta_item.input);
+                    let _: TokenStream = content.parse()?;
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut fields = Vec::new();
+    for field in &named.named {
+        let ident = field
+            .ident
+            .clone()
+            .ok_or_else(|| syn::Error::new(field.span(), "fields must be named"))?;
+        let mut column = None;
+        let mut wire_name = None;
+        let mut default = false;
+        for attr in &field.attrs {
+            if attr.path().is_ident("cqrs") {
+                attr.parse_nested_meta(|meta_item| {
+                    if meta_item.path.is_ident("from") {
+                        let lit: LitStr = meta_item.value()?.parse()?;
+                        if lit.value().is_empty() {
+                            return Err(syn::Error::new(lit.span(), "`from` must not be empty"));
+                        }
+                        wire_name = Some(lit.value());
+                    } else if meta_item.path.is_ident("column") {
+                        column = Some(meta_item.value()?.parse()?);
+                    } else if meta_item.path.is_ident("default") {
+                        default = true;
+                    } else {
+                        return Err(meta_item.error(format!(
+                            "unknown `cqrs` field attribute; expected one of {FIELD_KEYS}"
+                        )));
+                    }
+                    Ok(())
+                })?;
+            } else if attr.path().is_ident("diesel") {
+                let _ = attr.parse_nested_meta(|meta_item| {
+                    if meta_item.path.is_ident("column_name") {
+                        column = Some(meta_item.value()?.parse()?);
+                    } else if meta_item.input.peek(syn::Token![=]) {
+                        let _: syn::Expr = meta_item.value()?.parse()?;
+                    } else if meta_item.input.peek(syn::token::Paren) {
+                        let content;
+                        syn::parenthesized!(content in meta_item.input);
+                        let _: TokenStream = content.parse()?;
+                    }
+                    Ok(())
+                });
+            }
+        }
+        fields.push(Field {
+            column: column.unwrap_or_else(|| ident.clone()),
+            wire_name: wire_name.unwrap_or_else(|| ident.to_string()),
+            ident,
+            ty: field.ty.clone(),
+            default,
+        });
+    }
+    let cqrs_id = cqrs_id.ok_or_else(|| {
+        syn::Error::new(
+            span,
+            "missing `#[cqrs(id = \"...\")]`: the cqrs_id of the master model",
+        )
+    })?;
+    let find = |name: &str| fields.iter().position(|f| f.ident == name);
+    let pk = match &pk {
+        Some(ident) => find(&ident.to_string()).ok_or_else(|| {
+            syn::Error::new(
+                ident.span(),
+                format!("no field `{ident}` for the primary key"),
+            )
+        })?,
+        None => find("id").ok_or_else(|| {
+            syn::Error::new(
+                span,
+                "no `id` field: name the primary key field with `#[cqrs(pk = field)]`",
+            )
+        })?,
+    };
+    let table = table.or(diesel_table);
+    let revision = find("cqrs_revision");
+    if !custom {
+        if table.is_none() {
+            return Err(syn::Error::new(
+                span,
+                "missing table: add `#[cqrs(table = path::to::table)]`, or `#[cqrs(custom)]` \
+                 for a model whose handlers write it themselves",
+            ));
+        }
+        if revision.is_none() {
+            return Err(syn::Error::new(
+                span,
+                "a ReplicaModel needs a `cqrs_revision` field (an integer column) to keep the \
+                 newest revision; add it, or use `#[cqrs(custom)]`",
+            ));
+        }
+        if find("cqrs_updated").is_none() {
+            return Err(syn::Error::new(
+                span,
+                "a ReplicaModel needs a `cqrs_updated` field (a timestamp column); add it, or \
+                 use `#[cqrs(custom)]`",
+            ));
+        }
+    }
+    Ok(Model {
+        ident: input.ident.clone(),
+        cqrs_id,
+        table,
+        fields,
+        pk,
+        revision,
+        custom,
+        meta,
+        only_direct_syncs,
+        max_retries,
+        retry_delay_ms,
+        retry_exponential,
+        backends: backends.unwrap_or_else(|| BackendName::ALL.to_vec()),
+    })
+}
+
+pub(crate) fn derive(input: &DeriveInput) -> syn::Result<TokenStream> {
+    let model = parse(input)?;
+    let ident = &model.ident;
+    let cqrs_id = &model.cqrs_id;
+    let meta = model.meta;
+    let pk = &model.fields[model.pk];
+    let pk_ident = &pk.ident;
+    let pk_ty = &pk.ty;
+    let only_direct = model.only_direct_syncs;
+    let column_count = model.fields.len();
+    let max_retries = match model.max_retries {
+        None => quote! { ::core::option::Option::None },
+        Some(None) => quote! { ::core::option::Option::Some(::core::option::Option::None) },
+        Some(Some(n)) => {
+            quote! { ::core::option::Option::Some(::core::option::Option::Some(#n)) }
+        }
+    };
+    let retry_delay = match model.retry_delay_ms {
+        None => quote! { ::core::option::Option::None },
+        Some(ms) => {
+            quote! { ::core::option::Option::Some(::core::time::Duration::from_millis(#ms)) }
+        }
+    };
+    let retry_exponential = match model.retry_exponential {
+        None => quote! { ::core::option::Option::None },
+        Some(b) => quote! { ::core::option::Option::Some(#b) },
+    };
+    let decode_fields = model.fields.iter().map(|f| {
+        let field = &f.ident;
+        let ty = &f.ty;
+        let key = &f.wire_name;
+        let missing = if f.default {
+            quote! { ::core::default::Default::default() }
+        } else if is_option(ty) {
+            quote! { ::core::option::Option::None }
+        } else {
+            let column = f.column.to_string();
+            quote! {
+                return ::core::result::Result::Err(::std::format!(
+                    "instance_data has no `{}`, which the non-null column `{}` needs",
+                    #key, #column
+                ))
+            }
+        };
+        quote! {
+            #field: match data.get(#key) {
+                ::core::option::Option::Some(value) => {
+                    <#ty as __p::WireValue>::from_wire(value)
+                        .map_err(|error| ::std::format!("instance_data.{}: {}", #key, error))?
+                }
+                ::core::option::Option::None => { #missing }
+            },
+        }
+    });
+    let revision = match model.revision {
+        Some(i) => {
+            let field = &model.fields[i].ident;
+            quote! { ::core::option::Option::Some(::core::convert::From::from(self.#field)) }
+        }
+        None => quote! { ::core::option::Option::None },
+    };
+    let stores = if model.custom {
+        Vec::new()
+    } else {
+        model
+            .backends
+            .iter()
+            .map(|&backend| store(&model, backend))
+            .collect()
+    };
+    Ok(quote! {
+        const _: () = {
+            use ::cqrs_diesel::__private as __p;
+            use ::cqrs_diesel::__private::diesel as __d;
+            #[allow(unused_imports)]
+            use ::cqrs_diesel::__private::diesel::prelude::*;
+
+            impl ::cqrs_diesel::ReplicaModel for #ident {
+                const CQRS_ID: &'static str = #cqrs_id;
+                const RECEIVES_META: bool = #meta;
+                const COLUMN_COUNT: usize = #column_count;
+                type Pk = #pk_ty;
+
+                fn cqrs_policy() -> ::cqrs_diesel::ModelPolicy {
+                    let mut policy = ::cqrs_diesel::ModelPolicy::default();
+                    policy.max_retries = #max_retries;
+                    policy.retry_delay = #retry_delay;
+                    policy.retry_exponential = #retry_exponential;
+                    policy.only_direct_syncs = #only_direct;
+                    policy
+                }
+
+                fn cqrs_decode(
+                    data: &__p::serde_json::Map<::std::string::String, __p::serde_json::Value>,
+                ) -> ::core::result::Result<Self, ::std::string::String> {
+                    ::core::result::Result::Ok(#ident { #(#decode_fields)* })
+                }
+
+                fn cqrs_decode_pk(
+                    value: &__p::serde_json::Value,
+                ) -> ::core::result::Result<#pk_ty, ::std::string::String> {
+                    <#pk_ty as __p::WireValue>::from_wire(value)
+                        .map_err(|error| ::std::format!("instance_pk: {}", error))
+                }
+
+                fn cqrs_key(&self) -> #pk_ty {
+                    ::core::clone::Clone::clone(&self.#pk_ident)
+                }
+
+                fn cqrs_revision(&self) -> ::core::option::Option<i64> {
+                    #revision
+                }
+            }
+
+            #(#stores)*
+        };
+    })
+}
+
+fn store(model: &Model, backend: BackendName) -> TokenStream {
+    let ident = &model.ident;
+    let Some(table) = &model.table else {
+        return TokenStream::new();
+    };
+    let Some(revision_index) = model.revision else {
+        return TokenStream::new();
+    };
+    let fields = &model.fields;
+    let pk = &fields[model.pk];
+    let pk_col = &pk.column;
+    let pk_ty = &pk.ty;
+    let pk_index = model.pk;
+    let rev_col = &fields[revision_index].column;
+    let rev_ty = &fields[revision_index].ty;
+    let columns = fields.iter().map(|f| {
+        let col = &f.column;
+        quote! { <#table::#col as __d::Column>::NAME }
+    });
+    let (gate, conn_ty, db_ty) = match backend {
+        BackendName::Postgres => (
+            quote! { ::cqrs_diesel::__cqrs_if_postgres },
+            quote! { __d::PgConnection },
+            quote! { __d::pg::Pg },
+        ),
+        BackendName::Mysql => (
+            quote! { ::cqrs_diesel::__cqrs_if_mysql },
+            quote! { __d::MysqlConnection },
+            quote! { __d::mysql::Mysql },
+        ),
+        BackendName::Sqlite => (
+            quote! { ::cqrs_diesel::__cqrs_if_sqlite },
+            quote! { __d::SqliteConnection },
+            quote! { __d::sqlite::Sqlite },
+        ),
+    };
+    let value_arms = fields.iter().enumerate().map(|(i, f)| {
+        let col = &f.column;
+        let field = &f.ident;
+        let ty = &f.ty;
+        quote! {
+            #i => out.push_bind_param::<__d::dsl::SqlTypeOf<#table::#col>, #ty>(&self.#field),
+        }
+    });
+    let write = if backend == BackendName::Mysql {
+        quote! {
+            __d::RunQueryDsl::execute(query, conn)?;
+            ::core::result::Result::Ok(::core::option::Option::None)
+        }
+    } else {
+        quote! {
+            let written = __d::RunQueryDsl::load::<#pk_ty>(query, conn)?;
+            ::core::result::Result::Ok(::core::option::Option::Some(written))
+        }
+    };
+    let ident_str = ident.to_string();
+    quote! {
+        #gate! {
+            impl __p::ReplicaColumns<#db_ty> for #ident {
+                type PkSqlType = __d::dsl::SqlTypeOf<#table::#pk_col>;
+                const COLUMNS: &'static [&'static str] = &[#(#columns),*];
+                const PK_INDEX: usize = #pk_index;
+                const REVISION_INDEX: usize = #revision_index;
+
+                fn walk_table(
+                    out: __d::query_builder::AstPass<'_, '_, #db_ty>,
+                ) -> __d::QueryResult<()> {
+                    __d::query_builder::QueryFragment::<#db_ty>::walk_ast(&#table::table, out)
+                }
+
+                fn walk_value<'b>(
+                    &'b self,
+                    index: usize,
+                    mut out: __d::query_builder::AstPass<'_, 'b, #db_ty>,
+                ) -> __d::QueryResult<()> {
+                    match index {
+                        #(#value_arms)*
+                        _ => ::core::result::Result::Err(__d::result::Error::QueryBuilderError(
+                            ::std::format!("no column {} in {}", index, #ident_str).into(),
+                        )),
+                    }
+                }
+            }
+
+            impl ::cqrs_diesel::ReplicaStore<#conn_ty> for #ident {
+                fn cqrs_stored_revisions(
+                    keys: &[#pk_ty],
+                    conn: &mut #conn_ty,
+                ) -> __d::QueryResult<::std::vec::Vec<(#pk_ty, i64)>> {
+                    let rows = #table::table
+                        .filter(#table::#pk_col.eq_any(keys))
+                        .select((#table::#pk_col, #table::#rev_col))
+                        .load::<(#pk_ty, #rev_ty)>(conn)?;
+                    ::core::result::Result::Ok(
+                        rows.into_iter()
+                            .map(|(key, revision)| (key, ::core::convert::From::from(revision)))
+                            .collect(),
+                    )
+                }
+
+                fn cqrs_write(
+                    rows: &[&Self],
+                    keys_text: &[::std::string::String],
+                    updated_us: &[i64],
+                    force: bool,
+                    conn: &mut #conn_ty,
+                ) -> __d::QueryResult<::core::option::Option<::std::vec::Vec<#pk_ty>>> {
+                    let query = __p::Upsert::<Self, #db_ty>::new(
+                        rows,
+                        keys_text,
+                        updated_us,
+                        force,
+                        <Self as ::cqrs_diesel::ReplicaModel>::CQRS_ID,
+                    );
+                    #write
+                }
+
+                fn cqrs_delete_keys(
+                    keys: &[#pk_ty],
+                    conn: &mut #conn_ty,
+                ) -> __d::QueryResult<usize> {
+                    __d::delete(#table::table.filter(#table::#pk_col.eq_any(keys))).execute(conn)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,1 @@
+DROP TABLE cqrs_tombstone;

@@ -1,0 +1,98 @@
+//! The replica side: models that keep a local copy of another service's rows.
+//!
+//! Derive [`ReplicaModel`](derive@crate::ReplicaModel) on a Diesel model, register it in
+//! [`Replicas`], and run the [`ConsumerRuntime`](cqrs_core::ConsumerRuntime) with it (or let
+//! [`consumer!`](crate::consumer) generate a `run_consumer()`).
+//!
+//! Each batch of messages is applied in one transaction, with one statement per model and
+//! kind of change:
+//!
+//! - SAVE: insert, or update only when the incoming revision is newer than the stored one
+//!   (the stored row wins on older or equal revisions), unless a DELETE tombstone at least as
+//!   new (revision and time) keeps the row deleted;
+//! - SYNC: written whatever the stored revision (a repair tool, as in django-cqrs), and clears
+//!   the tombstone;
+//! - DELETE: removes the row and records a tombstone in `cqrs_tombstone` (create it with
+//!   [`CqrsConnection::run_replica_migrations`](crate::CqrsConnection::run_replica_migrations)).
+//!
+//! Within a batch only the message that decides a row is written (the newest SAVE, or the last
+//! SYNC or DELETE); the others are reported as superseded.
+
+mod model;
+mod registry;
+pub(crate) mod sql;
+pub(crate) mod tombstone;
+
+pub use model::{CustomReplica, MessageInfo, ReplicaModel, ReplicaStore};
+pub use registry::{Prepared, Replicas};
+pub use tombstone::{MYSQL_REPLICA_UP_SQL, POSTGRES_REPLICA_UP_SQL, SQLITE_REPLICA_UP_SQL};
+
+/// Runs the replica worker of `replicas` until SIGTERM or SIGINT: declares the topology of
+/// WIRE.md for every registered `cqrs_id`, consumes `config.queue()` and applies batches; on
+/// the signal, finishes the batch in hand and republishes what waits for a retry.
+///
+/// Returns the counters at the end; an error only for what retrying cannot mend (no queue
+/// configured, the queue deleted, access refused).
+pub async fn run_consumer<C: crate::CqrsConnection>(
+    config: cqrs_core::Config,
+    replicas: Replicas<C>,
+) -> crate::Result<cqrs_core::ConsumerStats> {
+    let transport = cqrs_core::RabbitMqTransport::new(config.clone());
+    let stats = cqrs_core::ConsumerRuntime::new(transport, config, replicas)
+        .run_until(cqrs_core::shutdown_signal())
+        .await?;
+    Ok(stats)
+}
+
+/// Generates a service's `run_consumer()` from the list of its replica models.
+///
+/// ```no_run
+/// # use cqrs_diesel::ReplicaModel;
+/// # diesel::table! { account_ref (id) { id -> BigInt, name -> Text, cqrs_revision -> Integer, cqrs_updated -> Timestamptz, } }
+/// # #[derive(Debug, Clone, ReplicaModel)]
+/// # #[cqrs(id = "account", table = account_ref, backends(postgres))]
+/// # struct AccountRef { id: i64, name: String, cqrs_revision: i32, cqrs_updated: chrono::DateTime<chrono::Utc> }
+/// use cqrs_diesel::diesel::PgConnection;
+///
+/// cqrs_diesel::consumer! {
+///     /// The payments service's replica worker.
+///     pub fn run_consumer(PgConnection) { AccountRef }
+/// }
+///
+/// # async fn main_() -> Result<(), Box<dyn std::error::Error>> {
+/// use cqrs_diesel::diesel::Connection;
+/// let config = cqrs_diesel::Config::from_env()?;
+/// let stats = run_consumer(config, || PgConnection::establish("postgres://127.0.0.1/payments")).await;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// Custom models go after a `;`: `pub fn run_consumer(PgConnection) { AccountRef; AuditLog }`.
+/// The function also has a sibling `replicas(connect)` returning the registry, for tests and
+/// for running the runtime yourself.
+#[macro_export]
+macro_rules! consumer {
+    (
+        $(#[$attr:meta])*
+        $vis:vis fn $name:ident($conn:ty) { $($model:ty),* $(,)? $(; $($custom:ty),* $(,)?)? }
+    ) => {
+        $(#[$attr])*
+        $vis async fn $name(
+            config: $crate::Config,
+            connect: impl Fn() -> ::core::result::Result<$conn, $crate::diesel::ConnectionError>
+                + Send + Sync + 'static,
+        ) -> $crate::Result<$crate::ConsumerStats> {
+            $crate::run_consumer(config, replicas(connect)).await
+        }
+
+        /// The registry of this service's replica models.
+        $vis fn replicas(
+            connect: impl Fn() -> ::core::result::Result<$conn, $crate::diesel::ConnectionError>
+                + Send + Sync + 'static,
+        ) -> $crate::Replicas<$conn> {
+            $crate::Replicas::new(connect)
+                $(.register::<$model>())*
+                $($(.register_custom::<$custom>())*)?
+        }
+    };
+}

@@ -1,0 +1,40 @@
+use cqrs_diesel::{ReplicaModel, ReplicaStore};
+
+diesel::table! {
+    author (id) {
+        id -> Integer,
+        name -> Text,
+        cqrs_revision -> Integer,
+        cqrs_updated -> Timestamptz,
+    }
+}
+
+/// A replica for one backend, with a mapping and its own retry policy.
+#[derive(Debug, Clone, ReplicaModel)]
+#[cqrs(id = "author", table = author, only_direct_syncs, max_retries = 5, retry_delay = "250ms", backends(postgres))]
+struct AuthorRef {
+    id: i32,
+    #[cqrs(from = "full_name")]
+    name: String,
+    cqrs_revision: i32,
+    cqrs_updated: chrono::DateTime<chrono::Utc>,
+}
+
+/// A replica without a table: custom handlers only.
+#[derive(Debug, Clone, ReplicaModel)]
+#[cqrs(id = "author", custom, meta, max_retries = "none")]
+struct AuthorEvents {
+    id: i32,
+    #[cqrs(default)]
+    name: String,
+}
+
+fn needs_store<M: ReplicaStore<diesel::PgConnection>>() {}
+
+fn main() {
+    needs_store::<AuthorRef>();
+    let policy = AuthorRef::cqrs_policy();
+    assert_eq!(policy.max_retries, Some(Some(5)));
+    assert_eq!(AuthorEvents::cqrs_policy().max_retries, Some(None));
+    assert!(AuthorEvents::RECEIVES_META);
+}

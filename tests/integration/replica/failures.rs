@@ -1,0 +1,262 @@
+//! A mapped replica with its own retry policy, on each backend: field mapping, only-direct
+//! SYNCs, a poison message retried exactly `max_retries` times then dead-lettered, and bodies
+//! that cannot be applied (not JSON, a missing column, a wrong type, an unknown cqrs_id,
+//! expired) dead-lettered at once with their reason.
+
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use cqrs_diesel::{ReplicaModel, ReplicaStore, Replicas, Transport};
+use lapin::options::BasicGetOptions;
+use serde_json::{Value, json};
+
+use super::{Worker, author};
+use crate::db::{MysqlDb, PgDb, SqliteDb, TestDb};
+use crate::support::raw_connection;
+
+mod pg_card {
+    diesel::table! {
+        author_card (id) {
+            id -> Integer,
+            title -> Text,
+            cqrs_revision -> Integer,
+            cqrs_updated -> Timestamptz,
+        }
+    }
+}
+
+mod mysql_card {
+    diesel::table! {
+        author_card (id) {
+            id -> Integer,
+            title -> Text,
+            cqrs_revision -> Integer,
+            cqrs_updated -> Datetime,
+        }
+    }
+}
+
+mod sqlite_card {
+    diesel::table! {
+        author_card (id) {
+            id -> Integer,
+            title -> Text,
+            cqrs_revision -> Integer,
+            cqrs_updated -> TimestamptzSqlite,
+        }
+    }
+}
+
+/// `author` seen as a card: only the name (as `title`), two retries 50 ms apart, and only the
+/// SYNCs aimed at this service.
+#[derive(Debug, Clone, ReplicaModel, diesel::Queryable)]
+#[cqrs(id = "author", table = pg_card::author_card, only_direct_syncs, max_retries = 2, retry_delay = "50ms", backends(postgres))]
+struct PgCard {
+    id: i32,
+    #[cqrs(from = "name")]
+    title: String,
+    cqrs_revision: i32,
+    cqrs_updated: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, ReplicaModel, diesel::Queryable)]
+#[cqrs(id = "author", table = mysql_card::author_card, only_direct_syncs, max_retries = 2, retry_delay = "50ms", backends(mysql))]
+struct MysqlCard {
+    id: i32,
+    #[cqrs(from = "name")]
+    title: String,
+    cqrs_revision: i32,
+    cqrs_updated: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, ReplicaModel, diesel::Queryable)]
+#[cqrs(id = "author", table = sqlite_card::author_card, only_direct_syncs, max_retries = 2, retry_delay = "50ms", backends(sqlite))]
+struct SqliteCard {
+    id: i32,
+    #[cqrs(from = "name")]
+    title: String,
+    cqrs_revision: i32,
+    cqrs_updated: DateTime<Utc>,
+}
+
+trait Card: Send + Sync + Sized + 'static {
+    const DDL: &'static str;
+    type Conn: cqrs_diesel::CqrsConnection;
+    fn titles(conn: &mut Self::Conn) -> Vec<(i32, String)>;
+}
+
+macro_rules! card {
+    ($ty:ty, $schema:ident, $conn:ty, $timestamp:literal) => {
+        impl Card for $ty {
+            const DDL: &'static str = concat!(
+                "CREATE TABLE author_card (id INTEGER PRIMARY KEY, ",
+                "title VARCHAR(255) NOT NULL CHECK (title <> 'poison'), ",
+                "cqrs_revision INTEGER NOT NULL, cqrs_updated ",
+                $timestamp,
+                " NOT NULL)"
+            );
+            type Conn = $conn;
+            fn titles(conn: &mut $conn) -> Vec<(i32, String)> {
+                use diesel::prelude::*;
+                $schema::author_card::table
+                    .order($schema::author_card::id)
+                    .load::<$ty>(conn)
+                    .expect("load cards")
+                    .into_iter()
+                    .map(|card| (card.id, card.title))
+                    .collect()
+            }
+        }
+    };
+}
+
+card!(PgCard, pg_card, diesel::PgConnection, "TIMESTAMPTZ");
+card!(
+    MysqlCard,
+    mysql_card,
+    diesel::MysqlConnection,
+    "DATETIME(6)"
+);
+card!(SqliteCard, sqlite_card, diesel::SqliteConnection, "TEXT");
+
+/// Everything in the dead-letter queue: (body, reason header).
+async fn dead_letters(queue: &str) -> Vec<(String, String)> {
+    let connection = raw_connection().await;
+    let channel = connection.create_channel().await.expect("channel");
+    let mut out = Vec::new();
+    while let Some(message) = channel
+        .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+        .await
+        .expect("basic.get")
+    {
+        let reason = message
+            .delivery
+            .properties
+            .headers()
+            .as_ref()
+            .and_then(|headers| {
+                headers
+                    .inner()
+                    .iter()
+                    .find(|(key, _)| key.as_str() == "x-cqrs-dead-letter-reason")
+                    .map(|(_, value)| match value {
+                        lapin::types::AMQPValue::LongString(s) => s.to_string(),
+                        other => format!("{other:?}"),
+                    })
+            })
+            .unwrap_or_default();
+        out.push((
+            String::from_utf8_lossy(&message.delivery.data).into_owned(),
+            reason,
+        ));
+    }
+    let _ = connection.close(200, "".into()).await;
+    out
+}
+
+async fn mapping_policy_and_dead_letters<D, M>(db: D)
+where
+    D: TestDb,
+    M: Card<Conn = D::Conn> + ReplicaStore<D::Conn>,
+{
+    let replicas = Replicas::new(db.connector()).register::<M>();
+    let worker = Worker::start(db, M::DDL, replicas).await;
+
+    // Mapping: `name` lands in `title`; the master's other keys are ignored.
+    worker.broadcast(&author("SAVE", 1, "Mapped", 0)).await;
+    // Only direct SYNCs: a broadcast SYNC is ignored, a direct one applied.
+    worker
+        .broadcast(&author("SYNC", 1, "broadcast-sync", 5))
+        .await;
+    worker.wait_settled(2).await;
+    worker.direct(&author("SYNC", 1, "direct-sync", 6)).await;
+    // A poison message (the CHECK constraint refuses it) beside good ones.
+    worker.broadcast(&author("SAVE", 2, "poison", 0)).await;
+    worker.broadcast(&author("SAVE", 3, "good", 0)).await;
+    // Bodies that cannot be applied.
+    let mut missing = author("SAVE", 4, "x", 0);
+    if let Some(data) = missing["instance_data"].as_object_mut() {
+        data.remove("name");
+    }
+    worker.broadcast(&missing).await;
+    let mut wrong_type = author("SAVE", 5, "x", 0);
+    wrong_type["instance_data"]["name"] = json!(42);
+    worker.broadcast(&wrong_type).await;
+    let mut unknown = author("SAVE", 6, "x", 0);
+    unknown["cqrs_id"] = json!("nobody");
+    worker.publish("author", &unknown).await;
+    let mut expired = author("SAVE", 7, "x", 0);
+    expired["expires"] = json!("2020-01-01T00:00:00+00:00");
+    worker.broadcast(&expired).await;
+    worker
+        .transport
+        .publish_confirmed(&cqrs_diesel::OutgoingMessage::new(
+            "author",
+            b"{not json".to_vec(),
+        ))
+        .await
+        .expect("publish");
+
+    let stats = worker
+        .wait("the poison message dead-lettered", |s| s.dead_lettered >= 6)
+        .await;
+    assert_eq!(
+        stats.retried, 2,
+        "retried exactly max_retries times: {stats:?}"
+    );
+    assert_eq!(stats.ignored, 1, "the broadcast SYNC: {stats:?}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(worker.stats().dead_lettered, 6);
+
+    let titles = M::titles(&mut worker.db.connect());
+    assert_eq!(
+        titles,
+        vec![(1, "direct-sync".to_owned()), (3, "good".to_owned())]
+    );
+
+    let dead = dead_letters(worker.config.dead_letter_queue().expect("dlq")).await;
+    assert_eq!(dead.len(), 6, "{dead:#?}");
+    let reason_of = |needle: &str| {
+        dead.iter()
+            .find(|(body, _)| body.contains(needle))
+            .map(|(body, reason)| (body.clone(), reason.clone()))
+            .unwrap_or_else(|| panic!("no dead letter with {needle}: {dead:#?}"))
+    };
+    let (poison, reason) = reason_of("\"poison\"");
+    let poison: Value = serde_json::from_str(&poison).expect("JSON");
+    assert_eq!(poison["retries"], 2, "the body as last retried");
+    assert!(reason.contains("retries"), "{reason}");
+    let (_, reason) = reason_of("\"instance_pk\":4");
+    assert!(reason.contains("name"), "missing key: {reason}");
+    let (_, reason) = reason_of("\"instance_pk\":5");
+    assert!(reason.contains("name"), "wrong type: {reason}");
+    let (_, reason) = reason_of("nobody");
+    assert!(reason.contains("nobody"), "unknown cqrs_id: {reason}");
+    let (_, reason) = reason_of("\"instance_pk\":7");
+    assert!(reason.contains("expire"), "expired: {reason}");
+    let (_, reason) = reason_of("{not json");
+    assert!(reason.to_lowercase().contains("json"), "not JSON: {reason}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mapping_policy_and_dead_letters_on_postgres() {
+    mapping_policy_and_dead_letters::<_, PgCard>(PgDb::new("rf")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mapping_policy_and_dead_letters_on_mariadb() {
+    mapping_policy_and_dead_letters::<_, MysqlCard>(MysqlDb::new("rf")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mapping_policy_and_dead_letters_on_sqlite() {
+    mapping_policy_and_dead_letters::<_, SqliteCard>(SqliteDb::new("rf")).await;
+}
+
+#[test]
+fn the_policy_comes_from_the_attributes() {
+    let policy = PgCard::cqrs_policy();
+    assert_eq!(policy.max_retries, Some(Some(2)));
+    assert_eq!(policy.retry_delay, Some(Duration::from_millis(50)));
+    assert!(policy.only_direct_syncs);
+}

@@ -1,0 +1,225 @@
+//! The replica side on PostgreSQL, MariaDB and SQLite: messages published to the real
+//! RabbitMQ, applied by the consumer runtime with a `Replicas` registry, checked in the
+//! database.
+
+mod custom;
+mod e2e;
+mod failures;
+mod golden;
+pub mod models;
+mod scenarios;
+
+use std::time::Duration;
+
+use cqrs_diesel::{
+    Applier, Config, ConfigBuilder, ConsumerHandle, ConsumerRuntime, ConsumerStats, CqrsConnection,
+    OutgoingMessage, RabbitMqTransport, Replicas, Topology, Transport, direct_routing_key,
+};
+use serde_json::{Value, json};
+
+use crate::db::TestDb;
+use crate::support::config_builder;
+
+/// A running replica worker on a test database, with its own exchange and queues.
+pub struct Worker<D: TestDb> {
+    pub db: D,
+    pub config: Config,
+    pub transport: RabbitMqTransport,
+    handle: Option<ConsumerHandle>,
+    cqrs_ids: Vec<String>,
+}
+
+impl<D: TestDb> Worker<D> {
+    /// Creates the tables (`ddl`) and the tombstone table, declares the topology and starts
+    /// the runtime with `replicas`.
+    pub async fn start(db: D, ddl: &str, replicas: Replicas<D::Conn>) -> Self {
+        Self::start_with(db, ddl, replicas, |builder| builder).await
+    }
+
+    pub async fn start_with(
+        db: D,
+        ddl: &str,
+        replicas: Replicas<D::Conn>,
+        configure: impl FnOnce(ConfigBuilder) -> ConfigBuilder,
+    ) -> Self {
+        // `RUST_LOG=cqrs_core=debug,cqrs_diesel=debug` shows what the worker does.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        if !ddl.is_empty() {
+            db.execute(ddl);
+        }
+        db.connect()
+            .run_replica_migrations()
+            .expect("replica migration");
+        let config = configure(config_builder("replica"))
+            .build()
+            .expect("config");
+        let transport = RabbitMqTransport::new(config.clone());
+        let cqrs_ids = replicas.cqrs_ids();
+        transport
+            .declare(&Topology::from_config(&config, cqrs_ids.clone()))
+            .await
+            .expect("declare the topology");
+        let mut worker = Worker {
+            db,
+            config,
+            transport,
+            handle: None,
+            cqrs_ids,
+        };
+        worker.restart(replicas);
+        worker
+    }
+
+    /// Starts a (new) runtime on the same queue.
+    pub fn restart(&mut self, replicas: Replicas<D::Conn>) {
+        let runtime = ConsumerRuntime::new(self.transport.clone(), self.config.clone(), replicas)
+            .batch_wait(Duration::from_millis(5));
+        self.handle = Some(runtime.spawn());
+    }
+
+    pub fn queue(&self) -> &str {
+        self.config.queue().expect("a replica queue")
+    }
+
+    /// Publishes a body with a routing key, as a master would.
+    pub async fn publish(&self, routing_key: &str, body: &Value) {
+        self.transport
+            .publish_confirmed(&OutgoingMessage::new(
+                routing_key,
+                body.to_string().into_bytes(),
+            ))
+            .await
+            .expect("publish");
+    }
+
+    /// Publishes a broadcast (routing key `<cqrs_id>`).
+    pub async fn broadcast(&self, body: &Value) {
+        let key = body["cqrs_id"].as_str().expect("cqrs_id").to_owned();
+        self.publish(&key, body).await;
+    }
+
+    /// Publishes a message aimed at this worker's queue only.
+    pub async fn direct(&self, body: &Value) {
+        let key = direct_routing_key(self.queue(), body["cqrs_id"].as_str().expect("cqrs_id"));
+        self.publish(&key, body).await;
+    }
+
+    pub fn stats(&self) -> ConsumerStats {
+        self.handle.as_ref().expect("running").stats()
+    }
+
+    /// Waits until `done(stats)` holds (panics after 30 s).
+    pub async fn wait(&self, what: &str, done: impl Fn(&ConsumerStats) -> bool) -> ConsumerStats {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let stats = self.stats();
+            if done(&stats) {
+                return stats;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}: {stats:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until `n` messages have been settled (applied in any way, or dead-lettered).
+    pub async fn wait_settled(&self, n: u64) -> ConsumerStats {
+        self.wait(&format!("{n} messages settled"), |s| {
+            s.applied() + s.dead_lettered >= n
+        })
+        .await
+    }
+
+    /// Stops the runtime and returns its counters.
+    pub async fn stop(&mut self) -> ConsumerStats {
+        self.handle
+            .take()
+            .expect("running")
+            .shutdown()
+            .await
+            .expect("a clean shutdown")
+    }
+}
+
+impl<D: TestDb> Drop for Worker<D> {
+    fn drop(&mut self) {
+        let exchange = self.config.exchange().to_owned();
+        let queues: Vec<String> = [self.config.queue(), self.config.dead_letter_queue()]
+            .into_iter()
+            .flatten()
+            .map(str::to_owned)
+            .collect();
+        let _ = &self.cqrs_ids;
+        std::thread::spawn(move || {
+            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                let queues: Vec<&str> = queues.iter().map(String::as_str).collect();
+                runtime.block_on(crate::support::cleanup(&exchange, &queues));
+            }
+        });
+    }
+}
+
+/// A SAVE (or another signal) of an author row, as the reference master writes it.
+pub fn author(signal: &str, id: i64, name: &str, revision: i64) -> Value {
+    let updated = format!(
+        "2026-11-28 18:21:{:02}.{:06}+00:00",
+        revision.clamp(0, 59),
+        id.rem_euclid(1_000_000)
+    );
+    author_at(signal, id, name, revision, &updated)
+}
+
+/// Like [`author`], with its `cqrs_updated`.
+pub fn author_at(signal: &str, id: i64, name: &str, revision: i64, updated: &str) -> Value {
+    json!({
+        "signal_type": signal,
+        "cqrs_id": "author",
+        "instance_data": {
+            "cqrs_revision": revision,
+            "cqrs_updated": updated,
+            "id": id,
+            "name": name,
+            "email": null,
+            "birth_date": null,
+            "joined_at": "2024-01-01 00:00:00+00:00",
+            "active": true,
+            "score": 1.5,
+            "external_id": "6cf873fd-0349-4f7d-b40d-4b093cfc3cec",
+            "bio": null,
+            "unknown_master_field": "ignored",
+        },
+        "previous_data": null,
+        "instance_pk": id,
+        "correlation_id": null,
+        "retries": 0,
+        "expires": null,
+        "meta": {},
+    })
+}
+
+/// A DELETE of an author row (`cqrs_revision` = stored + 1, as the reference sends).
+pub fn author_delete(id: i64, revision: i64) -> Value {
+    json!({
+        "signal_type": "DELETE",
+        "cqrs_id": "author",
+        "instance_data": {
+            "id": id,
+            "cqrs_revision": revision,
+            "cqrs_updated": format!("2026-11-28 18:22:{:02}.000000+00:00", revision.clamp(0, 59)),
+        },
+        "previous_data": null,
+        "instance_pk": id,
+        "correlation_id": null,
+        "retries": 0,
+        "expires": null,
+        "meta": {},
+    })
+}

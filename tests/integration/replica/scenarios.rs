@@ -1,0 +1,204 @@
+//! Apply semantics on each backend: create, update, gaps, out-of-order and duplicate
+//! revisions, SYNC (also lowering), DELETE with tombstones, late SAVE after DELETE, a re-created
+//! row, and a worker stopped and restarted in the middle of a stream.
+
+use std::collections::HashMap;
+
+use cqrs_diesel::{ReplicaStore, Replicas};
+
+use super::models::{AuthorRow, MysqlAuthorReplica, PgAuthorReplica, SqliteAuthorReplica};
+use super::{Worker, author, author_at, author_delete};
+use crate::db::{MysqlDb, PgDb, SqliteDb, TestDb};
+
+fn rows<D, M>(worker: &Worker<D>) -> HashMap<i32, (String, i32)>
+where
+    D: TestDb,
+    M: AuthorRow<Conn = D::Conn>,
+{
+    M::load_all(&mut worker.db.connect())
+        .into_iter()
+        .map(|row| (row.id(), (row.name().to_owned(), row.revision())))
+        .collect()
+}
+
+async fn revisions_are_guarded<D, M>(db: D)
+where
+    D: TestDb,
+    M: AuthorRow<Conn = D::Conn> + ReplicaStore<D::Conn>,
+{
+    let replicas = Replicas::new(db.connector()).register::<M>();
+    let worker = Worker::start(db, M::DDL, replicas).await;
+
+    // Phase 1: creates and in-order updates, one of them skipping a revision.
+    worker.broadcast(&author("SAVE", 1, "a0", 0)).await;
+    worker.broadcast(&author("SAVE", 2, "b0", 0)).await;
+    worker.broadcast(&author("SAVE", 3, "c0", 0)).await;
+    worker.wait_settled(3).await;
+    worker.broadcast(&author("SAVE", 1, "a1", 1)).await;
+    worker.broadcast(&author("SAVE", 2, "b3", 3)).await; // gap of 2
+    let stats = worker.wait_settled(5).await;
+    assert_eq!(stats.created, 3);
+    assert_eq!(stats.updated, 2);
+
+    // Phase 2: an older revision, a duplicate: the stored rows win.
+    worker.broadcast(&author("SAVE", 2, "b1-late", 1)).await;
+    worker.broadcast(&author("SAVE", 1, "a1-again", 1)).await;
+    let stats = worker.wait_settled(7).await;
+    assert_eq!(stats.skipped_old, 1);
+    assert_eq!(stats.duplicates, 1);
+
+    // Phase 3: SYNC lowers a revision (a repair); DELETE; a late SAVE cannot resurrect.
+    worker.broadcast(&author("SYNC", 2, "b-synced", 2)).await;
+    worker.broadcast(&author_delete(3, 1)).await;
+    worker.wait_settled(9).await;
+    worker.broadcast(&author("SAVE", 3, "c0-late", 0)).await;
+    let stats = worker.wait_settled(10).await;
+    assert_eq!(stats.synced, 1);
+    assert_eq!(stats.deleted, 1);
+    assert_eq!(stats.tombstoned, 1, "{stats:?}");
+
+    let stored = rows::<D, M>(&worker);
+    assert_eq!(stored.get(&1), Some(&("a1".to_owned(), 1)));
+    assert_eq!(stored.get(&2), Some(&("b-synced".to_owned(), 2)));
+    assert_eq!(stored.get(&3), None, "no resurrection after DELETE");
+
+    // A row created again after its deletion (revision 0, but later) does come back.
+    worker
+        .broadcast(&author_at(
+            "SAVE",
+            3,
+            "c-again",
+            0,
+            "2026-11-28 18:30:00.000000+00:00",
+        ))
+        .await;
+    worker.wait_settled(11).await;
+    assert_eq!(
+        rows::<D, M>(&worker).get(&3),
+        Some(&("c-again".to_owned(), 0))
+    );
+    // A SYNC of a deleted row repairs it too.
+    worker.broadcast(&author_delete(1, 2)).await;
+    worker.wait_settled(12).await;
+    worker.broadcast(&author("SYNC", 1, "a-repaired", 1)).await;
+    worker.wait_settled(13).await;
+    assert_eq!(
+        rows::<D, M>(&worker).get(&1),
+        Some(&("a-repaired".to_owned(), 1))
+    );
+    assert_eq!(worker.stats().dead_lettered, 0);
+}
+
+/// Many revisions of the same rows in one stream: batches hold several messages per row, of
+/// which only the newest is written; the result is the newest revision of each row.
+async fn batches_keep_the_newest_revision<D, M>(db: D)
+where
+    D: TestDb,
+    M: AuthorRow<Conn = D::Conn> + ReplicaStore<D::Conn>,
+{
+    let replicas = Replicas::new(db.connector()).register::<M>();
+    let worker = Worker::start(db, M::DDL, replicas).await;
+    // Revisions of 20 rows, interleaved, with every message sent twice and some reordered.
+    let mut sent = 0;
+    for revision in 0..10i64 {
+        for id in 1..=20i64 {
+            let body = author("SAVE", id, &format!("{id}@{revision}"), revision);
+            worker.broadcast(&body).await;
+            worker.broadcast(&body).await;
+            sent += 2;
+        }
+        if revision % 3 == 2 {
+            // A late copy of an earlier revision.
+            worker
+                .broadcast(&author("SAVE", 7, "stale", revision - 2))
+                .await;
+            sent += 1;
+        }
+    }
+    let stats = worker.wait_settled(sent).await;
+    let stored = rows::<D, M>(&worker);
+    assert_eq!(stored.len(), 20);
+    for id in 1..=20 {
+        assert_eq!(stored[&id], (format!("{id}@9"), 9), "row {id}");
+    }
+    assert!(stats.batches < sent, "messages were applied in batches");
+    assert_eq!(stats.dead_lettered, 0);
+}
+
+/// A worker stopped in the middle of a stream and a new one started on the same queue
+/// converge to the newest revision of every row; nothing is lost or left in the queue.
+async fn restart_converges<D, M>(db: D)
+where
+    D: TestDb,
+    M: AuthorRow<Conn = D::Conn> + ReplicaStore<D::Conn>,
+{
+    let connector = db.connector();
+    let mut worker = Worker::start(db, M::DDL, Replicas::new(connector).register::<M>()).await;
+    // The whole stream waits in the queue before a worker takes it.
+    worker.stop().await;
+    let rows_count = 100i64;
+    let revisions = 10i64;
+    for revision in 0..revisions {
+        for id in 1..=rows_count {
+            worker
+                .broadcast(&author("SAVE", id, &format!("v{revision}"), revision))
+                .await;
+        }
+    }
+    let total = (rows_count * revisions) as u64;
+    worker.restart(Replicas::new(worker.db.connector()).register::<M>());
+    worker
+        .wait("a part of the stream", |s| s.applied() >= total / 4)
+        .await;
+    let first = worker.stop().await;
+    assert!(first.applied() < total, "stopped in the middle: {first:?}");
+    worker.restart(Replicas::new(worker.db.connector()).register::<M>());
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let stored = rows::<D, M>(&worker);
+        if stored.len() == rows_count as usize && stored.values().all(|(_, r)| *r == 9) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the replica did not converge: {} rows",
+            stored.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let second = worker.stop().await;
+    assert_eq!(first.dead_lettered + second.dead_lettered, 0);
+    assert!(
+        first.received + second.received >= total,
+        "every message was received ({} + {})",
+        first.received,
+        second.received
+    );
+}
+
+macro_rules! on_every_backend {
+    ($scenario:ident) => {
+        mod $scenario {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$scenario::<_, PgAuthorReplica>(PgDb::new("r")).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn mariadb() {
+                super::$scenario::<_, MysqlAuthorReplica>(MysqlDb::new("r")).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$scenario::<_, SqliteAuthorReplica>(SqliteDb::new("r")).await;
+            }
+        }
+    };
+}
+
+on_every_backend!(revisions_are_guarded);
+on_every_backend!(batches_keep_the_newest_revision);
+on_every_backend!(restart_converges);
