@@ -3,6 +3,7 @@
 //! database.
 
 mod custom;
+mod database_down;
 mod e2e;
 mod failures;
 mod golden;
