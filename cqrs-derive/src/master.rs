@@ -115,6 +115,8 @@ fn store(model: &Model, backend: BackendName) -> TokenStream {
     let rev_col = &fields[model.revision].column;
     let rev_ty = &fields[model.revision].ty;
     let upd_ty = &fields[model.updated].ty;
+    let upd_col = &fields[model.updated].column;
+    let pk_ty = &pk_field.ty;
 
     let columns: Vec<TokenStream> = fields
         .iter()
@@ -194,18 +196,21 @@ fn store(model: &Model, backend: BackendName) -> TokenStream {
     let self_values = insert_values(quote! { self });
     let row_values = insert_values(quote! { row });
 
-    let (gate, conn_ty) = match backend {
+    let (gate, conn_ty, db_ty) = match backend {
         BackendName::Postgres => (
             quote! { ::cqrs_diesel::__cqrs_if_postgres },
             quote! { __d::PgConnection },
+            quote! { __d::pg::Pg },
         ),
         BackendName::Mysql => (
             quote! { ::cqrs_diesel::__cqrs_if_mysql },
             quote! { __d::MysqlConnection },
+            quote! { __d::mysql::Mysql },
         ),
         BackendName::Sqlite => (
             quote! { ::cqrs_diesel::__cqrs_if_sqlite },
             quote! { __d::SqliteConnection },
+            quote! { __d::sqlite::Sqlite },
         ),
     };
     let lockable = backend != BackendName::Sqlite;
@@ -374,6 +379,45 @@ fn store(model: &Model, backend: BackendName) -> TokenStream {
                 fn cqrs_find_many(rows: &[&Self], conn: &mut #conn_ty, lock: bool) -> __d::QueryResult<Vec<Self>> {
                     let keys: Vec<_> = rows.iter().map(|row| ::core::clone::Clone::clone(&row.#pk)).collect();
                     #find_many
+                    Ok(rows.into_iter().map(#from_row).collect())
+                }
+
+                fn cqrs_select_page(
+                    conn: &mut #conn_ty,
+                    filter: &::cqrs_diesel::RowFilter,
+                    after: ::core::option::Option<&__p::serde_json::Value>,
+                    limit: i64,
+                ) -> __d::QueryResult<Vec<Self>> {
+                    let mut query = #table::table
+                        .select(#select)
+                        .order(#table::#pk_col.asc())
+                        .limit(limit)
+                        .into_boxed::<#db_ty>();
+                    if let ::core::option::Option::Some(keys) = &filter.pks {
+                        let keys = keys
+                            .iter()
+                            .map(__p::decode_key::<#pk_ty>)
+                            .collect::<__d::QueryResult<Vec<#pk_ty>>>()?;
+                        query = query.filter(#table::#pk_col.eq_any(keys));
+                    }
+                    if let ::core::option::Option::Some(from) = &filter.pk_from {
+                        query = query.filter(#table::#pk_col.ge(__p::decode_key::<#pk_ty>(from)?));
+                    }
+                    if let ::core::option::Option::Some(to) = &filter.pk_to {
+                        query = query.filter(#table::#pk_col.le(__p::decode_key::<#pk_ty>(to)?));
+                    }
+                    if let ::core::option::Option::Some(since) = filter.updated_since {
+                        query = query.filter(
+                            #table::#upd_col.ge(<#upd_ty as ::cqrs_diesel::UpdatedAt>::from_utc(since)),
+                        );
+                    }
+                    if let ::core::option::Option::Some(sql) = &filter.sql {
+                        query = query.filter(__d::dsl::sql::<__d::sql_types::Bool>(sql));
+                    }
+                    if let ::core::option::Option::Some(after) = after {
+                        query = query.filter(#table::#pk_col.gt(__p::decode_key::<#pk_ty>(after)?));
+                    }
+                    let rows = query.load::<#row_ty>(conn)?;
                     Ok(rows.into_iter().map(#from_row).collect())
                 }
 

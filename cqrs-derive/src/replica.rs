@@ -392,6 +392,10 @@ pub(crate) fn derive(input: &DeriveInput) -> syn::Result<TokenStream> {
                         .map_err(|error| ::std::format!("instance_pk: {}", error))
                 }
 
+                fn cqrs_encode_pk(key: &#pk_ty) -> __p::serde_json::Value {
+                    <#pk_ty as __p::WireValue>::to_wire(key)
+                }
+
                 fn cqrs_key(&self) -> #pk_ty {
                     ::core::clone::Clone::clone(&self.#pk_ident)
                 }
@@ -528,6 +532,31 @@ fn store(model: &Model, backend: BackendName) -> TokenStream {
                     conn: &mut #conn_ty,
                 ) -> __d::QueryResult<usize> {
                     __d::delete(#table::table.filter(#table::#pk_col.eq_any(keys))).execute(conn)
+                }
+
+                fn cqrs_key_page(
+                    after: ::core::option::Option<&#pk_ty>,
+                    limit: i64,
+                    conn: &mut #conn_ty,
+                ) -> __d::QueryResult<::std::vec::Vec<(#pk_ty, i64)>> {
+                    let mut query = #table::table
+                        .select((#table::#pk_col, #table::#rev_col))
+                        .order(#table::#pk_col.asc())
+                        .limit(limit)
+                        .into_boxed::<#db_ty>();
+                    if let ::core::option::Option::Some(after) = after {
+                        query = query.filter(#table::#pk_col.gt(::core::clone::Clone::clone(after)));
+                    }
+                    let rows = query.load::<(#pk_ty, #rev_ty)>(conn)?;
+                    ::core::result::Result::Ok(
+                        rows.into_iter()
+                            .map(|(key, revision)| (key, ::core::convert::From::from(revision)))
+                            .collect(),
+                    )
+                }
+
+                fn cqrs_delete_all(conn: &mut #conn_ty) -> __d::QueryResult<usize> {
+                    __d::delete(#table::table).execute(conn)
                 }
             }
         }

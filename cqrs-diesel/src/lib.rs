@@ -30,6 +30,7 @@
 mod connection;
 mod error;
 mod master;
+pub mod ops;
 pub mod outbox;
 mod relay;
 pub mod replica;
@@ -43,7 +44,8 @@ pub use error::{Error, Result};
 /// [`Error`] wraps as [`Error::Transport`].
 pub use cqrs_core::Error as TransportError;
 pub use master::{
-    HookError, MasterHooks, MasterModel, MasterStore, UpdatedAt, atomic, set_message_ttl,
+    HookError, MasterHooks, MasterModel, MasterStore, RowFilter, UpdatedAt, atomic,
+    set_message_ttl,
 };
 pub use relay::{OutboxRelay, RelayHandle, RelayStats};
 
@@ -64,7 +66,7 @@ pub use diesel;
 /// What generated code needs, under one path (as serde does). Not a public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::master::UtcWire;
+    pub use crate::master::{UtcWire, decode_key};
     pub use crate::replica::sql::{ReplicaColumns, Upsert};
     pub use chrono;
     pub use cqrs_core::WireValue;

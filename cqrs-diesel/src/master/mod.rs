@@ -18,7 +18,7 @@ use crate::outbox::{self, NewOutboxEntry};
 pub(crate) mod registry;
 mod store;
 
-pub use store::{MasterStore, UpdatedAt, UtcWire};
+pub use store::{MasterStore, RowFilter, UpdatedAt, UtcWire, decode_key};
 
 use registry::{BlockGuard, PriorSave};
 
@@ -273,7 +273,7 @@ fn pk_key<M: MasterModel>(row: &M) -> String {
     row.cqrs_pk().to_string()
 }
 
-fn tracked_nulls<M: MasterModel>() -> Option<Map<String, Value>> {
+pub(crate) fn tracked_nulls<M: MasterModel>() -> Option<Map<String, Value>> {
     if M::TRACKED_FIELDS.is_empty() {
         return None;
     }
@@ -294,7 +294,7 @@ fn hook_error(cqrs_id: &'static str, hook: &'static str, error: HookError) -> Er
 }
 
 /// The body of a SAVE or SYNC of `row` (as stored).
-fn save_body<M, C>(
+pub(crate) fn save_body<M, C>(
     row: &M,
     conn: &mut C,
     signal: SignalType,
@@ -310,7 +310,7 @@ where
     Ok(body(row, signal, data, previous_data))
 }
 
-fn body<M: MasterModel>(
+pub(crate) fn body<M: MasterModel>(
     row: &M,
     signal: SignalType,
     data: Map<String, Value>,

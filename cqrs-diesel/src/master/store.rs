@@ -38,6 +38,41 @@ pub trait MasterStore<C: CqrsConnection>: MasterModel {
     /// Updates the rows, which must exist and be distinct, with one statement, bumping each
     /// revision in SQL.
     fn cqrs_update_many(rows: &[&Self], conn: &mut C) -> QueryResult<Vec<Self>>;
+
+    /// Up to `limit` rows matching `filter`, in primary-key order, after the key `after`
+    /// (keyset paging, for operator commands).
+    fn cqrs_select_page(
+        conn: &mut C,
+        filter: &RowFilter,
+        after: Option<&Value>,
+        limit: i64,
+    ) -> QueryResult<Vec<Self>>;
+}
+
+/// Which rows an operator command selects. Every condition given must hold.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RowFilter {
+    /// Only these primary keys (wire values: numbers, or strings for text, UUID and date keys).
+    pub pks: Option<Vec<Value>>,
+    /// Primary key at least this.
+    pub pk_from: Option<Value>,
+    /// Primary key at most this.
+    pub pk_to: Option<Value>,
+    /// `cqrs_updated` at or after this time.
+    pub updated_since: Option<DateTime<Utc>>,
+    /// A raw SQL condition, for operators (`"name LIKE 'A%'"`). It is pasted into the query as
+    /// it is: never build it from untrusted input.
+    pub sql: Option<String>,
+}
+
+/// Decodes a primary key given on the command line or in a file (for generated code).
+#[doc(hidden)]
+pub fn decode_key<T: WireValue>(value: &Value) -> QueryResult<T> {
+    T::from_wire(value).map_err(|error| {
+        diesel::result::Error::QueryBuilderError(
+            format!("primary key {value}: {error}").into(),
+        )
+    })
 }
 
 /// A type the `cqrs_updated` field may have: `chrono::DateTime<Utc>` (PostgreSQL
@@ -45,6 +80,9 @@ pub trait MasterStore<C: CqrsConnection>: MasterModel {
 pub trait UpdatedAt: Sized {
     /// The current time, at the microsecond precision databases store.
     fn now() -> Self;
+
+    /// The same instant in this type.
+    fn from_utc(at: DateTime<Utc>) -> Self;
 
     /// The wire form: Python's `str()` of an aware UTC datetime, as the reference writes it.
     fn to_wire_utc(&self) -> Value;
@@ -55,6 +93,10 @@ impl UpdatedAt for DateTime<Utc> {
         Utc::now().trunc_subsecs(6)
     }
 
+    fn from_utc(at: DateTime<Utc>) -> Self {
+        at
+    }
+
     fn to_wire_utc(&self) -> Value {
         self.to_wire()
     }
@@ -63,6 +105,10 @@ impl UpdatedAt for DateTime<Utc> {
 impl UpdatedAt for NaiveDateTime {
     fn now() -> Self {
         Utc::now().trunc_subsecs(6).naive_utc()
+    }
+
+    fn from_utc(at: DateTime<Utc>) -> Self {
+        at.naive_utc()
     }
 
     fn to_wire_utc(&self) -> Value {

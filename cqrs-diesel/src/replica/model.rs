@@ -33,6 +33,9 @@ pub trait ReplicaModel: Sized + Send + Sync + 'static {
     /// Decodes a primary key from its wire form (`instance_pk`).
     fn cqrs_decode_pk(value: &Value) -> Result<Self::Pk, String>;
 
+    /// The wire form of a primary key.
+    fn cqrs_encode_pk(key: &Self::Pk) -> Value;
+
     /// This row's primary key.
     fn cqrs_key(&self) -> Self::Pk;
 
@@ -62,6 +65,17 @@ pub trait ReplicaStore<C: CqrsConnection>: ReplicaModel {
 
     /// Deletes the rows with these keys with one statement.
     fn cqrs_delete_keys(keys: &[Self::Pk], conn: &mut C) -> QueryResult<usize>;
+
+    /// Up to `limit` stored `(key, revision)` pairs in key order, after `after` (keyset paging,
+    /// for operator commands).
+    fn cqrs_key_page(
+        after: Option<&Self::Pk>,
+        limit: i64,
+        conn: &mut C,
+    ) -> QueryResult<Vec<(Self::Pk, i64)>>;
+
+    /// Deletes every row (`bulk-load --clear`).
+    fn cqrs_delete_all(conn: &mut C) -> QueryResult<usize>;
 }
 
 /// A message as custom handlers see it.
