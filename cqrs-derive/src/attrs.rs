@@ -19,6 +19,35 @@ impl BackendName {
         BackendName::Mysql,
         BackendName::Sqlite,
     ];
+
+    /// cqrs-diesel's feature gate macro, the connection type and the backend type, as paths
+    /// relative to the generated code's `__d` (Diesel) alias.
+    pub(crate) fn tokens(
+        self,
+    ) -> (
+        proc_macro2::TokenStream,
+        proc_macro2::TokenStream,
+        proc_macro2::TokenStream,
+    ) {
+        use quote::quote;
+        match self {
+            BackendName::Postgres => (
+                quote! { ::cqrs_diesel::__cqrs_if_postgres },
+                quote! { __d::PgConnection },
+                quote! { __d::pg::Pg },
+            ),
+            BackendName::Mysql => (
+                quote! { ::cqrs_diesel::__cqrs_if_mysql },
+                quote! { __d::MysqlConnection },
+                quote! { __d::mysql::Mysql },
+            ),
+            BackendName::Sqlite => (
+                quote! { ::cqrs_diesel::__cqrs_if_sqlite },
+                quote! { __d::SqliteConnection },
+                quote! { __d::sqlite::Sqlite },
+            ),
+        }
+    }
 }
 
 /// One field of the model struct.
@@ -103,6 +132,70 @@ struct StructAttrs {
     backends: Option<Vec<BackendName>>,
 }
 
+/// `backends(postgres, mysql, sqlite)`: a non-empty list of backends.
+pub(crate) fn parse_backends(
+    meta: &syn::meta::ParseNestedMeta<'_>,
+) -> syn::Result<Vec<BackendName>> {
+    let mut list = Vec::new();
+    meta.parse_nested_meta(|backend| {
+        list.push(if backend.path.is_ident("postgres") {
+            BackendName::Postgres
+        } else if backend.path.is_ident("mysql") {
+            BackendName::Mysql
+        } else if backend.path.is_ident("sqlite") {
+            BackendName::Sqlite
+        } else {
+            return Err(backend.error("unknown backend: expected `postgres`, `mysql` or `sqlite`"));
+        });
+        Ok(())
+    })?;
+    if list.is_empty() {
+        return Err(meta.error("`backends(...)` needs at least one backend"));
+    }
+    Ok(list)
+}
+
+/// Skips the value of a `#[diesel(...)]` key we do not read (`key = value` or `key(...)`);
+/// Diesel's own derives check those.
+pub(crate) fn skip_diesel_key(meta: &syn::meta::ParseNestedMeta<'_>) -> syn::Result<()> {
+    if meta.input.peek(Token![=]) {
+        let _: syn::Expr = meta.value()?.parse()?;
+    } else if meta.input.peek(syn::token::Paren) {
+        let content;
+        syn::parenthesized!(content in meta.input);
+        let _: proc_macro2::TokenStream = content.parse()?;
+    }
+    Ok(())
+}
+
+/// The column named by a field's `#[diesel(column_name = ...)]`, if any.
+pub(crate) fn diesel_column_name(attr: &syn::Attribute) -> Option<Ident> {
+    let mut column = None;
+    let _ = attr.parse_nested_meta(|meta| {
+        if meta.path.is_ident("column_name") {
+            column = Some(meta.value()?.parse()?);
+            Ok(())
+        } else {
+            skip_diesel_key(&meta)
+        }
+    });
+    column
+}
+
+/// The table named by a struct's `#[diesel(table_name = ...)]`, if any.
+pub(crate) fn diesel_table_name(attr: &syn::Attribute) -> Option<Path> {
+    let mut table = None;
+    let _ = attr.parse_nested_meta(|meta| {
+        if meta.path.is_ident("table_name") {
+            table = Some(meta.value()?.parse()?);
+            Ok(())
+        } else {
+            skip_diesel_key(&meta)
+        }
+    });
+    table
+}
+
 fn parse_struct_attrs(input: &DeriveInput) -> syn::Result<StructAttrs> {
     let mut out = StructAttrs::default();
     for attr in &input.attrs {
@@ -134,26 +227,7 @@ fn parse_struct_attrs(input: &DeriveInput) -> syn::Result<StructAttrs> {
                 } else if meta.path.is_ident("hooks") {
                     out.hooks = true;
                 } else if meta.path.is_ident("backends") {
-                    let mut list = Vec::new();
-                    meta.parse_nested_meta(|backend| {
-                        let name = if backend.path.is_ident("postgres") {
-                            BackendName::Postgres
-                        } else if backend.path.is_ident("mysql") {
-                            BackendName::Mysql
-                        } else if backend.path.is_ident("sqlite") {
-                            BackendName::Sqlite
-                        } else {
-                            return Err(backend.error(
-                                "unknown backend: expected `postgres`, `mysql` or `sqlite`",
-                            ));
-                        };
-                        list.push(name);
-                        Ok(())
-                    })?;
-                    if list.is_empty() {
-                        return Err(meta.error("`backends(...)` needs at least one backend"));
-                    }
-                    out.backends = Some(list);
+                    out.backends = Some(parse_backends(&meta)?);
                 } else {
                     return Err(meta.error(format!(
                         "unknown `cqrs` attribute; expected one of {STRUCT_KEYS}"
@@ -163,10 +237,9 @@ fn parse_struct_attrs(input: &DeriveInput) -> syn::Result<StructAttrs> {
             })?;
         } else if attr.path().is_ident("diesel") {
             // Only read what we use; Diesel's own derives report the rest.
+            out.diesel_table = out.diesel_table.take().or_else(|| diesel_table_name(attr));
             let _ = attr.parse_nested_meta(|meta| {
-                if meta.path.is_ident("table_name") {
-                    out.diesel_table = Some(meta.value()?.parse()?);
-                } else if meta.path.is_ident("primary_key") {
+                if meta.path.is_ident("primary_key") {
                     let content;
                     syn::parenthesized!(content in meta.input);
                     let keys =
@@ -174,14 +247,10 @@ fn parse_struct_attrs(input: &DeriveInput) -> syn::Result<StructAttrs> {
                     if keys.len() == 1 {
                         out.diesel_pk = keys.into_iter().next();
                     }
-                } else if meta.input.peek(Token![=]) {
-                    let _: syn::Expr = meta.value()?.parse()?;
-                } else if meta.input.peek(syn::token::Paren) {
-                    let content;
-                    syn::parenthesized!(content in meta.input);
-                    let _: proc_macro2::TokenStream = content.parse()?;
+                    Ok(())
+                } else {
+                    skip_diesel_key(&meta)
                 }
-                Ok(())
             });
         }
     }
@@ -221,18 +290,7 @@ fn parse_field(field: &syn::Field) -> syn::Result<Field> {
                 Ok(())
             })?;
         } else if attr.path().is_ident("diesel") {
-            let _ = attr.parse_nested_meta(|meta| {
-                if meta.path.is_ident("column_name") {
-                    diesel_column = Some(meta.value()?.parse()?);
-                } else if meta.input.peek(Token![=]) {
-                    let _: syn::Expr = meta.value()?.parse()?;
-                } else if meta.input.peek(syn::token::Paren) {
-                    let content;
-                    syn::parenthesized!(content in meta.input);
-                    let _: proc_macro2::TokenStream = content.parse()?;
-                }
-                Ok(())
-            });
+            diesel_column = diesel_column.or_else(|| diesel_column_name(attr));
         }
     }
     let column = column.or(diesel_column).unwrap_or_else(|| ident.clone());

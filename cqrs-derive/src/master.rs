@@ -196,23 +196,7 @@ fn store(model: &Model, backend: BackendName) -> TokenStream {
     let self_values = insert_values(quote! { self });
     let row_values = insert_values(quote! { row });
 
-    let (gate, conn_ty, db_ty) = match backend {
-        BackendName::Postgres => (
-            quote! { ::cqrs_diesel::__cqrs_if_postgres },
-            quote! { __d::PgConnection },
-            quote! { __d::pg::Pg },
-        ),
-        BackendName::Mysql => (
-            quote! { ::cqrs_diesel::__cqrs_if_mysql },
-            quote! { __d::MysqlConnection },
-            quote! { __d::mysql::Mysql },
-        ),
-        BackendName::Sqlite => (
-            quote! { ::cqrs_diesel::__cqrs_if_sqlite },
-            quote! { __d::SqliteConnection },
-            quote! { __d::sqlite::Sqlite },
-        ),
-    };
+    let (gate, conn_ty, db_ty) = backend.tokens();
     let lockable = backend != BackendName::Sqlite;
     let find_one = if lockable {
         quote! {

@@ -5,7 +5,9 @@ use quote::quote;
 use syn::spanned::Spanned;
 use syn::{Data, DeriveInput, Fields, Ident, LitBool, LitInt, LitStr, Path, Type};
 
-use crate::attrs::{BackendName, check_cqrs_id};
+use crate::attrs::{
+    BackendName, check_cqrs_id, diesel_column_name, diesel_table_name, parse_backends,
+};
 
 struct Field {
     ident: Ident,
@@ -134,22 +136,7 @@ fn parse(input: &DeriveInput) -> syn::Result<Model> {
                     let lit: LitBool = meta_item.value()?.parse()?;
                     retry_exponential = Some(lit.value);
                 } else if path.is_ident("backends") {
-                    let mut list = Vec::new();
-                    meta_item.parse_nested_meta(|backend| {
-                        list.push(if backend.path.is_ident("postgres") {
-                            BackendName::Postgres
-                        } else if backend.path.is_ident("mysql") {
-                            BackendName::Mysql
-                        } else if backend.path.is_ident("sqlite") {
-                            BackendName::Sqlite
-                        } else {
-                            return Err(backend.error(
-                                "unknown backend: expected `postgres`, `mysql` or `sqlite`",
-                            ));
-                        });
-                        Ok(())
-                    })?;
-                    backends = Some(list);
+                    backends = Some(parse_backends(&meta_item)?);
                 } else {
                     return Err(meta_item.error(format!(
                         "unknown `cqrs` attribute; expected one of {STRUCT_KEYS}"
@@ -158,18 +145,7 @@ fn parse(input: &DeriveInput) -> syn::Result<Model> {
                 Ok(())
             })?;
         } else if attr.path().is_ident("diesel") {
-            let _ = attr.parse_nested_meta(|meta_item| {
-                if meta_item.path.is_ident("table_name") {
-                    diesel_table = Some(meta_item.value()?.parse()?);
-                } else if meta_item.input.peek(syn::Token![=]) {
-                    let _: syn::Expr = meta_item.value()?.parse()?;
-                } else if meta_item.input.peek(syn::token::Paren) {
-                    let content;
-                    syn::parenthesized!(content in meta_item.input);
-                    let _: TokenStream = content.parse()?;
-                }
-                Ok(())
-            });
+            diesel_table = diesel_table.or_else(|| diesel_table_name(attr));
         }
     }
     let mut fields = Vec::new();
@@ -202,18 +178,7 @@ fn parse(input: &DeriveInput) -> syn::Result<Model> {
                     Ok(())
                 })?;
             } else if attr.path().is_ident("diesel") {
-                let _ = attr.parse_nested_meta(|meta_item| {
-                    if meta_item.path.is_ident("column_name") {
-                        column = Some(meta_item.value()?.parse()?);
-                    } else if meta_item.input.peek(syn::Token![=]) {
-                        let _: syn::Expr = meta_item.value()?.parse()?;
-                    } else if meta_item.input.peek(syn::token::Paren) {
-                        let content;
-                        syn::parenthesized!(content in meta_item.input);
-                        let _: TokenStream = content.parse()?;
-                    }
-                    Ok(())
-                });
+                column = column.or_else(|| diesel_column_name(attr));
             }
         }
         fields.push(Field {
@@ -429,23 +394,7 @@ fn store(model: &Model, backend: BackendName) -> TokenStream {
         let col = &f.column;
         quote! { <#table::#col as __d::Column>::NAME }
     });
-    let (gate, conn_ty, db_ty) = match backend {
-        BackendName::Postgres => (
-            quote! { ::cqrs_diesel::__cqrs_if_postgres },
-            quote! { __d::PgConnection },
-            quote! { __d::pg::Pg },
-        ),
-        BackendName::Mysql => (
-            quote! { ::cqrs_diesel::__cqrs_if_mysql },
-            quote! { __d::MysqlConnection },
-            quote! { __d::mysql::Mysql },
-        ),
-        BackendName::Sqlite => (
-            quote! { ::cqrs_diesel::__cqrs_if_sqlite },
-            quote! { __d::SqliteConnection },
-            quote! { __d::sqlite::Sqlite },
-        ),
-    };
+    let (gate, conn_ty, db_ty) = backend.tokens();
     let value_arms = fields.iter().enumerate().map(|(i, f)| {
         let col = &f.column;
         let field = &f.ident;

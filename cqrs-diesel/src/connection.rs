@@ -148,17 +148,9 @@ pub(crate) fn transaction_depth<C: Connection>(conn: &mut C) -> u32 {
         .map_or(0, |depth| depth.get())
 }
 
-/// The outbox statements PostgreSQL and SQLite share (both have `RETURNING`).
-macro_rules! returning_outbox_impl {
+/// The statements every backend writes the same way.
+macro_rules! shared_impl {
     () => {
-        fn outbox_insert(&mut self, entry: &NewOutboxEntry<'_>) -> QueryResult<i64> {
-            use crate::outbox::cqrs_outbox::dsl;
-            diesel::insert_into(dsl::cqrs_outbox)
-                .values(entry)
-                .returning(dsl::id)
-                .get_result(self)
-        }
-
         fn outbox_insert_many(&mut self, entries: &[NewOutboxEntry<'_>]) -> QueryResult<usize> {
             use crate::outbox::cqrs_outbox::dsl;
             if entries.is_empty() {
@@ -168,23 +160,43 @@ macro_rules! returning_outbox_impl {
                 .values(entries)
                 .execute(self)
         }
-
         fn outbox_update_body(&mut self, id: i64, body: &str) -> QueryResult<usize> {
             use crate::outbox::cqrs_outbox::dsl;
             diesel::update(dsl::cqrs_outbox.filter(dsl::id.eq(id)))
                 .set(dsl::body.eq(body))
                 .execute(self)
         }
-
         fn outbox_contains(&mut self, id: i64) -> QueryResult<bool> {
             use crate::outbox::cqrs_outbox::dsl;
             use diesel::dsl::{exists, select};
             select(exists(dsl::cqrs_outbox.filter(dsl::id.eq(id)))).get_result(self)
         }
-
         fn outbox_pending(&mut self) -> QueryResult<i64> {
             use crate::outbox::cqrs_outbox::dsl;
             dsl::cqrs_outbox.count().get_result(self)
+        }
+        fn tombstones_clear(&mut self, cqrs_id: &str, keys: &[String]) -> QueryResult<usize> {
+            use crate::replica::tombstone::cqrs_tombstone::dsl;
+            if keys.is_empty() {
+                return Ok(0);
+            }
+            diesel::delete(
+                dsl::cqrs_tombstone.filter(dsl::cqrs_id.eq(cqrs_id).and(dsl::pk.eq_any(keys))),
+            )
+            .execute(self)
+        }
+    };
+}
+
+/// The outbox statements PostgreSQL and SQLite share (both have `RETURNING`).
+macro_rules! returning_outbox_impl {
+    () => {
+        fn outbox_insert(&mut self, entry: &NewOutboxEntry<'_>) -> QueryResult<i64> {
+            use crate::outbox::cqrs_outbox::dsl;
+            diesel::insert_into(dsl::cqrs_outbox)
+                .values(entry)
+                .returning(dsl::id)
+                .get_result(self)
         }
 
         fn outbox_delete(&mut self, ids: &[i64]) -> QueryResult<usize> {
@@ -211,6 +223,8 @@ mod pg {
             DbConn::Pg(self)
         }
 
+        shared_impl!();
+
         fn run_outbox_migrations(&mut self) -> crate::Result<()> {
             crate::outbox::run_migrations(self, crate::outbox::POSTGRES_MIGRATIONS)
         }
@@ -220,17 +234,6 @@ mod pg {
                 self,
                 crate::replica::tombstone::POSTGRES_REPLICA_MIGRATIONS,
             )
-        }
-
-        fn tombstones_clear(&mut self, cqrs_id: &str, keys: &[String]) -> QueryResult<usize> {
-            use crate::replica::tombstone::cqrs_tombstone::dsl;
-            if keys.is_empty() {
-                return Ok(0);
-            }
-            diesel::delete(
-                dsl::cqrs_tombstone.filter(dsl::cqrs_id.eq(cqrs_id).and(dsl::pk.eq_any(keys))),
-            )
-            .execute(self)
         }
 
         fn tombstones_record(&mut self, entries: &[NewTombstone<'_>]) -> QueryResult<usize> {
@@ -280,23 +283,14 @@ mod mysql {
             DbConn::Mysql(self)
         }
 
+        shared_impl!();
+
         fn run_outbox_migrations(&mut self) -> crate::Result<()> {
             crate::outbox::run_migrations(self, crate::outbox::MYSQL_MIGRATIONS)
         }
 
         fn run_replica_migrations(&mut self) -> crate::Result<()> {
             crate::outbox::run_migrations(self, crate::replica::tombstone::MYSQL_REPLICA_MIGRATIONS)
-        }
-
-        fn tombstones_clear(&mut self, cqrs_id: &str, keys: &[String]) -> QueryResult<usize> {
-            use crate::replica::tombstone::cqrs_tombstone::dsl;
-            if keys.is_empty() {
-                return Ok(0);
-            }
-            diesel::delete(
-                dsl::cqrs_tombstone.filter(dsl::cqrs_id.eq(cqrs_id).and(dsl::pk.eq_any(keys))),
-            )
-            .execute(self)
         }
 
         fn tombstones_record(&mut self, entries: &[NewTombstone<'_>]) -> QueryResult<usize> {
@@ -326,34 +320,6 @@ mod mysql {
             i64::try_from(id).map_err(|_| {
                 DieselError::DeserializationError("LAST_INSERT_ID() does not fit in i64".into())
             })
-        }
-
-        fn outbox_insert_many(&mut self, entries: &[NewOutboxEntry<'_>]) -> QueryResult<usize> {
-            use crate::outbox::cqrs_outbox::dsl;
-            if entries.is_empty() {
-                return Ok(0);
-            }
-            diesel::insert_into(dsl::cqrs_outbox)
-                .values(entries)
-                .execute(self)
-        }
-
-        fn outbox_update_body(&mut self, id: i64, body: &str) -> QueryResult<usize> {
-            use crate::outbox::cqrs_outbox::dsl;
-            diesel::update(dsl::cqrs_outbox.filter(dsl::id.eq(id)))
-                .set(dsl::body.eq(body))
-                .execute(self)
-        }
-
-        fn outbox_contains(&mut self, id: i64) -> QueryResult<bool> {
-            use crate::outbox::cqrs_outbox::dsl;
-            use diesel::dsl::{exists, select};
-            select(exists(dsl::cqrs_outbox.filter(dsl::id.eq(id)))).get_result(self)
-        }
-
-        fn outbox_pending(&mut self) -> QueryResult<i64> {
-            use crate::outbox::cqrs_outbox::dsl;
-            dsl::cqrs_outbox.count().get_result(self)
         }
 
         fn outbox_delete(&mut self, ids: &[i64]) -> QueryResult<usize> {
@@ -415,6 +381,8 @@ mod sqlite {
             DbConn::Sqlite(self)
         }
 
+        shared_impl!();
+
         fn write_transaction<T, E, F>(&mut self, f: F) -> Result<T, E>
         where
             F: FnOnce(&mut Self) -> Result<T, E>,
@@ -436,17 +404,6 @@ mod sqlite {
                 self,
                 crate::replica::tombstone::SQLITE_REPLICA_MIGRATIONS,
             )
-        }
-
-        fn tombstones_clear(&mut self, cqrs_id: &str, keys: &[String]) -> QueryResult<usize> {
-            use crate::replica::tombstone::cqrs_tombstone::dsl;
-            if keys.is_empty() {
-                return Ok(0);
-            }
-            diesel::delete(
-                dsl::cqrs_tombstone.filter(dsl::cqrs_id.eq(cqrs_id).and(dsl::pk.eq_any(keys))),
-            )
-            .execute(self)
         }
 
         fn tombstones_record(&mut self, entries: &[NewTombstone<'_>]) -> QueryResult<usize> {
