@@ -27,6 +27,11 @@ mod rabbitmq;
 mod topic;
 mod transport;
 
+/// The decimal type of `Numeric` columns, re-exported so models and this crate agree on one
+/// version.
+#[cfg(feature = "decimal")]
+pub use bigdecimal;
+
 pub use amqp_url::AmqpUrl;
 pub use backoff::Backoff;
 pub use config::{Config, ConfigBuilder, QueueType, TlsSettings};
@@ -39,7 +44,7 @@ pub use encoding::{ValueError, WireValue, format_timestamp, parse_timestamp};
 pub use error::{Error, JsonType, Result};
 pub use memory::{InMemoryConsumer, InMemoryTransport};
 pub use payload::{Expiry, Payload, SignalType};
-pub use rabbitmq::{RabbitMqConsumer, RabbitMqTransport};
+pub use rabbitmq::{QueueBrowser, RabbitMqConsumer, RabbitMqTransport};
 pub use transport::{
     Confirmation, Consumer, Delivery, OutgoingMessage, PartialPublish, ReplicaQueues, Topology,
     Transport, dead_letter_routing_key, direct_routing_key,

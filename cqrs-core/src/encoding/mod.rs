@@ -16,9 +16,10 @@
 //! | [`chrono::NaiveTime`] | string | `"03:04:05.678901"`, `"03:04:05"` |
 //! | [`uuid::Uuid`] | string, lowercase hyphenated | `"12345678-1234-5678-1234-567812345678"` |
 //! | [`serde_json::Value`] | as is | |
+//! | `bigdecimal::BigDecimal` (feature `decimal`) | number (lossy beyond f64, as the reference) | `12.34` |
 //!
 //! Decoding is strict about JSON types (an integer is never read from a string, a string never
-//! from a number) and liberal about timestamp spellings (see [`parse_timestamp`]).
+//! from a number; decimals, which Django REST writes as strings, are the exception) and liberal about timestamp spellings (see [`parse_timestamp`]).
 
 use std::fmt;
 
@@ -204,6 +205,41 @@ impl WireValue for f64 {
                 format!("{n} is not a finite f64"),
             )),
         }
+    }
+}
+
+/// A decimal (Diesel's `Numeric`) is written as a JSON number, as the reference writes Python
+/// `Decimal`s (lossy beyond an f64's precision: `12.34` stays `12.34`, but 30 significant digits
+/// do not survive). Decoding reads the number's own decimal text, so it keeps every digit the
+/// JSON carries, and also accepts a string holding a decimal (as Django REST serializers write
+/// them).
+#[cfg(feature = "decimal")]
+impl WireValue for bigdecimal::BigDecimal {
+    fn to_wire(&self) -> Value {
+        use std::str::FromStr;
+        let text = self.normalized().to_string();
+        // The decimal's text parsed as an f64: the shortest JSON number for it.
+        f64::from_str(&text)
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map_or(Value::Null, Value::Number)
+    }
+
+    fn from_wire(value: &Value) -> Result<Self, ValueError> {
+        use std::str::FromStr;
+        const EXPECTED: &str = "a decimal number";
+        let text = match value {
+            Value::Number(n) => n.to_string(),
+            Value::String(s) => s.trim().to_owned(),
+            other => return Err(ValueError::wrong_type(EXPECTED, other)),
+        };
+        bigdecimal::BigDecimal::from_str(&text).map_err(|error| {
+            ValueError::invalid(
+                EXPECTED,
+                value,
+                format!("{text:?} is not a decimal: {error}"),
+            )
+        })
     }
 }
 

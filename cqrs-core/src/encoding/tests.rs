@@ -390,3 +390,29 @@ fn long_inputs_are_shortened_in_error_messages() {
     let err = parse_timestamp(&long).unwrap_err();
     assert!(err.to_string().len() < 300, "{err}");
 }
+
+#[cfg(feature = "decimal")]
+#[test]
+fn decimals_are_json_numbers_and_read_back_from_numbers_or_strings() {
+    use std::str::FromStr;
+    let price = bigdecimal::BigDecimal::from_str("12.340").unwrap();
+    assert_eq!(price.to_wire(), serde_json::json!(12.34));
+    assert_eq!(
+        bigdecimal::BigDecimal::from_wire(&serde_json::json!(12.34)).unwrap(),
+        price
+    );
+    assert_eq!(
+        bigdecimal::BigDecimal::from_wire(&serde_json::json!("0.10")).unwrap(),
+        bigdecimal::BigDecimal::from_str("0.1").unwrap()
+    );
+    assert_eq!(
+        bigdecimal::BigDecimal::from_wire(&serde_json::json!(-7)).unwrap(),
+        bigdecimal::BigDecimal::from(-7)
+    );
+    assert!(bigdecimal::BigDecimal::from_wire(&serde_json::json!("ten")).is_err());
+    assert!(
+        bigdecimal::BigDecimal::from_wire(&serde_json::json!(true))
+            .unwrap_err()
+            .is_wrong_type()
+    );
+}

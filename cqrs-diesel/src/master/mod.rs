@@ -236,24 +236,37 @@ where
     result
 }
 
-static MESSAGE_TTL: RwLock<Option<Duration>> = RwLock::new(Some(Duration::from_secs(86_400)));
+/// The TTL written into `expires`: `None` until set or first read from the environment.
+static MESSAGE_TTL: RwLock<Option<Option<Duration>>> = RwLock::new(None);
 
 /// Sets the time to live written into the `expires` field of messages queued from now on, in
-/// this process (`None`: never expire). The default is django-cqrs's, 86400 s; services that
-/// read their settings with [`Config`](cqrs_core::Config) call it with
-/// `config.message_ttl()`.
+/// this process (`None`: never expire). Without this call the first write reads
+/// `CQRS_MESSAGE_TTL` from the environment (default 86400 s, django-cqrs's); services that
+/// build their [`Config`](cqrs_core::Config) otherwise call it with `config.message_ttl()`.
 pub fn set_message_ttl(ttl: Option<Duration>) {
     match MESSAGE_TTL.write() {
-        Ok(mut guard) => *guard = ttl,
-        Err(poisoned) => *poisoned.into_inner() = ttl,
+        Ok(mut guard) => *guard = Some(ttl),
+        Err(poisoned) => *poisoned.into_inner() = Some(ttl),
     }
 }
 
 fn message_ttl() -> Option<Duration> {
-    match MESSAGE_TTL.read() {
+    let current = match MESSAGE_TTL.read() {
         Ok(guard) => *guard,
         Err(poisoned) => *poisoned.into_inner(),
+    };
+    if let Some(ttl) = current {
+        return ttl;
     }
+    let ttl = match cqrs_core::Config::from_env() {
+        Ok(config) => config.message_ttl(),
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the message TTL from the environment; using 86400 s");
+            Some(Duration::from_secs(86_400))
+        }
+    };
+    set_message_ttl(ttl);
+    ttl
 }
 
 fn connection_key<C>(conn: &mut C) -> usize {

@@ -69,9 +69,7 @@ pub struct RowFilter {
 #[doc(hidden)]
 pub fn decode_key<T: WireValue>(value: &Value) -> QueryResult<T> {
     T::from_wire(value).map_err(|error| {
-        diesel::result::Error::QueryBuilderError(
-            format!("primary key {value}: {error}").into(),
-        )
+        diesel::result::Error::QueryBuilderError(format!("primary key {value}: {error}").into())
     })
 }
 
