@@ -27,6 +27,8 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+#[cfg(feature = "cli")]
+pub mod cli;
 mod connection;
 mod error;
 mod master;
@@ -44,8 +46,7 @@ pub use error::{Error, Result};
 /// [`Error`] wraps as [`Error::Transport`].
 pub use cqrs_core::Error as TransportError;
 pub use master::{
-    HookError, MasterHooks, MasterModel, MasterStore, RowFilter, UpdatedAt, atomic,
-    set_message_ttl,
+    HookError, MasterHooks, MasterModel, MasterStore, RowFilter, UpdatedAt, atomic, set_message_ttl,
 };
 pub use relay::{OutboxRelay, RelayHandle, RelayStats};
 

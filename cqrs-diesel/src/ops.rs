@@ -28,10 +28,42 @@ pub struct MasterRow {
     pub sync_body: Option<String>,
 }
 
+/// A master row's primary key and revision, without its payload (for diffs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MasterKey {
+    /// The primary key, as on the wire.
+    pub pk: Value,
+    /// The stored revision.
+    pub revision: i64,
+    /// Whether the model publishes this row (`produce` and `is_sync_instance`): a SYNC of it
+    /// would be sent.
+    pub publishes: bool,
+}
+
 /// What a master model offers operator commands.
 pub trait MasterOps<C>: Send + Sync {
     /// The model's `cqrs_id`.
     fn cqrs_id(&self) -> &'static str;
+
+    /// Like [`page`](MasterOps::page), only the keys and revisions: no payload is built (no
+    /// serializer hook runs).
+    fn keys(
+        &self,
+        conn: &mut C,
+        filter: &RowFilter,
+        after: Option<&Value>,
+        limit: usize,
+    ) -> Result<Vec<MasterKey>> {
+        Ok(self
+            .page(conn, filter, after, limit)?
+            .into_iter()
+            .map(|row| MasterKey {
+                pk: row.pk,
+                revision: row.revision,
+                publishes: row.sync_body.is_some(),
+            })
+            .collect())
+    }
 
     /// Up to `limit` rows matching `filter`, in primary-key order, after the key `after`.
     fn page(
@@ -61,8 +93,12 @@ pub trait ReplicaOps<C>: Send + Sync {
     fn revisions(&self, conn: &mut C, keys: &[Value]) -> Result<Vec<(Value, i64)>>;
 
     /// Up to `limit` stored `(key, revision)` pairs in key order, after `after`.
-    fn key_page(&self, conn: &mut C, after: Option<&Value>, limit: usize)
-    -> Result<Vec<(Value, i64)>>;
+    fn key_page(
+        &self,
+        conn: &mut C,
+        after: Option<&Value>,
+        limit: usize,
+    ) -> Result<Vec<(Value, i64)>>;
 
     /// Writes `instance_data` records as SYNCs do (whatever the stored revision), with one
     /// statement; records that cannot be decoded are returned with their reason, the others
@@ -85,6 +121,24 @@ where
 {
     fn cqrs_id(&self) -> &'static str {
         M::CQRS_ID
+    }
+
+    fn keys(
+        &self,
+        conn: &mut C,
+        filter: &RowFilter,
+        after: Option<&Value>,
+        limit: usize,
+    ) -> Result<Vec<MasterKey>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        Ok(M::cqrs_select_page(conn, filter, after, limit)?
+            .into_iter()
+            .map(|row| MasterKey {
+                pk: row.cqrs_pk(),
+                revision: row.cqrs_revision(),
+                publishes: M::PRODUCE && row.is_sync_instance(),
+            })
+            .collect())
     }
 
     fn page(
@@ -171,7 +225,9 @@ where
         for (line, data) in records {
             match M::cqrs_decode(data) {
                 Ok(row) => {
-                    keys_text.push(crate::replica::key_text(&M::cqrs_encode_pk(&row.cqrs_key())));
+                    keys_text.push(crate::replica::key_text(&M::cqrs_encode_pk(
+                        &row.cqrs_key(),
+                    )));
                     updated.push(
                         data.get("cqrs_updated")
                             .and_then(Value::as_str)

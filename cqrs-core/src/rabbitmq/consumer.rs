@@ -208,7 +208,7 @@ async fn forward(
     }
 }
 
-fn convert(delivery: lapin::message::Delivery) -> Delivery {
+pub(super) fn convert(delivery: lapin::message::Delivery) -> Delivery {
     let headers = delivery
         .properties
         .headers()

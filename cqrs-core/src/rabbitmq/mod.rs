@@ -1,5 +1,6 @@
 //! The RabbitMQ transport on lapin: publisher confirms, mandatory publishing, reconnection.
 
+mod browse;
 mod connect;
 mod consumer;
 
@@ -22,6 +23,7 @@ use crate::config::{Config, QueueType};
 use crate::error::{Error, Result};
 use crate::transport::{Confirmation, OutgoingMessage, Topology, Transport};
 
+pub use browse::QueueBrowser;
 pub use consumer::RabbitMqConsumer;
 
 /// The RabbitMQ transport.

@@ -1,0 +1,100 @@
+//! `relay --drain` and `consume` as processes of their own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cqrs_diesel::cli::Cli;
+use cqrs_diesel::{CqrsConnection, OutgoingMessage, RabbitMqTransport, Topology, Transport};
+use tokio::sync::Notify;
+
+use super::{Master, ok, replica_rows};
+use crate::db::{SqliteDb, TestDb};
+use crate::replica::author;
+use crate::replica::models::{AuthorRow, SqliteAuthorReplica};
+use crate::support::{Capture, cleanup, config_builder};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_drain_publishes_the_outbox() {
+    let master = Master::standalone(5);
+    let transport = RabbitMqTransport::new(master.config.clone());
+    transport
+        .declare(&Topology::exchange_only(master.config.exchange()))
+        .await
+        .unwrap();
+    let mut capture = Capture::bind(master.config.exchange()).await;
+    // 5 creates, then two updates of author 5.
+    let report = ok(&master.cli, &["relay", "--drain"]).await;
+    assert_eq!(report.written, 7);
+    assert_eq!(master.db.connect().outbox_pending().unwrap(), 0);
+    let messages = capture.take(7, Duration::from_secs(10)).await;
+    assert!(
+        messages
+            .iter()
+            .all(|(key, body)| key == "author" && body["signal_type"] == "SAVE")
+    );
+    transport.close().await;
+    cleanup(master.config.exchange(), &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consume_applies_messages_until_shut_down() {
+    let db = SqliteDb::new("cli_consume");
+    db.execute(SqliteAuthorReplica::DDL);
+    db.connect().run_replica_migrations().unwrap();
+    let config = config_builder("cli_consume").build().unwrap();
+    let stop = Arc::new(Notify::new());
+    let signal = stop.clone();
+    let cli = Cli::new(config.clone(), db.connector())
+        .replica::<SqliteAuthorReplica>()
+        .shutdown_on(move || {
+            let signal = signal.clone();
+            async move { signal.notified().await }
+        });
+    let consumer = tokio::spawn(async move {
+        let args = ["cqrs", "consume"];
+        cli.try_run_from(args).await
+    });
+
+    // The consumer declares its topology (the publish is unroutable until its bindings
+    // exist); then a master's SAVE reaches it.
+    let transport = RabbitMqTransport::new(config.clone());
+    let queue = config.queue().unwrap();
+    let body = author("SAVE", 7, "consumed", 0).to_string().into_bytes();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while let Err(error) = transport
+        .publish_confirmed(&OutgoingMessage::new("author", body.clone()))
+        .await
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the consumer declares its queue and bindings: {error}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while replica_rows::<SqliteAuthorReplica>(&mut db.connect()).is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the SAVE is applied"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        SqliteAuthorReplica::load_all(&mut db.connect())[0].name(),
+        "consumed"
+    );
+
+    stop.notify_one();
+    let report = tokio::time::timeout(Duration::from_secs(10), consumer)
+        .await
+        .expect("consume stops on the signal")
+        .unwrap()
+        .expect("consume ends cleanly");
+    assert_eq!(report.written, 1);
+    transport.close().await;
+    cleanup(
+        config.exchange(),
+        &[queue, config.dead_letter_queue().unwrap()],
+    )
+    .await;
+}
