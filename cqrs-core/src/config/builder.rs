@@ -22,7 +22,7 @@ const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(2);
 const DEFAULT_RETRY_MAX_DELAY: Duration = Duration::from_secs(300);
 const DEFAULT_PUBLISH_CONFIRM_WINDOW: usize = 1000;
 const DEFAULT_BATCH_SIZE: usize = 100;
-const DEFAULT_BATCH_WAIT: Duration = Duration::from_millis(20);
+const DEFAULT_BATCH_WAIT: Duration = Duration::from_millis(5);
 const DEFAULT_WORKERS: usize = 1;
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_RECONNECT_MIN_DELAY: Duration = Duration::from_millis(100);
@@ -197,7 +197,7 @@ impl ConfigBuilder {
     }
 
     /// How long a replica worker waits for more messages before applying a partial batch
-    /// (`CQRS_BATCH_WAIT`, default 20 ms; zero is allowed).
+    /// (`CQRS_BATCH_WAIT`, default 5 ms; zero is allowed).
     pub fn batch_wait(mut self, wait: Duration) -> Self {
         self.batch_wait = Some(wait);
         self

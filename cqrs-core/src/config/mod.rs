@@ -112,7 +112,7 @@ impl FromStr for QueueType {
 /// | `CQRS_RETRY_MAX_DELAY` | `300` (s) | cap of the exponential retry delay |
 /// | `CQRS_PUBLISH_CONFIRM_WINDOW` | `1000` | publishes in flight awaiting broker confirms |
 /// | `CQRS_BATCH_SIZE` | `100` | messages a replica worker applies in one batch (one transaction) at most |
-/// | `CQRS_BATCH_WAIT` | `20ms` | how long a worker waits for more messages before applying a partial batch |
+/// | `CQRS_BATCH_WAIT` | `5ms` | how long a worker waits for more messages before applying a partial batch |
 /// | `CQRS_WORKERS` | `1` | replica workers applying batches concurrently |
 /// | `CQRS_CONNECT_TIMEOUT` | `10` (s) | how long an operation waits for a connection |
 /// | `CQRS_RECONNECT_MIN_DELAY` | `100ms` | first delay between reconnection attempts |
@@ -261,7 +261,7 @@ impl Config {
     }
 
     /// How long a replica worker waits for more messages, from the first one of a batch,
-    /// before applying a batch that is not full (default 20 ms; zero applies at once what has
+    /// before applying a batch that is not full (default 5 ms; zero applies at once what has
     /// arrived).
     pub fn batch_wait(&self) -> Duration {
         self.batch_wait

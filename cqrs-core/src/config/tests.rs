@@ -318,7 +318,7 @@ fn tls_file_errors_name_the_setting_and_the_problem() {
 fn consumer_batching_settings_default_and_parse() {
     let config = Config::builder().build().unwrap();
     assert_eq!(config.batch_size(), 100);
-    assert_eq!(config.batch_wait(), Duration::from_millis(20));
+    assert_eq!(config.batch_wait(), Duration::from_millis(5));
     assert_eq!(config.workers(), 1);
 
     let config = lookup(&[(BATCH_SIZE, "250"), (BATCH_WAIT, "5ms"), (WORKERS, " 4 ")]).unwrap();

@@ -48,6 +48,8 @@ pub(crate) struct Worker<A: Applier> {
     settings: WorkerSettings,
     settle: SettleSender,
     backoff: Backoff,
+    /// The acknowledgements of the previous batch, sent while the next batch is applied.
+    acking: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// The result of applying one (part of a) batch.
@@ -73,6 +75,23 @@ impl<A: Applier> Worker<A> {
             backoff: Backoff::new(settings.unavailable_min, settings.unavailable_max),
             settings,
             settle,
+            acking: None,
+        }
+    }
+
+    /// Acknowledges a batch in the background, so the next batch is applied meanwhile; at most
+    /// one batch's acknowledgements are in flight (waiting here for the previous ones).
+    async fn acknowledge_in_background(&mut self, deliveries: Vec<Delivery>) {
+        self.finish_acknowledgements().await;
+        self.acking = Some(tokio::spawn(acknowledge(self.index, deliveries)));
+    }
+
+    /// Waits until the acknowledgements in flight are sent.
+    async fn finish_acknowledgements(&mut self) {
+        if let Some(acking) = self.acking.take()
+            && let Err(error) = acking.await
+        {
+            tracing::warn!(worker = self.index, %error, "an acknowledgement task failed");
         }
     }
 
@@ -112,6 +131,7 @@ impl<A: Applier> Worker<A> {
             }
             self.process(batch, &mut stop).await;
         }
+        self.finish_acknowledgements().await;
     }
 
     /// Applies a batch. A failing batch is split in halves, each applied on its own, down to
@@ -134,7 +154,7 @@ impl<A: Applier> Worker<A> {
                         .filter_map(|job| job.take().map(|job| job.delivery))
                         .collect();
                     self.applied(range.len(), &outcomes, elapsed);
-                    acknowledge(self.index, deliveries).await;
+                    self.acknowledge_in_background(deliveries).await;
                 }
                 Attempt::Failed(error) if range.len() == 1 => {
                     if let Some(job) = jobs[range.start].take() {
