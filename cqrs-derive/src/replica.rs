@@ -403,31 +403,16 @@ fn store(model: &Model, backend: BackendName) -> TokenStream {
             #i => out.push_bind_param::<__d::dsl::SqlTypeOf<#table::#col>, #ty>(&self.#field),
         }
     });
-    let (reports_stored, write) = match backend {
-        BackendName::Postgres => (
-            true,
-            quote! {
-                let classified = __d::RunQueryDsl::load::<(#pk_ty, ::core::option::Option<i64>, bool)>(
-                    __p::ClassifiedUpsert(query),
-                    conn,
-                )?;
-                ::core::result::Result::Ok(::cqrs_diesel::replica::WriteReport::Classified(classified))
-            },
-        ),
-        BackendName::Sqlite => (
-            false,
-            quote! {
-                let written = __d::RunQueryDsl::load::<#pk_ty>(query, conn)?;
-                ::core::result::Result::Ok(::cqrs_diesel::replica::WriteReport::Written(written))
-            },
-        ),
-        BackendName::Mysql => (
-            false,
-            quote! {
-                __d::RunQueryDsl::execute(query, conn)?;
-                ::core::result::Result::Ok(::cqrs_diesel::replica::WriteReport::Unknown)
-            },
-        ),
+    let write = if backend == BackendName::Mysql {
+        quote! {
+            __d::RunQueryDsl::execute(query, conn)?;
+            ::core::result::Result::Ok(::core::option::Option::None)
+        }
+    } else {
+        quote! {
+            let written = __d::RunQueryDsl::load::<#pk_ty>(query, conn)?;
+            ::core::result::Result::Ok(::core::option::Option::Some(written))
+        }
     };
     let ident_str = ident.to_string();
     quote! {
@@ -459,8 +444,6 @@ fn store(model: &Model, backend: BackendName) -> TokenStream {
             }
 
             impl ::cqrs_diesel::ReplicaStore<#conn_ty> for #ident {
-                const REPORTS_STORED: bool = #reports_stored;
-
                 fn cqrs_stored_revisions(
                     keys: &[#pk_ty],
                     conn: &mut #conn_ty,
@@ -482,7 +465,7 @@ fn store(model: &Model, backend: BackendName) -> TokenStream {
                     updated_us: &[i64],
                     force: bool,
                     conn: &mut #conn_ty,
-                ) -> __d::QueryResult<::cqrs_diesel::replica::WriteReport<#pk_ty>> {
+                ) -> __d::QueryResult<::core::option::Option<::std::vec::Vec<#pk_ty>>> {
                     let query = __p::Upsert::<Self, #db_ty>::new(
                         rows,
                         keys_text,

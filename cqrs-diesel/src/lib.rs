@@ -68,7 +68,7 @@ pub use diesel;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::master::{UtcWire, decode_key};
-    pub use crate::replica::sql::{ClassifiedUpsert, ReplicaColumns, Upsert};
+    pub use crate::replica::sql::{ReplicaColumns, Upsert};
     pub use chrono;
     pub use cqrs_core::WireValue;
     pub use diesel;

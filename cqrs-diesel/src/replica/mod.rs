@@ -24,7 +24,7 @@ pub(crate) mod sql;
 pub(crate) mod tombstone;
 
 pub(crate) use model::key_text;
-pub use model::{CustomReplica, MessageInfo, ReplicaModel, ReplicaStore, WriteReport};
+pub use model::{CustomReplica, MessageInfo, ReplicaModel, ReplicaStore};
 pub use registry::{Prepared, Replicas};
 pub use tombstone::{MYSQL_REPLICA_UP_SQL, POSTGRES_REPLICA_UP_SQL, SQLITE_REPLICA_UP_SQL};
 

@@ -14,9 +14,7 @@ use serde_json::Value;
 
 use crate::connection::CqrsConnection;
 use crate::error::Error;
-use crate::replica::model::{
-    CustomReplica, MessageInfo, ReplicaModel, ReplicaStore, WriteReport, key_text,
-};
+use crate::replica::model::{CustomReplica, MessageInfo, ReplicaModel, ReplicaStore, key_text};
 use crate::replica::sql::rows_per_statement;
 use crate::replica::tombstone::NewTombstone;
 
@@ -452,41 +450,36 @@ where
             }
         }
 
+        // Stored revisions, to report what the guarded statements did.
+        let mut keys = Vec::with_capacity(saves.len() + syncs.len());
+        for &i in saves.iter().chain(&syncs) {
+            keys.push(downcast_key::<M>(items[i])?.clone());
+        }
+        let stored: HashMap<M::Pk, i64> = if keys.is_empty() {
+            HashMap::new()
+        } else {
+            M::cqrs_stored_revisions(&keys, conn)?.into_iter().collect()
+        };
+
         for (indexes, force) in [(&saves, false), (&syncs, true)] {
             for chunk in indexes.chunks(rows_per_statement(M::COLUMN_COUNT)) {
                 let rows: Vec<&M> = chunk
                     .iter()
                     .map(|&i| downcast_row::<M>(items[i]))
                     .collect::<Result<_, _>>()?;
-                let keys: Vec<M::Pk> = rows.iter().map(|row| row.cqrs_key()).collect();
                 let keys_text: Vec<String> =
                     chunk.iter().map(|&i| items[i].key_text.clone()).collect();
                 let updated: Vec<i64> = chunk.iter().map(|&i| items[i].updated_us).collect();
-                // The stored revisions before the write, to report what it did: read first,
-                // unless the backend's statement reports them itself.
-                let mut stored: HashMap<M::Pk, i64> = if M::REPORTS_STORED {
-                    HashMap::new()
-                } else {
-                    M::cqrs_stored_revisions(&keys, conn)?.into_iter().collect()
-                };
-                let report = M::cqrs_write(&rows, &keys_text, &updated, force, conn)?;
+                let written = M::cqrs_write(&rows, &keys_text, &updated, force, conn)?;
                 if force {
                     conn.tombstones_clear(M::CQRS_ID, &keys_text)?;
                 }
-                let written: std::collections::HashSet<M::Pk> = match report {
-                    WriteReport::Classified(rows) => rows
-                        .into_iter()
-                        .filter_map(|(key, before, written)| {
-                            if let Some(before) = before {
-                                stored.insert(key.clone(), before);
-                            }
-                            written.then_some(key)
-                        })
-                        .collect(),
-                    WriteReport::Written(keys) => keys.into_iter().collect(),
-                    WriteReport::Unknown => {
+                let written: std::collections::HashSet<M::Pk> = match written {
+                    Some(keys) => keys.into_iter().collect(),
+                    None => {
                         // No RETURNING (MySQL/MariaDB): read the revisions back instead. A
                         // row now at the incoming revision, and not at it before, was written.
+                        let keys: Vec<M::Pk> = rows.iter().map(|row| row.cqrs_key()).collect();
                         let incoming: HashMap<&M::Pk, i64> = keys
                             .iter()
                             .zip(chunk)
@@ -501,13 +494,17 @@ where
                             .collect()
                     }
                 };
-                for (&i, key) in chunk.iter().zip(&keys) {
+                for (&i, row) in chunk.iter().zip(&rows) {
+                    let key = row.cqrs_key();
+                    let incoming = items[i].revision;
+                    let before = stored.get(&key).copied();
+                    let was_written = written.contains(&key);
                     outcomes[i] = classify(
                         M::CQRS_ID,
                         &items[i].key_text,
-                        items[i].revision,
-                        stored.get(key).copied(),
-                        written.contains(key),
+                        incoming,
+                        before,
+                        was_written,
                         force,
                         counters,
                     );

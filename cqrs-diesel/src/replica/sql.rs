@@ -10,7 +10,7 @@ use std::marker::PhantomData;
 
 use diesel::backend::Backend;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
-use diesel::sql_types::{BigInt, Bool, Nullable, SingleValue, SqlType, Text};
+use diesel::sql_types::{BigInt, SingleValue, SqlType, Text};
 use diesel::{QueryResult, RunQueryDsl};
 
 use crate::replica::model::ReplicaModel;
@@ -38,7 +38,7 @@ pub trait ReplicaColumns<DB: Backend>: ReplicaModel {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Dialect {
+enum Dialect {
     /// PostgreSQL: `ON CONFLICT`, and the target needs an alias to be named in the guard.
     Postgres,
     /// SQLite: `ON CONFLICT`; unqualified names in the guard are the stored row.
@@ -95,71 +95,6 @@ where
     type SqlType = M::PkSqlType;
 }
 
-/// The PostgreSQL form of [`Upsert`] that also reports, for every row, the stored revision
-/// before the write and whether it was written, in the same statement (the read is a CTE on
-/// the statement's snapshot), sparing a round trip per batch.
-#[doc(hidden)]
-pub struct ClassifiedUpsert<'a, M, DB>(pub Upsert<'a, M, DB>);
-
-impl<M, DB> QueryId for ClassifiedUpsert<'_, M, DB> {
-    type QueryId = ();
-    const HAS_STATIC_QUERY_ID: bool = false;
-}
-
-impl<M, DB> Query for ClassifiedUpsert<'_, M, DB>
-where
-    DB: Backend,
-    M: ReplicaColumns<DB>,
-{
-    type SqlType = (M::PkSqlType, Nullable<BigInt>, Bool);
-}
-
-impl<M, DB, Conn> RunQueryDsl<Conn> for ClassifiedUpsert<'_, M, DB> {}
-
-#[cfg(feature = "postgres")]
-impl<M> QueryFragment<diesel::pg::Pg> for ClassifiedUpsert<'_, M, diesel::pg::Pg>
-where
-    M: ReplicaColumns<diesel::pg::Pg>,
-{
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, diesel::pg::Pg>) -> QueryResult<()> {
-        let upsert = &self.0;
-        let columns = M::COLUMNS;
-        let pk = columns[M::PK_INDEX];
-        let revision = columns[M::REVISION_INDEX];
-        out.unsafe_to_cache_prepared();
-        out.push_sql("WITH v (");
-        push_list(&mut out, columns, "")?;
-        out.push_sql(", ");
-        out.push_identifier(KEY_ALIAS)?;
-        out.push_sql(", ");
-        out.push_identifier(UPDATED_ALIAS)?;
-        out.push_sql(") AS (");
-        upsert.push_values(&mut out)?;
-        out.push_sql("), __cqrs_old AS (SELECT t.");
-        out.push_identifier(pk)?;
-        out.push_sql(" AS __cqrs_key, CAST(t.");
-        out.push_identifier(revision)?;
-        out.push_sql(" AS BIGINT) AS __cqrs_stored FROM ");
-        M::walk_table(out.reborrow())?;
-        out.push_sql(" AS t WHERE t.");
-        out.push_identifier(pk)?;
-        out.push_sql(" IN (SELECT v.");
-        out.push_identifier(pk)?;
-        out.push_sql(" FROM v)), __cqrs_written AS (");
-        upsert.push_insert(&mut out, Dialect::Postgres, false)?;
-        out.push_sql(") SELECT v.");
-        out.push_identifier(pk)?;
-        out.push_sql(", o.__cqrs_stored, w.");
-        out.push_identifier(pk)?;
-        out.push_sql(" IS NOT NULL FROM v LEFT JOIN __cqrs_old AS o ON o.__cqrs_key = v.");
-        out.push_identifier(pk)?;
-        out.push_sql(" LEFT JOIN __cqrs_written AS w ON w.");
-        out.push_identifier(pk)?;
-        out.push_sql(" = v.");
-        out.push_identifier(pk)
-    }
-}
-
 impl<M, DB, Conn> RunQueryDsl<Conn> for Upsert<'_, M, DB> {}
 
 impl<'a, M, DB> Upsert<'a, M, DB>
@@ -173,17 +108,6 @@ where
 {
     fn walk<'b>(&'b self, mut out: AstPass<'_, 'b, DB>, dialect: Dialect) -> QueryResult<()> {
         out.unsafe_to_cache_prepared();
-        self.push_insert(&mut out, dialect, false)
-    }
-
-    /// `INSERT ... SELECT ... FROM <rows> WHERE <no newer tombstone> ON CONFLICT ...`; the rows
-    /// are the CTE `v` when `from_cte`, else the derived table written in place.
-    pub(crate) fn push_insert<'b>(
-        &'b self,
-        out: &mut AstPass<'_, 'b, DB>,
-        dialect: Dialect,
-        from_cte: bool,
-    ) -> QueryResult<()> {
         let columns = M::COLUMNS;
         out.push_sql("INSERT INTO ");
         M::walk_table(out.reborrow())?;
@@ -192,57 +116,67 @@ where
             out.push_identifier(TARGET_ALIAS)?;
         }
         out.push_sql(" (");
-        push_list(out, columns, "")?;
+        push_list(&mut out, columns, "")?;
         out.push_sql(") SELECT ");
-        push_list(out, columns, "v.")?;
-        if from_cte {
-            out.push_sql(" FROM v");
-        } else {
-            out.push_sql(" FROM (");
-            if dialect == Dialect::Postgres {
-                // A VALUES list: PostgreSQL plans it in a fraction of the time a UNION ALL of as
-                // many SELECTs takes (about 1 ms against 10 ms for 100 rows).
-                self.push_values(out)?;
-                out.push_sql(") AS v (");
-                push_list(out, columns, "")?;
+        push_list(&mut out, columns, "v.")?;
+        out.push_sql(" FROM (");
+        if dialect == Dialect::Postgres {
+            // A VALUES list: PostgreSQL plans it in a fraction of the time a UNION ALL of as
+            // many SELECTs takes (about 1 ms against 10 ms for 100 rows).
+            out.push_sql("VALUES ");
+            for (i, row) in self.rows.iter().enumerate() {
+                if i > 0 {
+                    out.push_sql(", ");
+                }
+                out.push_sql("(");
+                for c in 0..columns.len() {
+                    row.walk_value(c, out.reborrow())?;
+                    out.push_sql(", ");
+                }
+                out.push_bind_param::<Text, String>(&self.keys_text[i])?;
                 out.push_sql(", ");
-                out.push_identifier(KEY_ALIAS)?;
-                out.push_sql(", ");
-                out.push_identifier(UPDATED_ALIAS)?;
+                out.push_bind_param::<BigInt, i64>(&self.updated_us[i])?;
                 out.push_sql(")");
-            } else {
-                // SQLite and MySQL/MariaDB cannot name the columns of a VALUES list portably: a
-                // derived table of SELECTs, the first naming the columns.
-                for (i, row) in self.rows.iter().enumerate() {
-                    if i > 0 {
-                        out.push_sql(" UNION ALL ");
+            }
+            out.push_sql(") AS v (");
+            push_list(&mut out, columns, "")?;
+            out.push_sql(", ");
+            out.push_identifier(KEY_ALIAS)?;
+            out.push_sql(", ");
+            out.push_identifier(UPDATED_ALIAS)?;
+            out.push_sql(")");
+        } else {
+            // SQLite and MySQL/MariaDB cannot name the columns of a VALUES list portably: a
+            // derived table of SELECTs, the first naming the columns.
+            for (i, row) in self.rows.iter().enumerate() {
+                if i > 0 {
+                    out.push_sql(" UNION ALL ");
+                }
+                out.push_sql("SELECT ");
+                for (c, column) in columns.iter().enumerate() {
+                    if c > 0 {
+                        out.push_sql(", ");
                     }
-                    out.push_sql("SELECT ");
-                    for (c, column) in columns.iter().enumerate() {
-                        if c > 0 {
-                            out.push_sql(", ");
-                        }
-                        row.walk_value(c, out.reborrow())?;
-                        if i == 0 {
-                            out.push_sql(" AS ");
-                            out.push_identifier(column)?;
-                        }
-                    }
-                    out.push_sql(", ");
-                    out.push_bind_param::<Text, String>(&self.keys_text[i])?;
+                    row.walk_value(c, out.reborrow())?;
                     if i == 0 {
                         out.push_sql(" AS ");
-                        out.push_identifier(KEY_ALIAS)?;
-                    }
-                    out.push_sql(", ");
-                    out.push_bind_param::<BigInt, i64>(&self.updated_us[i])?;
-                    if i == 0 {
-                        out.push_sql(" AS ");
-                        out.push_identifier(UPDATED_ALIAS)?;
+                        out.push_identifier(column)?;
                     }
                 }
-                out.push_sql(") AS v");
+                out.push_sql(", ");
+                out.push_bind_param::<Text, String>(&self.keys_text[i])?;
+                if i == 0 {
+                    out.push_sql(" AS ");
+                    out.push_identifier(KEY_ALIAS)?;
+                }
+                out.push_sql(", ");
+                out.push_bind_param::<BigInt, i64>(&self.updated_us[i])?;
+                if i == 0 {
+                    out.push_sql(" AS ");
+                    out.push_identifier(UPDATED_ALIAS)?;
+                }
             }
+            out.push_sql(") AS v");
         }
         let revision = columns[M::REVISION_INDEX];
         let pk = columns[M::PK_INDEX];
@@ -306,46 +240,24 @@ where
                         out.push_sql(", ");
                     }
                     let column = columns[c];
-                    push_stored::<DB, M>(out, column)?;
+                    push_stored::<DB, M>(&mut out, column)?;
                     if self.force {
                         out.push_sql(" = VALUES(");
                         out.push_identifier(column)?;
                         out.push_sql(")");
                     } else {
                         out.push_sql(" = IF(");
-                        push_stored::<DB, M>(out, revision)?;
+                        push_stored::<DB, M>(&mut out, revision)?;
                         out.push_sql(" < VALUES(");
                         out.push_identifier(revision)?;
                         out.push_sql("), VALUES(");
                         out.push_identifier(column)?;
                         out.push_sql("), ");
-                        push_stored::<DB, M>(out, column)?;
+                        push_stored::<DB, M>(&mut out, column)?;
                         out.push_sql(")");
                     }
                 }
             }
-        }
-        Ok(())
-    }
-
-    /// `VALUES (<row 1>), (<row 2>), ...`, each row its columns then its key text and
-    /// `cqrs_updated` in microseconds (PostgreSQL).
-    pub(crate) fn push_values<'b>(&'b self, out: &mut AstPass<'_, 'b, DB>) -> QueryResult<()> {
-        let columns = M::COLUMNS;
-        out.push_sql("VALUES ");
-        for (i, row) in self.rows.iter().enumerate() {
-            if i > 0 {
-                out.push_sql(", ");
-            }
-            out.push_sql("(");
-            for c in 0..columns.len() {
-                row.walk_value(c, out.reborrow())?;
-                out.push_sql(", ");
-            }
-            out.push_bind_param::<Text, String>(&self.keys_text[i])?;
-            out.push_sql(", ");
-            out.push_bind_param::<BigInt, i64>(&self.updated_us[i])?;
-            out.push_sql(")");
         }
         Ok(())
     }
