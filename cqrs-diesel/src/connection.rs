@@ -52,6 +52,13 @@ pub trait CqrsConnection: Connection + sealed::Sealed + Send + 'static {
     #[doc(hidden)]
     fn tombstones_clear(&mut self, cqrs_id: &str, keys: &[String]) -> QueryResult<usize>;
 
+    /// Deletes the tombstones of deletes older than `before` (by their `cqrs_updated`), and
+    /// returns how many. A tombstone only matters while a SAVE older than its DELETE can still
+    /// arrive: keep them at least as long as messages live (`CQRS_MESSAGE_TTL`, plus the
+    /// longest outage you want to ride out), and call this periodically, for example daily
+    /// with `before` = now - 30 days.
+    fn purge_tombstones(&mut self, before: chrono::DateTime<chrono::Utc>) -> QueryResult<usize>;
+
     /// How many entries wait in the outbox (for health checks and tests).
     fn outbox_pending(&mut self) -> QueryResult<i64>;
 
@@ -151,6 +158,17 @@ pub(crate) fn transaction_depth<C: Connection>(conn: &mut C) -> u32 {
 /// The statements every backend writes the same way.
 macro_rules! shared_impl {
     () => {
+        fn purge_tombstones(
+            &mut self,
+            before: chrono::DateTime<chrono::Utc>,
+        ) -> QueryResult<usize> {
+            use crate::replica::tombstone::cqrs_tombstone::dsl;
+            diesel::delete(
+                dsl::cqrs_tombstone.filter(dsl::updated_us.lt(before.timestamp_micros())),
+            )
+            .execute(self)
+        }
+
         fn outbox_insert_many(&mut self, entries: &[NewOutboxEntry<'_>]) -> QueryResult<usize> {
             use crate::outbox::cqrs_outbox::dsl;
             if entries.is_empty() {

@@ -176,6 +176,37 @@ where
     );
 }
 
+/// Old tombstones can be purged; a row deleted before the cut-off then accepts a SAVE again.
+async fn tombstones_can_be_purged<D, M>(db: D)
+where
+    D: TestDb,
+    M: AuthorRow<Conn = D::Conn> + ReplicaStore<D::Conn>,
+{
+    use chrono::TimeZone;
+    use cqrs_diesel::CqrsConnection;
+    let replicas = Replicas::new(db.connector()).register::<M>();
+    let worker = Worker::start(db, M::DDL, replicas).await;
+    worker.broadcast(&author("SAVE", 1, "a", 0)).await;
+    worker.broadcast(&author("SAVE", 2, "b", 0)).await;
+    worker.wait_settled(2).await;
+    worker.broadcast(&author_delete(1, 1)).await; // cqrs_updated 18:22:01
+    worker.broadcast(&author_delete(2, 30)).await; // cqrs_updated 18:22:30
+    worker.wait_settled(4).await;
+    let cut_off = chrono::Utc
+        .with_ymd_and_hms(2026, 11, 28, 18, 22, 15)
+        .unwrap();
+    let purged = worker.db.connect().purge_tombstones(cut_off).unwrap();
+    assert_eq!(purged, 1, "only the tombstone older than the cut-off");
+    // The late SAVEs: row 1 has no tombstone any more, row 2 still has one.
+    worker.broadcast(&author("SAVE", 1, "a-late", 0)).await;
+    worker.broadcast(&author("SAVE", 2, "b-late", 0)).await;
+    let stats = worker.wait_settled(6).await;
+    assert_eq!(stats.tombstoned, 1, "{stats:?}");
+    let stored = rows::<D, M>(&worker);
+    assert_eq!(stored.get(&1), Some(&("a-late".to_owned(), 0)));
+    assert_eq!(stored.get(&2), None);
+}
+
 macro_rules! on_every_backend {
     ($scenario:ident) => {
         mod $scenario {
@@ -202,3 +233,4 @@ macro_rules! on_every_backend {
 on_every_backend!(revisions_are_guarded);
 on_every_backend!(batches_keep_the_newest_revision);
 on_every_backend!(restart_converges);
+on_every_backend!(tombstones_can_be_purged);
