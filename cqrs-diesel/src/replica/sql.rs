@@ -107,7 +107,12 @@ where
     DB: diesel::sql_types::HasSqlType<Text> + diesel::sql_types::HasSqlType<BigInt>,
 {
     fn walk<'b>(&'b self, mut out: AstPass<'_, 'b, DB>, dialect: Dialect) -> QueryResult<()> {
-        out.unsafe_to_cache_prepared();
+        // The text depends only on the model, the row count and `force`: on PostgreSQL it is
+        // kept as a prepared statement (Diesel keys its cache by the SQL text), so a steady
+        // stream of full batches is parsed and planned once. The other backends prepare anew.
+        if dialect != Dialect::Postgres {
+            out.unsafe_to_cache_prepared();
+        }
         let columns = M::COLUMNS;
         out.push_sql("INSERT INTO ");
         M::walk_table(out.reborrow())?;
