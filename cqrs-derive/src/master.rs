@@ -352,6 +352,30 @@ fn store(model: &Model, backend: BackendName) -> TokenStream {
         }
     };
 
+    // The conditions of a `RowFilter`, applied to a boxed query named `query`.
+    let filters = quote! {
+        if let ::core::option::Option::Some(keys) = &filter.pks {
+            let keys = keys
+                .iter()
+                .map(__p::decode_key::<#pk_ty>)
+                .collect::<__d::QueryResult<Vec<#pk_ty>>>()?;
+            query = query.filter(#table::#pk_col.eq_any(keys));
+        }
+        if let ::core::option::Option::Some(from) = &filter.pk_from {
+            query = query.filter(#table::#pk_col.ge(__p::decode_key::<#pk_ty>(from)?));
+        }
+        if let ::core::option::Option::Some(to) = &filter.pk_to {
+            query = query.filter(#table::#pk_col.le(__p::decode_key::<#pk_ty>(to)?));
+        }
+        if let ::core::option::Option::Some(since) = filter.updated_since {
+            query = query.filter(
+                #table::#upd_col.ge(<#upd_ty as ::cqrs_diesel::UpdatedAt>::from_utc(since)),
+            );
+        }
+        if let ::core::option::Option::Some(sql) = &filter.sql {
+            query = query.filter(__d::dsl::sql::<__d::sql_types::Bool>(sql));
+        }
+    };
     quote! {
         #gate! {
             impl ::cqrs_diesel::MasterStore<#conn_ty> for #ident {
@@ -377,32 +401,21 @@ fn store(model: &Model, backend: BackendName) -> TokenStream {
                         .order(#table::#pk_col.asc())
                         .limit(limit)
                         .into_boxed::<#db_ty>();
-                    if let ::core::option::Option::Some(keys) = &filter.pks {
-                        let keys = keys
-                            .iter()
-                            .map(__p::decode_key::<#pk_ty>)
-                            .collect::<__d::QueryResult<Vec<#pk_ty>>>()?;
-                        query = query.filter(#table::#pk_col.eq_any(keys));
-                    }
-                    if let ::core::option::Option::Some(from) = &filter.pk_from {
-                        query = query.filter(#table::#pk_col.ge(__p::decode_key::<#pk_ty>(from)?));
-                    }
-                    if let ::core::option::Option::Some(to) = &filter.pk_to {
-                        query = query.filter(#table::#pk_col.le(__p::decode_key::<#pk_ty>(to)?));
-                    }
-                    if let ::core::option::Option::Some(since) = filter.updated_since {
-                        query = query.filter(
-                            #table::#upd_col.ge(<#upd_ty as ::cqrs_diesel::UpdatedAt>::from_utc(since)),
-                        );
-                    }
-                    if let ::core::option::Option::Some(sql) = &filter.sql {
-                        query = query.filter(__d::dsl::sql::<__d::sql_types::Bool>(sql));
-                    }
+                    #filters
                     if let ::core::option::Option::Some(after) = after {
                         query = query.filter(#table::#pk_col.gt(__p::decode_key::<#pk_ty>(after)?));
                     }
                     let rows = query.load::<#row_ty>(conn)?;
                     Ok(rows.into_iter().map(#from_row).collect())
+                }
+
+                fn cqrs_count(
+                    conn: &mut #conn_ty,
+                    filter: &::cqrs_diesel::RowFilter,
+                ) -> __d::QueryResult<i64> {
+                    let mut query = #table::table.into_boxed::<#db_ty>();
+                    #filters
+                    query.count().get_result(conn)
                 }
 
                 #methods

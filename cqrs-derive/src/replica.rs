@@ -504,6 +504,10 @@ fn store(model: &Model, backend: BackendName) -> TokenStream {
                     )
                 }
 
+                fn cqrs_count_all(conn: &mut #conn_ty) -> __d::QueryResult<i64> {
+                    #table::table.count().get_result(conn)
+                }
+
                 fn cqrs_delete_all(conn: &mut #conn_ty) -> __d::QueryResult<usize> {
                     __d::delete(#table::table).execute(conn)
                 }

@@ -45,6 +45,9 @@ pub trait MasterOps<C>: Send + Sync {
     /// The model's `cqrs_id`.
     fn cqrs_id(&self) -> &'static str;
 
+    /// How many rows match `filter`.
+    fn count(&self, conn: &mut C, filter: &RowFilter) -> Result<u64>;
+
     /// Like [`page`](MasterOps::page), only the keys and revisions: no payload is built (no
     /// serializer hook runs).
     fn keys(
@@ -89,6 +92,9 @@ pub trait ReplicaOps<C>: Send + Sync {
     /// The model's `cqrs_id`.
     fn cqrs_id(&self) -> &'static str;
 
+    /// How many rows the replica table holds.
+    fn count(&self, conn: &mut C) -> Result<u64>;
+
     /// The stored revisions of these keys (keys without a row are absent).
     fn revisions(&self, conn: &mut C, keys: &[Value]) -> Result<Vec<(Value, i64)>>;
 
@@ -121,6 +127,10 @@ where
 {
     fn cqrs_id(&self) -> &'static str {
         M::CQRS_ID
+    }
+
+    fn count(&self, conn: &mut C, filter: &RowFilter) -> Result<u64> {
+        Ok(u64::try_from(M::cqrs_count(conn, filter)?).unwrap_or_default())
     }
 
     fn keys(
@@ -187,6 +197,10 @@ where
 {
     fn cqrs_id(&self) -> &'static str {
         M::CQRS_ID
+    }
+
+    fn count(&self, conn: &mut C) -> Result<u64> {
+        Ok(u64::try_from(M::cqrs_count_all(conn)?).unwrap_or_default())
     }
 
     fn revisions(&self, conn: &mut C, keys: &[Value]) -> Result<Vec<(Value, i64)>> {

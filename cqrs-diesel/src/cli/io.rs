@@ -306,6 +306,16 @@ pub(crate) enum Unit {
     Bytes,
 }
 
+/// The total a progress bar shows, computed only when there is a terminal to show it on (a
+/// count costs a query); `None` (a spinner) when the count fails.
+pub(crate) fn progress_total<E>(count: impl FnOnce() -> Result<u64, E>) -> Option<u64> {
+    if std::io::stderr().is_terminal() {
+        count().ok()
+    } else {
+        None
+    }
+}
+
 impl Progress {
     /// A bar for `what`; `total` gives a percentage and an ETA.
     pub(crate) fn start(what: &str, unit: Unit, total: Option<u64>) -> Progress {

@@ -1,6 +1,7 @@
 //! The commands that publish SYNCs: `sync` and the last step of the diff, `diff-sync`.
 
 use serde_json::Value;
+use std::io::IsTerminal;
 
 use super::args::{DiffSyncArgs, SyncArgs};
 use super::io::{Input, Progress, Unit};
@@ -135,7 +136,20 @@ pub(super) async fn sync<C: CqrsConnection>(
     };
     let mut db = Db::open(cli).await?;
     let mut publisher = Publisher::new(cli, routing_key.clone()).await?;
-    let progress = Progress::start("sync", Unit::Items("rows"), None);
+    let total = if std::io::stderr().is_terminal() {
+        let (id, filter) = (args.cqrs_id.clone(), filter.clone());
+        db.run((), move |conn, ops, ()| {
+            master_of(ops, &id)?
+                .count(conn, &filter)
+                .map_err(CliError::Runtime)
+        })
+        .await
+        .ok()
+        .map(|((), total)| total)
+    } else {
+        None
+    };
+    let progress = Progress::start("sync", Unit::Items("rows"), total);
     let batch = args.batch as usize;
     let (mut processed, mut skipped) = (0u64, 0u64);
     let mut after: Option<Value> = None;

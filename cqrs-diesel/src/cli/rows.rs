@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use super::args::{
     BulkDumpArgs, BulkLoadArgs, DeletedDiffReplicaArgs, DiffMasterArgs, InputArgs, PipeArgs,
 };
-use super::io::{Input, Output, Progress, Unit};
+use super::io::{Input, Output, Progress, Unit, progress_total};
 use super::{Cli, CliError, Report, blocking, master_of, replica_of};
 use crate::connection::CqrsConnection;
 use crate::master::RowFilter;
@@ -101,7 +101,8 @@ pub(super) async fn bulk_dump<C: CqrsConnection>(
         let mut out = Output::create(&output, args.force)?;
         let mut conn = connect().map_err(CliError::database)?;
         out.line(master.cqrs_id())?;
-        let progress = Progress::start("bulk-dump", Unit::Items("rows"), None);
+        let total = progress_total(|| master.count(&mut conn, &filter));
+        let progress = Progress::start("bulk-dump", Unit::Items("rows"), total);
         let batch = args.batch as usize;
         let mut after: Option<Value> = None;
         let mut written = 0u64;
@@ -270,7 +271,8 @@ pub(super) async fn diff_master<C: CqrsConnection>(
         let mut out = Output::create(&args.output, true)?;
         let mut conn = connect().map_err(CliError::database)?;
         out.line(&diff_header(master.cqrs_id()))?;
-        let progress = Progress::start("diff-master", Unit::Items("rows"), None);
+        let total = progress_total(|| master.count(&mut conn, &filter));
+        let progress = Progress::start("diff-master", Unit::Items("rows"), total);
         let batch = args.batch as usize;
         let mut after: Option<Value> = None;
         let (mut processed, mut written) = (0u64, 0u64);
@@ -399,7 +401,8 @@ pub(super) async fn deleted_diff_replica<C: CqrsConnection>(
         let mut out = Output::create(&args.output, true)?;
         let mut conn = connect().map_err(CliError::database)?;
         out.line(&diff_header(replica.cqrs_id()))?;
-        let progress = Progress::start("deleted-diff-replica", Unit::Items("rows"), None);
+        let total = progress_total(|| replica.count(&mut conn));
+        let progress = Progress::start("deleted-diff-replica", Unit::Items("rows"), total);
         let batch = args.batch as usize;
         let mut after: Option<Value> = None;
         let mut written = 0u64;

@@ -39,6 +39,9 @@ pub trait MasterStore<C: CqrsConnection>: MasterModel {
     /// revision in SQL.
     fn cqrs_update_many(rows: &[&Self], conn: &mut C) -> QueryResult<Vec<Self>>;
 
+    /// How many rows match `filter` (for operator commands' progress).
+    fn cqrs_count(conn: &mut C, filter: &RowFilter) -> QueryResult<i64>;
+
     /// Up to `limit` rows matching `filter`, in primary-key order, after the key `after`
     /// (keyset paging, for operator commands).
     fn cqrs_select_page(

@@ -74,6 +74,9 @@ pub trait ReplicaStore<C: CqrsConnection>: ReplicaModel {
         conn: &mut C,
     ) -> QueryResult<Vec<(Self::Pk, i64)>>;
 
+    /// How many rows the table holds (for operator commands' progress).
+    fn cqrs_count_all(conn: &mut C) -> QueryResult<i64>;
+
     /// Deletes every row (`bulk-load --clear`).
     fn cqrs_delete_all(conn: &mut C) -> QueryResult<usize>;
 }

@@ -4,6 +4,7 @@
 mod decimal;
 mod hooks;
 pub mod models;
+mod ops;
 mod outage;
 mod scenarios;
 
