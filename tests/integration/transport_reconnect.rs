@@ -180,3 +180,46 @@ async fn the_password_never_appears_in_errors_debug_output_or_logs() {
     }
     transport.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_declares_its_queue_again_when_it_is_deleted() {
+    let config = crate::support::config_builder("redeclare").build().unwrap();
+    let queue = config.queue().unwrap().to_owned();
+    let transport = RabbitMqTransport::new(config.clone());
+    transport
+        .declare(&Topology::from_config(&config, ["author"]))
+        .await
+        .unwrap();
+    let mut consumer = transport.consume(&queue, 10).await.unwrap();
+
+    // An operator deletes the queue (as a broker that lost its data would have none): the
+    // broker cancels the consumer, which subscribes again and declares its topology first.
+    rabbitmqctl(&["delete_queue", &queue]);
+
+    // Publishing is unroutable until the queue and its bindings are back.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match transport
+            .publish_confirmed(&OutgoingMessage::new("author", b"after".to_vec()))
+            .await
+        {
+            Ok(()) => break,
+            Err(Error::Unroutable { .. }) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(error) => panic!("the queue was not declared again: {error}"),
+        }
+    }
+    let delivery = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+        .await
+        .expect("a delivery on the re-declared queue")
+        .expect("the consumer is open")
+        .expect("no consumer error");
+    assert_eq!(delivery.body(), b"after");
+    delivery.ack().await.unwrap();
+    crate::support::cleanup(
+        config.exchange(),
+        &[&queue, config.dead_letter_queue().unwrap()],
+    )
+    .await;
+}

@@ -103,6 +103,11 @@ async fn run(
                 return;
             }
         };
+        if ready.is_none() {
+            // Subscribing anew: the queue may be gone with the broker's data, or deleted by an
+            // operator. Declare what this transport declared, so consuming can resume.
+            super::redeclare(&shared, &connection).await;
+        }
         let subscription = subscribe(&connection, &queue, prefetch).await;
         let stream = match subscription {
             Ok(stream) => stream,

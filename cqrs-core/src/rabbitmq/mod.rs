@@ -65,6 +65,9 @@ pub(crate) struct Shared {
     closed: AtomicBool,
     shutdown: watch::Sender<bool>,
     publisher: Mutex<PublisherState>,
+    /// Every topology declared through this transport, declared again by consumers when they
+    /// subscribe anew (a broker that lost its data, a queue deleted by an operator).
+    topologies: std::sync::Mutex<Vec<Topology>>,
 }
 
 struct PublisherState {
@@ -76,6 +79,47 @@ struct PublisherState {
 struct PublisherLink {
     connection: Connection,
     channel: Channel,
+}
+
+impl Shared {
+    /// Records a declared topology (once).
+    fn remember(&self, topology: &Topology) {
+        let mut known = match self.topologies.lock() {
+            Ok(known) => known,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if !known.contains(topology) {
+            known.push(topology.clone());
+        }
+    }
+
+    /// The topologies declared so far.
+    fn declared(&self) -> Vec<Topology> {
+        match self.topologies.lock() {
+            Ok(known) => known.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+}
+
+/// Declares again, on `connection`, every topology declared through the transport. Failures
+/// are logged: subscribing reports what matters.
+pub(crate) async fn redeclare(shared: &Shared, connection: &Connection) {
+    for topology in shared.declared() {
+        let result = match connection.create_channel().await {
+            Ok(channel) => {
+                let result = declare_on(&channel, &topology).await;
+                if channel.status().connected() {
+                    let _ = channel.close(200, "topology declared".into()).await;
+                }
+                result
+            }
+            Err(error) => Err(map_lapin("channel.open", error)),
+        };
+        if let Err(error) = result {
+            tracing::warn!(exchange = %topology.exchange, %error, "cannot declare the topology again");
+        }
+    }
 }
 
 impl std::fmt::Debug for RabbitMqTransport {
@@ -103,6 +147,7 @@ impl RabbitMqTransport {
                     cursor: 0,
                     backoff,
                 }),
+                topologies: std::sync::Mutex::new(Vec::new()),
             }),
         }
     }
@@ -248,6 +293,9 @@ impl Transport for RabbitMqTransport {
         let result = declare_on(&channel, topology).await;
         if channel.status().connected() {
             let _ = channel.close(200, "topology declared".into()).await;
+        }
+        if result.is_ok() {
+            self.shared.remember(topology);
         }
         result
     }
