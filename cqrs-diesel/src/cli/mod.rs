@@ -138,7 +138,8 @@ type Shutdown = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send 
 /// [`Cli::run_matches`]. See the [module documentation](self) for the commands and formats.
 pub struct Cli<C: CqrsConnection> {
     config: Config,
-    connect: Connect<C>,
+    /// `None` for a service without a database ([`Cli::without_database`]).
+    connect: Option<Connect<C>>,
     ops: Operations<C>,
     consumers: Vec<Register<C>>,
     consumer_ids: Vec<&'static str>,
@@ -191,7 +192,21 @@ impl<C: CqrsConnection> Cli<C> {
     ) -> Self {
         Cli {
             config,
-            connect: Arc::new(connect),
+            connect: Some(Arc::new(connect)),
+            ops: Operations::new(),
+            consumers: Vec::new(),
+            consumer_ids: Vec::new(),
+            shutdown: Arc::new(|| Box::pin(crate::shutdown_signal())),
+        }
+    }
+
+    /// The commands of a service without a database, whose replicas are all custom handlers
+    /// ([`Cli::custom_replica`]): `consume` and `dead-letters` work; the row commands and
+    /// `relay` report that there is no database.
+    pub fn without_database(config: Config) -> Self {
+        Cli {
+            config,
+            connect: None,
             ops: Operations::new(),
             consumers: Vec::new(),
             consumer_ids: Vec::new(),
@@ -293,9 +308,18 @@ impl<C: CqrsConnection> Cli<C> {
         Ok(report)
     }
 
-    /// A database connection.
+    /// A database connection (an error that says so for a service without a database).
     pub(crate) fn connect(&self) -> Connect<C> {
-        self.connect.clone()
+        match &self.connect {
+            Some(connect) => connect.clone(),
+            None => Arc::new(|| {
+                Err(ConnectionError::BadConnection(
+                    "this service has no database (Cli::without_database): only `consume` \
+                     (custom replicas) and `dead-letters` work"
+                        .to_owned(),
+                ))
+            }),
+        }
     }
 
     pub(crate) fn config(&self) -> &Config {
@@ -321,8 +345,10 @@ impl<C: CqrsConnection> Cli<C> {
         if self.consumers.is_empty() {
             return None;
         }
-        let connect = self.connect.clone();
-        let replicas = Replicas::new(move || connect());
+        let replicas = match self.connect.clone() {
+            Some(connect) => Replicas::new(move || connect()),
+            None => Replicas::without_database(),
+        };
         Some(self.consumers.iter().fold(replicas, |r, add| add(r)))
     }
 

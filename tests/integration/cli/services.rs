@@ -98,3 +98,90 @@ async fn consume_applies_messages_until_shut_down() {
     )
     .await;
 }
+
+/// What the database-less replica of the next test received.
+static NAMES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// A replica without a table: it keeps names in memory.
+#[derive(Debug, Clone, cqrs_diesel::ReplicaModel)]
+#[cqrs(id = "author", custom)]
+struct AuthorName {
+    id: i64,
+    name: String,
+}
+
+impl cqrs_diesel::CustomReplica for AuthorName {
+    fn cqrs_create(
+        conn: Option<cqrs_diesel::DbConn<'_>>,
+        row: Self,
+        _message: cqrs_diesel::MessageInfo<'_>,
+    ) -> Result<(), cqrs_diesel::HookError> {
+        assert!(conn.is_none());
+        NAMES.lock().map_err(|_| "poisoned")?.push(row.name);
+        Ok(())
+    }
+
+    fn cqrs_delete(
+        _conn: Option<cqrs_diesel::DbConn<'_>>,
+        _key: i64,
+        _message: cqrs_diesel::MessageInfo<'_>,
+    ) -> Result<(), cqrs_diesel::HookError> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consume_runs_without_a_database_for_custom_replicas() {
+    let config = config_builder("cli_nodb").build().unwrap();
+    let stop = Arc::new(Notify::new());
+    let signal = stop.clone();
+    let cli = Cli::<diesel::SqliteConnection>::without_database(config.clone())
+        .custom_replica::<AuthorName>()
+        .shutdown_on(move || {
+            let signal = signal.clone();
+            async move { signal.notified().await }
+        });
+    // The row commands have no table model to work on.
+    let error = cli
+        .try_run_from(["cqrs", "deleted-diff-replica", "-c", "author"])
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("`author`"), "{error}");
+    let consumer = tokio::spawn(async move { cli.try_run_from(["cqrs", "consume"]).await });
+
+    let transport = RabbitMqTransport::new(config.clone());
+    let body = author("SAVE", 3, "in memory", 0).to_string().into_bytes();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while let Err(error) = transport
+        .publish_confirmed(&OutgoingMessage::new("author", body.clone()))
+        .await
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the consumer declares its queue and bindings: {error}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while NAMES.lock().unwrap().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the SAVE is handled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(NAMES.lock().unwrap().clone(), vec!["in memory".to_owned()]);
+    stop.notify_one();
+    let report = tokio::time::timeout(Duration::from_secs(10), consumer)
+        .await
+        .expect("consume stops on the signal")
+        .unwrap()
+        .expect("consume ends cleanly");
+    assert_eq!(report.written, 1);
+    transport.close().await;
+    cleanup(
+        config.exchange(),
+        &[config.queue().unwrap(), config.dead_letter_queue().unwrap()],
+    )
+    .await;
+}
