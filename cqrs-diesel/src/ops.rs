@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use crate::connection::CqrsConnection;
 use crate::error::{Error, Result};
-use crate::master::{MasterStore, RowFilter, save_body, tracked_nulls};
+use crate::master::{MasterStore, RowFilter, body, instance_data, tracked_nulls};
 use crate::replica::{ReplicaModel, ReplicaStore};
 
 /// One master row as operator commands need it.
@@ -162,13 +162,19 @@ where
         let rows = M::cqrs_select_page(conn, filter, after, limit)?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
-            let body = save_body(&row, conn, SignalType::Sync, tracked_nulls::<M>())?;
-            let payload = cqrs_core::Payload::from_slice(body.as_bytes())?;
-            let sync_body = (M::PRODUCE && row.is_sync_instance()).then_some(body);
+            let instance_data = instance_data(&row, conn)?;
+            let sync_body = (M::PRODUCE && row.is_sync_instance()).then(|| {
+                body(
+                    &row,
+                    SignalType::Sync,
+                    instance_data.clone(),
+                    tracked_nulls::<M>(),
+                )
+            });
             out.push(MasterRow {
                 pk: row.cqrs_pk(),
                 revision: row.cqrs_revision(),
-                instance_data: payload.instance_data,
+                instance_data,
                 sync_body,
             });
         }

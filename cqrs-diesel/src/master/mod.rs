@@ -306,6 +306,19 @@ fn hook_error(cqrs_id: &'static str, hook: &'static str, error: HookError) -> Er
     }
 }
 
+/// `instance_data` of a SAVE or SYNC of `row` (as stored): the default serialization, then
+/// the model's `serialize` hook.
+pub(crate) fn instance_data<M, C>(row: &M, conn: &mut C) -> Result<Map<String, Value>>
+where
+    M: MasterModel,
+    C: CqrsConnection,
+{
+    let mut data = row.cqrs_instance_data();
+    row.serialize(conn.as_db_conn(), &mut data)
+        .map_err(|error| hook_error(M::CQRS_ID, "serialize", error))?;
+    Ok(data)
+}
+
 /// The body of a SAVE or SYNC of `row` (as stored).
 pub(crate) fn save_body<M, C>(
     row: &M,
@@ -317,10 +330,7 @@ where
     M: MasterModel,
     C: CqrsConnection,
 {
-    let mut data = row.cqrs_instance_data();
-    row.serialize(conn.as_db_conn(), &mut data)
-        .map_err(|error| hook_error(M::CQRS_ID, "serialize", error))?;
-    Ok(body(row, signal, data, previous_data))
+    Ok(body(row, signal, instance_data(row, conn)?, previous_data))
 }
 
 pub(crate) fn body<M: MasterModel>(
