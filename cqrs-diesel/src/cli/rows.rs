@@ -85,6 +85,25 @@ fn parse_keys(
     Ok(keys)
 }
 
+/// Keyset paging: fetches pages of `batch` items, each after the key of the previous page's
+/// last item, hands each page to `each`, and stops after a short page.
+fn for_each_page<T>(
+    batch: usize,
+    mut fetch: impl FnMut(Option<&Value>) -> Result<Vec<T>, CliError>,
+    key_of: impl Fn(&T) -> Value,
+    mut each: impl FnMut(&[T]) -> Result<(), CliError>,
+) -> Result<(), CliError> {
+    let mut after: Option<Value> = None;
+    loop {
+        let page = fetch(after.as_ref())?;
+        each(&page)?;
+        match page.last() {
+            Some(last) if page.len() == batch => after = Some(key_of(last)),
+            _ => return Ok(()),
+        }
+    }
+}
+
 pub(super) async fn bulk_dump<C: CqrsConnection>(
     cli: &Cli<C>,
     args: BulkDumpArgs,
@@ -103,23 +122,24 @@ pub(super) async fn bulk_dump<C: CqrsConnection>(
         out.line(master.cqrs_id())?;
         let total = progress_total(|| master.count(&mut conn, &filter));
         let progress = Progress::start("bulk-dump", Unit::Items("rows"), total);
-        let batch = args.batch as usize;
-        let mut after: Option<Value> = None;
         let mut written = 0u64;
-        loop {
-            let page = master
-                .page(&mut conn, &filter, after.as_ref(), batch)
-                .map_err(|e| query_error(e, &filter, after.is_none()))?;
-            for row in &page {
-                out.line(&Value::Object(row.instance_data.clone()).to_string())?;
-            }
-            written += page.len() as u64;
-            progress.inc(page.len() as u64);
-            match page.last() {
-                Some(last) if page.len() == batch => after = Some(last.pk.clone()),
-                _ => break,
-            }
-        }
+        for_each_page(
+            args.batch as usize,
+            |after| {
+                master
+                    .page(&mut conn, &filter, after, args.batch as usize)
+                    .map_err(|e| query_error(e, &filter, after.is_none()))
+            },
+            |row| row.pk.clone(),
+            |page| {
+                for row in page {
+                    out.line(&Value::Object(row.instance_data.clone()).to_string())?;
+                }
+                written += page.len() as u64;
+                progress.inc(page.len() as u64);
+                Ok(())
+            },
+        )?;
         progress.finish();
         let target = out.path().display().to_string();
         out.commit()?;
@@ -273,29 +293,30 @@ pub(super) async fn diff_master<C: CqrsConnection>(
         out.line(&diff_header(master.cqrs_id()))?;
         let total = progress_total(|| master.count(&mut conn, &filter));
         let progress = Progress::start("diff-master", Unit::Items("rows"), total);
-        let batch = args.batch as usize;
-        let mut after: Option<Value> = None;
         let (mut processed, mut written) = (0u64, 0u64);
-        loop {
-            let keys = master
-                .keys(&mut conn, &filter, after.as_ref(), batch)
-                .map_err(|e| query_error(e, &filter, after.is_none()))?;
-            let pairs: Vec<Value> = keys
-                .iter()
-                .filter(|key| key.publishes)
-                .map(|key| Value::Array(vec![key.pk.clone(), Value::from(key.revision)]))
-                .collect();
-            if !pairs.is_empty() {
-                out.line(&json_line(&pairs))?;
-            }
-            processed += keys.len() as u64;
-            written += pairs.len() as u64;
-            progress.inc(keys.len() as u64);
-            match keys.last() {
-                Some(last) if keys.len() == batch => after = Some(last.pk.clone()),
-                _ => break,
-            }
-        }
+        for_each_page(
+            args.batch as usize,
+            |after| {
+                master
+                    .keys(&mut conn, &filter, after, args.batch as usize)
+                    .map_err(|e| query_error(e, &filter, after.is_none()))
+            },
+            |key| key.pk.clone(),
+            |keys| {
+                let pairs: Vec<Value> = keys
+                    .iter()
+                    .filter(|key| key.publishes)
+                    .map(|key| Value::Array(vec![key.pk.clone(), Value::from(key.revision)]))
+                    .collect();
+                if !pairs.is_empty() {
+                    out.line(&json_line(&pairs))?;
+                }
+                processed += keys.len() as u64;
+                written += pairs.len() as u64;
+                progress.inc(keys.len() as u64);
+                Ok(())
+            },
+        )?;
         progress.finish();
         out.commit()?;
         Ok(Report {
@@ -403,24 +424,25 @@ pub(super) async fn deleted_diff_replica<C: CqrsConnection>(
         out.line(&diff_header(replica.cqrs_id()))?;
         let total = progress_total(|| replica.count(&mut conn));
         let progress = Progress::start("deleted-diff-replica", Unit::Items("rows"), total);
-        let batch = args.batch as usize;
-        let mut after: Option<Value> = None;
         let mut written = 0u64;
-        loop {
-            let page = replica
-                .key_page(&mut conn, after.as_ref(), batch)
-                .map_err(CliError::Runtime)?;
-            let keys: Vec<Value> = page.iter().map(|(pk, _)| pk.clone()).collect();
-            if !keys.is_empty() {
-                out.line(&json_line(&keys))?;
-            }
-            written += keys.len() as u64;
-            progress.inc(keys.len() as u64);
-            match keys.last() {
-                Some(last) if keys.len() == batch => after = Some(last.clone()),
-                _ => break,
-            }
-        }
+        for_each_page(
+            args.batch as usize,
+            |after| {
+                replica
+                    .key_page(&mut conn, after, args.batch as usize)
+                    .map_err(CliError::Runtime)
+            },
+            |(pk, _)| pk.clone(),
+            |page| {
+                let keys: Vec<Value> = page.iter().map(|(pk, _)| pk.clone()).collect();
+                if !keys.is_empty() {
+                    out.line(&json_line(&keys))?;
+                }
+                written += keys.len() as u64;
+                progress.inc(keys.len() as u64);
+                Ok(())
+            },
+        )?;
         progress.finish();
         out.commit()?;
         Ok(Report {
