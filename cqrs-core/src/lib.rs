@@ -17,6 +17,7 @@
 
 mod amqp_url;
 mod backoff;
+mod clock;
 mod config;
 mod consumer;
 mod encoding;
@@ -34,6 +35,7 @@ pub use bigdecimal;
 
 pub use amqp_url::AmqpUrl;
 pub use backoff::Backoff;
+pub use clock::{Clock, ManualClock};
 pub use config::{Config, ConfigBuilder, QueueType, TlsSettings};
 pub use consumer::{
     Applied, Applier, BatchError, ConsumerHandle, ConsumerRuntime, ConsumerStats,

@@ -65,7 +65,7 @@ fn every_default_matches_django_cqrs() {
         assert_eq!(config.connect_timeout(), Duration::from_secs(10));
         assert_eq!(config.reconnect_min_delay(), Duration::from_millis(100));
         assert_eq!(config.reconnect_max_delay(), Duration::from_secs(10));
-        assert_eq!(config.connection_name(), None);
+        assert_eq!(config.connection_name(), "cqrs-diesel");
     }
 }
 
@@ -131,7 +131,7 @@ fn from_lookup_reads_every_variable() {
     assert_eq!(config.connect_timeout(), Duration::from_secs(3));
     assert_eq!(config.reconnect_min_delay(), Duration::from_millis(250));
     assert_eq!(config.reconnect_max_delay(), Duration::from_secs(30));
-    assert_eq!(config.connection_name(), Some("orders-service"));
+    assert_eq!(config.connection_name(), "orders-service");
 }
 
 #[test]

@@ -46,7 +46,8 @@ pub use error::{Error, Result};
 /// [`Error`] wraps as [`Error::Transport`].
 pub use cqrs_core::Error as TransportError;
 pub use master::{
-    HookError, MasterHooks, MasterModel, MasterStore, RowFilter, UpdatedAt, atomic, set_message_ttl,
+    HookError, MasterHooks, MasterModel, MasterStore, RowFilter, UpdatedAt, atomic, set_clock,
+    set_message_ttl,
 };
 pub use relay::{OutboxRelay, RelayHandle, RelayStats};
 

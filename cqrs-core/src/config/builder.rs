@@ -27,6 +27,7 @@ const DEFAULT_WORKERS: usize = 1;
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_RECONNECT_MIN_DELAY: Duration = Duration::from_millis(100);
 const DEFAULT_RECONNECT_MAX_DELAY: Duration = Duration::from_secs(10);
+const DEFAULT_CONNECTION_NAME: &str = "cqrs-diesel";
 
 /// The longest exchange or queue name AMQP can carry (a short string).
 const MAX_NAME_LEN: usize = 255;
@@ -64,6 +65,7 @@ pub struct ConfigBuilder {
     tls_ca_file: Option<std::path::PathBuf>,
     tls_cert_file: Option<std::path::PathBuf>,
     tls_key_file: Option<std::path::PathBuf>,
+    clock: Option<crate::Clock>,
 }
 
 impl ConfigBuilder {
@@ -259,8 +261,15 @@ impl ConfigBuilder {
         self
     }
 
-    /// Connection name shown by the broker (`CQRS_CONNECTION_NAME`, none by default); not
-    /// empty.
+    /// Where the runtime reads the current time (default [`Clock::system`](crate::Clock::system));
+    /// not read from the environment. Tests set a [`ManualClock`](crate::ManualClock)'s.
+    pub fn clock(mut self, clock: crate::Clock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Connection name shown by the broker (`CQRS_CONNECTION_NAME`, default `cqrs-diesel`),
+    /// followed by the connection's role: `cqrs-diesel (consumer)`; not empty.
     pub fn connection_name(mut self, name: impl Into<String>) -> Self {
         self.connection_name = Some(name.into());
         self
@@ -502,8 +511,11 @@ impl ConfigBuilder {
             connect_timeout,
             reconnect_min_delay,
             reconnect_max_delay,
-            connection_name: self.connection_name,
+            connection_name: self
+                .connection_name
+                .unwrap_or_else(|| DEFAULT_CONNECTION_NAME.to_owned()),
             tls,
+            clock: self.clock.unwrap_or_default(),
         })
     }
 }

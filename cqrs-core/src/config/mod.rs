@@ -7,7 +7,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::{AmqpUrl, Error, Result};
+use crate::{AmqpUrl, Clock, Error, Result};
 
 mod builder;
 mod env;
@@ -117,7 +117,7 @@ impl FromStr for QueueType {
 /// | `CQRS_CONNECT_TIMEOUT` | `10` (s) | how long an operation waits for a connection |
 /// | `CQRS_RECONNECT_MIN_DELAY` | `100ms` | first delay between reconnection attempts |
 /// | `CQRS_RECONNECT_MAX_DELAY` | `10` (s) | longest delay between reconnection attempts |
-/// | `CQRS_CONNECTION_NAME` | none | connection name shown by the broker's management UI |
+/// | `CQRS_CONNECTION_NAME` | `cqrs-diesel` | connection name shown by the broker, followed by the role: `cqrs-diesel (consumer)` |
 /// | `CQRS_AMQP_TLS_CA_FILE` | none | PEM file of CA certificates trusted for `amqps://`, besides the system's |
 /// | `CQRS_AMQP_TLS_CERT_FILE`, `CQRS_AMQP_TLS_KEY_FILE` | none | client certificate and PKCS#8 key (PEM) for mutual TLS |
 ///
@@ -149,8 +149,9 @@ pub struct Config {
     connect_timeout: Duration,
     reconnect_min_delay: Duration,
     reconnect_max_delay: Duration,
-    connection_name: Option<String>,
+    connection_name: String,
     tls: TlsSettings,
+    clock: Clock,
 }
 
 impl Config {
@@ -289,14 +290,21 @@ impl Config {
         self.reconnect_max_delay
     }
 
-    /// The client-provided connection name shown by the broker, if any.
-    pub fn connection_name(&self) -> Option<&str> {
-        self.connection_name.as_deref()
+    /// The client-provided connection name shown by the broker (default `cqrs-diesel`); each
+    /// connection adds its role: `cqrs-diesel (consumer)`, `cqrs-diesel (publisher)`.
+    pub fn connection_name(&self) -> &str {
+        &self.connection_name
     }
 
     /// TLS settings for `amqps://` brokers: extra trusted CAs and a client identity.
     pub fn tls(&self) -> &TlsSettings {
         &self.tls
+    }
+
+    /// Where the runtime reads the current time: [`Clock::system`] unless
+    /// [`ConfigBuilder::clock`] set another (tests, replays of captured messages).
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 }
 

@@ -1,6 +1,6 @@
 //! Dead letters: where they go, the headers that say why, and how a message is named in logs.
 
-use chrono::{SecondsFormat, Utc};
+use chrono::SecondsFormat;
 use serde_json::Value;
 
 use super::Context;
@@ -46,7 +46,10 @@ pub(crate) fn dead_letter(
         .with_header(DEAD_LETTER_REASON_HEADER, shorten(reason))
         .with_header(
             DEAD_LETTER_AT_HEADER,
-            Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+            ctx.config
+                .clock()
+                .now()
+                .to_rfc3339_opts(SecondsFormat::Millis, true),
         )
         .with_header(DEAD_LETTER_ROUTING_KEY_HEADER, routing_key)
 }

@@ -6,7 +6,6 @@ use std::hash::{Hash, Hasher};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use chrono::Utc;
 use serde_json::Value;
 
 use super::Context;
@@ -53,7 +52,7 @@ pub(crate) fn route<A: Applier>(
     workers: usize,
     delivery: Delivery,
 ) -> Routed<A::Prepared> {
-    let received_at = Utc::now();
+    let received_at = ctx.config.clock().now();
     let payload = match Payload::from_slice(delivery.body()) {
         Ok(payload) => payload,
         Err(error) => {

@@ -23,10 +23,7 @@ pub(super) fn url_list(config: &Config) -> String {
 }
 
 fn properties(config: &Config, role: &str) -> ConnectionProperties {
-    let name = match config.connection_name() {
-        Some(name) => format!("{name} ({role})"),
-        None => format!("cqrs-diesel ({role})"),
-    };
+    let name = format!("{} ({role})", config.connection_name());
     ConnectionProperties::default()
         .with_connection_name(name.into())
         .with_client_property("product".into(), "cqrs-diesel".into())

@@ -2,7 +2,6 @@
 
 use std::collections::VecDeque;
 
-use chrono::Utc;
 use serde_json::{Value, json};
 
 use super::args::DumpArgs;
@@ -163,7 +162,7 @@ pub(super) async fn retry<C: CqrsConnection>(cli: &Cli<C>) -> Result<Report, Cli
         payload = payload.with_retries(0);
         if matches!(payload.expires, Expiry::At(_)) {
             // It may have expired already: give it a new lifetime, as django-cqrs does.
-            payload = payload.with_ttl(Utc::now(), config.message_ttl());
+            payload = payload.with_ttl(config.clock().now(), config.message_ttl());
         }
         let label = format!(
             "dead letter {read} (`{}` {})",

@@ -4,7 +4,6 @@
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
-use chrono::Utc;
 use serde_json::{Map, Value};
 
 use super::args::{
@@ -53,7 +52,10 @@ fn key_error(error: crate::Error, input: &Input, line: usize) -> CliError {
 /// The header line of the diffs: `<cqrs_id>,<time>` (the time as Python's `str()` of an aware
 /// datetime, as django-cqrs writes it).
 fn diff_header(cqrs_id: &str) -> String {
-    format!("{cqrs_id},{}", cqrs_core::format_timestamp(&Utc::now()))
+    format!(
+        "{cqrs_id},{}",
+        cqrs_core::format_timestamp(&crate::master::now())
+    )
 }
 
 fn json_line(values: &[Value]) -> String {

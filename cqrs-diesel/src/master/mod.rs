@@ -7,8 +7,8 @@
 use std::sync::RwLock;
 use std::time::Duration;
 
-use chrono::Utc;
-use cqrs_core::{Payload, SignalType, direct_routing_key};
+use chrono::{DateTime, Utc};
+use cqrs_core::{Clock, Payload, SignalType, direct_routing_key};
 use serde_json::{Map, Value};
 
 use crate::connection::{CqrsConnection, DbConn, transaction_depth};
@@ -269,6 +269,31 @@ fn message_ttl() -> Option<Duration> {
     ttl
 }
 
+/// The clock of the master side: `None` until [`set_clock`] is called (then the system's).
+static CLOCK: RwLock<Option<Clock>> = RwLock::new(None);
+
+/// Sets where the master side of this process reads the current time: `cqrs_updated` of
+/// written rows, the `expires` of queued messages, the time in diff headers. The system clock
+/// unless set; tests set a [`ManualClock`](cqrs_core::ManualClock)'s.
+pub fn set_clock(clock: Clock) {
+    match CLOCK.write() {
+        Ok(mut guard) => *guard = Some(clock),
+        Err(poisoned) => *poisoned.into_inner() = Some(clock),
+    }
+}
+
+/// The current time on the master side (see [`set_clock`]).
+pub(crate) fn now() -> DateTime<Utc> {
+    let guard = match CLOCK.read() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    match guard.as_ref() {
+        Some(clock) => clock.now(),
+        None => Utc::now(),
+    }
+}
+
 fn connection_key<C>(conn: &mut C) -> usize {
     std::ptr::from_mut(conn) as usize
 }
@@ -340,7 +365,7 @@ pub(crate) fn body<M: MasterModel>(
     previous_data: Option<Map<String, Value>>,
 ) -> String {
     let mut payload = Payload::new(signal, M::CQRS_ID, row.cqrs_pk(), data)
-        .with_ttl(Utc::now(), message_ttl())
+        .with_ttl(now(), message_ttl())
         .with_meta(row.meta().unwrap_or_default());
     payload.previous_data = previous_data;
     payload.correlation_id = row.correlation_id();

@@ -91,7 +91,7 @@ pub trait UpdatedAt: Sized {
 
 impl UpdatedAt for DateTime<Utc> {
     fn now() -> Self {
-        Utc::now().trunc_subsecs(6)
+        super::now().trunc_subsecs(6)
     }
 
     fn from_utc(at: DateTime<Utc>) -> Self {
@@ -105,7 +105,7 @@ impl UpdatedAt for DateTime<Utc> {
 
 impl UpdatedAt for NaiveDateTime {
     fn now() -> Self {
-        Utc::now().trunc_subsecs(6).naive_utc()
+        super::now().trunc_subsecs(6).naive_utc()
     }
 
     fn from_utc(at: DateTime<Utc>) -> Self {

@@ -7,7 +7,6 @@ use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use chrono::Utc;
 use cqrs_core::{Applied, Applier, BatchError, Incoming, ModelPolicy, Payload, SignalType};
 use diesel::result::ConnectionError;
 use serde_json::Value;
@@ -346,7 +345,7 @@ fn decode_message<M: ReplicaModel>(incoming: &Incoming) -> Result<Prepared, Stri
     let (row, revision, updated_us) = match payload.signal_type {
         SignalType::Delete => {
             let updated = match updated_micros(payload) {
-                0 => Utc::now().timestamp_micros(),
+                0 => incoming.received_at.timestamp_micros(),
                 micros => micros,
             };
             (None, wire_revision(payload)?, updated)

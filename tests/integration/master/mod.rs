@@ -94,6 +94,21 @@ pub fn golden() -> Vec<Value> {
         .collect()
 }
 
+/// The moment the reference captured the golden messages: the `cqrs_updated` of its last
+/// write. Replays of the fixture run at this time, so they do not age.
+pub fn golden_captured_at() -> DateTime<Utc> {
+    golden()
+        .iter()
+        .filter_map(|line| line["instance_data"]["cqrs_updated"].as_str())
+        .map(|at| {
+            cqrs_diesel::parse_timestamp(at)
+                .expect("golden cqrs_updated parses")
+                .with_timezone(&Utc)
+        })
+        .max()
+        .expect("the fixture has timestamps")
+}
+
 /// Asserts that `actual` equals `expected` field by field except the timestamps
 /// (`instance_data.cqrs_updated`, `expires`), and that those are well-formed and recent.
 pub fn assert_same_message(actual: &Value, expected: &Value, what: &str) {

@@ -7,12 +7,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use cqrs_diesel::{ReplicaModel, ReplicaStore, Replicas, Transport};
-use lapin::options::BasicGetOptions;
 use serde_json::{Value, json};
 
-use super::{Worker, author};
+use super::{Worker, author, dead_letters};
 use crate::db::{MysqlDb, PgDb, SqliteDb, TestDb};
-use crate::support::raw_connection;
 
 mod pg_card {
     diesel::table! {
@@ -118,41 +116,6 @@ card!(
     "DATETIME(6)"
 );
 card!(SqliteCard, sqlite_card, diesel::SqliteConnection, "TEXT");
-
-/// Everything in the dead-letter queue: (body, reason header).
-async fn dead_letters(queue: &str) -> Vec<(String, String)> {
-    let connection = raw_connection().await;
-    let channel = connection.create_channel().await.expect("channel");
-    let mut out = Vec::new();
-    while let Some(message) = channel
-        .basic_get(queue.into(), BasicGetOptions { no_ack: true })
-        .await
-        .expect("basic.get")
-    {
-        let reason = message
-            .delivery
-            .properties
-            .headers()
-            .as_ref()
-            .and_then(|headers| {
-                headers
-                    .inner()
-                    .iter()
-                    .find(|(key, _)| key.as_str() == "x-cqrs-dead-letter-reason")
-                    .map(|(_, value)| match value {
-                        lapin::types::AMQPValue::LongString(s) => s.to_string(),
-                        other => format!("{other:?}"),
-                    })
-            })
-            .unwrap_or_default();
-        out.push((
-            String::from_utf8_lossy(&message.delivery.data).into_owned(),
-            reason,
-        ));
-    }
-    let _ = connection.close(200, "".into()).await;
-    out
-}
 
 async fn mapping_policy_and_dead_letters<D, M>(db: D)
 where

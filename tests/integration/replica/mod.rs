@@ -18,8 +18,10 @@ use cqrs_diesel::{
 };
 use serde_json::{Value, json};
 
+use lapin::options::BasicGetOptions;
+
 use crate::db::TestDb;
-use crate::support::config_builder;
+use crate::support::{config_builder, raw_connection};
 
 /// A running replica worker on a test database, with its own exchange and queues.
 pub struct Worker<D: TestDb> {
@@ -223,4 +225,39 @@ pub fn author_delete(id: i64, revision: i64) -> Value {
         "expires": null,
         "meta": {},
     })
+}
+
+/// Everything in the dead-letter queue: (body, reason header).
+pub async fn dead_letters(queue: &str) -> Vec<(String, String)> {
+    let connection = raw_connection().await;
+    let channel = connection.create_channel().await.expect("channel");
+    let mut out = Vec::new();
+    while let Some(message) = channel
+        .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+        .await
+        .expect("basic.get")
+    {
+        let reason = message
+            .delivery
+            .properties
+            .headers()
+            .as_ref()
+            .and_then(|headers| {
+                headers
+                    .inner()
+                    .iter()
+                    .find(|(key, _)| key.as_str() == "x-cqrs-dead-letter-reason")
+                    .map(|(_, value)| match value {
+                        lapin::types::AMQPValue::LongString(s) => s.to_string(),
+                        other => format!("{other:?}"),
+                    })
+            })
+            .unwrap_or_default();
+        out.push((
+            String::from_utf8_lossy(&message.delivery.data).into_owned(),
+            reason,
+        ));
+    }
+    let _ = connection.close(200, "".into()).await;
+    out
 }
