@@ -1,5 +1,5 @@
 //! The transport abstraction: publish with confirmation, consume with ack / reject, declare
-//! the broker topology of WIRE.md.
+//! the broker topology of docs/WIRE.md.
 
 use std::fmt;
 use std::future::Future;
@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 /// exchange named in [`OutgoingMessage::exchange`]).
 ///
 /// Every message is published persistent (`delivery_mode` 2), `content_type` `text/plain` and
-/// mandatory, as WIRE.md says.
+/// mandatory, as docs/WIRE.md says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutgoingMessage {
     /// The exchange to publish to instead of the configured one; `None` (the usual case) for
@@ -84,7 +84,7 @@ pub fn dead_letter_routing_key(dead_letter_queue: &str, cqrs_id: &str) -> String
     format!("cqrs.{dead_letter_queue}.{cqrs_id}")
 }
 
-/// The broker objects a service needs, as WIRE.md describes them.
+/// The broker objects a service needs, as docs/WIRE.md describes them.
 ///
 /// A master-only service declares just the exchange. A replica service adds its queue, its
 /// dead-letter queue and, for each `cqrs_id` it consumes, three bindings (see
@@ -216,7 +216,7 @@ pub struct PartialPublish {
 }
 
 /// A transport that can publish with confirmation, consume with ack/reject, and declare the
-/// topology of WIRE.md.
+/// topology of docs/WIRE.md.
 ///
 /// Implementations are cheap to clone handles over shared connections, so one transport can
 /// serve a relay, a consumer and request handlers at once.

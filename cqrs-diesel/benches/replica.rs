@@ -8,7 +8,7 @@
 //!    django-cqrs (odd rows with every optional field set, even rows with them null: 520 bytes
 //!    on average): `BENCH_ROWS` rows × N / rows revisions, interleaved (revision 0 of every
 //!    row, then revision 1, ...), so a batch holds distinct rows. Each measurement starts from
-//!    a queue freshly filled with `publish_all` (not timed), bound as WIRE.md says
+//!    a queue freshly filled with `publish_all` (not timed), bound as docs/WIRE.md says
 //!    (`Topology::from_config` + `declare`), and from an empty replica table.
 //! 2. **Raw baseline**: a plain lapin consumer on the same queue with the runtime's prefetch
 //!    (`config.prefetch()`, 1001) that parses nothing and acknowledges every delivery. Its acks

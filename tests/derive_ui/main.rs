@@ -1,9 +1,10 @@
-//! Compile-time checks of `#[derive(MasterModel)]`: misuse is a compile error at the
-//! attribute (or struct) that causes it, with a message that says what to write instead.
+//! Compile-time checks of the derives: misuse is a compile error at the attribute (or struct)
+//! that causes it, with a message that says what to write instead; correct models compile.
+
+mod pass;
 
 #[test]
 fn derive_errors_point_at_the_mistake() {
     let cases = trybuild::TestCases::new();
     cases.compile_fail("derive_ui/fail/*.rs");
-    cases.pass("derive_ui/pass/*.rs");
 }

@@ -420,7 +420,7 @@ async fn unreachable_broker_gives_a_retryable_connect_error() {
         other => panic!("expected Connect, got {other:?}"),
     }
     assert!(
-        started.elapsed() < Duration::from_secs(5),
+        started.elapsed() < Duration::from_secs(60),
         "gives up after connect_timeout, not for ever"
     );
     transport.close().await;

@@ -133,9 +133,11 @@ async fn amqps_refuses_a_certificate_from_an_unknown_ca() {
     let proxy = start_tls_proxy().await;
     let config = Config::builder()
         .amqp_url(&format!("amqps://guest:guest@localhost:{}/%2f", proxy.port))
-        .connect_timeout(Duration::from_millis(800))
-        .reconnect_min_delay(Duration::from_millis(50))
-        .reconnect_max_delay(Duration::from_millis(100))
+        // Generous: a loaded machine may answer slowly; the refusal comes from the first
+        // handshake and is the reason reported whenever the deadline ends the attempts.
+        .connect_timeout(Duration::from_secs(5))
+        .reconnect_min_delay(Duration::from_millis(200))
+        .reconnect_max_delay(Duration::from_millis(1000))
         .build()
         .unwrap();
     let transport = RabbitMqTransport::new(config);

@@ -10,7 +10,7 @@ use super::{
 };
 use crate::{AmqpUrl, Error, Result};
 
-// Defaults (django-cqrs's where it has one, see WIRE.md).
+// Defaults (django-cqrs's where it has one, see docs/WIRE.md).
 const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@localhost:5672/";
 const DEFAULT_EXCHANGE: &str = "cqrs";
 const DEFAULT_DEAD_LETTER_PREFIX: &str = "dead_letter_";

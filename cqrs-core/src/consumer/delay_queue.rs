@@ -1,4 +1,4 @@
-//! The in-process delay queue of failed messages waiting for their retry (WIRE.md, "Failure
+//! The in-process delay queue of failed messages waiting for their retry (docs/WIRE.md, "Failure
 //! handling"): ordered by due time, bounded.
 
 use std::collections::BTreeMap;

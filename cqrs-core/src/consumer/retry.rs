@@ -1,4 +1,4 @@
-//! What happens to a message that failed to apply (WIRE.md, "Failure handling"): another try
+//! What happens to a message that failed to apply (docs/WIRE.md, "Failure handling"): another try
 //! after a delay, or the dead-letter queue once its retries are used up.
 
 use std::time::Duration;

@@ -25,7 +25,7 @@ use crate::transport::{Consumer, Delivery, Topology, Transport};
 /// The replica side's engine: consumes the service's queue and hands the messages, in batches,
 /// to an [`Applier`]; retries what fails and dead-letters what cannot be applied.
 ///
-/// - **Start**: declares the topology of WIRE.md for [`Applier::cqrs_ids`] and consumes the
+/// - **Start**: declares the topology of docs/WIRE.md for [`Applier::cqrs_ids`] and consumes the
 ///   configured queue (`CQRS_QUEUE`) with the configured prefetch. While the broker is
 ///   unreachable it keeps trying (with the reconnection backoff) until shut down.
 /// - **Checks**, per delivery: a body that is not a readable message, a `cqrs_id` the applier

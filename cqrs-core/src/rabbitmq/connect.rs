@@ -59,6 +59,9 @@ pub(super) async fn connect(
     }
     let mut shutdown = shared.shutdown.subscribe();
     let mut tried_this_round = 0usize;
+    // The last error a broker answered with: when the deadline cuts an attempt short, that is
+    // what the caller needs to hear, not that the cut attempt timed out.
+    let mut last_answer: Option<String> = None;
     loop {
         if shared.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
@@ -98,8 +101,15 @@ pub(super) async fn connect(
                     reason: error.to_string(),
                 });
             }
-            Ok(Err(error)) => error.to_string(),
-            Err(_) => format!("no answer within {per_attempt:?}"),
+            Ok(Err(error)) => {
+                let reason = error.to_string();
+                last_answer = Some(reason.clone());
+                reason
+            }
+            Err(_) => match &last_answer {
+                Some(answer) => format!("{answer} (then no answer within {per_attempt:?})"),
+                None => format!("no answer within {per_attempt:?}"),
+            },
         };
         *cursor = cursor.wrapping_add(1);
         tried_this_round += 1;

@@ -28,7 +28,7 @@ pub use consumer::RabbitMqConsumer;
 
 /// The RabbitMQ transport.
 ///
-/// - Topology as WIRE.md: a durable topic exchange, durable replica and dead-letter queues
+/// - Topology as docs/WIRE.md: a durable topic exchange, durable replica and dead-letter queues
 ///   (classic, or quorum by configuration), three bindings per `cqrs_id`.
 /// - Every publish is persistent, mandatory, `text/plain`, on a channel with publisher confirms:
 ///   a [`Confirmation`] resolves to `Ok` only once the broker has taken responsibility, and to

@@ -29,7 +29,7 @@ pub use registry::{Prepared, Replicas};
 pub use tombstone::{MYSQL_REPLICA_UP_SQL, POSTGRES_REPLICA_UP_SQL, SQLITE_REPLICA_UP_SQL};
 
 /// Runs the replica worker of `replicas` until SIGTERM or SIGINT: declares the topology of
-/// WIRE.md for every registered `cqrs_id`, consumes `config.queue()` and applies batches; on
+/// docs/WIRE.md for every registered `cqrs_id`, consumes `config.queue()` and applies batches; on
 /// the signal, finishes the batch in hand and republishes what waits for a retry.
 ///
 /// Returns the counters at the end; an error only for what retrying cannot mend (no queue

@@ -1,3 +1,5 @@
+//! A master model for one backend, with every attribute: compiles and implements the store.
+
 use cqrs_diesel::{MasterModel, MasterStore};
 
 diesel::table! {
@@ -22,7 +24,8 @@ struct Author {
 
 fn needs_store<M: MasterStore<diesel::PgConnection>>() {}
 
-fn main() {
+#[test]
+fn a_postgres_only_master_model_with_every_attribute_compiles() {
     needs_store::<Author>();
     assert_eq!(Author::CQRS_ID, "author");
     assert_eq!(Author::TRACKED_FIELDS, &["full_name"]);

@@ -1,3 +1,5 @@
+//! Replica models, with a table and with custom handlers only: compile with their policies.
+
 use cqrs_diesel::{ReplicaModel, ReplicaStore};
 
 diesel::table! {
@@ -31,7 +33,8 @@ struct AuthorEvents {
 
 fn needs_store<M: ReplicaStore<diesel::PgConnection>>() {}
 
-fn main() {
+#[test]
+fn replica_models_with_a_table_and_with_custom_handlers_compile() {
     needs_store::<AuthorRef>();
     let policy = AuthorRef::cqrs_policy();
     assert_eq!(policy.max_retries, Some(Some(5)));
