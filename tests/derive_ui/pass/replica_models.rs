@@ -39,5 +39,8 @@ fn replica_models_with_a_table_and_with_custom_handlers_compile() {
     let policy = AuthorRef::cqrs_policy();
     assert_eq!(policy.max_retries, Some(Some(5)));
     assert_eq!(AuthorEvents::cqrs_policy().max_retries, Some(None));
-    assert!(AuthorEvents::RECEIVES_META);
+    const { assert!(AuthorEvents::RECEIVES_META) };
+    let data = serde_json::json!({"id": 7, "cqrs_revision": 0});
+    let events = AuthorEvents::cqrs_decode(data.as_object().unwrap()).unwrap();
+    assert_eq!((events.id, events.name.as_str()), (7, ""), "a missing default field");
 }
