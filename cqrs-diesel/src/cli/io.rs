@@ -359,8 +359,8 @@ impl Progress {
     /// Prints a line on standard error without breaking the bar.
     pub(crate) fn println(&self, line: &str) {
         match &self.bar {
-            Some(bar) => bar.suspend(|| eprintln!("{line}")),
-            None => eprintln!("{line}"),
+            Some(bar) => bar.suspend(|| stderr_line(line)),
+            None => stderr_line(line),
         }
     }
 
@@ -455,4 +455,12 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "");
         std::fs::remove_dir_all(&dir).unwrap();
     }
+}
+
+/// Writes a line on standard error. A closed standard error (`2>&1 | head`) is no failure of
+/// the command: there is only no one left to tell, so the line is dropped instead of panicking
+/// as `eprintln!` does.
+pub(crate) fn stderr_line(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }

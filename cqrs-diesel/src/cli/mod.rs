@@ -304,7 +304,7 @@ impl<C: CqrsConnection> Cli<C> {
             Command::Consume => services::consume(self).await?,
             Command::Relay(args) => services::relay(self, args).await?,
         };
-        eprintln!("{}", report.summary);
+        io::stderr_line(&report.summary);
         Ok(report)
     }
 
@@ -432,7 +432,7 @@ fn exit(outcome: Result<Report, CliError>) -> ExitCode {
         }
         Err(error) => {
             tracing::debug!(%error, "operator command failed");
-            eprintln!("error: {error}");
+            io::stderr_line(&format!("error: {error}"));
             ExitCode::from(error.exit_code())
         }
     }

@@ -4,6 +4,7 @@
 
 mod accounts;
 mod demo;
+mod operator;
 mod payments;
 mod replication;
 mod support;
