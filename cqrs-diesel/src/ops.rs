@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use crate::connection::CqrsConnection;
 use crate::error::{Error, Result};
-use crate::master::{MasterStore, RowFilter, body, instance_data, tracked_nulls};
+use crate::master::{MasterStore, RowFilter, body, instance_data};
 use crate::replica::{ReplicaModel, ReplicaStore};
 
 /// One master row as operator commands need it.
@@ -164,12 +164,8 @@ where
         for row in rows {
             let instance_data = instance_data(&row, conn)?;
             let sync_body = (M::PRODUCE && row.is_sync_instance()).then(|| {
-                body(
-                    &row,
-                    SignalType::Sync,
-                    instance_data.clone(),
-                    tracked_nulls::<M>(),
-                )
+                // Read from the database: no previous values (`null`, as django-cqrs sends).
+                body(&row, SignalType::Sync, instance_data.clone(), None)
             });
             out.push(MasterRow {
                 pk: row.cqrs_pk(),

@@ -614,7 +614,9 @@ where
         if !stored.is_sync_instance() {
             return Ok(false);
         }
-        let body = save_body(&stored, conn, SignalType::Sync, tracked_nulls::<M>())?;
+        // A row read from the database has no previous values: `null`, as django-cqrs sends
+        // from its `cqrs_sync` and `cqrs_diff_sync` commands.
+        let body = save_body(&stored, conn, SignalType::Sync, None)?;
         let routing_key = match queue {
             Some(queue) => direct_routing_key(queue, M::CQRS_ID),
             None => M::CQRS_ID.to_owned(),

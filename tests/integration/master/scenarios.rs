@@ -6,6 +6,7 @@ use chrono::{NaiveDate, TimeZone, Utc};
 use cqrs_diesel::diesel::Connection;
 use cqrs_diesel::diesel::result::Error as DieselError;
 use cqrs_diesel::{MasterStore, atomic};
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::models::{MysqlAuthor, PgAuthor, SqliteAuthor};
@@ -123,7 +124,14 @@ where
             "author"
         ]
     );
-    for (i, ((_, body), expected)) in got.iter().zip(golden()).enumerate() {
+    for (i, ((_, body), mut expected)) in got.iter().zip(golden()).enumerate() {
+        if expected["signal_type"] == "SYNC" {
+            // The one documented difference (docs/WIRE.md): the reference synced an instance
+            // it had just created in memory, so its lines 4 and 5 carry the create's
+            // `{"name": null}`; a SYNC of a row read from the database, which is what
+            // `cqrs_sync` does here and the reference's `cqrs_sync` command does, has `null`.
+            expected["previous_data"] = Value::Null;
+        }
         assert_same_message(body, &expected, &format!("golden line {}", i + 1));
     }
     assert!(setup.capture.is_quiet_for(Duration::from_millis(300)).await);
