@@ -218,13 +218,10 @@ async fn entries_wait_for_an_unreachable_broker<D: TestDb>(db: D, tag: &str) {
 
     // Each attempt holds its batch for the whole connect timeout before it fails: a write that
     // waited for that batch would take about 5 s, one that does not takes milliseconds.
-    let stuck = OutboxRelay::new(
-        broker.unreachable(Duration::from_secs(5)),
-        db.connector(),
-    )
-    .poll_interval(Duration::from_millis(50))
-    .retry_delays(Duration::from_millis(10), Duration::from_millis(50))
-    .spawn();
+    let stuck = OutboxRelay::new(broker.unreachable(Duration::from_secs(5)), db.connector())
+        .poll_interval(Duration::from_millis(50))
+        .retry_delays(Duration::from_millis(10), Duration::from_millis(50))
+        .spawn();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
     insert(&mut conn, 200..201, |_| "author".to_owned());
@@ -296,10 +293,7 @@ async fn a_commit_notification_wakes_an_idle_relay_at_once() {
     let stats = relay.shutdown().await;
     assert_eq!(stats.published, 2);
     // Without the notification the relay would look again after its 60 s poll interval.
-    assert!(
-        latency < Duration::from_secs(20),
-        "woken after {latency:?}"
-    );
+    assert!(latency < Duration::from_secs(20), "woken after {latency:?}");
     assert!(
         late_latency < Duration::from_secs(20),
         "late commit found after {late_latency:?}"

@@ -42,5 +42,9 @@ fn replica_models_with_a_table_and_with_custom_handlers_compile() {
     const { assert!(AuthorEvents::RECEIVES_META) };
     let data = serde_json::json!({"id": 7, "cqrs_revision": 0});
     let events = AuthorEvents::cqrs_decode(data.as_object().unwrap()).unwrap();
-    assert_eq!((events.id, events.name.as_str()), (7, ""), "a missing default field");
+    assert_eq!(
+        (events.id, events.name.as_str()),
+        (7, ""),
+        "a missing default field"
+    );
 }
