@@ -436,6 +436,15 @@ where
                 }
             }
         }
+        // The SAVE revisions each row has in this batch: one that a later SAVE of the batch
+        // superseded is no gap between the stored revision and the winner.
+        let mut batch_revisions: HashMap<&str, Vec<i64>> = HashMap::new();
+        for item in items.iter().filter(|item| item.signal == SignalType::Save) {
+            batch_revisions
+                .entry(item.key_text.as_str())
+                .or_default()
+                .push(item.revision);
+        }
         let mut saves = Vec::new();
         let mut syncs = Vec::new();
         let mut deletes = Vec::new();
@@ -498,11 +507,17 @@ where
                     let incoming = items[i].revision;
                     let before = stored.get(&key).copied();
                     let was_written = written.contains(&key);
+                    let seen = batch_revisions
+                        .get(items[i].key_text.as_str())
+                        .map_or(&[][..], Vec::as_slice);
                     outcomes[i] = classify(
                         M::CQRS_ID,
                         &items[i].key_text,
-                        incoming,
-                        before,
+                        Revisions {
+                            incoming,
+                            before,
+                            seen,
+                        },
                         was_written,
                         force,
                         counters,
@@ -538,15 +553,29 @@ where
 
 /// What a guarded write did to one row, from the stored revision before it and whether the
 /// statement wrote the row.
+/// The revisions [`classify`] judges one row by.
+struct Revisions<'a> {
+    /// The message's.
+    incoming: i64,
+    /// The stored row's before the statement, if there was one.
+    before: Option<i64>,
+    /// Every SAVE revision of the row in this batch.
+    seen: &'a [i64],
+}
+
 fn classify(
     cqrs_id: &'static str,
     key: &str,
-    incoming: i64,
-    before: Option<i64>,
+    revisions: Revisions<'_>,
     written: bool,
     force: bool,
     counters: &Counters,
 ) -> Applied {
+    let Revisions {
+        incoming,
+        before,
+        seen,
+    } = revisions;
     if force {
         if let Some(stored) = before.filter(|&stored| stored > incoming) {
             counters.downgrades.fetch_add(1, Ordering::Relaxed);
@@ -564,7 +593,7 @@ fn classify(
         (None, false) => Applied::Tombstoned,
         (None, true) => Applied::Created,
         (Some(stored), true) => {
-            note_gap(cqrs_id, key, stored, incoming, counters);
+            note_gap(cqrs_id, key, stored, incoming, seen, counters);
             Applied::Updated
         }
         (Some(stored), false) if stored == incoming => Applied::Duplicate,
@@ -581,12 +610,36 @@ fn classify(
     applied
 }
 
-fn note_gap(cqrs_id: &'static str, key: &str, stored: i64, incoming: i64, counters: &Counters) {
-    let gap = incoming - stored - 1;
+/// Counts and logs the revisions between the stored one and the applied one that this replica
+/// has not seen: neither stored nor in the batch. A gap is not an error (the master may have
+/// saved a row twice in one transaction, or a message is still on its way and will be skipped
+/// as old), so it is logged at DEBUG; [`Replicas::gaps`] counts them.
+fn note_gap(
+    cqrs_id: &'static str,
+    key: &str,
+    stored: i64,
+    incoming: i64,
+    seen: &[i64],
+    counters: &Counters,
+) {
+    let gap = missing_revisions(stored, incoming, seen);
     if gap > 0 {
         counters.gaps.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(cqrs_id, pk = key, stored, incoming, gap, "revision gap");
+        tracing::debug!(cqrs_id, pk = key, stored, incoming, gap, "revision gap");
     }
+}
+
+/// How many revisions strictly between `stored` and `incoming` are not in `seen`.
+fn missing_revisions(stored: i64, incoming: i64, seen: &[i64]) -> i64 {
+    let between = incoming.saturating_sub(stored).saturating_sub(1).max(0);
+    let mut inside: Vec<i64> = seen
+        .iter()
+        .copied()
+        .filter(|&r| r > stored && r < incoming)
+        .collect();
+    inside.sort_unstable();
+    inside.dedup();
+    between - inside.len() as i64
 }
 
 struct Custom<M>(PhantomData<fn() -> M>);
@@ -663,5 +716,24 @@ where
             }
         }
         Ok(vec![Applied::Handled; items.len()])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::missing_revisions;
+
+    #[test]
+    fn revisions_superseded_in_the_batch_are_no_gap() {
+        assert_eq!(missing_revisions(5, 8, &[6, 7, 8]), 0);
+        assert_eq!(missing_revisions(5, 6, &[6]), 0);
+    }
+
+    #[test]
+    fn revisions_neither_stored_nor_in_the_batch_are_a_gap() {
+        assert_eq!(missing_revisions(5, 8, &[8]), 2);
+        assert_eq!(missing_revisions(5, 8, &[7, 7, 8]), 1, "duplicates count once");
+        assert_eq!(missing_revisions(5, 5, &[]), 0);
+        assert_eq!(missing_revisions(5, 3, &[]), 0, "older: no gap");
     }
 }

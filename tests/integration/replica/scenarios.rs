@@ -125,6 +125,33 @@ where
     assert_eq!(stats.dead_lettered, 0);
 }
 
+/// A stream whose revisions all rise by one, applied in batches that hold several revisions of
+/// each row: no gap is counted (nor logged), since the superseded revisions were in the batch.
+async fn consecutive_revisions_in_one_batch_are_no_gap<D, M>(db: D)
+where
+    D: TestDb,
+    M: AuthorRow<Conn = D::Conn> + ReplicaStore<D::Conn>,
+{
+    let replicas = Replicas::new(db.connector()).register::<M>();
+    let mut worker = Worker::start(db, M::DDL, replicas.clone()).await;
+    worker.broadcast(&author("SAVE", 1, "first", 0)).await;
+    worker.wait_settled(1).await;
+    // The rest of the stream waits in the queue, so that batches are full.
+    worker.stop().await;
+    for revision in 1..=5i64 {
+        for id in 1..=10i64 {
+            let body = author("SAVE", id, &format!("{id}@{revision}"), revision);
+            worker.broadcast(&body).await;
+        }
+    }
+    worker.restart(replicas.clone());
+    let stats = worker.wait_settled(50).await;
+    assert!(stats.batches < 50, "several revisions per batch: {stats:?}");
+    let stored = rows::<D, M>(&worker);
+    assert_eq!(stored[&1], ("1@5".to_owned(), 5));
+    assert_eq!(replicas.gaps(), 0);
+}
+
 /// A worker stopped in the middle of a stream and a new one started on the same queue
 /// converge to the newest revision of every row; nothing is lost or left in the queue.
 async fn restart_converges<D, M>(db: D)
@@ -234,3 +261,4 @@ on_every_backend!(revisions_are_guarded);
 on_every_backend!(batches_keep_the_newest_revision);
 on_every_backend!(restart_converges);
 on_every_backend!(tombstones_can_be_purged);
+on_every_backend!(consecutive_revisions_in_one_batch_are_no_gap);
