@@ -2,7 +2,8 @@
 //! serialization, and one `MasterStore` implementation (the model's statements) per backend.
 
 use proc_macro2::TokenStream;
-use quote::{format_ident, quote};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
 
 use crate::attrs::{BackendName, Model};
 
@@ -36,6 +37,27 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
             let name = &field.wire_name;
             let value = wire_value(field);
             quote! { data.insert(#name.to_owned(), #value); }
+        });
+    let value_checks = model
+        .fields
+        .iter()
+        .enumerate()
+        .filter(|(i, f)| !f.skip && !f.utc && *i != model.revision && *i != model.updated)
+        .map(|(_, field)| {
+            let ident = &field.ident;
+            let name = &field.wire_name;
+            let ty = &field.ty;
+            quote_spanned! {ty.span()=>
+                if let ::core::result::Result::Err(error) =
+                    <#ty as __p::WireValue>::check_wire(&self.#ident)
+                {
+                    return ::core::result::Result::Err(::cqrs_diesel::Error::UnrepresentableValue {
+                        cqrs_id: #cqrs_id,
+                        field: #name,
+                        reason: error.to_string(),
+                    });
+                }
+            }
         });
     let hooks = if model.hooks {
         quote! {}
@@ -84,6 +106,11 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
                     let mut data = __p::serde_json::Map::new();
                     #(#tracked_inserts)*
                     data
+                }
+
+                fn cqrs_check_values(&self) -> ::cqrs_diesel::Result<()> {
+                    #(#value_checks)*
+                    ::core::result::Result::Ok(())
                 }
             }
 

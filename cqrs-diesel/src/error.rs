@@ -44,6 +44,19 @@ pub enum Error {
         pk: String,
     },
 
+    /// A field holds a value the wire cannot carry (a NaN or an infinity in a float field):
+    /// nothing was written. Store a finite value (or NULL in a nullable column), or leave the
+    /// field out of the payload with `#[cqrs(skip)]`.
+    #[error("`{cqrs_id}` field `{field}` cannot be replicated: {reason}")]
+    UnrepresentableValue {
+        /// The model's `cqrs_id`.
+        cqrs_id: &'static str,
+        /// The field, under its wire name.
+        field: &'static str,
+        /// What is wrong with the value.
+        reason: String,
+    },
+
     /// A blocking database task panicked or was cancelled; this is a bug, please report it.
     #[error("a database task did not finish: {0}")]
     Task(String),
@@ -63,7 +76,10 @@ impl Error {
             Error::Database(_) => false,
             Error::Connect(_) => true,
             Error::Transport(error) => error.is_retryable(),
-            Error::Hook { .. } | Error::NotFound { .. } | Error::Task(_) => false,
+            Error::Hook { .. }
+            | Error::NotFound { .. }
+            | Error::UnrepresentableValue { .. }
+            | Error::Task(_) => false,
         }
     }
 }

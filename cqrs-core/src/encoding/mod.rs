@@ -130,6 +130,25 @@ pub trait WireValue: Sized {
 
     /// Reads a value written by the reference implementation (or by [`WireValue::to_wire`]).
     fn from_wire(value: &Value) -> Result<Self, ValueError>;
+
+    /// Whether the wire can carry this value exactly: the master refuses to write a row
+    /// holding one it cannot (NaN and infinities are not JSON numbers), instead of sending
+    /// something else. Every value can, unless the type says otherwise.
+    fn check_wire(&self) -> Result<(), ValueError> {
+        Ok(())
+    }
+}
+
+/// The error for a float JSON cannot carry.
+fn not_finite(expected: &'static str, value: impl fmt::Display) -> ValueError {
+    ValueError {
+        expected,
+        found: JsonType::Number,
+        reason: Some(format!(
+            "{value} cannot be written in JSON (NaN and infinities are not JSON numbers); \
+             store a finite value or NULL"
+        )),
+    }
 }
 
 impl WireValue for bool {
@@ -185,11 +204,22 @@ macro_rules! wire_integer {
 
 wire_integer!(i8, i16, i32, i64, u8, u16, u32, u64);
 
-/// Encoding a NaN or an infinity gives `null` (JSON has no such numbers; the reference's
-/// encoder would fail instead). Decoding accepts any JSON number, integers included.
+/// Written in its shortest form that reads back to the same bits (as Python's `repr`), read
+/// back exactly (serde_json's `float_roundtrip`): every finite `f64`, subnormals and `-0.0`
+/// included, round-trips bit for bit. A NaN or an infinity fails [`WireValue::check_wire`], so
+/// the master refuses to write it; `to_wire` alone would give `null`. Decoding accepts any JSON
+/// number, integers included.
 impl WireValue for f64 {
     fn to_wire(&self) -> Value {
         serde_json::Number::from_f64(*self).map_or(Value::Null, Value::Number)
+    }
+
+    fn check_wire(&self) -> Result<(), ValueError> {
+        if self.is_finite() {
+            Ok(())
+        } else {
+            Err(not_finite("a finite number (f64)", self))
+        }
     }
 
     fn from_wire(value: &Value) -> Result<Self, ValueError> {
@@ -245,12 +275,21 @@ impl WireValue for bigdecimal::BigDecimal {
 
 /// Encoded through its shortest decimal representation, so `0.1_f32` is written `0.1` (as a
 /// Python service reading the same `real` column would write it), not
-/// `0.10000000149011612`. A NaN or an infinity gives `null`. Decoding accepts any JSON number
-/// within the range of `f32` (rounding to the nearest `f32`).
+/// `0.10000000149011612`; read back, it rounds to the same `f32`, bit for bit. A NaN or an
+/// infinity fails [`WireValue::check_wire`]. Decoding accepts any JSON number within the range
+/// of `f32` (rounding to the nearest `f32`).
 impl WireValue for f32 {
     fn to_wire(&self) -> Value {
         let wide = self.to_string().parse::<f64>().unwrap_or(f64::from(*self));
         wide.to_wire()
+    }
+
+    fn check_wire(&self) -> Result<(), ValueError> {
+        if self.is_finite() {
+            Ok(())
+        } else {
+            Err(not_finite("a finite number (f32)", self))
+        }
     }
 
     fn from_wire(value: &Value) -> Result<Self, ValueError> {
@@ -288,6 +327,13 @@ impl<T: WireValue> WireValue for Option<T> {
         match self {
             Some(v) => v.to_wire(),
             None => Value::Null,
+        }
+    }
+
+    fn check_wire(&self) -> Result<(), ValueError> {
+        match self {
+            Some(v) => v.check_wire(),
+            None => Ok(()),
         }
     }
 

@@ -416,3 +416,102 @@ fn decimals_are_json_numbers_and_read_back_from_numbers_or_strings() {
             .is_wrong_type()
     );
 }
+
+mod exact_floats {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// What a body goes through: encoded, written as JSON text, parsed again, decoded.
+    fn through_the_wire<T: WireValue>(value: &T) -> T {
+        let text = serde_json::to_string(&value.to_wire()).unwrap();
+        let parsed: Value = serde_json::from_str(&text).unwrap();
+        T::from_wire(&parsed).unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+        #[test]
+        fn every_finite_f64_round_trips_bit_for_bit(bits in any::<u64>()) {
+            let value = f64::from_bits(bits);
+            prop_assume!(value.is_finite());
+            prop_assert_eq!(through_the_wire(&value).to_bits(), bits);
+        }
+
+        #[test]
+        fn every_finite_f32_round_trips_bit_for_bit(bits in any::<u32>()) {
+            let value = f32::from_bits(bits);
+            prop_assume!(value.is_finite());
+            prop_assert_eq!(through_the_wire(&value).to_bits(), bits);
+        }
+
+        /// Python writes floats with `repr`, the shortest text that reads back to the same
+        /// bits, as Rust's `{:?}` does (the exponent aside): such text parses to those bits.
+        #[test]
+        fn a_python_repr_float_parses_to_its_bits(bits in any::<u64>()) {
+            let value = f64::from_bits(bits);
+            prop_assume!(value.is_finite());
+            let repr = python_repr(value);
+            let parsed: Value = serde_json::from_str(&repr).unwrap();
+            prop_assert_eq!(f64::from_wire(&parsed).unwrap().to_bits(), bits, "{}", repr);
+        }
+    }
+
+    /// Python's `repr(float)`: the shortest round-trip digits, with an exponent (`1e+16`,
+    /// `5e-324`) outside 1e-4 <= |x| < 1e16.
+    fn python_repr(value: f64) -> String {
+        let magnitude = value.abs();
+        if magnitude != 0.0 && !(1e-4..1e16).contains(&magnitude) {
+            let text = format!("{value:e}");
+            match text.split_once('e') {
+                Some((mantissa, exp)) if exp.starts_with('-') => {
+                    format!("{mantissa}e-{:0>2}", &exp[1..])
+                }
+                Some((mantissa, exp)) => format!("{mantissa}e+{exp:0>2}"),
+                None => text,
+            }
+        } else {
+            format!("{value:?}")
+        }
+    }
+
+    #[test]
+    fn the_float_of_the_report_round_trips() {
+        // A master stored 9326.322951806551; a replica without exact parsing stored ...553.
+        let parsed: Value = serde_json::from_str("9326.322951806551").unwrap();
+        assert_eq!(f64::from_wire(&parsed).unwrap(), 9326.322951806551_f64);
+        assert_eq!(through_the_wire(&9326.322951806551_f64), 9326.322951806551);
+    }
+
+    #[test]
+    fn negative_zero_and_subnormals_keep_their_bits() {
+        for value in [
+            -0.0_f64,
+            f64::from_bits(1),
+            f64::MIN_POSITIVE / 3.0,
+            f64::MAX,
+        ] {
+            assert_eq!(
+                through_the_wire(&value).to_bits(),
+                value.to_bits(),
+                "{value:e}"
+            );
+        }
+    }
+
+    #[test]
+    fn nan_and_infinities_cannot_be_carried() {
+        for value in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let error = value.check_wire().unwrap_err();
+            assert!(
+                error.to_string().contains("cannot be written in JSON"),
+                "{error}"
+            );
+        }
+        assert!(f32::NAN.check_wire().is_err());
+        assert!(Some(f64::INFINITY).check_wire().is_err());
+        assert!(None::<f64>.check_wire().is_ok());
+        assert!(1.5_f64.check_wire().is_ok());
+    }
+}

@@ -210,8 +210,20 @@ impl Payload {
     /// Errors: [`Error::NotJson`] when the body is not UTF-8 JSON, [`Error::NotAnObject`] when
     /// it is not a JSON object, and otherwise as [`Payload::from_value`].
     pub fn from_slice(body: &[u8]) -> Result<Payload> {
-        let value: Value =
-            serde_json::from_slice(body).map_err(|source| Error::NotJson { source })?;
+        let value: Value = serde_json::from_slice(body).map_err(|source| {
+            if has_non_finite_literal(body) {
+                Error::InvalidValue {
+                    key: "instance_data".to_owned(),
+                    reason: format!(
+                        "the body holds NaN or Infinity, which JSON cannot carry (Python's json \
+                         module writes them for float('nan') and float('inf')); the master must \
+                         store a finite value ({source})"
+                    ),
+                }
+            } else {
+                Error::NotJson { source }
+            }
+        })?;
         Payload::from_value(value)
     }
 
@@ -382,6 +394,45 @@ impl Payload {
         self.expires_at(received_at, default_ttl)
             .is_some_and(|at| at <= now)
     }
+}
+
+/// Whether `body` holds a `NaN`, `Infinity` or `-Infinity` literal where a JSON value starts
+/// (after `:`, `[` or `,`), as Python's `json.dumps` writes non-finite floats.
+fn has_non_finite_literal(body: &[u8]) -> bool {
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut after_separator = false;
+    for (i, &byte) in body.iter().enumerate() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => {
+                in_string = true;
+                after_separator = false;
+            }
+            b':' | b'[' | b',' => after_separator = true,
+            b' ' | b'\t' | b'\n' | b'\r' => {}
+            _ if after_separator => {
+                let rest = &body[i..];
+                if rest.starts_with(b"NaN")
+                    || rest.starts_with(b"Infinity")
+                    || rest.starts_with(b"-Infinity")
+                {
+                    return true;
+                }
+                after_separator = false;
+            }
+            _ => {}
+        }
+    }
+    false
 }
 
 /// `at + duration`, or `None` when it cannot be represented.

@@ -495,3 +495,25 @@ fn arbitrary_bytes_never_panic() {
         let _ = Payload::from_slice(&mutated);
     }
 }
+
+#[test]
+fn a_body_with_python_nan_or_infinity_is_refused_with_that_reason() {
+    for literal in ["NaN", "Infinity", "-Infinity"] {
+        let body = format!(
+            r#"{{"signal_type":"SAVE","cqrs_id":"author","instance_pk":1,"instance_data":{{"id":1,"score": {literal}}}}}"#
+        );
+        let error = Payload::from_slice(body.as_bytes()).unwrap_err();
+        assert!(
+            error.to_string().contains("NaN or Infinity"),
+            "{literal}: {error}"
+        );
+        assert!(error.is_malformed_input(), "{error:?}");
+    }
+}
+
+#[test]
+fn nan_inside_a_string_is_no_reason_to_blame_the_floats() {
+    let body = br#"{"signal_type":"SAVE","cqrs_id":"author","instance_pk":1,"instance_data":{"name":"NaN, Infinity"}, oops}"#;
+    let error = Payload::from_slice(body).unwrap_err();
+    assert!(matches!(error, Error::NotJson { .. }), "{error:?}");
+}

@@ -140,6 +140,14 @@ pub trait MasterModel: MasterHooks + Sized + 'static {
     /// The tracked fields' current values, under their wire names.
     fn cqrs_tracked_data(&self) -> Map<String, Value>;
 
+    /// Checks that the wire can carry every payload field exactly
+    /// ([`WireValue::check_wire`](cqrs_core::WireValue::check_wire): a NaN or an infinity
+    /// cannot be). The error names the field. Every write calls it before its message is
+    /// queued, inside the write's transaction, so a refused value leaves nothing written.
+    fn cqrs_check_values(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Inserts the row (revision as given, normally 0) or, when a row with this primary key
     /// exists, updates it with `cqrs_revision = cqrs_revision + 1` computed in SQL; sets
     /// `cqrs_updated` to now; queues a SAVE message. Returns the row as stored.
@@ -338,6 +346,7 @@ where
     M: MasterModel,
     C: CqrsConnection,
 {
+    row.cqrs_check_values()?;
     let mut data = row.cqrs_instance_data();
     row.serialize(conn.as_db_conn(), &mut data)
         .map_err(|error| hook_error(M::CQRS_ID, "serialize", error))?;
@@ -377,6 +386,9 @@ where
     M: MasterStore<C>,
     C: CqrsConnection,
 {
+    // Before the database sees it: some backends would store a NaN, others refuse it with
+    // their own words, or turn it into NULL.
+    row.cqrs_check_values()?;
     let key = connection_key(conn);
     let stored = conn.write_transaction(|conn| save_in_transaction(row, conn, key))?;
     after_write(conn);
@@ -532,6 +544,7 @@ where
     if rows.is_empty() {
         return Ok(Vec::new());
     }
+    rows.iter().try_for_each(MasterModel::cqrs_check_values)?;
     let stored = conn.write_transaction(|conn| -> Result<Vec<M>> {
         let mut all = Vec::with_capacity(rows.len());
         for chunk in rows.chunks(rows_per_statement(M::COLUMN_COUNT)) {
@@ -556,6 +569,7 @@ where
     if rows.is_empty() {
         return Ok(Vec::new());
     }
+    rows.iter().try_for_each(MasterModel::cqrs_check_values)?;
     // One statement cannot update a row twice: the last occurrence of a primary key wins.
     let mut seen = std::collections::HashSet::with_capacity(rows.len());
     let mut unique: Vec<&M> = rows

@@ -732,7 +732,11 @@ mod tests {
     #[test]
     fn revisions_neither_stored_nor_in_the_batch_are_a_gap() {
         assert_eq!(missing_revisions(5, 8, &[8]), 2);
-        assert_eq!(missing_revisions(5, 8, &[7, 7, 8]), 1, "duplicates count once");
+        assert_eq!(
+            missing_revisions(5, 8, &[7, 7, 8]),
+            1,
+            "duplicates count once"
+        );
         assert_eq!(missing_revisions(5, 5, &[]), 0);
         assert_eq!(missing_revisions(5, 3, &[]), 0, "older: no gap");
     }

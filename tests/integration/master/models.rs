@@ -26,6 +26,7 @@ pub trait Author: MasterModel + Clone + std::fmt::Debug + Send + 'static {
     fn name(&self) -> &str;
     fn set_name(&mut self, name: &str);
     fn set_active(&mut self, active: bool);
+    fn set_score(&mut self, score: f64);
     fn revision(&self) -> i32;
 }
 
@@ -142,6 +143,9 @@ macro_rules! author_accessors {
         }
         fn set_active(&mut self, active: bool) {
             self.active = active;
+        }
+        fn set_score(&mut self, score: f64) {
+            self.score = score;
         }
         fn revision(&self) -> i32 {
             self.cqrs_revision

@@ -211,6 +211,45 @@ where
     assert_eq!(row.revision(), 3);
 }
 
+/// A float the wire cannot carry (NaN, an infinity) is refused by every write, with an error
+/// naming the field, and nothing is written or queued.
+async fn non_finite_floats_are_refused_at_write_time<D, M>(db: D)
+where
+    D: TestDb,
+    M: Author + MasterStore<D::Conn>,
+{
+    let setup = Setup::new::<M>(db).await;
+    let conn = &mut setup.db.connect();
+    let stored = maxim::<M>().save_and_publish(conn).unwrap();
+    let before = setup.outbox_len();
+    for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+        let mut row = pavel::<M>();
+        row.set_score(bad);
+        let refused = [
+            row.clone().save_and_publish(conn).map(|_| ()),
+            M::bulk_create_and_publish(conn, std::slice::from_ref(&row)).map(|_| ()),
+        ];
+        for error in refused {
+            match error {
+                Err(cqrs_diesel::Error::UnrepresentableValue { field, .. }) => {
+                    assert_eq!(field, "score");
+                }
+                other => panic!("{bad}: expected UnrepresentableValue, got {other:?}"),
+            }
+        }
+        assert!(reload(conn, &row).is_none(), "{bad}: no row was written");
+        let mut update = stored.clone();
+        update.set_score(bad);
+        let error = M::bulk_update_and_publish(conn, &[update]).unwrap_err();
+        assert!(
+            matches!(error, cqrs_diesel::Error::UnrepresentableValue { .. }),
+            "{error:?}"
+        );
+        assert_eq!(reload(conn, &stored).map(|row| row.revision()), Some(0));
+    }
+    assert_eq!(setup.outbox_len(), before, "nothing was queued");
+}
+
 macro_rules! on_every_backend {
     ($scenario:ident) => {
         mod $scenario {
@@ -237,3 +276,4 @@ macro_rules! on_every_backend {
 on_every_backend!(golden_sequence);
 on_every_backend!(rollback_publishes_nothing);
 on_every_backend!(atomic_saves_publish_once);
+on_every_backend!(non_finite_floats_are_refused_at_write_time);
