@@ -1,9 +1,17 @@
 //! The command line: clap definitions and the parsing of filters.
+//!
+//! Every command also takes django-cqrs 3.1.0's own flag spellings under its django-cqrs name
+//! (`cqrs_sync -cid author -f '{"id__in": [1]}' -p`): the long and one-letter ones are clap
+//! names and shorts, so they work wherever [`command`](super::command) is parsed; the
+//! spellings clap cannot declare (`-cid`, and `-f` for `--force` in bulk-dump) are rewritten by
+//! [`django_spellings`] before parsing, which only [`Cli::run_from`](super::Cli::run_from) and
+//! [`Cli::try_run_from`](super::Cli::try_run_from) do.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
-use clap::{Args, Parser, Subcommand};
+use clap::{Arg, ArgAction, Args, Parser, Subcommand};
 use serde_json::Value;
 
 use super::CliError;
@@ -61,7 +69,7 @@ pub(crate) enum Command {
     #[command(subcommand, alias = "cqrs_dead_letters")]
     DeadLetters(DeadLetters),
     /// Run the replica consumer until SIGTERM or SIGINT.
-    #[command(alias = "cqrs_consume")]
+    #[command(alias = "cqrs_consume", args = django_consume_args())]
     Consume,
     /// Run the outbox relay until SIGTERM or SIGINT (or, with --drain, until the outbox is
     /// empty).
@@ -112,6 +120,14 @@ pub(crate) struct SyncArgs {
     /// Rows read and published per batch
     #[arg(long, short = 'b', value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) batch: u32,
+    /// django-cqrs's `--progress`, accepted and a no-op: the progress bar already shows by
+    /// itself whenever standard error is a terminal (and is never drawn into a file or pipe)
+    #[arg(long, short = 'p')]
+    #[allow(
+        dead_code,
+        reason = "accepted for django-cqrs's scripts; nothing to do"
+    )]
+    pub(crate) progress: bool,
 }
 
 #[derive(Debug, Args)]
@@ -124,12 +140,21 @@ pub(crate) struct BulkDumpArgs {
     /// Output file, `-` for standard output [default: <cqrs_id>.dump]
     #[arg(long, short = 'o', value_name = "FILE")]
     pub(crate) output: Option<PathBuf>,
-    /// Replace the output file if it exists
+    /// Replace the output file if it exists; also django-cqrs's `-f` when no value follows it
+    /// (`-f JSON` is --filter)
     #[arg(long)]
     pub(crate) force: bool,
     /// Rows read per batch
     #[arg(long, short = 'b', value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) batch: u32,
+    /// django-cqrs's `--progress`, accepted and a no-op: the progress bar already shows by
+    /// itself whenever standard error is a terminal (and is never drawn into a file or pipe)
+    #[arg(long, short = 'p')]
+    #[allow(
+        dead_code,
+        reason = "accepted for django-cqrs's scripts; nothing to do"
+    )]
+    pub(crate) progress: bool,
 }
 
 #[derive(Debug, Args)]
@@ -137,8 +162,20 @@ pub(crate) struct BulkLoadArgs {
     /// Input file written by bulk-dump, `-` for standard input
     #[arg(long, short = 'i', value_name = "FILE")]
     pub(crate) input: PathBuf,
-    /// Delete every row of the replica table first
-    #[arg(long)]
+    /// Delete every row of the replica table first. django-cqrs's `--clear VALUE` / `-c VALUE`
+    /// (argparse `type=bool`) is accepted: true, 1, yes or on clear, an empty value does not;
+    /// false, 0, no and off are refused, since django-cqrs would clear for them
+    #[arg(
+        long,
+        short = 'c',
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_value = "",
+        default_missing_value = "true",
+        hide_default_value = true,
+        action = ArgAction::Set,
+        value_parser = parse_clear
+    )]
     pub(crate) clear: bool,
     /// Records per transaction
     #[arg(long, short = 'b', value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
@@ -185,6 +222,14 @@ pub(crate) struct DiffSyncArgs {
     /// Rows read and published per batch
     #[arg(long, short = 'b', value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) batch: u32,
+    /// django-cqrs's `--progress`, accepted and a no-op: the progress bar already shows by
+    /// itself whenever standard error is a terminal (and is never drawn into a file or pipe)
+    #[arg(long, short = 'p')]
+    #[allow(
+        dead_code,
+        reason = "accepted for django-cqrs's scripts; nothing to do"
+    )]
+    pub(crate) progress: bool,
 }
 
 #[derive(Debug, Args)]
@@ -198,6 +243,15 @@ pub(crate) struct DeletedDiffReplicaArgs {
     /// Primary keys per output line
     #[arg(long, short = 'b', value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) batch: u32,
+    /// django-cqrs's filter kwargs: only `{}` (every row) is accepted, as the replica's keys
+    /// cannot be filtered here; a narrower filter is refused rather than ignored, since
+    /// deleted-sync-replica would then delete beyond it
+    #[arg(long, short = 'f', value_name = "JSON", value_parser = parse_everything_filter)]
+    #[allow(
+        dead_code,
+        reason = "only `{}` passes the parser, which selects every row"
+    )]
+    pub(crate) filter: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -226,6 +280,215 @@ pub(crate) struct RelayArgs {
     /// Publish what waits in the outbox, then exit
     #[arg(long)]
     pub(crate) drain: bool,
+}
+
+/// Rewrites the django-cqrs spellings clap cannot declare into ours, before clap parses
+/// `args` (`argv[0]` first):
+///
+/// - `-cid` (a single-dash option of several letters: django-cqrs's `--cqrs-id` in
+///   `cqrs_sync`, `cqrs_diff_master`, `cqrs_deleted_diff_replica` and `cqrs_consume`) becomes
+///   `--cqrs-id`, and `-cid=X` becomes `--cqrs-id=X`;
+/// - in bulk-dump (`cqrs_bulk_dump`), a `-f` with no value after it (the end, or an option
+///   next) becomes `--force`, as django-cqrs's `cqrs_bulk_dump -f` means; `-f JSON` stays
+///   `--filter JSON`.
+///
+/// Nothing after a `--` is rewritten, nor `argv[0]`. Only [`Cli::run_from`](super::Cli::run_from)
+/// and [`Cli::try_run_from`](super::Cli::try_run_from) call this: a service that parses
+/// [`command`](super::command) itself and calls `run_matches` gets every other django-cqrs
+/// spelling (clap names and shorts) but not these two.
+pub(crate) fn django_spellings<I, T>(args: I) -> Vec<OsString>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString>,
+{
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    // The subcommand: the first argument after argv[0] that is not an option (the root
+    // command has no option that takes a value).
+    let subcommand = args
+        .iter()
+        .enumerate()
+        .skip(1)
+        .take_while(|(_, arg)| *arg != "--")
+        .find(|(_, arg)| !arg.to_string_lossy().starts_with('-'));
+    let bulk_dump_from = match subcommand {
+        Some((at, name)) if name == "bulk-dump" || name == "cqrs_bulk_dump" => Some(at),
+        _ => None,
+    };
+    let mut out = Vec::with_capacity(args.len());
+    let mut terminated = false;
+    for (at, arg) in args.iter().enumerate() {
+        let text = if at == 0 || terminated {
+            None
+        } else {
+            arg.to_str()
+        };
+        let rewritten = match text {
+            Some("--") => {
+                terminated = true;
+                None
+            }
+            Some("-cid") => Some("--cqrs-id".to_owned()),
+            Some(text) if text.starts_with("-cid=") => {
+                Some(format!("--cqrs-id={}", &text["-cid=".len()..]))
+            }
+            Some("-f") if bulk_dump_from.is_some_and(|from| at > from) => {
+                let value_follows = args
+                    .get(at + 1)
+                    .is_some_and(|next| !next.to_string_lossy().starts_with('-'));
+                (!value_follows).then(|| "--force".to_owned())
+            }
+            _ => None,
+        };
+        out.push(rewritten.map_or_else(|| arg.clone(), OsString::from));
+    }
+    out
+}
+
+/// `--clear` of bulk-load, with or without django-cqrs's value (`type=bool` there, so any
+/// non-empty text clears): the true spellings clear, an empty value does not, and the false
+/// ones are refused instead of clearing as django-cqrs would.
+fn parse_clear(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "t" | "1" | "yes" | "y" | "on" => Ok(true),
+        "" => Ok(false),
+        _ => Err(format!(
+            "give --clear alone (or --clear=true) to delete the replica rows first, or leave it \
+             out to keep them; {text:?} is refused because django-cqrs's --clear (type=bool) \
+             clears for any non-empty value, even False"
+        )),
+    }
+}
+
+/// `--filter` of deleted-diff-replica: django-cqrs's kwargs, of which only `{}` (every row)
+/// can be honoured.
+fn parse_everything_filter(text: &str) -> Result<String, String> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(kwargs)) if kwargs.is_empty() => Ok(text.to_owned()),
+        Ok(Value::Object(_)) => Err(
+            "deleted-diff-replica lists every replica key: it cannot filter them, so only {} is \
+             accepted (ignoring a narrower filter would let deleted-sync-replica delete beyond \
+             it)"
+            .to_owned(),
+        ),
+        Ok(_) => Err("expected a JSON object of filter kwargs".to_owned()),
+        Err(error) => Err(format!("not JSON: {error}")),
+    }
+}
+
+/// The warning for a django-cqrs flag accepted and ignored.
+fn ignored(flag: &str, value: &str, why: &str) -> String {
+    let flag = if value.is_empty() {
+        flag.to_owned()
+    } else {
+        format!("{flag} {value}")
+    };
+    format!("warning: consume: {flag} is ignored: {why}")
+}
+
+/// Prints [`ignored`] on standard error (a closed standard error is not a failure).
+fn warn_ignored(flag: &str, value: &str, why: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "{}", ignored(flag, value, why));
+}
+
+const WORKERS_WHY: &str = "this consumer runs CQRS_WORKERS workers (default 1); set that instead";
+const CQRS_ID_WHY: &str = "the consumer serves every replica model the service registers \
+     (django-cqrs's --cqrs-id only narrows the queue's bindings, which stay from earlier runs)";
+const RELOAD_WHY: &str = "a compiled service has no source files to reload; restart it instead";
+const TIMEOUT_WHY: &str = "there are no worker processes to kill: the consumer stops by itself \
+     on SIGTERM or SIGINT";
+
+/// A value parser that checks a whole number, then warns that `flag` is ignored.
+fn ignored_number(
+    flag: &'static str,
+    why: &'static str,
+    empty_ok: bool,
+) -> impl Fn(&str) -> Result<String, String> + Clone + Send + Sync + 'static {
+    move |text: &str| {
+        if !(empty_ok && text.is_empty()) && text.trim().parse::<u32>().is_err() {
+            return Err(format!("{text:?} is not a whole number"));
+        }
+        warn_ignored(flag, text, why);
+        Ok(text.to_owned())
+    }
+}
+
+/// A value parser that warns that `flag` is ignored.
+fn ignored_text(
+    flag: &'static str,
+    why: &'static str,
+) -> impl Fn(&str) -> Result<String, String> + Clone + Send + Sync + 'static {
+    move |text: &str| {
+        warn_ignored(flag, text, why);
+        Ok(text.to_owned())
+    }
+}
+
+/// django-cqrs's `cqrs_consume` flags. None maps onto this consumer's run: each is accepted,
+/// checked as django-cqrs would, and ignored with a one-line warning on standard error
+/// (printed while the arguments are parsed).
+fn django_consume_args() -> [Arg; 6] {
+    let django = "django-cqrs's";
+    [
+        Arg::new("workers")
+            .long("workers")
+            .short('w')
+            .value_name("N")
+            .action(ArgAction::Set)
+            .value_parser(ignored_number("--workers", WORKERS_WHY, false))
+            .help(format!(
+                "{django} worker count: ignored (with a warning); {WORKERS_WHY}"
+            )),
+        Arg::new("cqrs_id")
+            .long("cqrs-id")
+            .value_name("CQRS_ID")
+            .num_args(0..)
+            .action(ArgAction::Append)
+            .value_parser(ignored_text("--cqrs-id", CQRS_ID_WHY))
+            .help(format!(
+                "{django} models to consume (also -cid): ignored (with a warning); {CQRS_ID_WHY}"
+            )),
+        Arg::new("reload")
+            .long("reload")
+            .short('r')
+            .num_args(0)
+            .default_missing_value("")
+            .action(ArgAction::Set)
+            .value_parser(ignored_text("--reload", RELOAD_WHY))
+            .help(format!(
+                "{django} autoreload: ignored (with a warning); {RELOAD_WHY}"
+            )),
+        Arg::new("ignore_paths")
+            .long("ignore-paths")
+            .value_name("PATHS")
+            .num_args(0..=1)
+            .default_missing_value("")
+            .action(ArgAction::Set)
+            .value_parser(ignored_text("--ignore-paths", RELOAD_WHY))
+            .help(format!(
+                "{django} paths --reload does not watch: ignored (with a warning)"
+            )),
+        Arg::new("sigint_timeout")
+            .long("sigint-timeout")
+            .value_name("SECONDS")
+            .num_args(0..=1)
+            .default_missing_value("")
+            .action(ArgAction::Set)
+            .value_parser(ignored_number("--sigint-timeout", TIMEOUT_WHY, true))
+            .help(format!(
+                "{django} worker stop timeout: ignored (with a warning); {TIMEOUT_WHY}"
+            )),
+        Arg::new("sigkill_timeout")
+            .long("sigkill-timeout")
+            .value_name("SECONDS")
+            .num_args(0..=1)
+            .default_missing_value("")
+            .action(ArgAction::Set)
+            .value_parser(ignored_number("--sigkill-timeout", TIMEOUT_WHY, true))
+            .help(format!(
+                "{django} worker kill timeout: ignored (with a warning); {TIMEOUT_WHY}"
+            )),
+    ]
 }
 
 /// A primary key given on the command line: an integer, a JSON string, or else text.
@@ -503,6 +766,314 @@ mod tests {
         ] {
             let error = CliArgs::try_parse_from(&args).unwrap_err();
             assert_eq!(error.exit_code(), 2, "{args:?}");
+        }
+    }
+
+    fn rewritten(args: &[&str]) -> Vec<String> {
+        django_spellings(args.iter().copied())
+            .into_iter()
+            .map(|arg| arg.into_string().unwrap())
+            .collect()
+    }
+
+    /// Parses as `Cli::try_run_from` does: the django-cqrs spellings rewritten first.
+    fn parse(args: &[&str]) -> Result<Command, clap::Error> {
+        CliArgs::try_parse_from(django_spellings(args.iter().copied())).map(|args| args.command)
+    }
+
+    #[test]
+    fn dash_cid_becomes_cqrs_id_before_a_terminator_only() {
+        assert_eq!(
+            rewritten(&["cqrs", "cqrs_sync", "-cid", "author", "-f", "{}"]),
+            ["cqrs", "cqrs_sync", "--cqrs-id", "author", "-f", "{}"]
+        );
+        assert_eq!(
+            rewritten(&["cqrs", "cqrs_diff_master", "-cid=author"]),
+            ["cqrs", "cqrs_diff_master", "--cqrs-id=author"]
+        );
+        assert_eq!(
+            rewritten(&["cqrs", "sync", "-c", "author", "--", "-cid", "-cid=x"]),
+            ["cqrs", "sync", "-c", "author", "--", "-cid", "-cid=x"],
+            "-c is left alone, and nothing after --"
+        );
+        assert_eq!(
+            rewritten(&["-cid", "consume", "-cidx", "--cid", "cid"]),
+            ["-cid", "consume", "-cidx", "--cid", "cid"],
+            "argv[0] and other spellings are left alone"
+        );
+        // -cid parses as --cqrs-id, and -c still works.
+        for args in [
+            &["cqrs", "cqrs_sync", "-cid", "author", "--all"][..],
+            &["cqrs", "cqrs_sync", "-cid=author", "--all"],
+            &["cqrs", "sync", "-c", "author", "--all"],
+            &["cqrs", "sync", "-cauthor", "--all"],
+            &["cqrs", "sync", "--cqrs-id=author", "--all"],
+        ] {
+            let Ok(Command::Sync(sync)) = parse(args) else {
+                panic!("{args:?}")
+            };
+            assert_eq!(sync.cqrs_id, "author", "{args:?}");
+        }
+        // Without the rewriting (a service parsing `command()` itself), clap reads `-cid` as
+        // `-c id`: an error, never another model silently.
+        assert!(CliArgs::try_parse_from(["cqrs", "cqrs_sync", "-cid", "author"]).is_err());
+    }
+
+    #[test]
+    fn bulk_dump_dash_f_without_a_value_is_force() {
+        assert_eq!(
+            rewritten(&["cqrs", "cqrs_bulk_dump", "-c", "author", "-f"]),
+            ["cqrs", "cqrs_bulk_dump", "-c", "author", "--force"]
+        );
+        assert_eq!(
+            rewritten(&["cqrs", "bulk-dump", "-f", "-o", "x", "-f", "{}"]),
+            ["cqrs", "bulk-dump", "--force", "-o", "x", "-f", "{}"]
+        );
+        assert_eq!(
+            rewritten(&["cqrs", "sync", "-c", "author", "-f"]),
+            ["cqrs", "sync", "-c", "author", "-f"],
+            "only in bulk-dump"
+        );
+        assert_eq!(
+            rewritten(&["cqrs", "cqrs_bulk_dump", "--", "-f"]),
+            ["cqrs", "cqrs_bulk_dump", "--", "-f"]
+        );
+        let Ok(Command::BulkDump(dump)) = parse(&[
+            "cqrs",
+            "cqrs_bulk_dump",
+            "-c",
+            "author",
+            "-o",
+            "author.dump",
+            "-b",
+            "5",
+            "-p",
+            "-f",
+        ]) else {
+            panic!("cqrs_bulk_dump")
+        };
+        assert!(dump.force && dump.progress);
+        assert_eq!((dump.cqrs_id.as_str(), dump.batch), ("author", 5));
+        assert_eq!(dump.output, Some(PathBuf::from("author.dump")));
+        assert!(dump.filter.is_empty());
+        let Ok(Command::BulkDump(dump)) = parse(&[
+            "cqrs",
+            "cqrs_bulk_dump",
+            "--cqrs-id=author",
+            "--output=-",
+            "--batch=2",
+            "--progress",
+            "--force",
+            "-f",
+            r#"{"id": 1}"#,
+        ]) else {
+            panic!("cqrs_bulk_dump")
+        };
+        assert!(dump.force && dump.progress);
+        assert_eq!(dump.filter.filter.as_deref(), Some(r#"{"id": 1}"#));
+    }
+
+    #[test]
+    fn sync_takes_django_cqrs_flags() {
+        let Ok(Command::Sync(sync)) = parse(&[
+            "cqrs",
+            "cqrs_sync",
+            "-cid",
+            "author",
+            "-f",
+            r#"{"id__in": [1]}"#,
+            "-q",
+            "payments",
+            "-b",
+            "5",
+            "-p",
+        ]) else {
+            panic!("cqrs_sync")
+        };
+        assert_eq!(sync.cqrs_id, "author");
+        assert_eq!(sync.filter.filter.as_deref(), Some(r#"{"id__in": [1]}"#));
+        assert_eq!((sync.queue.as_deref(), sync.batch), (Some("payments"), 5));
+        assert!(sync.progress);
+        // django-cqrs's README spelling: `-f={}` `-q=replica`.
+        let Ok(Command::Sync(sync)) = parse(&[
+            "cqrs",
+            "cqrs_sync",
+            "--cqrs-id=author",
+            "-f={}",
+            "-q=replica",
+            "--batch=3",
+            "--progress",
+        ]) else {
+            panic!("cqrs_sync")
+        };
+        assert_eq!(sync.filter.filter.as_deref(), Some("{}"));
+        assert_eq!(sync.queue.as_deref(), Some("replica"));
+        let Ok(Command::Sync(sync)) = parse(&["cqrs", "sync", "-c", "author", "--all"]) else {
+            panic!("sync")
+        };
+        assert!(!sync.progress && sync.batch == 1000, "defaults unchanged");
+    }
+
+    #[test]
+    fn bulk_load_clear_takes_django_cqrs_values() {
+        let clear = |args: &[&str]| {
+            let mut argv = vec!["cqrs", "cqrs_bulk_load", "-i", "author.dump"];
+            argv.extend_from_slice(args);
+            match parse(&argv) {
+                Ok(Command::BulkLoad(load)) => Ok(load.clear),
+                Ok(other) => panic!("{other:?}"),
+                Err(error) => Err(error),
+            }
+        };
+        assert!(!clear(&[]).unwrap(), "the default");
+        for args in [
+            &["--clear"][..],
+            &["-c"],
+            &["--clear=true"],
+            &["--clear", "True"],
+            &["-c", "1"],
+            &["-c=yes"],
+            &["-c", "-b", "3"],
+        ] {
+            assert!(clear(args).unwrap(), "{args:?}");
+        }
+        assert!(!clear(&["--clear="]).unwrap(), "bool('') is False");
+        for args in [&["--clear", "False"][..], &["-c", "0"], &["--clear=no"]] {
+            let error = clear(args).unwrap_err();
+            assert_eq!(error.exit_code(), 2, "{args:?}");
+            assert!(error.to_string().contains("even False"), "{error}");
+        }
+        let Ok(Command::BulkLoad(load)) = parse(&[
+            "cqrs",
+            "cqrs_bulk_load",
+            "--input=-",
+            "--batch=7",
+            "-c",
+            "true",
+        ]) else {
+            panic!("cqrs_bulk_load")
+        };
+        assert_eq!((load.input, load.batch), (PathBuf::from("-"), 7));
+    }
+
+    #[test]
+    fn diff_commands_take_django_cqrs_flags() {
+        let Ok(Command::DiffMaster(diff)) = parse(&[
+            "cqrs",
+            "cqrs_diff_master",
+            "-cid",
+            "author",
+            "-f",
+            r#"{"id__gte": 2}"#,
+            "-b",
+            "9",
+        ]) else {
+            panic!("cqrs_diff_master")
+        };
+        assert_eq!((diff.cqrs_id.as_str(), diff.batch), ("author", 9));
+        assert_eq!(diff.filter.filter.as_deref(), Some(r#"{"id__gte": 2}"#));
+        assert_eq!(diff.output, PathBuf::from("-"));
+
+        let Ok(Command::DiffSync(diff)) = parse(&["cqrs", "cqrs_diff_sync", "-b", "4", "-p"])
+        else {
+            panic!("cqrs_diff_sync")
+        };
+        assert_eq!((diff.batch, diff.progress), (4, true));
+        assert_eq!(diff.input, PathBuf::from("-"));
+
+        let Ok(Command::DeletedDiffReplica(diff)) = parse(&[
+            "cqrs",
+            "cqrs_deleted_diff_replica",
+            "-cid=author",
+            "--filter={}",
+            "--batch=2",
+        ]) else {
+            panic!("cqrs_deleted_diff_replica")
+        };
+        assert_eq!((diff.cqrs_id.as_str(), diff.batch), ("author", 2));
+        let error = parse(&[
+            "cqrs",
+            "cqrs_deleted_diff_replica",
+            "-cid",
+            "author",
+            "-f",
+            r#"{"id__in": [1]}"#,
+        ])
+        .unwrap_err();
+        assert_eq!(error.exit_code(), 2);
+        assert!(error.to_string().contains("only {} is"), "{error}");
+
+        // The commands that take no flag in django-cqrs: standard input and output.
+        for name in [
+            "cqrs_diff_replica",
+            "cqrs_deleted_diff_master",
+            "cqrs_deleted_sync_replica",
+        ] {
+            assert!(parse(&["cqrs", name]).is_ok(), "{name}");
+        }
+    }
+
+    #[test]
+    fn consume_and_dead_letters_take_django_cqrs_arguments() {
+        for args in [
+            &["cqrs", "cqrs_consume"][..],
+            &["cqrs", "cqrs_consume", "-w", "2", "-cid", "author", "book"],
+            &[
+                "cqrs",
+                "cqrs_consume",
+                "--workers=3",
+                "--cqrs-id",
+                "--reload",
+                "--ignore-paths",
+                "env,node_modules",
+                "--sigint-timeout",
+                "5",
+                "--sigkill-timeout",
+            ],
+            &[
+                "cqrs",
+                "consume",
+                "-r",
+                "--sigint-timeout",
+                "--cqrs-id=author",
+            ],
+        ] {
+            assert!(matches!(parse(args), Ok(Command::Consume)), "{args:?}");
+        }
+        for args in [
+            &["cqrs", "cqrs_consume", "-w", "many"][..],
+            &["cqrs", "cqrs_consume", "--sigkill-timeout", "soon"],
+        ] {
+            assert_eq!(parse(args).unwrap_err().exit_code(), 2, "{args:?}");
+        }
+        assert_eq!(
+            ignored("--workers", "4", WORKERS_WHY),
+            "warning: consume: --workers 4 is ignored: this consumer runs CQRS_WORKERS workers \
+             (default 1); set that instead"
+        );
+        assert_eq!(
+            ignored("--reload", "", RELOAD_WHY),
+            format!("warning: consume: --reload is ignored: {RELOAD_WHY}")
+        );
+        let help = CliArgs::command()
+            .find_subcommand_mut("consume")
+            .unwrap()
+            .render_help()
+            .to_string();
+        for flag in [
+            "-w, --workers <N>",
+            "--cqrs-id",
+            "-r, --reload",
+            "--sigkill-timeout",
+        ] {
+            assert!(help.contains(flag), "{flag}: {help}");
+        }
+        for (name, expected) in [("retry", "Retry"), ("dump", "Dump"), ("purge", "Purge")] {
+            let Ok(Command::DeadLetters(command)) = parse(&["cqrs", "cqrs_dead_letters", name])
+            else {
+                panic!("cqrs_dead_letters {name}")
+            };
+            assert!(format!("{command:?}").starts_with(expected), "{command:?}");
         }
     }
 }

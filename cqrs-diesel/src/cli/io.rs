@@ -378,6 +378,14 @@ impl Drop for Progress {
     }
 }
 
+/// Writes a line on standard error. A closed standard error (`2>&1 | head`) is no failure of
+/// the command: there is only no one left to tell, so the line is dropped instead of panicking
+/// as `eprintln!` does.
+pub(crate) fn stderr_line(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -455,12 +463,4 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "");
         std::fs::remove_dir_all(&dir).unwrap();
     }
-}
-
-/// Writes a line on standard error. A closed standard error (`2>&1 | head`) is no failure of
-/// the command: there is only no one left to tell, so the line is dropped instead of panicking
-/// as `eprintln!` does.
-pub(crate) fn stderr_line(line: &str) {
-    use std::io::Write as _;
-    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }

@@ -281,7 +281,7 @@ impl<C: CqrsConnection> Cli<C> {
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
     {
-        let matches = command().try_get_matches_from(args)?;
+        let matches = command().try_get_matches_from(args::django_spellings(args))?;
         self.try_run_matches(&matches).await
     }
 

@@ -5,6 +5,7 @@
 mod bad_input;
 mod dead_letters;
 mod diff;
+mod django_flags;
 mod dump_load;
 mod services;
 mod sync;
