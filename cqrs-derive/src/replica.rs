@@ -403,17 +403,6 @@ fn store(model: &Model, backend: BackendName) -> TokenStream {
             #i => out.push_bind_param::<__d::dsl::SqlTypeOf<#table::#col>, #ty>(&self.#field),
         }
     });
-    let write = if backend == BackendName::Mysql {
-        quote! {
-            __d::RunQueryDsl::execute(query, conn)?;
-            ::core::result::Result::Ok(::core::option::Option::None)
-        }
-    } else {
-        quote! {
-            let written = __d::RunQueryDsl::load::<#pk_ty>(query, conn)?;
-            ::core::result::Result::Ok(::core::option::Option::Some(written))
-        }
-    };
     let ident_str = ident.to_string();
     quote! {
         #gate! {
@@ -459,21 +448,9 @@ fn store(model: &Model, backend: BackendName) -> TokenStream {
                     )
                 }
 
-                fn cqrs_write(
-                    rows: &[&Self],
-                    keys_text: &[::std::string::String],
-                    updated_us: &[i64],
-                    force: bool,
-                    conn: &mut #conn_ty,
-                ) -> __d::QueryResult<::core::option::Option<::std::vec::Vec<#pk_ty>>> {
-                    let query = __p::Upsert::<Self, #db_ty>::new(
-                        rows,
-                        keys_text,
-                        updated_us,
-                        force,
-                        <Self as ::cqrs_diesel::ReplicaModel>::CQRS_ID,
-                    );
-                    #write
+                fn cqrs_write(rows: &[&Self], conn: &mut #conn_ty) -> __d::QueryResult<()> {
+                    __d::RunQueryDsl::execute(__p::Upsert::<Self, #db_ty>::new(rows), conn)?;
+                    ::core::result::Result::Ok(())
                 }
 
                 fn cqrs_delete_keys(

@@ -9,7 +9,7 @@ use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 
 use crate::outbox::{NewOutboxEntry, OutboxEntry};
-use crate::replica::tombstone::NewTombstone;
+use crate::replica::state::{NewState, StoredState};
 
 mod sealed {
     pub trait Sealed {}
@@ -38,25 +38,47 @@ pub trait CqrsConnection: Connection + sealed::Sealed + Send + 'static {
         self.transaction(f)
     }
 
+    /// Settings the library needs on every connection it opens itself (the replica worker's,
+    /// the relay's, the operator commands'): on MySQL/MariaDB, strict SQL mode
+    /// ([`MYSQL_STRICT_MODES`] added to the session's `sql_mode`), so that a value the column
+    /// cannot hold (too long, out of range, an impossible date) is an error for its message
+    /// instead of a silent truncation or a zero date, whatever the server's default. Nothing
+    /// elsewhere.
+    fn prepare_session(&mut self) -> QueryResult<()> {
+        Ok(())
+    }
+
     /// Creates the outbox table if this connection's database does not have it yet, by running
     /// the migration shipped with this crate for the backend (see [`crate::outbox`]).
     fn run_outbox_migrations(&mut self) -> crate::Result<()>;
 
-    /// Creates the tombstone table replicas need (see [`crate::replica`]) unless it exists, by
-    /// running the replica migration shipped with this crate for the backend.
+    /// Creates the replica state table replicas need (`cqrs_replica_state`, see
+    /// [`crate::replica`]) unless it exists, by running the replica migrations shipped with this
+    /// crate for the backend.
     fn run_replica_migrations(&mut self) -> crate::Result<()>;
 
+    /// Locks the state rows of `keys` (sorted, without duplicates) for the rest of the
+    /// transaction, creating placeholders for keys without one, and returns them.
     #[doc(hidden)]
-    fn tombstones_record(&mut self, entries: &[NewTombstone<'_>]) -> QueryResult<usize>;
+    fn replica_state_lock(
+        &mut self,
+        cqrs_id: &str,
+        keys: &[String],
+    ) -> QueryResult<Vec<StoredState>>;
 
+    /// Records these states (replacing the stored ones).
     #[doc(hidden)]
-    fn tombstones_clear(&mut self, cqrs_id: &str, keys: &[String]) -> QueryResult<usize>;
+    fn replica_state_record(&mut self, entries: &[NewState<'_>]) -> QueryResult<usize>;
 
-    /// Deletes the tombstones of deletes older than `before` (by their `cqrs_updated`), and
-    /// returns how many. A tombstone only matters while a SAVE older than its DELETE can still
-    /// arrive: keep them at least as long as messages live (`CQRS_MESSAGE_TTL`, plus the
-    /// longest outage you want to ride out), and call this periodically, for example daily
-    /// with `before` = now - 30 days.
+    /// Forgets every state of `cqrs_id` (`bulk-load --clear`).
+    #[doc(hidden)]
+    fn replica_state_clear(&mut self, cqrs_id: &str) -> QueryResult<usize>;
+
+    /// Deletes the tombstones (states of deleted rows) of deletes older than `before` (by their
+    /// `cqrs_updated`), and returns how many. A tombstone only matters while a SAVE older than
+    /// its DELETE can still arrive: keep them at least as long as messages live
+    /// (`CQRS_MESSAGE_TTL`, plus the longest outage you want to ride out), and call this
+    /// periodically, for example daily with `before` = now - 30 days.
     fn purge_tombstones(&mut self, before: chrono::DateTime<chrono::Utc>) -> QueryResult<usize>;
 
     /// How many entries wait in the outbox (for health checks and tests).
@@ -155,6 +177,25 @@ pub(crate) fn transaction_depth<C: Connection>(conn: &mut C) -> u32 {
         .map_or(0, |depth| depth.get())
 }
 
+/// The SQL modes a MySQL/MariaDB session of the library runs with, added to the server's
+/// (see [`CqrsConnection::prepare_session`]).
+pub const MYSQL_STRICT_MODES: &str =
+    "STRICT_ALL_TABLES,NO_ZERO_DATE,NO_ZERO_IN_DATE,ERROR_FOR_DIVISION_BY_ZERO";
+
+/// Placeholder states for `keys`: rows to lock before anything was applied to them.
+fn placeholders<'a>(cqrs_id: &'a str, keys: &'a [String]) -> Vec<NewState<'a>> {
+    use crate::replica::state::PLACEHOLDER;
+    keys.iter()
+        .map(|pk| NewState {
+            cqrs_id,
+            pk,
+            revision: PLACEHOLDER,
+            updated_us: PLACEHOLDER,
+            deleted: true,
+        })
+        .collect()
+}
+
 /// The statements every backend writes the same way.
 macro_rules! shared_impl {
     () => {
@@ -162,9 +203,14 @@ macro_rules! shared_impl {
             &mut self,
             before: chrono::DateTime<chrono::Utc>,
         ) -> QueryResult<usize> {
-            use crate::replica::tombstone::cqrs_tombstone::dsl;
+            use crate::replica::state::cqrs_replica_state::dsl;
             diesel::delete(
-                dsl::cqrs_tombstone.filter(dsl::updated_us.lt(before.timestamp_micros())),
+                dsl::cqrs_replica_state.filter(
+                    dsl::deleted
+                        .eq(true)
+                        .and(dsl::updated_us.lt(before.timestamp_micros()))
+                        .and(dsl::updated_us.ne(crate::replica::state::PLACEHOLDER)),
+                ),
             )
             .execute(self)
         }
@@ -193,15 +239,9 @@ macro_rules! shared_impl {
             use crate::outbox::cqrs_outbox::dsl;
             dsl::cqrs_outbox.count().get_result(self)
         }
-        fn tombstones_clear(&mut self, cqrs_id: &str, keys: &[String]) -> QueryResult<usize> {
-            use crate::replica::tombstone::cqrs_tombstone::dsl;
-            if keys.is_empty() {
-                return Ok(0);
-            }
-            diesel::delete(
-                dsl::cqrs_tombstone.filter(dsl::cqrs_id.eq(cqrs_id).and(dsl::pk.eq_any(keys))),
-            )
-            .execute(self)
+        fn replica_state_clear(&mut self, cqrs_id: &str) -> QueryResult<usize> {
+            use crate::replica::state::cqrs_replica_state::dsl;
+            diesel::delete(dsl::cqrs_replica_state.filter(dsl::cqrs_id.eq(cqrs_id))).execute(self)
         }
     };
 }
@@ -248,25 +288,44 @@ mod pg {
         }
 
         fn run_replica_migrations(&mut self) -> crate::Result<()> {
-            crate::outbox::run_migrations(
-                self,
-                crate::replica::tombstone::POSTGRES_REPLICA_MIGRATIONS,
-            )
+            crate::outbox::run_migrations(self, crate::replica::state::POSTGRES_REPLICA_MIGRATIONS)
         }
 
-        fn tombstones_record(&mut self, entries: &[NewTombstone<'_>]) -> QueryResult<usize> {
-            use crate::replica::tombstone::cqrs_tombstone::dsl;
+        fn replica_state_lock(
+            &mut self,
+            cqrs_id: &str,
+            keys: &[String],
+        ) -> QueryResult<Vec<StoredState>> {
+            use crate::replica::state::cqrs_replica_state::dsl;
+            if keys.is_empty() {
+                return Ok(Vec::new());
+            }
+            diesel::insert_into(dsl::cqrs_replica_state)
+                .values(placeholders(cqrs_id, keys))
+                .on_conflict_do_nothing()
+                .execute(self)?;
+            dsl::cqrs_replica_state
+                .filter(dsl::cqrs_id.eq(cqrs_id).and(dsl::pk.eq_any(keys)))
+                .order(dsl::pk)
+                .for_update()
+                .select(StoredState::as_select())
+                .load(self)
+        }
+
+        fn replica_state_record(&mut self, entries: &[NewState<'_>]) -> QueryResult<usize> {
+            use crate::replica::state::cqrs_replica_state::dsl;
             use diesel::upsert::excluded;
             if entries.is_empty() {
                 return Ok(0);
             }
-            diesel::insert_into(dsl::cqrs_tombstone)
+            diesel::insert_into(dsl::cqrs_replica_state)
                 .values(entries.to_vec())
                 .on_conflict((dsl::cqrs_id, dsl::pk))
                 .do_update()
                 .set((
                     dsl::revision.eq(excluded(dsl::revision)),
                     dsl::updated_us.eq(excluded(dsl::updated_us)),
+                    dsl::deleted.eq(excluded(dsl::deleted)),
                 ))
                 .execute(self)
         }
@@ -308,22 +367,58 @@ mod mysql {
         }
 
         fn run_replica_migrations(&mut self) -> crate::Result<()> {
-            crate::outbox::run_migrations(self, crate::replica::tombstone::MYSQL_REPLICA_MIGRATIONS)
+            crate::outbox::run_migrations(self, crate::replica::state::MYSQL_REPLICA_MIGRATIONS)
         }
 
-        fn tombstones_record(&mut self, entries: &[NewTombstone<'_>]) -> QueryResult<usize> {
-            use crate::replica::tombstone::cqrs_tombstone::dsl;
-            use diesel::sql_types::BigInt;
+        fn prepare_session(&mut self) -> QueryResult<()> {
+            diesel::connection::SimpleConnection::batch_execute(
+                self,
+                &format!(
+                    "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), \
+                     '{MYSQL_STRICT_MODES}')"
+                ),
+            )
+        }
+
+        fn replica_state_lock(
+            &mut self,
+            cqrs_id: &str,
+            keys: &[String],
+        ) -> QueryResult<Vec<StoredState>> {
+            use crate::replica::state::cqrs_replica_state::dsl;
+            if keys.is_empty() {
+                return Ok(Vec::new());
+            }
+            // `ON DUPLICATE KEY UPDATE` a column to itself: a no-op that keeps other errors
+            // errors (`INSERT IGNORE` would turn them into warnings).
+            diesel::insert_into(dsl::cqrs_replica_state)
+                .values(placeholders(cqrs_id, keys))
+                .on_conflict(diesel::dsl::DuplicatedKeys)
+                .do_update()
+                .set(dsl::revision.eq(dsl::revision))
+                .execute(self)?;
+            dsl::cqrs_replica_state
+                .filter(dsl::cqrs_id.eq(cqrs_id).and(dsl::pk.eq_any(keys)))
+                .order(dsl::pk)
+                .for_update()
+                .select(StoredState::as_select())
+                .load(self)
+        }
+
+        fn replica_state_record(&mut self, entries: &[NewState<'_>]) -> QueryResult<usize> {
+            use crate::replica::state::cqrs_replica_state::dsl;
+            use diesel::sql_types::{BigInt, Bool};
             if entries.is_empty() {
                 return Ok(0);
             }
-            diesel::insert_into(dsl::cqrs_tombstone)
+            diesel::insert_into(dsl::cqrs_replica_state)
                 .values(entries)
                 .on_conflict(diesel::dsl::DuplicatedKeys)
                 .do_update()
                 .set((
                     dsl::revision.eq(diesel::dsl::sql::<BigInt>("VALUES(`revision`)")),
                     dsl::updated_us.eq(diesel::dsl::sql::<BigInt>("VALUES(`updated_us`)")),
+                    dsl::deleted.eq(diesel::dsl::sql::<Bool>("VALUES(`deleted`)")),
                 ))
                 .execute(self)
         }
@@ -418,25 +513,44 @@ mod sqlite {
         }
 
         fn run_replica_migrations(&mut self) -> crate::Result<()> {
-            crate::outbox::run_migrations(
-                self,
-                crate::replica::tombstone::SQLITE_REPLICA_MIGRATIONS,
-            )
+            crate::outbox::run_migrations(self, crate::replica::state::SQLITE_REPLICA_MIGRATIONS)
         }
 
-        fn tombstones_record(&mut self, entries: &[NewTombstone<'_>]) -> QueryResult<usize> {
-            use crate::replica::tombstone::cqrs_tombstone::dsl;
+        fn replica_state_lock(
+            &mut self,
+            cqrs_id: &str,
+            keys: &[String],
+        ) -> QueryResult<Vec<StoredState>> {
+            use crate::replica::state::cqrs_replica_state::dsl;
+            if keys.is_empty() {
+                return Ok(Vec::new());
+            }
+            // The write transaction (`BEGIN IMMEDIATE`) already holds the database's one write
+            // lock: no row lock is needed.
+            diesel::insert_or_ignore_into(dsl::cqrs_replica_state)
+                .values(placeholders(cqrs_id, keys))
+                .execute(self)?;
+            dsl::cqrs_replica_state
+                .filter(dsl::cqrs_id.eq(cqrs_id).and(dsl::pk.eq_any(keys)))
+                .order(dsl::pk)
+                .select(StoredState::as_select())
+                .load(self)
+        }
+
+        fn replica_state_record(&mut self, entries: &[NewState<'_>]) -> QueryResult<usize> {
+            use crate::replica::state::cqrs_replica_state::dsl;
             use diesel::upsert::excluded;
             // SQLite cannot batch an upsert in Diesel; statements are in-process calls here.
             let mut written = 0;
             for entry in entries {
-                written += diesel::insert_into(dsl::cqrs_tombstone)
+                written += diesel::insert_into(dsl::cqrs_replica_state)
                     .values(entry)
                     .on_conflict((dsl::cqrs_id, dsl::pk))
                     .do_update()
                     .set((
                         dsl::revision.eq(excluded(dsl::revision)),
                         dsl::updated_us.eq(excluded(dsl::updated_us)),
+                        dsl::deleted.eq(excluded(dsl::deleted)),
                     ))
                     .execute(self)?;
             }

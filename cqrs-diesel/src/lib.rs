@@ -39,7 +39,7 @@ pub mod replica;
 
 pub use cqrs_core::*;
 
-pub use connection::{Backend, CqrsConnection, DbConn};
+pub use connection::{Backend, CqrsConnection, DbConn, MYSQL_STRICT_MODES};
 pub use error::{Error, Result};
 
 /// The transport-level error of [`cqrs_core`] (broker, configuration, wire), which this crate's

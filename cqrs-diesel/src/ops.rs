@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 use crate::connection::CqrsConnection;
 use crate::error::{Error, Result};
 use crate::master::{MasterStore, RowFilter, body, instance_data};
+use crate::replica::state::NewState;
 use crate::replica::{ReplicaModel, ReplicaStore};
 
 /// One master row as operator commands need it.
@@ -265,8 +266,21 @@ where
             .zip(keys_text.chunks(per_statement))
             .zip(updated.chunks(per_statement))
         {
-            M::cqrs_write(rows, keys, updated, true, conn)?;
-            conn.tombstones_clear(M::CQRS_ID, keys)?;
+            M::cqrs_write(rows, conn)?;
+            // As a SYNC would: the record's rank is the row's state from now on.
+            let states: Vec<NewState<'_>> = rows
+                .iter()
+                .zip(keys)
+                .zip(updated)
+                .map(|((row, pk), &updated_us)| NewState {
+                    cqrs_id: M::CQRS_ID,
+                    pk,
+                    revision: row.cqrs_revision().unwrap_or(0),
+                    updated_us,
+                    deleted: false,
+                })
+                .collect();
+            conn.replica_state_record(&states)?;
         }
         Ok(rejected)
     }
@@ -281,6 +295,8 @@ where
     }
 
     fn clear(&self, conn: &mut C) -> Result<usize> {
+        // A reset: the rows and what the replica knew of them.
+        conn.replica_state_clear(M::CQRS_ID)?;
         Ok(M::cqrs_delete_all(conn)?)
     }
 }

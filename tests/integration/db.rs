@@ -94,7 +94,7 @@ impl MysqlDb {
         MysqlDb { database }
     }
 
-    fn url(&self) -> String {
+    pub fn url(&self) -> String {
         let base = mysql_url();
         let server = base
             .rsplit_once('/')

@@ -311,7 +311,15 @@ impl<C: CqrsConnection> Cli<C> {
     /// A database connection (an error that says so for a service without a database).
     pub(crate) fn connect(&self) -> Connect<C> {
         match &self.connect {
-            Some(connect) => connect.clone(),
+            Some(connect) => {
+                let connect = connect.clone();
+                Arc::new(move || {
+                    let mut conn = connect()?;
+                    conn.prepare_session()
+                        .map_err(ConnectionError::CouldntSetupConfiguration)?;
+                    Ok(conn)
+                })
+            }
             None => Arc::new(|| {
                 Err(ConnectionError::BadConnection(
                     "this service has no database (Cli::without_database): only `consume` \

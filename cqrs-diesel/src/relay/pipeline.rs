@@ -136,7 +136,11 @@ fn fetch<C: CqrsConnection>(
 ) -> Result<(C, Vec<OutboxEntry>)> {
     let mut conn = match slot {
         Some(conn) => conn,
-        None => connect()?,
+        None => {
+            let mut conn = connect()?;
+            conn.prepare_session()?;
+            conn
+        }
     };
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     if !C::RELAY_HOLDS_ROW_LOCKS {

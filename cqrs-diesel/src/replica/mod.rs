@@ -4,29 +4,34 @@
 //! [`Replicas`], and run the [`ConsumerRuntime`](cqrs_core::ConsumerRuntime) with it (or let
 //! [`consumer!`](crate::consumer) generate a `run_consumer()`).
 //!
-//! Each batch of messages is applied in one transaction, with one statement per model and
-//! kind of change:
+//! Each batch of messages is applied in one transaction. The replica ranks the messages of one
+//! primary key in one total order (`cqrs_updated`, then `cqrs_revision`: see [`order`] and
+//! docs/DESIGN.md) and keeps, per key, the rank of the last message it applied in
+//! `cqrs_replica_state` (create it with
+//! [`CqrsConnection::run_replica_migrations`](crate::CqrsConnection::run_replica_migrations)).
+//! Per batch and model:
 //!
-//! - SAVE: insert, or update only when the incoming revision is newer than the stored one
-//!   (the stored row wins on older or equal revisions), unless a DELETE tombstone at least as
-//!   new (revision and time) keeps the row deleted;
-//! - SYNC: written whatever the stored revision (a repair tool, as in django-cqrs), and clears
-//!   the tombstone;
-//! - DELETE: removes the row and records a tombstone in `cqrs_tombstone` (create it with
-//!   [`CqrsConnection::run_replica_migrations`](crate::CqrsConnection::run_replica_migrations)).
+//! 1. the message that decides each row is the batch's highest-ranked one; the others are
+//!    reported as superseded;
+//! 2. the state rows of those keys are locked (`SELECT ... FOR UPDATE` on PostgreSQL and
+//!    MySQL/MariaDB; SQLite has one writer) and each winner is compared with its row's state;
+//! 3. the winners that rank above it are written with one upsert statement (SAVE, SYNC) or one
+//!    delete (DELETE), and their states are recorded. A SYNC also applies at an equal rank, to
+//!    rewrite values that drifted; a DELETE's state is its tombstone.
 //!
-//! Within a batch only the message that decides a row is written (the newest SAVE, or the last
-//! SYNC or DELETE); the others are reported as superseded.
+//! So a late, duplicated or retried copy of any message changes nothing, and several replica
+//! processes applying the same rows converge as one does.
 
 mod model;
+mod order;
 mod registry;
 pub(crate) mod sql;
-pub(crate) mod tombstone;
+pub(crate) mod state;
 
 pub(crate) use model::key_text;
 pub use model::{CustomReplica, MessageInfo, ReplicaModel, ReplicaStore};
 pub use registry::{Prepared, Replicas};
-pub use tombstone::{MYSQL_REPLICA_UP_SQL, POSTGRES_REPLICA_UP_SQL, SQLITE_REPLICA_UP_SQL};
+pub use state::{MYSQL_REPLICA_UP_SQL, POSTGRES_REPLICA_UP_SQL, SQLITE_REPLICA_UP_SQL};
 
 /// Runs the replica worker of `replicas` until SIGTERM or SIGINT: declares the topology of
 /// docs/WIRE.md for every registered `cqrs_id`, consumes `config.queue()` and applies batches; on

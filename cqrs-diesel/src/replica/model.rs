@@ -49,19 +49,9 @@ pub trait ReplicaStore<C: CqrsConnection>: ReplicaModel {
     /// The stored revisions of these keys (rows that do not exist are absent).
     fn cqrs_stored_revisions(keys: &[Self::Pk], conn: &mut C) -> QueryResult<Vec<(Self::Pk, i64)>>;
 
-    /// Writes the rows with one statement: insert, or update when the incoming revision is
-    /// newer than the stored one, unless a tombstone at least as new keeps the row deleted.
-    /// With `force` (SYNC) the revision and the tombstones are ignored. `keys_text[i]` and
-    /// `updated_us[i]` are row i's primary key as text and `cqrs_updated` in microseconds.
-    /// Returns the keys written, where the backend can tell (`RETURNING`); `None` on
-    /// MySQL/MariaDB.
-    fn cqrs_write(
-        rows: &[&Self],
-        keys_text: &[String],
-        updated_us: &[i64],
-        force: bool,
-        conn: &mut C,
-    ) -> QueryResult<Option<Vec<Self::Pk>>>;
+    /// Writes the rows with one statement: each is inserted, or replaces the stored row with
+    /// its primary key. Which messages to write is decided before (see the replica state).
+    fn cqrs_write(rows: &[&Self], conn: &mut C) -> QueryResult<()>;
 
     /// Deletes the rows with these keys with one statement.
     fn cqrs_delete_keys(keys: &[Self::Pk], conn: &mut C) -> QueryResult<usize>;

@@ -2,7 +2,7 @@
 //! runtime drives.
 
 use std::any::Any;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,8 +14,9 @@ use serde_json::Value;
 use crate::connection::CqrsConnection;
 use crate::error::Error;
 use crate::replica::model::{CustomReplica, MessageInfo, ReplicaModel, ReplicaStore, key_text};
+use crate::replica::order::{self, Rank, Stored, Verdict};
 use crate::replica::sql::rows_per_statement;
-use crate::replica::tombstone::NewTombstone;
+use crate::replica::state::NewState;
 
 type Connect<C> = Arc<dyn Fn() -> Result<C, ConnectionError> + Send + Sync>;
 
@@ -30,6 +31,16 @@ pub struct Prepared {
     key: Box<dyn Any + Send + Sync>,
     row: Option<Box<dyn Any + Send + Sync>>,
     payload: Payload,
+}
+
+impl Prepared {
+    /// Where this message stands in the order of its primary key's messages.
+    fn rank(&self) -> Rank {
+        Rank {
+            updated_us: self.updated_us,
+            revision: self.revision,
+        }
+    }
 }
 
 impl std::fmt::Debug for Prepared {
@@ -186,9 +197,14 @@ impl<C: CqrsConnection> Replicas<C> {
         };
         match cached {
             Some(conn) => Ok(Some(conn)),
-            None => connect()
-                .map(Some)
-                .map_err(|error| BatchError::Unavailable(format!("cannot connect: {error}"))),
+            None => {
+                let mut conn = connect()
+                    .map_err(|error| BatchError::Unavailable(format!("cannot connect: {error}")))?;
+                conn.prepare_session().map_err(|error| {
+                    BatchError::Unavailable(format!("cannot prepare the session: {error}"))
+                })?;
+                Ok(Some(conn))
+            }
         }
     }
 
@@ -424,182 +440,171 @@ where
         let conn = conn.ok_or_else(|| Error::Task("a replica model without a database".into()))?;
         let mut outcomes = vec![Applied::Superseded; items.len()];
 
-        // The message that decides each row, as if the batch were applied one by one: a SYNC
-        // or DELETE always takes over; a SAVE only over an older revision.
-        let mut winner: HashMap<&str, usize> = HashMap::new();
+        // 1. The message that decides each row: the batch's highest-ranked one.
+        let mut by_key: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
         for (i, item) in items.iter().enumerate() {
-            match winner.get(item.key_text.as_str()) {
-                Some(&w)
-                    if item.signal == SignalType::Save && items[w].revision >= item.revision => {}
-                _ => {
-                    winner.insert(item.key_text.as_str(), i);
-                }
-            }
+            by_key.entry(item.key_text.as_str()).or_default().push(i);
         }
-        // The SAVE revisions each row has in this batch: one that a later SAVE of the batch
-        // superseded is no gap between the stored revision and the winner.
-        let mut batch_revisions: HashMap<&str, Vec<i64>> = HashMap::new();
-        for item in items.iter().filter(|item| item.signal == SignalType::Save) {
-            batch_revisions
-                .entry(item.key_text.as_str())
-                .or_default()
-                .push(item.revision);
-        }
-        let mut saves = Vec::new();
-        let mut syncs = Vec::new();
-        let mut deletes = Vec::new();
-        let mut winners: Vec<usize> = winner.into_values().collect();
-        winners.sort_unstable();
-        for i in winners {
-            match items[i].signal {
-                SignalType::Save => saves.push(i),
-                SignalType::Sync => syncs.push(i),
-                SignalType::Delete => deletes.push(i),
-            }
-        }
+        let winners: Vec<usize> = by_key
+            .values()
+            .filter_map(|indexes| {
+                order::winner(
+                    indexes
+                        .iter()
+                        .map(|&i| (i, items[i].rank(), items[i].signal)),
+                )
+            })
+            .collect();
 
-        // Stored revisions, to report what the guarded statements did.
-        let mut keys = Vec::with_capacity(saves.len() + syncs.len());
-        for &i in saves.iter().chain(&syncs) {
-            keys.push(downcast_key::<M>(items[i])?.clone());
-        }
-        let stored: HashMap<M::Pk, i64> = if keys.is_empty() {
-            HashMap::new()
-        } else {
-            M::cqrs_stored_revisions(&keys, conn)?.into_iter().collect()
-        };
-
-        for (indexes, force) in [(&saves, false), (&syncs, true)] {
-            for chunk in indexes.chunks(rows_per_statement(M::COLUMN_COUNT)) {
-                let rows: Vec<&M> = chunk
-                    .iter()
-                    .map(|&i| downcast_row::<M>(items[i]))
-                    .collect::<Result<_, _>>()?;
-                let keys_text: Vec<String> =
-                    chunk.iter().map(|&i| items[i].key_text.clone()).collect();
-                let updated: Vec<i64> = chunk.iter().map(|&i| items[i].updated_us).collect();
-                let written = M::cqrs_write(&rows, &keys_text, &updated, force, conn)?;
-                if force {
-                    conn.tombstones_clear(M::CQRS_ID, &keys_text)?;
-                }
-                let written: std::collections::HashSet<M::Pk> = match written {
-                    Some(keys) => keys.into_iter().collect(),
-                    None => {
-                        // No RETURNING (MySQL/MariaDB): read the revisions back instead. A
-                        // row now at the incoming revision, and not at it before, was written.
-                        let keys: Vec<M::Pk> = rows.iter().map(|row| row.cqrs_key()).collect();
-                        let incoming: HashMap<&M::Pk, i64> = keys
-                            .iter()
-                            .zip(chunk)
-                            .map(|(key, &i)| (key, items[i].revision))
-                            .collect();
-                        M::cqrs_stored_revisions(&keys, conn)?
-                            .into_iter()
-                            .filter(|(key, after)| {
-                                incoming.get(key) == Some(after) && stored.get(key) != Some(after)
-                            })
-                            .map(|(key, _)| key)
-                            .collect()
-                    }
+        // 2. What the replica holds for those keys, locked until the transaction ends. Every
+        // process locks keys in one order (sorted), so that two cannot wait for each other.
+        let keys: Vec<String> = by_key.keys().map(|key| (*key).to_owned()).collect();
+        let mut stored: HashMap<String, Stored> = HashMap::with_capacity(keys.len());
+        let mut first_seen = Vec::new();
+        for state in conn.replica_state_lock(M::CQRS_ID, &keys)? {
+            if state.is_placeholder() {
+                first_seen.push(state.pk.clone());
+                stored.insert(state.pk, Stored::Nothing);
+            } else {
+                let rank = Rank {
+                    updated_us: state.updated_us,
+                    revision: state.revision,
                 };
-                for (&i, row) in chunk.iter().zip(&rows) {
-                    let key = row.cqrs_key();
-                    let incoming = items[i].revision;
-                    let before = stored.get(&key).copied();
-                    let was_written = written.contains(&key);
-                    let seen = batch_revisions
-                        .get(items[i].key_text.as_str())
-                        .map_or(&[][..], Vec::as_slice);
-                    outcomes[i] = classify(
-                        M::CQRS_ID,
-                        &items[i].key_text,
-                        Revisions {
-                            incoming,
-                            before,
-                            seen,
-                        },
-                        was_written,
-                        force,
-                        counters,
-                    );
+                let deleted = state.deleted;
+                stored.insert(state.pk, Stored::State { rank, deleted });
+            }
+        }
+        first_seen.sort_unstable();
+        legacy_rows::<M, C>(items, &winners, &first_seen, &mut stored, conn)?;
+
+        // 3. The winners that rank above what is stored are written, and their states kept.
+        let mut writes = Vec::new();
+        let mut deletes = Vec::new();
+        for &i in &winners {
+            let item = items[i];
+            let before = stored
+                .get(item.key_text.as_str())
+                .copied()
+                .unwrap_or(Stored::Nothing);
+            let verdict = order::decide(item.signal, item.rank(), before);
+            outcomes[i] = outcome(M::CQRS_ID, item, before, verdict, items, counters);
+            if verdict == Verdict::Apply {
+                match item.signal {
+                    SignalType::Save | SignalType::Sync => writes.push(i),
+                    SignalType::Delete => deletes.push(i),
                 }
             }
         }
-
+        for chunk in writes.chunks(rows_per_statement(M::COLUMN_COUNT)) {
+            let rows: Vec<&M> = chunk
+                .iter()
+                .map(|&i| downcast_row::<M>(items[i]))
+                .collect::<Result<_, _>>()?;
+            M::cqrs_write(&rows, conn)?;
+        }
         for chunk in deletes.chunks(rows_per_statement(4)) {
             let keys: Vec<M::Pk> = chunk
                 .iter()
                 .map(|&i| downcast_key::<M>(items[i]).cloned())
                 .collect::<Result<_, _>>()?;
             M::cqrs_delete_keys(&keys, conn)?;
-            let tombstones: Vec<NewTombstone<'_>> = chunk
-                .iter()
-                .map(|&i| NewTombstone {
-                    cqrs_id: M::CQRS_ID,
-                    pk: &items[i].key_text,
-                    revision: items[i].revision,
-                    updated_us: items[i].updated_us,
-                })
-                .collect();
-            conn.tombstones_record(&tombstones)?;
-            for &i in chunk {
-                outcomes[i] = Applied::Deleted;
-                tracing::debug!(cqrs_id = M::CQRS_ID, pk = %items[i].key_text, revision = items[i].revision, "deleted");
-            }
+        }
+        let states: Vec<NewState<'_>> = writes
+            .iter()
+            .chain(&deletes)
+            .map(|&i| NewState {
+                cqrs_id: M::CQRS_ID,
+                pk: &items[i].key_text,
+                revision: items[i].revision,
+                updated_us: items[i].updated_us,
+                deleted: items[i].signal == SignalType::Delete,
+            })
+            .collect();
+        for chunk in states.chunks(1000) {
+            conn.replica_state_record(chunk)?;
         }
         Ok(outcomes)
     }
 }
 
-/// What a guarded write did to one row, from the stored revision before it and whether the
-/// statement wrote the row.
-/// The revisions [`classify`] judges one row by.
-struct Revisions<'a> {
-    /// The message's.
-    incoming: i64,
-    /// The stored row's before the statement, if there was one.
-    before: Option<i64>,
-    /// Every SAVE revision of the row in this batch.
-    seen: &'a [i64],
+/// Rows the replica holds without a state (written before it kept states): their stored
+/// revision decides, as the revision guard did (see [`Stored::LegacyRow`]). Only keys met for
+/// the first time (`first_seen`, sorted) need the look-up.
+fn legacy_rows<M, C>(
+    items: &[&Prepared],
+    winners: &[usize],
+    first_seen: &[String],
+    stored: &mut HashMap<String, Stored>,
+    conn: &mut C,
+) -> Result<(), Error>
+where
+    C: CqrsConnection,
+    M: ReplicaStore<C>,
+{
+    if first_seen.is_empty() {
+        return Ok(());
+    }
+    let mut keys = Vec::with_capacity(first_seen.len());
+    for &i in winners {
+        if first_seen.binary_search(&items[i].key_text).is_ok() {
+            keys.push(downcast_key::<M>(items[i])?.clone());
+        }
+    }
+    for (key, revision) in M::cqrs_stored_revisions(&keys, conn)? {
+        let text = key_text(&M::cqrs_encode_pk(&key));
+        stored.insert(text, Stored::LegacyRow { revision });
+    }
+    Ok(())
 }
 
-fn classify(
+/// What applying (or not) `item` over `before` did, counted and logged.
+fn outcome(
     cqrs_id: &'static str,
-    key: &str,
-    revisions: Revisions<'_>,
-    written: bool,
-    force: bool,
+    item: &Prepared,
+    before: Stored,
+    verdict: Verdict,
+    batch: &[&Prepared],
     counters: &Counters,
 ) -> Applied {
-    let Revisions {
-        incoming,
-        before,
-        seen,
-    } = revisions;
-    if force {
-        if let Some(stored) = before.filter(|&stored| stored > incoming) {
-            counters.downgrades.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(
-                cqrs_id,
-                pk = key,
-                stored,
-                incoming,
-                "SYNC lowered the revision"
-            );
+    let live = match before {
+        Stored::Nothing => None,
+        Stored::LegacyRow { revision } => Some(revision),
+        Stored::State { rank, deleted } => (!deleted).then_some(rank.revision),
+    };
+    let key = item.key_text.as_str();
+    let incoming = item.revision;
+    let applied = match (verdict, item.signal) {
+        (Verdict::Apply, SignalType::Delete) => Applied::Deleted,
+        (Verdict::Apply, SignalType::Sync) => {
+            if let Some(stored) = live.filter(|&stored| stored > incoming) {
+                counters.downgrades.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    cqrs_id,
+                    pk = key,
+                    stored,
+                    incoming,
+                    "SYNC lowered the revision"
+                );
+            }
+            Applied::Synced
         }
-        return Applied::Synced;
-    }
-    let applied = match (before, written) {
-        (None, false) => Applied::Tombstoned,
-        (None, true) => Applied::Created,
-        (Some(stored), true) => {
-            note_gap(cqrs_id, key, stored, incoming, seen, counters);
-            Applied::Updated
-        }
-        (Some(stored), false) if stored == incoming => Applied::Duplicate,
-        (Some(stored), false) if stored > incoming => Applied::SkippedOld,
-        // A stored row older than the message, yet not written: a tombstone newer than it.
-        (Some(_), false) => Applied::Tombstoned,
+        (Verdict::Apply, SignalType::Save) => match live {
+            None => Applied::Created,
+            Some(stored) => {
+                let seen: Vec<i64> = batch
+                    .iter()
+                    .filter(|other| {
+                        other.key_text == item.key_text && other.signal == SignalType::Save
+                    })
+                    .map(|other| other.revision)
+                    .collect();
+                note_gap(cqrs_id, key, stored, incoming, &seen, counters);
+                Applied::Updated
+            }
+        },
+        (Verdict::Duplicate, _) => Applied::Duplicate,
+        (Verdict::Old, _) => Applied::SkippedOld,
+        (Verdict::Tombstoned, _) => Applied::Tombstoned,
     };
     match applied {
         Applied::SkippedOld | Applied::Duplicate | Applied::Tombstoned => {

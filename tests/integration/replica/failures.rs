@@ -223,3 +223,44 @@ fn the_policy_comes_from_the_attributes() {
     assert_eq!(policy.retry_delay, Some(Duration::from_millis(50)));
     assert!(policy.only_direct_syncs);
 }
+
+/// A MariaDB server whose default SQL mode is permissive truncates a too-long text without an
+/// error; the worker's sessions run in strict mode whatever the default, so the message fails
+/// (and is dead-lettered with the database's reason) and the good message beside it is applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_too_long_for_a_mariadb_column_is_dead_lettered_not_truncated() {
+    use cqrs_diesel::diesel::connection::SimpleConnection;
+    use cqrs_diesel::diesel::{Connection, ConnectionError, MysqlConnection};
+
+    use super::models::{AuthorRow, MysqlAuthorReplica};
+
+    let db = MysqlDb::new("rstrict");
+    let url = db.url();
+    let permissive = move || -> Result<MysqlConnection, ConnectionError> {
+        let mut conn = MysqlConnection::establish(&url)?;
+        conn.batch_execute("SET SESSION sql_mode = ''")
+            .map_err(ConnectionError::CouldntSetupConfiguration)?;
+        Ok(conn)
+    };
+    let replicas = Replicas::new(permissive).register::<MysqlAuthorReplica>();
+    let worker = Worker::start_with(db, MysqlAuthorReplica::DDL, replicas, |b| {
+        b.max_retries(Some(0))
+    })
+    .await;
+    let mut long = author("SAVE", 1, "long", 0);
+    long["instance_data"]["bio"] = json!("x".repeat(70_000)); // TEXT holds 65,535 bytes
+    worker.broadcast(&long).await;
+    worker.broadcast(&author("SAVE", 2, "good", 0)).await;
+    let stats = worker
+        .wait("both settled", |s| s.dead_lettered + s.applied() >= 2)
+        .await;
+    assert_eq!((stats.created, stats.dead_lettered), (1, 1), "{stats:?}");
+    let ids: Vec<i32> = MysqlAuthorReplica::load_all(&mut worker.db.connect())
+        .iter()
+        .map(|row| row.id())
+        .collect();
+    assert_eq!(ids, [2], "nothing truncated was stored");
+    let dead = dead_letters(worker.config.dead_letter_queue().expect("dlq")).await;
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].1.contains("Data too long"), "{}", dead[0].1);
+}

@@ -210,13 +210,19 @@ pub fn author_at(signal: &str, id: i64, name: &str, revision: i64, updated: &str
 
 /// A DELETE of an author row (`cqrs_revision` = stored + 1, as the reference sends).
 pub fn author_delete(id: i64, revision: i64) -> Value {
+    let updated = format!("2026-11-28 18:22:{:02}.000000+00:00", revision.clamp(0, 59));
+    author_delete_at(id, revision, &updated)
+}
+
+/// Like [`author_delete`], with its `cqrs_updated`.
+pub fn author_delete_at(id: i64, revision: i64, updated: &str) -> Value {
     json!({
         "signal_type": "DELETE",
         "cqrs_id": "author",
         "instance_data": {
             "id": id,
             "cqrs_revision": revision,
-            "cqrs_updated": format!("2026-11-28 18:22:{:02}.000000+00:00", revision.clamp(0, 59)),
+            "cqrs_updated": updated,
         },
         "previous_data": null,
         "instance_pk": id,

@@ -47,8 +47,17 @@ where
     assert_eq!(stats.skipped_old, 1);
     assert_eq!(stats.duplicates, 1);
 
-    // Phase 3: SYNC lowers a revision (a repair); DELETE; a late SAVE cannot resurrect.
-    worker.broadcast(&author("SYNC", 2, "b-synced", 2)).await;
+    // Phase 3: a SYNC of the master's row as it is now (a later cqrs_updated) lowers a
+    // revision (a repair); DELETE; a late SAVE cannot resurrect.
+    worker
+        .broadcast(&author_at(
+            "SYNC",
+            2,
+            "b-synced",
+            2,
+            "2026-11-28 18:25:00.000000+00:00",
+        ))
+        .await;
     worker.broadcast(&author_delete(3, 1)).await;
     worker.wait_settled(9).await;
     worker.broadcast(&author("SAVE", 3, "c0-late", 0)).await;
@@ -56,6 +65,10 @@ where
     assert_eq!(stats.synced, 1);
     assert_eq!(stats.deleted, 1);
     assert_eq!(stats.tombstoned, 1, "{stats:?}");
+    // A late copy of an older SYNC changes nothing.
+    worker.broadcast(&author("SYNC", 2, "b-old-sync", 3)).await;
+    let stats = worker.wait_settled(11).await;
+    assert_eq!(stats.skipped_old, 2, "{stats:?}");
 
     let stored = rows::<D, M>(&worker);
     assert_eq!(stored.get(&1), Some(&("a1".to_owned(), 1)));
@@ -72,16 +85,24 @@ where
             "2026-11-28 18:30:00.000000+00:00",
         ))
         .await;
-    worker.wait_settled(11).await;
+    worker.wait_settled(12).await;
     assert_eq!(
         rows::<D, M>(&worker).get(&3),
         Some(&("c-again".to_owned(), 0))
     );
-    // A SYNC of a deleted row repairs it too.
+    // A SYNC of a deleted row (the master has it, written after the delete) repairs it too.
     worker.broadcast(&author_delete(1, 2)).await;
-    worker.wait_settled(12).await;
-    worker.broadcast(&author("SYNC", 1, "a-repaired", 1)).await;
     worker.wait_settled(13).await;
+    worker
+        .broadcast(&author_at(
+            "SYNC",
+            1,
+            "a-repaired",
+            1,
+            "2026-11-28 18:31:00.000000+00:00",
+        ))
+        .await;
+    worker.wait_settled(14).await;
     assert_eq!(
         rows::<D, M>(&worker).get(&1),
         Some(&("a-repaired".to_owned(), 1))
@@ -234,6 +255,93 @@ where
     assert_eq!(stored.get(&2), None);
 }
 
+/// The report's history of one row: SAVE r0, SAVE r5, DELETE r6, then the row created again
+/// (revision 0 again, as django-cqrs masters do) 1 ms after the delete.
+fn two_lives(id: i64) -> Vec<serde_json::Value> {
+    vec![
+        author_at("SAVE", id, "first", 0, "2026-11-28 18:00:00.000000+00:00"),
+        author_at(
+            "SAVE",
+            id,
+            "first-r5",
+            5,
+            "2026-11-28 18:00:05.000000+00:00",
+        ),
+        super::author_delete_at(id, 6, "2026-11-28 18:00:06.000000+00:00"),
+        author_at("SAVE", id, "second", 0, "2026-11-28 18:00:06.001000+00:00"),
+    ]
+}
+
+/// Publishes `bodies` while no worker runs, so that they are applied in one batch.
+async fn in_one_batch<D, M>(db: D, bodies: &[serde_json::Value]) -> Worker<D>
+where
+    D: TestDb,
+    M: AuthorRow<Conn = D::Conn> + ReplicaStore<D::Conn>,
+{
+    let replicas = Replicas::new(db.connector()).register::<M>();
+    let mut worker = Worker::start(db, M::DDL, replicas.clone()).await;
+    worker.stop().await;
+    for body in bodies {
+        worker.broadcast(body).await;
+    }
+    worker.restart(replicas);
+    let stats = worker.wait_settled(bodies.len() as u64).await;
+    assert_eq!(stats.batches, 1, "one batch: {stats:?}");
+    worker
+}
+
+async fn a_row_deleted_and_created_again_in_one_batch_is_kept<D, M>(db: D)
+where
+    D: TestDb,
+    M: AuthorRow<Conn = D::Conn> + ReplicaStore<D::Conn>,
+{
+    let worker = in_one_batch::<D, M>(db, &two_lives(1)).await;
+    assert_eq!(
+        rows::<D, M>(&worker).get(&1),
+        Some(&("second".to_owned(), 0))
+    );
+}
+
+/// [`two_lives`], the second life deleted too, then a late copy of the first life's r5 (a
+/// relay republishing after a crash, a retry): the tombstone keeps only the last delete, whose
+/// time ranks above the copy.
+fn late_copy_history(id: i64) -> Vec<serde_json::Value> {
+    let mut history = two_lives(id);
+    history.push(super::author_delete_at(
+        id,
+        1,
+        "2026-11-28 18:00:07.000000+00:00",
+    ));
+    history.push(history[1].clone());
+    history
+}
+
+async fn a_late_copy_of_an_earlier_life_does_not_resurrect_the_row<D, M>(db: D)
+where
+    D: TestDb,
+    M: AuthorRow<Conn = D::Conn> + ReplicaStore<D::Conn>,
+{
+    let replicas = Replicas::new(db.connector()).register::<M>();
+    let worker = Worker::start(db, M::DDL, replicas).await;
+    let history = late_copy_history(1);
+    for (n, body) in history.iter().enumerate() {
+        worker.broadcast(body).await;
+        worker.wait_settled(n as u64 + 1).await;
+    }
+    let stats = worker.stats();
+    assert_eq!(stats.tombstoned, 1, "{stats:?}");
+    assert_eq!(rows::<D, M>(&worker).get(&1), None, "no resurrection");
+}
+
+async fn a_late_copy_of_an_earlier_life_in_the_same_batch_does_not_resurrect_the_row<D, M>(db: D)
+where
+    D: TestDb,
+    M: AuthorRow<Conn = D::Conn> + ReplicaStore<D::Conn>,
+{
+    let worker = in_one_batch::<D, M>(db, &late_copy_history(1)).await;
+    assert_eq!(rows::<D, M>(&worker).get(&1), None, "no resurrection");
+}
+
 macro_rules! on_every_backend {
     ($scenario:ident) => {
         mod $scenario {
@@ -262,3 +370,6 @@ on_every_backend!(batches_keep_the_newest_revision);
 on_every_backend!(restart_converges);
 on_every_backend!(tombstones_can_be_purged);
 on_every_backend!(consecutive_revisions_in_one_batch_are_no_gap);
+on_every_backend!(a_row_deleted_and_created_again_in_one_batch_is_kept);
+on_every_backend!(a_late_copy_of_an_earlier_life_does_not_resurrect_the_row);
+on_every_backend!(a_late_copy_of_an_earlier_life_in_the_same_batch_does_not_resurrect_the_row);
