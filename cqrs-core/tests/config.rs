@@ -66,6 +66,7 @@ fn every_default_matches_django_cqrs() {
         assert_eq!(config.reconnect_min_delay(), Duration::from_millis(100));
         assert_eq!(config.reconnect_max_delay(), Duration::from_secs(10));
         assert_eq!(config.connection_name(), "cqrs-diesel");
+        assert_eq!(config.max_body_size(), 1_048_576);
     }
 }
 
@@ -101,6 +102,7 @@ const ALL_VARS: &[(&str, &str)] = &[
     ("CQRS_RECONNECT_MIN_DELAY", "250ms"),
     ("CQRS_RECONNECT_MAX_DELAY", "30s"),
     ("CQRS_CONNECTION_NAME", "orders-service"),
+    ("CQRS_MAX_BODY_SIZE", "65536"),
 ];
 
 #[test]
@@ -132,6 +134,7 @@ fn from_lookup_reads_every_variable() {
     assert_eq!(config.reconnect_min_delay(), Duration::from_millis(250));
     assert_eq!(config.reconnect_max_delay(), Duration::from_secs(30));
     assert_eq!(config.connection_name(), "orders-service");
+    assert_eq!(config.max_body_size(), 65_536);
 }
 
 #[test]

@@ -175,6 +175,32 @@ fn store(model: &Model, backend: BackendName) -> TokenStream {
         });
         quote! { (#(#values,)*) }
     };
+    // `cqrs_updated` never goes backwards for one row: a writer that read the clock before
+    // another took the row lock must not stamp its later revision with an earlier time (the
+    // replica ranks one row's messages by time first: see cqrs-diesel's replica order). In SQL,
+    // under the row lock: the later of now and the stored time plus one microsecond. SQLite
+    // serialises writers, and reads the clock inside the write transaction.
+    let upd_ty_sql = quote! { __d::dsl::SqlTypeOf<#table::#upd_col> };
+    let upd_name = quote! { <#table::#upd_col as __d::Column>::NAME };
+    let table_name = model
+        .table
+        .segments
+        .last()
+        .map(|segment| segment.ident.to_string())
+        .unwrap_or_default();
+    let monotonic_now = match backend {
+        BackendName::Postgres => Some(quote! {
+            __d::dsl::sql::<#upd_ty_sql>("GREATEST(")
+                .bind::<#upd_ty_sql, _>(now)
+                .sql(&::std::format!(", \"{}\" + interval '1 microsecond')", #upd_name))
+        }),
+        BackendName::Mysql => Some(quote! {
+            __d::dsl::sql::<#upd_ty_sql>("GREATEST(")
+                .bind::<#upd_ty_sql, _>(now)
+                .sql(&::std::format!(", `{}` + INTERVAL 1 MICROSECOND)", #upd_name))
+        }),
+        BackendName::Sqlite => None,
+    };
     // Non-key columns from `self`, and `cqrs_updated = now`; the revision is handled apart.
     let update_values = {
         let values = fields
@@ -184,10 +210,10 @@ fn store(model: &Model, backend: BackendName) -> TokenStream {
             .map(|(i, f)| {
                 let col = &f.column;
                 let field = &f.ident;
-                if i == model.updated {
-                    quote! { #table::#col.eq(&now) }
-                } else {
-                    quote! { #table::#col.eq(&self.#field) }
+                match (&monotonic_now, i == model.updated) {
+                    (Some(later), true) => quote! { #table::#col.eq(#later) },
+                    (None, true) => quote! { #table::#col.eq(&now) },
+                    _ => quote! { #table::#col.eq(&self.#field) },
                 }
             });
         quote! { (#(#values,)*) }
@@ -199,12 +225,21 @@ fn store(model: &Model, backend: BackendName) -> TokenStream {
             .iter()
             .enumerate()
             .filter(|(i, _)| *i != model.pk && *i != model.revision)
-            .map(|(_, f)| {
+            .map(|(i, f)| {
                 let col = &f.column;
-                quote! {
-                    #table::#col.eq(__d::dsl::sql::<__d::dsl::SqlTypeOf<#table::#col>>(
-                        &::std::format!("VALUES(`{}`)", <#table::#col as __d::Column>::NAME),
-                    ))
+                if i == model.updated {
+                    quote! {
+                        #table::#col.eq(__d::dsl::sql::<#upd_ty_sql>(&::std::format!(
+                            "GREATEST(VALUES(`{0}`), `{0}` + INTERVAL 1 MICROSECOND)",
+                            #upd_name
+                        )))
+                    }
+                } else {
+                    quote! {
+                        #table::#col.eq(__d::dsl::sql::<__d::dsl::SqlTypeOf<#table::#col>>(
+                            &::std::format!("VALUES(`{}`)", <#table::#col as __d::Column>::NAME),
+                        ))
+                    }
                 }
             });
         quote! { (#(#values,)*) }
@@ -214,9 +249,19 @@ fn store(model: &Model, backend: BackendName) -> TokenStream {
             .iter()
             .enumerate()
             .filter(|(i, _)| *i != model.pk && *i != model.revision)
-            .map(|(_, f)| {
+            .map(|(i, f)| {
                 let col = &f.column;
-                quote! { #table::#col.eq(__d::upsert::excluded(#table::#col)) }
+                if i == model.updated && backend == BackendName::Postgres {
+                    quote! {
+                        #table::#col.eq(__d::dsl::sql::<#upd_ty_sql>(&::std::format!(
+                            "GREATEST(excluded.\"{0}\", \"{1}\".\"{0}\" + interval '1 microsecond')",
+                            #upd_name,
+                            #table_name
+                        )))
+                    }
+                } else {
+                    quote! { #table::#col.eq(__d::upsert::excluded(#table::#col)) }
+                }
             });
         quote! { (#(#values,)*) }
     };

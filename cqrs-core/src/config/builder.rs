@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use super::{
     AMQP_URL, BATCH_SIZE, CONNECT_TIMEOUT, CONNECTION_NAME, Config, DEAD_LETTER_QUEUE,
-    DEAD_MESSAGE_TTL, DELAY_QUEUE_MAX_SIZE, DURATION_FORMS, EXCHANGE, MESSAGE_TTL, PREFETCH,
-    PUBLISH_CONFIRM_WINDOW, QUEUE, QueueType, RECONNECT_MAX_DELAY, RECONNECT_MIN_DELAY,
+    DEAD_MESSAGE_TTL, DELAY_QUEUE_MAX_SIZE, DURATION_FORMS, EXCHANGE, MAX_BODY_SIZE, MESSAGE_TTL,
+    PREFETCH, PUBLISH_CONFIRM_WINDOW, QUEUE, QueueType, RECONNECT_MAX_DELAY, RECONNECT_MIN_DELAY,
     RETRY_DELAY, RETRY_MAX_DELAY, WORKERS, config,
 };
 use crate::{AmqpUrl, Error, Result};
@@ -24,6 +24,7 @@ const DEFAULT_PUBLISH_CONFIRM_WINDOW: usize = 1000;
 const DEFAULT_BATCH_SIZE: usize = 100;
 const DEFAULT_BATCH_WAIT: Duration = Duration::from_millis(5);
 const DEFAULT_WORKERS: usize = 1;
+const DEFAULT_MAX_BODY_SIZE: usize = 1024 * 1024;
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_RECONNECT_MIN_DELAY: Duration = Duration::from_millis(100);
 const DEFAULT_RECONNECT_MAX_DELAY: Duration = Duration::from_secs(10);
@@ -57,6 +58,7 @@ pub struct ConfigBuilder {
     publish_confirm_window: Option<usize>,
     batch_size: Option<usize>,
     batch_wait: Option<Duration>,
+    max_body_size: Option<usize>,
     workers: Option<usize>,
     connect_timeout: Option<Duration>,
     reconnect_min_delay: Option<Duration>,
@@ -188,6 +190,13 @@ impl ConfigBuilder {
     /// 1000), >= 1.
     pub fn publish_confirm_window(mut self, window: usize) -> Self {
         self.publish_confirm_window = Some(window);
+        self
+    }
+
+    /// The largest message body a replica reads, in bytes (`CQRS_MAX_BODY_SIZE`, default
+    /// 1048576), >= 1; larger bodies are dead-lettered unread.
+    pub fn max_body_size(mut self, bytes: usize) -> Self {
+        self.max_body_size = Some(bytes);
         self
     }
 
@@ -441,6 +450,13 @@ impl ConfigBuilder {
             ));
         }
         let batch_wait = self.batch_wait.unwrap_or(DEFAULT_BATCH_WAIT);
+        let max_body_size = self.max_body_size.unwrap_or(DEFAULT_MAX_BODY_SIZE);
+        if max_body_size == 0 {
+            return Err(config(
+                MAX_BODY_SIZE,
+                "`0` is not accepted: expected a whole number of bytes >= 1",
+            ));
+        }
         let workers = self.workers.unwrap_or(DEFAULT_WORKERS);
         if workers == 0 {
             return Err(config(
@@ -507,6 +523,7 @@ impl ConfigBuilder {
             publish_confirm_window,
             batch_size,
             batch_wait,
+            max_body_size,
             workers,
             connect_timeout,
             reconnect_min_delay,

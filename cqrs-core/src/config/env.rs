@@ -6,15 +6,15 @@ use std::time::Duration;
 
 use super::{
     AMQP_URL, BATCH_SIZE, BATCH_WAIT, CONNECT_TIMEOUT, CONNECTION_NAME, Config, DEAD_LETTER_QUEUE,
-    DEAD_MESSAGE_TTL, DELAY_QUEUE_MAX_SIZE, DURATION_FORMS, EXCHANGE, MAX_RETRIES, MESSAGE_TTL,
-    PREFETCH, PUBLISH_CONFIRM_WINDOW, QUEUE, QUEUE_TYPE, RECONNECT_MAX_DELAY, RECONNECT_MIN_DELAY,
-    RETRY_DELAY, RETRY_EXPONENTIAL, RETRY_MAX_DELAY, TLS_CA_FILE, TLS_CERT_FILE, TLS_KEY_FILE,
-    WORKERS, invalid,
+    DEAD_MESSAGE_TTL, DELAY_QUEUE_MAX_SIZE, DURATION_FORMS, EXCHANGE, MAX_BODY_SIZE, MAX_RETRIES,
+    MESSAGE_TTL, PREFETCH, PUBLISH_CONFIRM_WINDOW, QUEUE, QUEUE_TYPE, RECONNECT_MAX_DELAY,
+    RECONNECT_MIN_DELAY, RETRY_DELAY, RETRY_EXPONENTIAL, RETRY_MAX_DELAY, TLS_CA_FILE,
+    TLS_CERT_FILE, TLS_KEY_FILE, WORKERS, invalid,
 };
 use crate::{Error, Result};
 
 /// Every variable [`Config::from_env`] reads.
-const ALL_VARS: [&str; 24] = [
+const ALL_VARS: [&str; 25] = [
     AMQP_URL,
     EXCHANGE,
     QUEUE,
@@ -31,6 +31,7 @@ const ALL_VARS: [&str; 24] = [
     PUBLISH_CONFIRM_WINDOW,
     BATCH_SIZE,
     BATCH_WAIT,
+    MAX_BODY_SIZE,
     WORKERS,
     CONNECT_TIMEOUT,
     RECONNECT_MIN_DELAY,
@@ -156,6 +157,13 @@ impl Config {
         }
         if let Some(v) = get(BATCH_SIZE) {
             b = b.batch_size(parse_number(BATCH_SIZE, &v, "a whole number >= 1")?);
+        }
+        if let Some(v) = get(MAX_BODY_SIZE) {
+            b = b.max_body_size(parse_number(
+                MAX_BODY_SIZE,
+                &v,
+                "a whole number of bytes >= 1",
+            )?);
         }
         if let Some(v) = get(BATCH_WAIT) {
             b = b.batch_wait(parse_duration(BATCH_WAIT, &v)?);

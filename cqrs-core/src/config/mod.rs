@@ -35,6 +35,7 @@ const RETRY_MAX_DELAY: &str = "CQRS_RETRY_MAX_DELAY";
 const PUBLISH_CONFIRM_WINDOW: &str = "CQRS_PUBLISH_CONFIRM_WINDOW";
 const BATCH_SIZE: &str = "CQRS_BATCH_SIZE";
 const BATCH_WAIT: &str = "CQRS_BATCH_WAIT";
+const MAX_BODY_SIZE: &str = "CQRS_MAX_BODY_SIZE";
 const WORKERS: &str = "CQRS_WORKERS";
 const CONNECT_TIMEOUT: &str = "CQRS_CONNECT_TIMEOUT";
 const RECONNECT_MIN_DELAY: &str = "CQRS_RECONNECT_MIN_DELAY";
@@ -114,6 +115,7 @@ impl FromStr for QueueType {
 /// | `CQRS_BATCH_SIZE` | `100` | messages a replica worker applies in one batch (one transaction) at most |
 /// | `CQRS_BATCH_WAIT` | `5ms` | how long a worker waits for more messages before applying a partial batch |
 /// | `CQRS_WORKERS` | `1` | replica workers applying batches concurrently |
+/// | `CQRS_MAX_BODY_SIZE` | `1048576` (bytes, 1 MiB) | larger message bodies are dead-lettered unread |
 /// | `CQRS_CONNECT_TIMEOUT` | `10` (s) | how long an operation waits for a connection |
 /// | `CQRS_RECONNECT_MIN_DELAY` | `100ms` | first delay between reconnection attempts |
 /// | `CQRS_RECONNECT_MAX_DELAY` | `10` (s) | longest delay between reconnection attempts |
@@ -145,6 +147,7 @@ pub struct Config {
     publish_confirm_window: usize,
     batch_size: usize,
     batch_wait: Duration,
+    max_body_size: usize,
     workers: usize,
     connect_timeout: Duration,
     reconnect_min_delay: Duration,
@@ -266,6 +269,13 @@ impl Config {
     /// arrived).
     pub fn batch_wait(&self) -> Duration {
         self.batch_wait
+    }
+
+    /// The largest message body a replica reads, in bytes (default 1 MiB): a larger one is
+    /// dead-lettered with the reason, without being parsed, so that one oversized message can
+    /// neither exhaust the worker's memory nor reach the database.
+    pub fn max_body_size(&self) -> usize {
+        self.max_body_size
     }
 
     /// How many replica workers apply batches concurrently (default 1). Messages of one row

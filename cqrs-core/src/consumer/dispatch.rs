@@ -53,6 +53,21 @@ pub(crate) fn route<A: Applier>(
     delivery: Delivery,
 ) -> Routed<A::Prepared> {
     let received_at = ctx.config.clock().now();
+    let (size, limit) = (delivery.body().len(), ctx.config.max_body_size());
+    if size > limit {
+        let reason = format!(
+            "the body is {size} bytes, more than CQRS_MAX_BODY_SIZE ({limit} bytes); it was not \
+             read. Raise the limit if such rows are expected"
+        );
+        return reject(
+            ctx,
+            delivery,
+            Label::unreadable(),
+            None,
+            Rejection::Malformed,
+            reason,
+        );
+    }
     let payload = match Payload::from_slice(delivery.body()) {
         Ok(payload) => payload,
         Err(error) => {

@@ -484,7 +484,7 @@ where
         );
         data.insert(
             "cqrs_updated".to_owned(),
-            UpdatedAt::to_wire_utc(&<chrono::DateTime<Utc> as UpdatedAt>::now()),
+            UpdatedAt::to_wire_utc(&delete_time(&old)),
         );
         if let Some(custom) = old.delete_custom() {
             data.insert("custom".to_owned(), Value::Object(custom));
@@ -501,6 +501,23 @@ where
         after_write(conn);
     }
     Ok(deleted)
+}
+
+/// The `cqrs_updated` of a DELETE: now, but never at or before the deleted row's own time, so
+/// that the DELETE ranks above every message of the life it ends (replicas rank one row's
+/// messages by time first).
+fn delete_time<M: MasterModel>(old: &M) -> DateTime<Utc> {
+    let now = <DateTime<Utc> as UpdatedAt>::now();
+    let stored = old
+        .cqrs_instance_data()
+        .get("cqrs_updated")
+        .and_then(Value::as_str)
+        .and_then(|at| cqrs_core::parse_timestamp(at).ok())
+        .map(|at| at.with_timezone(&Utc));
+    match stored {
+        Some(stored) if stored >= now => stored + chrono::TimeDelta::microseconds(1),
+        _ => now,
+    }
 }
 
 /// Rows per statement: within every backend's limit on bound parameters (SQLite's 32766 is the

@@ -250,6 +250,66 @@ where
     assert_eq!(setup.outbox_len(), before, "nothing was queued");
 }
 
+/// `cqrs_updated` never goes backwards for one row, whatever the writers' clocks say: a row
+/// stamped later than now (by a writer whose clock is ahead, or who took the row lock first)
+/// is stamped one microsecond later on its next update, and its DELETE later still, so the
+/// replica, which ranks one row's messages by time first, keeps them in revision order.
+async fn cqrs_updated_never_goes_backwards<D, M>(db: D, year_2099: &str)
+where
+    D: TestDb,
+    M: Author + MasterStore<D::Conn>,
+{
+    let mut setup = Setup::new::<M>(db).await;
+    let conn = &mut setup.db.connect();
+    let row = pavel::<M>().save_and_publish(conn).unwrap();
+    setup.db.execute(&format!(
+        "UPDATE author SET cqrs_updated = {year_2099} WHERE id = 1"
+    ));
+    let mut renamed = row.clone();
+    renamed.set_name("Pasha");
+    renamed.save_and_publish(conn).unwrap();
+    M::bulk_update_and_publish(conn, &[renamed.clone()]).unwrap();
+    renamed.delete_and_publish(conn).unwrap();
+    assert_eq!(setup.drain().await, 4);
+    let got = setup.capture.take(4, WAIT).await;
+    let times: Vec<String> = got
+        .iter()
+        .map(|(_, body)| {
+            body["instance_data"]["cqrs_updated"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        &times[1..],
+        [
+            "2099-01-01 00:00:00.000001+00:00",
+            "2099-01-01 00:00:00.000002+00:00",
+            "2099-01-01 00:00:00.000003+00:00"
+        ],
+        "update, bulk update, delete"
+    );
+}
+
+mod cqrs_updated_never_goes_backwards {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        // An explicit offset: the session's time zone is no input of the test.
+        let at = "'2099-01-01 00:00:00+00:00'";
+        super::cqrs_updated_never_goes_backwards::<_, PgAuthor>(PgDb::new("m"), at).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mariadb() {
+        // DATETIME(6) holds UTC here (the model's `cqrs_updated` is a UTC NaiveDateTime).
+        let at = "'2099-01-01 00:00:00'";
+        super::cqrs_updated_never_goes_backwards::<_, MysqlAuthor>(MysqlDb::new("m"), at).await;
+    }
+}
+
 macro_rules! on_every_backend {
     ($scenario:ident) => {
         mod $scenario {

@@ -264,3 +264,37 @@ async fn a_value_too_long_for_a_mariadb_column_is_dead_lettered_not_truncated() 
     assert_eq!(dead.len(), 1);
     assert!(dead[0].1.contains("Data too long"), "{}", dead[0].1);
 }
+
+/// A body larger than `CQRS_MAX_BODY_SIZE` (1 MiB by default) is dead-lettered unread, with
+/// the reason; the good messages around it are applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_over_the_size_limit_is_dead_lettered_unread() {
+    use super::models::{AuthorRow, SqliteAuthorReplica};
+
+    let db = SqliteDb::new("rsize");
+    let replicas = Replicas::new(db.connector()).register::<SqliteAuthorReplica>();
+    let worker = Worker::start(db, SqliteAuthorReplica::DDL, replicas).await;
+    assert_eq!(worker.config.max_body_size(), 1024 * 1024);
+    let mut huge = author("SAVE", 2, "huge", 0);
+    huge["instance_data"]["bio"] = json!("x".repeat(2 * 1024 * 1024));
+    worker.broadcast(&author("SAVE", 1, "before", 0)).await;
+    worker.broadcast(&huge).await;
+    worker.broadcast(&author("SAVE", 3, "after", 0)).await;
+    let stats = worker
+        .wait("all settled", |s| s.dead_lettered + s.applied() >= 3)
+        .await;
+    assert_eq!((stats.created, stats.dead_lettered), (2, 1), "{stats:?}");
+    let ids: Vec<i32> = SqliteAuthorReplica::load_all(&mut worker.db.connect())
+        .iter()
+        .map(|row| row.id())
+        .collect();
+    assert_eq!(ids, [1, 3]);
+    let dead = dead_letters(worker.config.dead_letter_queue().expect("dlq")).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        dead[0].0.len(),
+        huge.to_string().len(),
+        "the body kept whole"
+    );
+    assert!(dead[0].1.contains("CQRS_MAX_BODY_SIZE"), "{}", dead[0].1);
+}
