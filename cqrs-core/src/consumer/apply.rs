@@ -68,6 +68,11 @@ pub enum BatchError {
     /// the runtime keeps the batch unacknowledged and tries it again after a back-off.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The transaction lost a transient conflict with another one (a deadlock, a serialization
+    /// failure, a lock wait timeout) and was rolled back: nothing was applied. The runtime
+    /// tries the same batch again after a short pause, without spending any message's retries.
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// Something in the batch failed and the whole transaction was rolled back. The runtime
     /// splits the batch to find the failing message; a batch of one message that fails is
     /// retried through the delay queue, then dead-lettered.

@@ -46,7 +46,9 @@ use crate::transport::{Consumer, Delivery, Topology, Transport};
 ///   `retries + 1` to `cqrs.<queue>.<cqrs_id>`; after its last retry it is dead-lettered with the
 ///   reason `failed after N retries: <error>`. While the database is unavailable
 ///   ([`BatchError::Unavailable`](crate::BatchError::Unavailable)) the worker holds its batch,
-///   unacknowledged, and tries it again after a backoff.
+///   unacknowledged, and tries it again after a backoff; after a transient conflict (a deadlock,
+///   a serialization failure: [`BatchError::Conflict`](crate::BatchError::Conflict)) it tries
+///   the batch again after a short pause. Neither spends any message's retries.
 /// - **Nothing is lost**: a delivery is acknowledged only once it is applied, or once its retry
 ///   or dead letter is confirmed by the broker; until then it stays unacknowledged and comes
 ///   back if the process dies.

@@ -63,6 +63,9 @@ pub struct ConsumerStats {
     pub batch_failures: u64,
     /// Batches tried again because the database was unavailable.
     pub unavailable_retries: u64,
+    /// Batches tried again after a transient conflict (a deadlock, a serialization failure, a
+    /// lock wait timeout), without spending any message's retries.
+    pub conflict_retries: u64,
 }
 
 impl ConsumerStats {
@@ -104,6 +107,7 @@ pub(crate) struct Counters {
     pub(crate) batches: AtomicU64,
     pub(crate) batch_failures: AtomicU64,
     pub(crate) unavailable_retries: AtomicU64,
+    pub(crate) conflict_retries: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -154,6 +158,7 @@ impl Counters {
             batches: get(&self.batches),
             batch_failures: get(&self.batch_failures),
             unavailable_retries: get(&self.unavailable_retries),
+            conflict_retries: get(&self.conflict_retries),
         }
     }
 }

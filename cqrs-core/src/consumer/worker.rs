@@ -194,6 +194,7 @@ impl<A: Applier> Worker<A> {
         batch: &[Arc<A::Prepared>],
         stop: &mut watch::Receiver<bool>,
     ) -> Attempt {
+        let mut conflicts = 0u64;
         loop {
             let result = AssertUnwindSafe(self.applier.apply(self.index, batch.to_vec()))
                 .catch_unwind()
@@ -210,6 +211,24 @@ impl<A: Applier> Worker<A> {
                     return Attempt::Applied(outcomes);
                 }
                 Err(BatchError::Failed(error)) => return Attempt::Failed(error),
+                Err(BatchError::Conflict(error)) => {
+                    bump(&self.ctx.counters.conflict_retries);
+                    conflicts += 1;
+                    // Short and jittered, so that the two sides of a deadlock do not meet again.
+                    let pause = Duration::from_millis(fastrand::u64(1..=20) * conflicts.min(10));
+                    tracing::debug!(
+                        worker = self.index,
+                        size = batch.len(),
+                        %error,
+                        retry_in = ?pause,
+                        "transient conflict; trying the batch again"
+                    );
+                    tokio::select! {
+                        biased;
+                        () = super::stopped(stop) => return Attempt::Stopped,
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                }
                 Err(BatchError::Unavailable(error)) => {
                     bump(&self.ctx.counters.unavailable_retries);
                     if *stop.borrow() {

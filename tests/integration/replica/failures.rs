@@ -298,3 +298,73 @@ async fn a_body_over_the_size_limit_is_dead_lettered_unread() {
     );
     assert!(dead[0].1.contains("CQRS_MAX_BODY_SIZE"), "{}", dead[0].1);
 }
+
+/// A transaction that loses a lock conflict (here MariaDB's lock wait timeout, behind another
+/// transaction holding the row's state) is tried again without spending the message's retries:
+/// with `max_retries = 0`, the message is applied once the lock is released, not dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_conflict_is_retried_without_spending_the_message_retries() {
+    use cqrs_diesel::diesel::connection::SimpleConnection;
+    use cqrs_diesel::diesel::{Connection, ConnectionError, MysqlConnection};
+
+    use super::models::{AuthorRow, MysqlAuthorReplica};
+
+    let db = MysqlDb::new("rlock");
+    let url = db.url();
+    let impatient = {
+        let url = url.clone();
+        move || -> Result<MysqlConnection, ConnectionError> {
+            let mut conn = MysqlConnection::establish(&url)?;
+            conn.batch_execute("SET SESSION innodb_lock_wait_timeout = 1")
+                .map_err(ConnectionError::CouldntSetupConfiguration)?;
+            Ok(conn)
+        }
+    };
+    let replicas = Replicas::new(impatient).register::<MysqlAuthorReplica>();
+    let worker = Worker::start_with(db, MysqlAuthorReplica::DDL, replicas, |b| {
+        b.max_retries(Some(0))
+    })
+    .await;
+    // Another transaction holds the state row of author 1 until told to let go.
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let mut conn = MysqlConnection::establish(&url).expect("connect");
+        conn.batch_execute(
+            "INSERT INTO cqrs_replica_state (cqrs_id, pk, revision, updated_us, deleted) \
+             VALUES ('author', '1', 0, 0, TRUE)",
+        )
+        .expect("a state row");
+        conn.transaction(|conn| {
+            conn.batch_execute(
+                "SELECT * FROM cqrs_replica_state WHERE cqrs_id = 'author' AND pk = '1' FOR UPDATE",
+            )?;
+            let _ = locked_tx.send(());
+            let _ = release_rx.recv_timeout(Duration::from_secs(60));
+            Ok::<_, cqrs_diesel::diesel::result::Error>(())
+        })
+        .expect("the holding transaction");
+    });
+    locked_rx.recv().expect("the lock is held");
+    worker
+        .broadcast(&author("SAVE", 1, "after the lock", 0))
+        .await;
+    worker
+        .wait("a conflict retried", |s| s.conflict_retries >= 1)
+        .await;
+    release_tx.send(()).expect("release the lock");
+    holder.join().expect("the holder ends");
+    let stats = worker
+        .wait("the message applied", |s| s.applied() >= 1)
+        .await;
+    assert_eq!(
+        (stats.created, stats.retried, stats.dead_lettered),
+        (1, 0, 0),
+        "{stats:?}"
+    );
+    let names: Vec<String> = MysqlAuthorReplica::load_all(&mut worker.db.connect())
+        .iter()
+        .map(|row| row.name().to_owned())
+        .collect();
+    assert_eq!(names, ["after the lock"]);
+}
