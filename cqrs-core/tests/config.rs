@@ -161,6 +161,7 @@ fn builder_and_from_lookup_agree() {
         .reconnect_min_delay(Duration::from_millis(250))
         .reconnect_max_delay(Duration::from_secs(30))
         .connection_name("orders-service")
+        .max_body_size(65_536)
         .build()
         .unwrap();
     assert_eq!(built, from_vars(ALL_VARS).unwrap());

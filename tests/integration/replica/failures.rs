@@ -368,3 +368,44 @@ async fn a_lock_conflict_is_retried_without_spending_the_message_retries() {
         .collect();
     assert_eq!(names, ["after the lock"]);
 }
+
+/// The report: after one 2 MiB SAVE in the stream, a MariaDB replica stored the next rows with
+/// zeros and zero dates and counted them as applied. With a limit high enough to let the body
+/// in, the oversized row fails alone (its text does not fit the column), and every row after it
+/// is stored exactly as sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_mib_save_does_not_corrupt_the_rows_after_it_on_mariadb() {
+    use super::models::{AuthorRow, MysqlAuthorReplica};
+
+    let db = MysqlDb::new("rbig");
+    let replicas = Replicas::new(db.connector()).register::<MysqlAuthorReplica>();
+    let worker = Worker::start_with(db, MysqlAuthorReplica::DDL, replicas, |b| {
+        b.max_retries(Some(0)).max_body_size(8 * 1024 * 1024)
+    })
+    .await;
+    let mut huge = author("SAVE", 1, "huge", 0);
+    huge["instance_data"]["bio"] = json!("x".repeat(2 * 1024 * 1024));
+    worker.broadcast(&huge).await;
+    let mut sent = Vec::new();
+    for id in 2..=301i64 {
+        let mut body = author("SAVE", id, &format!("row {id}"), 0);
+        body["instance_data"]["score"] = json!(id as f64 + 0.25);
+        body["instance_data"]["birth_date"] = json!("1990-05-17");
+        worker.broadcast(&body).await;
+        sent.push(body);
+    }
+    let stats = worker
+        .wait("all settled", |s| s.dead_lettered + s.applied() >= 301)
+        .await;
+    assert_eq!((stats.created, stats.dead_lettered), (300, 1), "{stats:?}");
+    let rows = MysqlAuthorReplica::load_all(&mut worker.db.connect());
+    assert_eq!(rows.len(), 300);
+    for (row, body) in rows.iter().zip(&sent) {
+        let mut expected = body["instance_data"].clone();
+        if let Some(data) = expected.as_object_mut() {
+            data.remove("cqrs_updated");
+            data.remove("unknown_master_field");
+        }
+        assert_eq!(row.wire_fields(), expected, "row {}", row.id());
+    }
+}
