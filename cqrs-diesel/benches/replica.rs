@@ -299,11 +299,11 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work).await?
 }
 
-/// Empties the replica table and the tombstones (not timed).
+/// Empties the replica table and its states (not timed).
 async fn reset_replica(connect: &Connect) -> Result<(), BoxError> {
     let connect = Arc::clone(connect);
     blocking(move || {
-        connect()?.batch_execute("TRUNCATE author; TRUNCATE cqrs_tombstone;")?;
+        connect()?.batch_execute("TRUNCATE author; TRUNCATE cqrs_replica_state;")?;
         Ok(())
     })
     .await
@@ -979,7 +979,7 @@ fn breakdown(times: &[(String, u64, Duration)], batches: usize, total: Duration)
 }
 
 /// The same batches written with one constant statement whose rows come as one array per
-/// column (`unnest`), with the library's revision guard and tombstone check, after the same
+/// column (`unnest`), with a revision guard and a tombstone check, after the same
 /// stored-revisions query, in one transaction per batch. Not the library's code: a yardstick
 /// for the statement shape.
 fn unnest_batches(
@@ -998,9 +998,9 @@ fn unnest_batches(
         FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) AS v(id, name, \
         email, birth_date, joined_at, active, score, external_id, bio, cqrs_revision, \
         cqrs_updated, pk_text, updated_us) \
-        WHERE NOT EXISTS (SELECT 1 FROM cqrs_tombstone ts WHERE ts.cqrs_id = $14 \
-        AND ts.pk = v.pk_text AND ts.revision >= v.cqrs_revision \
-        AND ts.updated_us >= v.updated_us) \
+        WHERE NOT EXISTS (SELECT 1 FROM cqrs_replica_state ts WHERE ts.cqrs_id = $14 \
+        AND ts.pk = v.pk_text AND ts.deleted \
+        AND (ts.updated_us, ts.revision) >= (v.updated_us, v.cqrs_revision)) \
         ON CONFLICT (id) DO UPDATE SET name = excluded.name, email = excluded.email, \
         birth_date = excluded.birth_date, joined_at = excluded.joined_at, \
         active = excluded.active, score = excluded.score, external_id = excluded.external_id, \

@@ -300,16 +300,16 @@ mod pg {
             if keys.is_empty() {
                 return Ok(Vec::new());
             }
+            // One statement: a placeholder for keys without a state, and for the others an
+            // update that changes nothing but locks the row and returns it as stored. Rows are
+            // inserted and locked in the order given (sorted keys).
             diesel::insert_into(dsl::cqrs_replica_state)
                 .values(placeholders(cqrs_id, keys))
-                .on_conflict_do_nothing()
-                .execute(self)?;
-            dsl::cqrs_replica_state
-                .filter(dsl::cqrs_id.eq(cqrs_id).and(dsl::pk.eq_any(keys)))
-                .order(dsl::pk)
-                .for_update()
-                .select(StoredState::as_select())
-                .load(self)
+                .on_conflict((dsl::cqrs_id, dsl::pk))
+                .do_update()
+                .set(dsl::revision.eq(dsl::revision))
+                .returning(StoredState::as_returning())
+                .get_results(self)
         }
 
         fn replica_state_record(&mut self, entries: &[NewState<'_>]) -> QueryResult<usize> {
