@@ -7,6 +7,7 @@ mod database_down;
 mod e2e;
 mod failures;
 mod golden;
+mod model_based;
 pub mod models;
 mod scenarios;
 
