@@ -391,7 +391,18 @@ fn warn_ignored(flag: &str, value: &str, why: &str) {
     let _ = writeln!(std::io::stderr().lock(), "{}", ignored(flag, value, why));
 }
 
-const WORKERS_WHY: &str = "this consumer runs CQRS_WORKERS workers (default 1); set that instead";
+/// The id of consume's `--workers` argument (read by the consume command).
+pub(crate) const CONSUME_WORKERS: &str = "workers";
+
+/// The worker count consume's `--workers` asks for, if given.
+pub(crate) fn consume_workers(matches: &clap::ArgMatches) -> Option<usize> {
+    let (_, consume) = matches.subcommand()?;
+    consume
+        .try_get_one::<u16>(CONSUME_WORKERS)
+        .ok()
+        .flatten()
+        .map(|&workers| usize::from(workers))
+}
 const CQRS_ID_WHY: &str = "the consumer serves every replica model the service registers \
      (django-cqrs's --cqrs-id only narrows the queue's bindings, which stay from earlier runs)";
 const RELOAD_WHY: &str = "a compiled service has no source files to reload; restart it instead";
@@ -424,21 +435,23 @@ fn ignored_text(
     }
 }
 
-/// django-cqrs's `cqrs_consume` flags. None maps onto this consumer's run: each is accepted,
+/// django-cqrs's `cqrs_consume` flags. `--workers` sets the number of replica workers (as
+/// `CQRS_WORKERS` does); the others do not map onto this consumer's run: each is accepted,
 /// checked as django-cqrs would, and ignored with a one-line warning on standard error
 /// (printed while the arguments are parsed).
 fn django_consume_args() -> [Arg; 6] {
     let django = "django-cqrs's";
     [
-        Arg::new("workers")
+        Arg::new(CONSUME_WORKERS)
             .long("workers")
             .short('w')
             .value_name("N")
             .action(ArgAction::Set)
-            .value_parser(ignored_number("--workers", WORKERS_WHY, false))
-            .help(format!(
-                "{django} worker count: ignored (with a warning); {WORKERS_WHY}"
-            )),
+            .value_parser(clap::value_parser!(u16).range(1..))
+            .help(
+                "Replica workers applying batches concurrently (instead of CQRS_WORKERS; one \
+                 row always goes to the same worker)",
+            ),
         Arg::new("cqrs_id")
             .long("cqrs-id")
             .value_name("CQRS_ID")
@@ -1046,11 +1059,15 @@ mod tests {
         ] {
             assert_eq!(parse(args).unwrap_err().exit_code(), 2, "{args:?}");
         }
-        assert_eq!(
-            ignored("--workers", "4", WORKERS_WHY),
-            "warning: consume: --workers 4 is ignored: this consumer runs CQRS_WORKERS workers \
-             (default 1); set that instead"
-        );
+        let matches = CliArgs::command()
+            .try_get_matches_from(["cqrs", "cqrs_consume", "-w", "3"])
+            .unwrap();
+        assert_eq!(super::consume_workers(&matches), Some(3));
+        let matches = CliArgs::command()
+            .try_get_matches_from(["cqrs", "consume"])
+            .unwrap();
+        assert_eq!(super::consume_workers(&matches), None);
+        assert!(parse(&["cqrs", "consume", "-w", "0"]).is_err());
         assert_eq!(
             ignored("--reload", "", RELOAD_WHY),
             format!("warning: consume: --reload is ignored: {RELOAD_WHY}")

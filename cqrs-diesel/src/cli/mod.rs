@@ -301,7 +301,7 @@ impl<C: CqrsConnection> Cli<C> {
             Command::DeadLetters(DeadLetters::Dump(args)) => dead_letters::dump(self, args).await?,
             Command::DeadLetters(DeadLetters::Retry) => dead_letters::retry(self).await?,
             Command::DeadLetters(DeadLetters::Purge) => dead_letters::purge(self).await?,
-            Command::Consume => services::consume(self).await?,
+            Command::Consume => services::consume(self, args::consume_workers(matches)).await?,
             Command::Relay(args) => services::relay(self, args).await?,
         };
         io::stderr_line(&report.summary);

@@ -5,7 +5,12 @@ use super::{Cli, CliError, Report};
 use crate::connection::CqrsConnection;
 use crate::{ConsumerRuntime, OutboxRelay, RabbitMqTransport};
 
-pub(super) async fn consume<C: CqrsConnection>(cli: &Cli<C>) -> Result<Report, CliError> {
+/// The replica worker until the shutdown signal; `workers` (consume's `--workers`) overrides
+/// `CQRS_WORKERS`.
+pub(super) async fn consume<C: CqrsConnection>(
+    cli: &Cli<C>,
+    workers: Option<usize>,
+) -> Result<Report, CliError> {
     let Some(replicas) = cli.replicas() else {
         return Err(CliError::Invalid(
             "consume: this service registers no replica model (Cli::replica or Cli::custom_replica)"
@@ -14,7 +19,11 @@ pub(super) async fn consume<C: CqrsConnection>(cli: &Cli<C>) -> Result<Report, C
     };
     let config = cli.config().clone();
     let transport = RabbitMqTransport::new(config.clone());
-    let stats = ConsumerRuntime::new(transport, config, replicas)
+    let mut runtime = ConsumerRuntime::new(transport, config, replicas);
+    if let Some(workers) = workers {
+        runtime = runtime.workers(workers);
+    }
+    let stats = runtime
         .run_until(cli.shutdown())
         .await
         .map_err(CliError::broker)?;

@@ -553,27 +553,7 @@ async fn cqrs_consume_accepts_workers_cqrs_id_reload_and_timeouts_and_consumes()
         .await
     });
 
-    let transport = RabbitMqTransport::new(config.clone());
-    let body = author("SAVE", 7, "consumed", 0).to_string().into_bytes();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while let Err(error) = transport
-        .publish_confirmed(&OutgoingMessage::new("author", body.clone()))
-        .await
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the consumer declares its queue and bindings: {error}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while replica_rows::<SqliteAuthorReplica>(&mut db.connect()).is_empty() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the SAVE is applied"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    super::consume_one_save(&config, &db).await;
     stop.notify_one();
     let report = tokio::time::timeout(Duration::from_secs(10), consumer)
         .await
@@ -581,7 +561,6 @@ async fn cqrs_consume_accepts_workers_cqrs_id_reload_and_timeouts_and_consumes()
         .unwrap()
         .expect("consume ends cleanly");
     assert_eq!(report.written, 1);
-    transport.close().await;
     cleanup(
         config.exchange(),
         &[config.queue().unwrap(), config.dead_letter_queue().unwrap()],

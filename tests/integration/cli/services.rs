@@ -7,7 +7,7 @@ use cqrs_diesel::cli::Cli;
 use cqrs_diesel::{CqrsConnection, OutgoingMessage, RabbitMqTransport, Topology, Transport};
 use tokio::sync::Notify;
 
-use super::{Master, ok, replica_rows};
+use super::{Master, ok};
 use crate::db::{SqliteDb, TestDb};
 use crate::replica::author;
 use crate::replica::models::{AuthorRow, SqliteAuthorReplica};
@@ -57,28 +57,9 @@ async fn consume_applies_messages_until_shut_down() {
 
     // The consumer declares its topology (the publish is unroutable until its bindings
     // exist); then a master's SAVE reaches it.
-    let transport = RabbitMqTransport::new(config.clone());
     let queue = config.queue().unwrap();
-    let body = author("SAVE", 7, "consumed", 0).to_string().into_bytes();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while let Err(error) = transport
-        .publish_confirmed(&OutgoingMessage::new("author", body.clone()))
-        .await
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the consumer declares its queue and bindings: {error}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while replica_rows::<SqliteAuthorReplica>(&mut db.connect()).is_empty() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the SAVE is applied"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    super::consume_one_save(&config, &db).await;
+    let transport = RabbitMqTransport::new(config.clone());
     assert_eq!(
         SqliteAuthorReplica::load_all(&mut db.connect())[0].name(),
         "consumed"
