@@ -2,14 +2,17 @@
 //! DELETEs, rows created again after their deletion) is delivered to a replica in any order,
 //! with duplicates and late copies, in random batches, to one or three consumers competing on
 //! one queue; the replica must end equal to the master's final state, field by field and bit
-//! for bit.
+//! for bit. Junk is mixed among the history's messages: bodies over `CQRS_MAX_BODY_SIZE` and
+//! names too long for MariaDB's VARCHAR(255), SAVEs of keys of their own; each junk copy must be
+//! dead-lettered (an oversized body always, a long name on MariaDB only) or applied, and must
+//! touch no other row.
 //!
 //! `CQRS_MODEL_CASES` sets the number of cases per test (default [`DEFAULT_CASES`]), e.g.
 //! `CQRS_MODEL_CASES=500 cargo test --test integration model_based`; `CQRS_MODEL_SHRINK_ITERS`
 //! bounds the shrinking of a failure (default [`DEFAULT_SHRINK_ITERS`]). `PROPTEST_RNG_SEED`
 //! and the other `PROPTEST_*` settings of proptest apply, except the number of cases.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;
 
@@ -23,14 +26,17 @@ use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner}
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::Worker;
 use super::models::{AuthorRow, MysqlAuthorReplica, PgAuthorReplica, SqliteAuthorReplica};
+use super::{Worker, dead_letters};
 use crate::db::{MysqlDb, PgDb, SqliteDb, TestDb};
 
 const DEFAULT_CASES: u32 = 16;
 const DEFAULT_SHRINK_ITERS: u32 = 128;
 /// The longest a case may take to settle every message it published.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The key of a case's first junk message (the next ones follow): above every key a history
+/// draws but `i32::MAX`.
+const JUNK_ID: i32 = 1_000_000;
 
 // ---------------------------------------------------------------------------------------------
 // The model: a master's history
@@ -49,22 +55,28 @@ struct Backend {
     /// documents DATE as 1000-01-01..9999-12-31 only, but stores and returns the years 0001 to
     /// 0999 unchanged (this test draws them), so no backend narrows the range.
     min_year: i32,
+    /// The most characters `name` holds: MariaDB's VARCHAR(255) refuses more (its sessions run
+    /// in strict mode: "Data too long"), PostgreSQL's and SQLite's TEXT have no limit.
+    name_max_chars: Option<usize>,
 }
 
 const POSTGRES: Backend = Backend {
     name: "postgres",
     keeps_negative_zero: true,
     min_year: 1,
+    name_max_chars: None,
 };
 const MARIADB: Backend = Backend {
     name: "mariadb",
     keeps_negative_zero: false,
     min_year: 1,
+    name_max_chars: Some(255),
 };
 const SQLITE: Backend = Backend {
     name: "sqlite",
     keeps_negative_zero: false,
     min_year: 1,
+    name_max_chars: None,
 };
 
 fn ymd(year: i32, month: u32, day: u32) -> NaiveDate {
@@ -175,16 +187,112 @@ enum Mode {
     Settle,
 }
 
+/// One message of a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Item {
+    /// An index into [`Case::messages`].
+    History(usize),
+    /// An index into [`Case::junk`].
+    Junk(usize),
+}
+
 #[derive(Debug)]
 struct Chunk {
     mode: Mode,
-    /// Indexes into [`Case::messages`].
-    messages: Vec<usize>,
+    messages: Vec<Item>,
 }
 
-/// One case: the master's messages (in the order the master sent them) and their delivery.
+/// What makes a junk message junk.
+#[derive(Debug, Clone, Copy)]
+enum JunkKind {
+    /// Its body is `extra` bytes larger than `CQRS_MAX_BODY_SIZE` (the padding is in `bio`): it
+    /// is dead-lettered unread.
+    Oversized { extra: usize },
+    /// Its `name` (more than 255 characters) does not fit MariaDB's column: dead-lettered on
+    /// MariaDB, applied elsewhere.
+    LongName,
+}
+
+/// A SAVE of a key no history has, mixed among the history's messages.
+#[derive(Clone)]
+struct Junk {
+    kind: JunkKind,
+    /// Its key is [`Message::id`], its values [`Message::fields`].
+    message: Message,
+}
+
+impl Junk {
+    fn new(id: i32, kind: JunkKind, name: String) -> Self {
+        let fields = Fields {
+            name,
+            email: None,
+            birth_date: None,
+            joined_at: base(),
+            active: true,
+            score: 1.5,
+            external_id: Uuid::nil(),
+            bio: None,
+        };
+        Junk {
+            kind,
+            message: Message {
+                id,
+                seq: 0,
+                signal: Signal::Save,
+                revision: 0,
+                updated: base(),
+                fields: Some(fields),
+            },
+        }
+    }
+
+    fn label(&self) -> String {
+        format!("j{}", self.message.id)
+    }
+
+    fn fields(&self) -> &Fields {
+        self.message.fields.as_ref().expect("a SAVE")
+    }
+
+    /// Whether `backend` must dead-letter it (each copy), rather than apply it.
+    fn dead_lettered(&self, backend: Backend) -> bool {
+        match self.kind {
+            JunkKind::Oversized { .. } => true,
+            JunkKind::LongName => backend
+                .name_max_chars
+                .is_some_and(|max| self.fields().name.chars().count() > max),
+        }
+    }
+
+    /// What a dead-letter reason of it must contain.
+    fn reason(&self) -> &'static str {
+        match self.kind {
+            JunkKind::Oversized { .. } => "CQRS_MAX_BODY_SIZE",
+            JunkKind::LongName => "Data too long",
+        }
+    }
+
+    /// The body published, for a runtime reading at most `limit` bytes.
+    fn body(&self, limit: usize) -> Value {
+        let mut body = self.message.body();
+        if let JunkKind::Oversized { extra } = self.kind {
+            body["instance_data"]["bio"] = json!("");
+            let size = limit + extra;
+            let padding = size
+                .checked_sub(body.to_string().len())
+                .expect("a body shorter than the limit");
+            body["instance_data"]["bio"] = Value::String("x".repeat(padding));
+            assert_eq!(body.to_string().len(), size, "the oversized body's length");
+        }
+        body
+    }
+}
+
+/// One case: the master's messages (in the order the master sent them), the junk, and their
+/// delivery.
 struct Case {
     messages: Vec<Message>,
+    junk: Vec<Junk>,
     delivery: Vec<Chunk>,
 }
 
@@ -206,8 +314,60 @@ impl Case {
         out
     }
 
+    /// The final state of the history's keys (see [`expected`](Self::expected)) and of the
+    /// junk's: a row with its values where `backend` applies it, none where it dead-letters it.
+    fn expected_on(&self, backend: Backend) -> BTreeMap<i32, Option<(i64, Fields)>> {
+        let mut out = self.expected();
+        for junk in &self.junk {
+            let row = (!junk.dead_lettered(backend)).then(|| (0, junk.fields().clone()));
+            out.insert(junk.message.id, row);
+        }
+        out
+    }
+
     fn published(&self) -> usize {
         self.delivery.iter().map(|chunk| chunk.messages.len()).sum()
+    }
+
+    /// The copies delivered of each junk message.
+    fn junk_copies(&self) -> Vec<u64> {
+        let mut out = vec![0; self.junk.len()];
+        for chunk in &self.delivery {
+            for item in &chunk.messages {
+                if let Item::Junk(j) = item {
+                    out[*j] += 1;
+                }
+            }
+        }
+        out
+    }
+
+    /// The dead letters `backend` must publish, per junk key (every copy of a junk message it
+    /// refuses; nothing else).
+    fn dead_letters_on(&self, backend: Backend) -> BTreeMap<i32, u64> {
+        self.junk
+            .iter()
+            .zip(self.junk_copies())
+            .filter(|(junk, copies)| junk.dead_lettered(backend) && *copies > 0)
+            .map(|(junk, copies)| (junk.message.id, copies))
+            .collect()
+    }
+
+    /// The oversized copies delivered: each is counted as malformed.
+    fn oversized_copies(&self) -> u64 {
+        self.junk
+            .iter()
+            .zip(self.junk_copies())
+            .filter(|(junk, _)| matches!(junk.kind, JunkKind::Oversized { .. }))
+            .map(|(_, copies)| copies)
+            .sum()
+    }
+
+    fn label(&self, item: Item) -> String {
+        match item {
+            Item::History(i) => self.messages[i].label(),
+            Item::Junk(j) => self.junk[j].label(),
+        }
     }
 }
 
@@ -223,12 +383,36 @@ fn base() -> DateTime<Utc> {
 
 /// `"…"` of at most 60 characters, with the length when shortened.
 fn short(s: &str) -> String {
+    clip(s, 60)
+}
+
+/// `"…"` of at most `max` characters, with the length when shortened.
+fn clip(s: &str, max: usize) -> String {
     let count = s.chars().count();
-    if count <= 60 {
+    if count <= max {
         format!("{s:?}")
     } else {
-        let head: String = s.chars().take(60).collect();
+        let head: String = s.chars().take(max).collect();
         format!("{head:?}…({count} chars)")
+    }
+}
+
+/// A JSON value on one line, every string in it [`short`]ened.
+fn compact(value: &Value) -> String {
+    match value {
+        Value::String(s) => short(s),
+        Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(compact).collect();
+            format!("[{}]", items.join(", "))
+        }
+        Value::Object(object) => {
+            let entries: Vec<String> = object
+                .iter()
+                .map(|(key, value)| format!("{key}: {}", compact(value)))
+                .collect();
+            format!("{{{}}}", entries.join(", "))
+        }
+        other => other.to_string(),
     }
 }
 
@@ -281,13 +465,24 @@ impl fmt::Debug for Case {
         for message in &self.messages {
             writeln!(f, "  {message:?}")?;
         }
+        if !self.junk.is_empty() {
+            writeln!(f, "junk (SAVEs r0 @base+0s, their other fields fixed):")?;
+        }
+        for junk in &self.junk {
+            match junk.kind {
+                JunkKind::Oversized { extra } => writeln!(
+                    f,
+                    "  {} a body of CQRS_MAX_BODY_SIZE + {extra} bytes",
+                    junk.label()
+                )?,
+                JunkKind::LongName => {
+                    writeln!(f, "  {} name {}", junk.label(), short(&junk.fields().name))?;
+                }
+            }
+        }
         write!(f, "delivery:")?;
         for chunk in &self.delivery {
-            let labels: Vec<String> = chunk
-                .messages
-                .iter()
-                .map(|&i| self.messages[i].label())
-                .collect();
+            let labels: Vec<String> = chunk.messages.iter().map(|&i| self.label(i)).collect();
             write!(f, " [{:?}: {}]", chunk.mode, labels.join(" "))?;
         }
         Ok(())
@@ -546,7 +741,69 @@ fn delivery_plan() -> impl Strategy<Value = DeliveryPlan> {
     )
 }
 
-fn deliver(n: usize, (spread, copies, cuts): DeliveryPlan) -> Vec<Chunk> {
+/// The positions of a junk message's copies in the delivery, from 0 (first) to 1 000 (last): one
+/// copy, sometimes two.
+type Positions = Vec<u64>;
+
+/// The junk of a case: bodies over the size limit (the bytes beyond it, the copies) and long
+/// names (their length and seed, the copies). At most 2 of each; the oversized ones are rarer
+/// (each costs the publishing of a MiB, twice: to the queue and to the dead-letter queue): 1 in
+/// 12 cases has 2, nearly a half none. Every part shrinks by removing elements first.
+type JunkPlan = (Vec<(usize, Positions)>, Vec<(usize, u64, Positions)>);
+
+fn positions() -> impl Strategy<Value = Positions> {
+    prop_oneof![
+        4 => prop::collection::vec(0u64..=1_000, 1..=1),
+        1 => prop::collection::vec(0u64..=1_000, 2..=2),
+    ]
+}
+
+fn oversized() -> impl Strategy<Value = (usize, Positions)> {
+    // 1 byte over the limit, or up to 1 KiB.
+    (
+        prop_oneof![1 => Just(1usize), 3 => 1usize..=1_024],
+        positions(),
+    )
+}
+
+fn junk_plan() -> impl Strategy<Value = JunkPlan> {
+    (
+        prop_oneof![
+            3 => prop::collection::vec(oversized(), 0..=1),
+            1 => prop::collection::vec(oversized(), 0..=2),
+        ],
+        // Over 255 characters (any, astral ones too: MariaDB counts characters). A small seed
+        // is bisected in a few steps: its text matters less than a history's.
+        prop::collection::vec((256usize..=400, 0u64..=1_000, positions()), 0..=2),
+    )
+}
+
+/// The junk messages of `plan`, keyed from [`JUNK_ID`] on, and their copies: (position, index
+/// into the junk).
+fn junk(plan: JunkPlan) -> (Vec<Junk>, Vec<(u64, usize)>) {
+    let (oversized, long_names) = plan;
+    let mut junk = Vec::new();
+    let mut copies = Vec::new();
+    let mut add = |kind, name, positions: Positions| {
+        let id = JUNK_ID + i32::try_from(junk.len()).expect("few junk messages");
+        copies.extend(positions.into_iter().map(|position| (position, junk.len())));
+        junk.push(Junk::new(id, kind, name));
+    };
+    for (extra, positions) in oversized {
+        add(
+            JunkKind::Oversized { extra },
+            "oversized".to_owned(),
+            positions,
+        );
+    }
+    for (len, seed, positions) in long_names {
+        add(JunkKind::LongName, text(len, seed, false), positions);
+    }
+    (junk, copies)
+}
+
+/// The delivery of `n` messages by `plan`, with the `junk` copies (position, index) among them.
+fn deliver(n: usize, (spread, copies, cuts): DeliveryPlan, junk: &[(u64, usize)]) -> Vec<Chunk> {
     let mut order: Vec<(u64, usize)> = Vec::new();
     for i in 0..n {
         match copies.get(i) {
@@ -559,7 +816,20 @@ fn deliver(n: usize, (spread, copies, cuts): DeliveryPlan) -> Vec<Chunk> {
         }
     }
     order.sort();
-    let mut rest: Vec<usize> = order.into_iter().map(|(_, i)| i).collect();
+    // A junk copy at position p (of 1 000) goes after p/1000 of the history's copies, before
+    // the history's copy at that place.
+    let len = order.len() as u64;
+    let mut placed: Vec<(u64, bool, Item)> = order
+        .into_iter()
+        .enumerate()
+        .map(|(place, (_, i))| (place as u64 * 1_000, true, Item::History(i)))
+        .chain(
+            junk.iter()
+                .map(|&(position, j)| (position * len, false, Item::Junk(j))),
+        )
+        .collect();
+    placed.sort_by_key(|&(place, history, _)| (place, history));
+    let mut rest: Vec<Item> = placed.into_iter().map(|(_, _, item)| item).collect();
     let mut chunks = Vec::new();
     for (n, &(len, mode)) in cuts.iter().enumerate() {
         if rest.is_empty() {
@@ -579,9 +849,11 @@ fn deliver(n: usize, (spread, copies, cuts): DeliveryPlan) -> Vec<Chunk> {
     chunks
 }
 
+/// A case. The junk comes first: proptest shrinks a tuple's parts in order, so junk that plays
+/// no part in a failure goes away in the first steps.
 fn case(backend: Backend) -> impl Strategy<Value = Case> {
-    (keys(backend.min_year), delivery_plan()).prop_map(|(keys, plan)| {
-        let mut seen = std::collections::BTreeSet::new();
+    (junk_plan(), keys(backend.min_year), delivery_plan()).prop_map(|(junk_plan, keys, plan)| {
+        let mut seen = BTreeSet::new();
         let mut messages: Vec<Message> = keys
             .into_iter()
             .filter(|(id, _)| seen.insert(*id))
@@ -590,8 +862,13 @@ fn case(backend: Backend) -> impl Strategy<Value = Case> {
         // The master's order is by time; a SYNC stays after the SAVE of its time (a stable
         // sort).
         messages.sort_by_key(|m| m.updated);
-        let delivery = deliver(messages.len(), plan);
-        Case { messages, delivery }
+        let (junk, junk_copies) = junk(junk_plan);
+        let delivery = deliver(messages.len(), plan, &junk_copies);
+        Case {
+            messages,
+            junk,
+            delivery,
+        }
     })
 }
 
@@ -599,15 +876,38 @@ fn case(backend: Backend) -> impl Strategy<Value = Case> {
 // Running a case
 // ---------------------------------------------------------------------------------------------
 
+/// What runtimes settled.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tally {
+    applied: u64,
+    dead_lettered: u64,
+    /// Of the dead-lettered, those that could not be read (here: the oversized bodies).
+    malformed: u64,
+}
+
+impl Tally {
+    fn add(&mut self, stats: &ConsumerStats) {
+        self.applied += stats.applied();
+        self.dead_lettered += stats.dead_lettered;
+        self.malformed += stats.malformed;
+    }
+
+    fn settled(&self) -> u64 {
+        self.applied + self.dead_lettered
+    }
+}
+
 /// The consumers of one case: the worker's runtime and `extra` more, each with its own AMQP
-/// connection and database connections, competing on the worker's queue.
+/// connection and database connections, competing on the worker's queue. A failed message is
+/// dead-lettered at once (`max_retries` 0), on every runtime: the worker's configuration is
+/// theirs.
 struct Consumers<D: TestDb, M> {
     worker: Worker<D>,
     extra_transports: Vec<RabbitMqTransport>,
     extra: Vec<ConsumerHandle>,
     running: bool,
-    /// What the runtimes stopped so far settled: (applied, dead-lettered).
-    done: (u64, u64),
+    /// What the runtimes stopped so far settled.
+    done: Tally,
     _model: std::marker::PhantomData<fn() -> M>,
 }
 
@@ -618,7 +918,12 @@ where
 {
     async fn start(db: D, consumers: usize) -> Self {
         let replicas = Replicas::new(db.connector()).register::<M>();
-        let worker = Worker::start(db, M::DDL, replicas).await;
+        let worker = Worker::start_with(db, M::DDL, replicas, |builder| {
+            builder
+                .max_retries(Some(0))
+                .retry_delay(Duration::from_millis(10))
+        })
+        .await;
         let extra_transports = (1..consumers)
             .map(|_| RabbitMqTransport::new(worker.config.clone()))
             .collect();
@@ -627,7 +932,7 @@ where
             extra_transports,
             extra: Vec::new(),
             running: true,
-            done: (0, 0),
+            done: Tally::default(),
             _model: std::marker::PhantomData,
         };
         this.spawn_extra();
@@ -645,22 +950,17 @@ where
         }
     }
 
-    fn add_done(&mut self, stats: ConsumerStats) {
-        self.done.0 += stats.applied();
-        self.done.1 += stats.dead_lettered;
-    }
-
     async fn stop(&mut self) -> Result<(), String> {
         if !self.running {
             return Ok(());
         }
         self.running = false;
         let stats = self.worker.stop().await;
-        self.add_done(stats);
+        self.done.add(&stats);
         let mut result = Ok(());
         for handle in std::mem::take(&mut self.extra) {
             match handle.shutdown().await {
-                Ok(stats) => self.add_done(stats),
+                Ok(stats) => self.done.add(&stats),
                 Err(error) => result = Err(format!("a consumer ended on an error: {error}")),
             }
         }
@@ -675,15 +975,14 @@ where
         self.running = true;
     }
 
-    /// (applied, dead-lettered) of every runtime, stopped or running.
-    fn settled(&self) -> (u64, u64) {
+    /// What every runtime settled, stopped or running.
+    fn settled(&self) -> Tally {
         let mut out = self.done;
         if self.running {
             for stats in std::iter::once(self.worker.stats())
                 .chain(self.extra.iter().map(ConsumerHandle::stats))
             {
-                out.0 += stats.applied();
-                out.1 += stats.dead_lettered;
+                out.add(&stats);
             }
         }
         out
@@ -692,14 +991,14 @@ where
     async fn wait_settled(&self, n: u64) -> Result<(), String> {
         let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
         loop {
-            let (applied, dead) = self.settled();
-            if applied + dead >= n {
+            let tally = self.settled();
+            if tally.settled() >= n {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(format!(
-                    "timed out waiting for {n} messages settled: {applied} applied, {dead} \
-                     dead-lettered"
+                    "timed out waiting for {n} messages settled: {} applied, {} dead-lettered",
+                    tally.applied, tally.dead_lettered,
                 ));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -717,12 +1016,21 @@ where
     }
 }
 
-/// Compares the replica's rows with the master's final state; `Err` lists the differences.
+/// Compares the replica's rows with the master's final state (`junk` names the junk keys);
+/// `Err` lists the differences.
 fn compare<M: AuthorRow>(
     backend: Backend,
     rows: &[M],
     expected: &BTreeMap<i32, Option<(i64, Fields)>>,
+    junk: &BTreeSet<i32>,
 ) -> Result<(), String> {
+    let key = |id: &i32| {
+        if junk.contains(id) {
+            format!("junk key {id}")
+        } else {
+            format!("key {id}")
+        }
+    };
     let mut problems = Vec::new();
     let mut stored: BTreeMap<i32, &M> = BTreeMap::new();
     for row in rows {
@@ -731,7 +1039,10 @@ fn compare<M: AuthorRow>(
     for (id, row) in &stored {
         if !matches!(expected.get(id), Some(Some(_))) {
             problems.push(format!(
-                "key {id}: the replica has a row, the master has none: {row:?}"
+                "{}: the replica has a row, the master has none: r{} {}",
+                key(id),
+                row.revision(),
+                compact(&row.wire_fields()),
             ));
         }
     }
@@ -741,15 +1052,16 @@ fn compare<M: AuthorRow>(
         };
         let Some(row) = stored.get(id) else {
             problems.push(format!(
-                "key {id}: the replica has no row, the master has r{revision} {fields:?}"
+                "{}: the replica has no row, the master has r{revision} {fields:?}",
+                key(id)
             ));
             continue;
         };
         let got = row.wire_fields();
         let want = fields.wire(*id, *revision);
-        for (key, want_value) in want.as_object().expect("an object") {
-            let got_value = &got[key.as_str()];
-            let same = if key == "score" {
+        for (field, want_value) in want.as_object().expect("an object") {
+            let got_value = &got[field.as_str()];
+            let same = if field == "score" {
                 let got_score = got_value.as_f64();
                 let want_score = fields.score;
                 got_score.is_some_and(|got_score| {
@@ -770,15 +1082,16 @@ fn compare<M: AuthorRow>(
                     other => other.to_string(),
                 };
                 problems.push(format!(
-                    "key {id}: {key}: the replica has {}{}, the master {}{}",
+                    "{}: {field}: the replica has {}{}, the master {}{}",
+                    key(id),
                     show(got_value),
-                    if key == "score" {
+                    if field == "score" {
                         bits(got_value)
                     } else {
                         String::new()
                     },
                     show(want_value),
-                    if key == "score" {
+                    if field == "score" {
                         bits(want_value)
                     } else {
                         String::new()
@@ -819,14 +1132,20 @@ where
     D: TestDb,
     M: AuthorRow<Conn = D::Conn> + ReplicaStore<D::Conn>,
 {
+    let limit = consumers.worker.config.max_body_size();
     let bodies: Vec<Value> = case.messages.iter().map(Message::body).collect();
+    let junk_bodies: Vec<Value> = case.junk.iter().map(|junk| junk.body(limit)).collect();
     let mut published = 0u64;
     for chunk in &case.delivery {
         if chunk.mode == Mode::Stopped {
             consumers.stop().await?;
         }
-        for &i in &chunk.messages {
-            consumers.worker.broadcast(&bodies[i]).await;
+        for &item in &chunk.messages {
+            let body = match item {
+                Item::History(i) => &bodies[i],
+                Item::Junk(j) => &junk_bodies[j],
+            };
+            consumers.worker.broadcast(body).await;
             published += 1;
         }
         match chunk.mode {
@@ -837,18 +1156,69 @@ where
     }
     assert_eq!(published, case.published() as u64);
     consumers.wait_settled(published).await?;
-    let (applied, dead) = consumers.settled();
-    if dead > 0 {
-        return Err(format!(
-            "{dead} valid messages were dead-lettered ({applied} applied)"
+    let tally = consumers.settled();
+    let mut problems = Vec::new();
+
+    // Dead-lettered: every copy of the junk this backend refuses, nothing else.
+    let want_dead = case.dead_letters_on(backend);
+    let want_dead_total: u64 = want_dead.values().sum();
+    let want_malformed = case.oversized_copies();
+    if (tally.dead_lettered, tally.malformed) != (want_dead_total, want_malformed) {
+        problems.push(format!(
+            "{} dead-lettered ({} of them unreadable), expected {want_dead_total} \
+             ({want_malformed} unreadable)",
+            tally.dead_lettered, tally.malformed,
         ));
     }
-    let expected = case.expected();
+    let queue = consumers
+        .worker
+        .config
+        .dead_letter_queue()
+        .expect("a dead-letter queue");
+    let mut got_dead: BTreeMap<i32, u64> = BTreeMap::new();
+    for (body, reason) in dead_letters(queue).await {
+        let id = serde_json::from_str::<Value>(&body)
+            .ok()
+            .and_then(|body| body["instance_pk"].as_i64())
+            .and_then(|id| i32::try_from(id).ok());
+        let junk = id.and_then(|id| case.junk.iter().find(|junk| junk.message.id == id));
+        match junk {
+            Some(junk) if want_dead.contains_key(&junk.message.id) => {
+                *got_dead.entry(junk.message.id).or_default() += 1;
+                if !reason.contains(junk.reason()) {
+                    problems.push(format!(
+                        "{} was dead-lettered for {}, not for {:?}",
+                        junk.label(),
+                        clip(&reason, 300),
+                        junk.reason(),
+                    ));
+                }
+            }
+            _ => problems.push(format!(
+                "an unexpected dead letter ({} bytes, key {}): {}: {}",
+                body.len(),
+                id.map_or("?".into(), |id| id.to_string()),
+                clip(&reason, 300),
+                clip(&body, 200),
+            )),
+        }
+    }
+    // (Only the expected keys are counted: the others are reported above.)
+    if got_dead != want_dead {
+        problems.push(format!(
+            "dead letters per junk key: {got_dead:?} in the dead-letter queue, expected \
+             {want_dead:?}"
+        ));
+    }
+
+    // The rows: the history's keys as the master left them, the junk's as the backend takes it.
+    let expected = case.expected_on(backend);
+    let junk_ids: BTreeSet<i32> = case.junk.iter().map(|junk| junk.message.id).collect();
     // Each message settled once means every one has been applied. More settled than published
     // means a message counted twice (applied, then delivered again because its acknowledgement
     // was lost), which could leave another one in flight: then a mismatch is looked at again
     // for a little while.
-    let patience = if applied + dead > published {
+    let patience = if tally.settled() > published {
         Duration::from_secs(2)
     } else {
         Duration::ZERO
@@ -856,18 +1226,29 @@ where
     let deadline = tokio::time::Instant::now() + patience;
     loop {
         let rows = M::load_all(&mut consumers.worker.db.connect());
-        match compare(backend, &rows, &expected) {
-            Ok(()) => return Ok(()),
-            Err(problems) if tokio::time::Instant::now() >= deadline => {
-                return Err(format!(
-                    "the replica differs from the master's final state on {} with {} \
-                     consumer(s) ({applied} applied of {published} published):\n{problems}",
-                    backend.name,
-                    consumers.extra_transports.len() + 1,
+        match compare(backend, &rows, &expected, &junk_ids) {
+            Ok(()) => break,
+            Err(differences) if tokio::time::Instant::now() >= deadline => {
+                problems.push(format!(
+                    "the replica differs from the master's final state:\n{differences}"
                 ));
+                break;
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "on {} with {} consumer(s), {} applied and {} dead-lettered of {published} \
+             published:\n{}",
+            backend.name,
+            consumers.extra_transports.len() + 1,
+            tally.applied,
+            tally.dead_lettered,
+            problems.join("\n"),
+        ))
     }
 }
 
