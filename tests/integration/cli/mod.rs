@@ -168,19 +168,15 @@ pub fn listed_keys(path: &str) -> Vec<i64> {
     keys
 }
 
-/// Publishes a SAVE of author 7 once a running `consume` has declared its queue and bindings
-/// (the publish is unroutable until then), and waits until the replica has applied it.
-pub async fn consume_one_save(config: &Config, db: &crate::db::SqliteDb) {
+/// Publishes `body` to `author` once a running `consume` has declared its queue and bindings
+/// (the publish is unroutable until then).
+pub async fn publish_when_routed(config: &Config, body: &Value) {
     use std::time::Duration;
 
     use cqrs_diesel::{OutgoingMessage, RabbitMqTransport, Transport};
 
-    use crate::replica::models::SqliteAuthorReplica;
-
     let transport = RabbitMqTransport::new(config.clone());
-    let body = crate::replica::author("SAVE", 7, "consumed", 0)
-        .to_string()
-        .into_bytes();
+    let body = body.to_string().into_bytes();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while let Err(error) = transport
         .publish_confirmed(&OutgoingMessage::new("author", body.clone()))
@@ -192,6 +188,17 @@ pub async fn consume_one_save(config: &Config, db: &crate::db::SqliteDb) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    transport.close().await;
+}
+
+/// Publishes a SAVE of author 7 once a running `consume` is routed to, and waits until the
+/// replica has applied it.
+pub async fn consume_one_save(config: &Config, db: &crate::db::SqliteDb) {
+    use std::time::Duration;
+
+    use crate::replica::models::SqliteAuthorReplica;
+
+    publish_when_routed(config, &crate::replica::author("SAVE", 7, "consumed", 0)).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while replica_rows::<SqliteAuthorReplica>(&mut db.connect()).is_empty() {
         assert!(
@@ -200,5 +207,4 @@ pub async fn consume_one_save(config: &Config, db: &crate::db::SqliteDb) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    transport.close().await;
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cqrs_diesel::cli::Cli;
-use cqrs_diesel::{CqrsConnection, OutgoingMessage, RabbitMqTransport, Topology, Transport};
+use cqrs_diesel::{CqrsConnection, RabbitMqTransport, Topology, Transport};
 use tokio::sync::Notify;
 
 use super::{Master, ok};
@@ -130,19 +130,7 @@ async fn consume_runs_without_a_database_for_custom_replicas() {
     assert!(error.to_string().contains("`author`"), "{error}");
     let consumer = tokio::spawn(async move { cli.try_run_from(["cqrs", "consume"]).await });
 
-    let transport = RabbitMqTransport::new(config.clone());
-    let body = author("SAVE", 3, "in memory", 0).to_string().into_bytes();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while let Err(error) = transport
-        .publish_confirmed(&OutgoingMessage::new("author", body.clone()))
-        .await
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the consumer declares its queue and bindings: {error}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    super::publish_when_routed(&config, &author("SAVE", 3, "in memory", 0)).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while NAMES.lock().unwrap().is_empty() {
         assert!(
@@ -159,7 +147,6 @@ async fn consume_runs_without_a_database_for_custom_replicas() {
         .unwrap()
         .expect("consume ends cleanly");
     assert_eq!(report.written, 1);
-    transport.close().await;
     cleanup(
         config.exchange(),
         &[config.queue().unwrap(), config.dead_letter_queue().unwrap()],
