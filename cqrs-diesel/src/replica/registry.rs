@@ -484,14 +484,14 @@ where
         for (i, item) in items.iter().enumerate() {
             by_key.entry(item.key_text.as_str()).or_default().push(i);
         }
-        let winners: Vec<usize> = by_key
+        // (the winner, every message of its row)
+        let winners: Vec<(usize, &[usize])> = by_key
             .values()
             .filter_map(|indexes| {
-                order::winner(
-                    indexes
-                        .iter()
-                        .map(|&i| (i, items[i].rank(), items[i].signal)),
-                )
+                let ranked = indexes
+                    .iter()
+                    .map(|&i| (i, items[i].rank(), items[i].signal));
+                order::winner(ranked).map(|w| (w, indexes.as_slice()))
             })
             .collect();
 
@@ -519,14 +519,18 @@ where
         // 3. The winners that rank above what is stored are written, and their states kept.
         let mut writes = Vec::new();
         let mut deletes = Vec::new();
-        for &i in &winners {
+        for &(i, same_key) in &winners {
             let item = items[i];
             let before = stored
                 .get(item.key_text.as_str())
                 .copied()
                 .unwrap_or(Stored::Nothing);
             let verdict = order::decide(item.signal, item.rank(), before);
-            outcomes[i] = outcome(M::CQRS_ID, item, before, verdict, items, counters);
+            let batch_saves = same_key
+                .iter()
+                .filter(|&&j| items[j].signal == SignalType::Save)
+                .map(|&j| items[j].revision);
+            outcomes[i] = outcome(M::CQRS_ID, item, before, verdict, batch_saves, counters);
             if verdict == Verdict::Apply {
                 match item.signal {
                     SignalType::Save | SignalType::Sync => writes.push(i),
@@ -571,7 +575,7 @@ where
 /// the first time (`first_seen`, sorted) need the look-up.
 fn legacy_rows<M, C>(
     items: &[&Prepared],
-    winners: &[usize],
+    winners: &[(usize, &[usize])],
     first_seen: &[String],
     stored: &mut HashMap<String, Stored>,
     conn: &mut C,
@@ -584,7 +588,7 @@ where
         return Ok(());
     }
     let mut keys = Vec::with_capacity(first_seen.len());
-    for &i in winners {
+    for &(i, _) in winners {
         if first_seen.binary_search(&items[i].key_text).is_ok() {
             keys.push(downcast_key::<M>(items[i])?.clone());
         }
@@ -596,13 +600,14 @@ where
     Ok(())
 }
 
-/// What applying (or not) `item` over `before` did, counted and logged.
+/// What applying (or not) `item` over `before` did, counted and logged; `batch_saves` are the
+/// revisions of the batch's SAVEs of the same row (no gap is counted for them).
 fn outcome(
     cqrs_id: &'static str,
     item: &Prepared,
     before: Stored,
     verdict: Verdict,
-    batch: &[&Prepared],
+    batch_saves: impl Iterator<Item = i64>,
     counters: &Counters,
 ) -> Applied {
     let live = match before {
@@ -630,13 +635,7 @@ fn outcome(
         (Verdict::Apply, SignalType::Save) => match live {
             None => Applied::Created,
             Some(stored) => {
-                let seen: Vec<i64> = batch
-                    .iter()
-                    .filter(|other| {
-                        other.key_text == item.key_text && other.signal == SignalType::Save
-                    })
-                    .map(|other| other.revision)
-                    .collect();
+                let seen: Vec<i64> = batch_saves.collect();
                 note_gap(cqrs_id, key, stored, incoming, &seen, counters);
                 Applied::Updated
             }
