@@ -16,7 +16,7 @@
 //! | [`chrono::NaiveTime`] | string | `"03:04:05.678901"`, `"03:04:05"` |
 //! | [`uuid::Uuid`] | string, lowercase hyphenated | `"12345678-1234-5678-1234-567812345678"` |
 //! | [`serde_json::Value`] | as is | |
-//! | `bigdecimal::BigDecimal` (feature `decimal`) | number (lossy beyond f64, as the reference) | `12.34` |
+//! | `bigdecimal::BigDecimal` (feature `decimal`) | string of its exact digits (read from a string or a number) | `"12.340"` |
 //!
 //! Decoding is strict about JSON types (an integer is never read from a string, a string never
 //! from a number; decimals, which Django REST writes as strings, are the exception) and liberal about timestamp spellings (see [`parse_timestamp`]).
@@ -238,21 +238,19 @@ impl WireValue for f64 {
     }
 }
 
-/// A decimal (Diesel's `Numeric`) is written as a JSON number, as the reference writes Python
-/// `Decimal`s (lossy beyond an f64's precision: `12.34` stays `12.34`, but 30 significant digits
-/// do not survive). Decoding reads the number's own decimal text, so it keeps every digit the
-/// JSON carries, and also accepts a string holding a decimal (as Django REST serializers write
-/// them).
+/// A decimal (Diesel's `Numeric`) is written as a JSON string of its exact digits and scale,
+/// `"12.340"`, as Django REST serializers write a `Decimal`: no float is on the way, so every
+/// digit survives. A django-cqrs replica reads it like the dates it also receives as strings
+/// (Django's `DecimalField` converts a string on save).
+///
+/// Decoding takes that string, and also a JSON number, as django-cqrs masters write
+/// `Decimal`s: serde_json reads a number as an `f64`, and the decimal is that float's shortest
+/// text, so a number written as a float's shortest form (as Python writes every float) comes
+/// back with the same digits; digits beyond an `f64`'s 17 are lost in a number, never in a string.
 #[cfg(feature = "decimal")]
 impl WireValue for bigdecimal::BigDecimal {
     fn to_wire(&self) -> Value {
-        use std::str::FromStr;
-        let text = self.normalized().to_string();
-        // The decimal's text parsed as an f64: the shortest JSON number for it.
-        f64::from_str(&text)
-            .ok()
-            .and_then(serde_json::Number::from_f64)
-            .map_or(Value::Null, Value::Number)
+        Value::String(self.to_plain_string())
     }
 
     fn from_wire(value: &Value) -> Result<Self, ValueError> {

@@ -393,22 +393,47 @@ fn long_inputs_are_shortened_in_error_messages() {
 
 #[cfg(feature = "decimal")]
 #[test]
-fn decimals_are_json_numbers_and_read_back_from_numbers_or_strings() {
+fn decimals_are_written_as_strings_of_their_exact_digits_and_scale() {
     use std::str::FromStr;
-    let price = bigdecimal::BigDecimal::from_str("12.340").unwrap();
-    assert_eq!(price.to_wire(), serde_json::json!(12.34));
+    for text in [
+        "12.340",
+        "-0.000000000000000000000000000001",
+        "123456789012345678901234567890.123456789",
+        "0",
+        "1000000000000000000000000000000",
+    ] {
+        let decimal = bigdecimal::BigDecimal::from_str(text).unwrap();
+        assert_eq!(decimal.to_wire(), serde_json::json!(text), "{text}");
+        let back = bigdecimal::BigDecimal::from_wire(&decimal.to_wire()).unwrap();
+        assert_eq!(back.to_plain_string(), text, "digits and scale of {text}");
+    }
+}
+
+#[cfg(feature = "decimal")]
+#[test]
+fn decimals_are_read_from_numbers_as_django_cqrs_masters_write_them() {
+    use std::str::FromStr;
     assert_eq!(
         bigdecimal::BigDecimal::from_wire(&serde_json::json!(12.34)).unwrap(),
-        price
-    );
-    assert_eq!(
-        bigdecimal::BigDecimal::from_wire(&serde_json::json!("0.10")).unwrap(),
-        bigdecimal::BigDecimal::from_str("0.1").unwrap()
+        bigdecimal::BigDecimal::from_str("12.34").unwrap()
     );
     assert_eq!(
         bigdecimal::BigDecimal::from_wire(&serde_json::json!(-7)).unwrap(),
         bigdecimal::BigDecimal::from(-7)
     );
+    // A float's shortest form (what Python writes) keeps its digits.
+    let number: serde_json::Value = serde_json::from_str("9326.322951806551").unwrap();
+    assert_eq!(
+        bigdecimal::BigDecimal::from_wire(&number)
+            .unwrap()
+            .to_plain_string(),
+        "9326.322951806551"
+    );
+}
+
+#[cfg(feature = "decimal")]
+#[test]
+fn a_decimal_is_not_read_from_text_that_is_no_number_nor_from_a_bool() {
     assert!(bigdecimal::BigDecimal::from_wire(&serde_json::json!("ten")).is_err());
     assert!(
         bigdecimal::BigDecimal::from_wire(&serde_json::json!(true))
