@@ -43,7 +43,8 @@ pub trait CqrsConnection: Connection + sealed::Sealed + Send + 'static {
     /// ([`MYSQL_STRICT_MODES`] added to the session's `sql_mode`), so that a value the column
     /// cannot hold (too long, out of range, an impossible date) is an error for its message
     /// instead of a silent truncation or a zero date, whatever the server's default. Nothing
-    /// elsewhere.
+    /// elsewhere. For the connections an application opens itself, use
+    /// [`SessionSetup`](crate::SessionSetup), which includes this.
     fn prepare_session(&mut self) -> QueryResult<()> {
         Ok(())
     }

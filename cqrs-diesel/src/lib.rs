@@ -36,6 +36,7 @@ pub mod ops;
 pub mod outbox;
 mod relay;
 pub mod replica;
+pub mod session;
 
 pub use cqrs_core::*;
 
@@ -50,6 +51,7 @@ pub use master::{
     set_message_ttl,
 };
 pub use relay::{OutboxRelay, RelayHandle, RelayStats};
+pub use session::SessionSetup;
 
 pub use replica::{CustomReplica, MessageInfo, ReplicaModel, ReplicaStore, Replicas, run_consumer};
 

@@ -7,9 +7,8 @@
 use std::time::Duration;
 
 use chrono::{NaiveDateTime, SubsecRound, Utc};
-use cqrs_diesel::CqrsConnection;
-use diesel::connection::SimpleConnection;
-use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, R2D2Connection};
+use cqrs_diesel::{CqrsConnection, SessionSetup};
+use diesel::r2d2::{ConnectionManager, Pool, R2D2Connection};
 use diesel::result::ConnectionError;
 use diesel::{MysqlConnection, PgConnection, QueryResult, SqliteConnection};
 use serde::{Deserialize, Deserializer, Serializer};
@@ -58,26 +57,17 @@ impl DatabaseUrl {
     }
 }
 
-/// A Diesel connection the example services run on: one of the three backends, with what
-/// differs between them for the services.
+/// A Diesel connection the example services run on: one of the three backends, each set up by
+/// the library's [`SessionSetup`] (MySQL/MariaDB: strict SQL mode; SQLite: a busy timeout, WAL
+/// and `synchronous = NORMAL`, so that the relay, the replica worker and the handlers wait for
+/// each other's writes instead of failing).
 pub trait Database: CqrsConnection + R2D2Connection {
-    /// Settings every new connection gets (SQLite: a busy timeout, so that the relay, the
-    /// replica worker and the handlers wait for each other's writes instead of failing).
-    fn prepare(&mut self) -> QueryResult<()> {
-        Ok(())
-    }
-
-    /// Settings of the database itself, applied once at start-up (SQLite: write-ahead logging,
-    /// so readers do not wait for writers).
-    fn prepare_database(&mut self) -> QueryResult<()> {
-        Ok(())
-    }
-
     /// Opens a prepared connection (for the outbox relay and the replica worker, which open
     /// their own).
     fn open(url: &str) -> Result<Self, ConnectionError> {
         let mut conn = Self::establish(url)?;
-        conn.prepare()
+        SessionSetup::new()
+            .apply(&mut conn)
             .map_err(ConnectionError::CouldntSetupConfiguration)?;
         Ok(conn)
     }
@@ -87,25 +77,7 @@ impl Database for PgConnection {}
 
 impl Database for MysqlConnection {}
 
-impl Database for SqliteConnection {
-    fn prepare(&mut self) -> QueryResult<()> {
-        self.batch_execute("PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL;")
-    }
-
-    fn prepare_database(&mut self) -> QueryResult<()> {
-        self.batch_execute("PRAGMA journal_mode = WAL;")
-    }
-}
-
-/// Applies [`Database::prepare`] to each connection the pool opens.
-#[derive(Debug, Clone, Copy)]
-struct Prepare;
-
-impl<C: Database> CustomizeConnection<C, diesel::r2d2::Error> for Prepare {
-    fn on_acquire(&self, conn: &mut C) -> Result<(), diesel::r2d2::Error> {
-        conn.prepare().map_err(diesel::r2d2::Error::QueryError)
-    }
-}
+impl Database for SqliteConnection {}
 
 /// A service's database: a pool of connections of type `C`, and its URL (the relay and the
 /// replica worker open connections of their own with it).
@@ -145,10 +117,9 @@ impl<C: Database> Db<C> {
                 .max_size(8)
                 .min_idle(Some(1))
                 .connection_timeout(Duration::from_secs(10))
-                .connection_customizer(Box::new(Prepare))
+                .connection_customizer(Box::new(SessionSetup::new()))
                 .build(manager)?;
             let mut conn = pool.get()?;
-            conn.prepare_database()?;
             setup(&mut conn)?;
             Ok(Db { pool, url })
         })

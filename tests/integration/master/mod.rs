@@ -7,6 +7,7 @@ pub mod models;
 mod ops;
 mod outage;
 mod scenarios;
+mod session;
 
 use std::time::Duration;
 
