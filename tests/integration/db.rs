@@ -29,6 +29,9 @@ pub trait TestDb: Send + Sync {
     /// A connector that can be moved into a relay.
     fn connector(&self) -> Box<dyn Fn() -> Result<Self::Conn, ConnectionError> + Send + Sync>;
 
+    /// How the `replica_process` binary finds this database (`CQRS_TEST_*` variables).
+    fn process_env(&self) -> Vec<(&'static str, String)>;
+
     /// A new connection (panics when the database is unreachable: the tests need it).
     fn connect(&self) -> Self::Conn {
         (self.connector())().expect("the test database accepts connections")
@@ -59,6 +62,14 @@ impl PgDb {
 
 impl TestDb for PgDb {
     type Conn = PgConnection;
+
+    fn process_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("CQRS_TEST_BACKEND", "postgres".into()),
+            ("CQRS_TEST_DATABASE_URL", pg_url()),
+            ("CQRS_TEST_PG_SCHEMA", self.schema.clone()),
+        ]
+    }
 
     fn connector(&self) -> Box<dyn Fn() -> Result<PgConnection, ConnectionError> + Send + Sync> {
         let url = pg_url();
@@ -106,6 +117,13 @@ impl MysqlDb {
 impl TestDb for MysqlDb {
     type Conn = MysqlConnection;
 
+    fn process_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("CQRS_TEST_BACKEND", "mariadb".into()),
+            ("CQRS_TEST_DATABASE_URL", self.url()),
+        ]
+    }
+
     fn connector(&self) -> Box<dyn Fn() -> Result<MysqlConnection, ConnectionError> + Send + Sync> {
         let url = self.url();
         Box::new(move || MysqlConnection::establish(&url))
@@ -136,6 +154,16 @@ impl SqliteDb {
 
 impl TestDb for SqliteDb {
     type Conn = SqliteConnection;
+
+    fn process_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("CQRS_TEST_BACKEND", "sqlite".into()),
+            (
+                "CQRS_TEST_DATABASE_URL",
+                self.path.to_string_lossy().into_owned(),
+            ),
+        ]
+    }
 
     fn connector(
         &self,

@@ -1,6 +1,8 @@
 //! Integration tests against the real services of this machine (see README: `AMQP_URL`,
 //! `PG_DATABASE_URL`, `MYSQL_DATABASE_URL` override the local defaults).
 
+#[path = "../common/authors.rs"]
+mod authors;
 mod cli;
 mod consumer_runtime;
 mod db;

@@ -5,6 +5,8 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use cqrs_diesel::MasterModel;
 use uuid::Uuid;
 
+pub use crate::authors::{mysql_schema, pg_schema, sqlite_schema};
+
 /// What the tests need to build and read an author on any backend.
 pub trait Author: MasterModel + Clone + std::fmt::Debug + Send + 'static {
     /// The DDL of the `author` table.
@@ -28,60 +30,6 @@ pub trait Author: MasterModel + Clone + std::fmt::Debug + Send + 'static {
     fn set_active(&mut self, active: bool);
     fn set_score(&mut self, score: f64);
     fn revision(&self) -> i32;
-}
-
-pub mod pg_schema {
-    diesel::table! {
-        author (id) {
-            id -> Integer,
-            name -> Text,
-            email -> Nullable<Text>,
-            birth_date -> Nullable<Date>,
-            joined_at -> Timestamptz,
-            active -> Bool,
-            score -> Double,
-            external_id -> Uuid,
-            bio -> Nullable<Text>,
-            cqrs_revision -> Integer,
-            cqrs_updated -> Timestamptz,
-        }
-    }
-}
-
-pub mod mysql_schema {
-    diesel::table! {
-        author (id) {
-            id -> Integer,
-            name -> Text,
-            email -> Nullable<Text>,
-            birth_date -> Nullable<Date>,
-            joined_at -> Datetime,
-            active -> Bool,
-            score -> Double,
-            external_id -> Text,
-            bio -> Nullable<Text>,
-            cqrs_revision -> Integer,
-            cqrs_updated -> Datetime,
-        }
-    }
-}
-
-pub mod sqlite_schema {
-    diesel::table! {
-        author (id) {
-            id -> Integer,
-            name -> Text,
-            email -> Nullable<Text>,
-            birth_date -> Nullable<Date>,
-            joined_at -> TimestamptzSqlite,
-            active -> Bool,
-            score -> Double,
-            external_id -> Text,
-            bio -> Nullable<Text>,
-            cqrs_revision -> Integer,
-            cqrs_updated -> TimestamptzSqlite,
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, MasterModel)]

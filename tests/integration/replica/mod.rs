@@ -9,6 +9,7 @@ mod failures;
 mod golden;
 mod model_based;
 pub mod models;
+mod process;
 mod scenarios;
 
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! A model-based randomized test: a master's history of a few rows (lives of SAVEs, SYNCs and
 //! DELETEs, rows created again after their deletion) is delivered to a replica in any order,
-//! with duplicates and late copies, in random batches, to one or three consumers competing on
-//! one queue; the replica must end equal to the master's final state, field by field and bit
+//! with duplicates and late copies, in random batches, to one consumer or to three competing on
+//! one queue (this test's runtime and two `replica_process` processes); the replica must end equal to the master's final state, field by field and bit
 //! for bit. Junk is mixed among the history's messages: bodies over `CQRS_MAX_BODY_SIZE` and
 //! names too long for MariaDB's VARCHAR(255), SAVEs of keys of their own; each junk copy must be
 //! dead-lettered (an oversized body always, a long name on MariaDB only) or applied, and must
@@ -17,16 +17,14 @@ use std::fmt;
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
-use cqrs_diesel::{
-    ConsumerHandle, ConsumerRuntime, ConsumerStats, RabbitMqTransport, ReplicaStore, Replicas,
-    Transport, format_timestamp,
-};
+use cqrs_diesel::{ConsumerStats, ReplicaStore, Replicas, Transport, format_timestamp};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::models::{AuthorRow, MysqlAuthorReplica, PgAuthorReplica, SqliteAuthorReplica};
+use super::process::{Counts, ReplicaProcess};
 use super::{Worker, dead_letters};
 use crate::db::{MysqlDb, PgDb, SqliteDb, TestDb};
 
@@ -892,19 +890,25 @@ impl Tally {
         self.malformed += stats.malformed;
     }
 
+    fn add_counts(&mut self, counts: Counts) {
+        self.applied += counts.applied;
+        self.dead_lettered += counts.dead_lettered;
+        self.malformed += counts.malformed;
+    }
+
     fn settled(&self) -> u64 {
         self.applied + self.dead_lettered
     }
 }
 
-/// The consumers of one case: the worker's runtime and `extra` more, each with its own AMQP
-/// connection and database connections, competing on the worker's queue. A failed message is
-/// dead-lettered at once (`max_retries` 0), on every runtime: the worker's configuration is
-/// theirs.
+/// The consumers of one case: the worker's runtime in this process and `consumers - 1`
+/// [`ReplicaProcess`]es, each a process of its own with its own AMQP connection and database
+/// connections, competing on the worker's queue. A failed message is dead-lettered at once
+/// (`max_retries` 0), in every process: the worker's configuration is theirs.
 struct Consumers<D: TestDb, M> {
     worker: Worker<D>,
-    extra_transports: Vec<RabbitMqTransport>,
-    extra: Vec<ConsumerHandle>,
+    processes: usize,
+    extra: Vec<ReplicaProcess>,
     running: bool,
     /// What the runtimes stopped so far settled.
     done: Tally,
@@ -924,12 +928,9 @@ where
                 .retry_delay(Duration::from_millis(10))
         })
         .await;
-        let extra_transports = (1..consumers)
-            .map(|_| RabbitMqTransport::new(worker.config.clone()))
-            .collect();
         let mut this = Consumers {
             worker,
-            extra_transports,
+            processes: consumers.saturating_sub(1),
             extra: Vec::new(),
             running: true,
             done: Tally::default(),
@@ -940,13 +941,10 @@ where
     }
 
     fn spawn_extra(&mut self) {
-        for transport in &self.extra_transports {
-            let replicas = Replicas::new(self.worker.db.connector()).register::<M>();
-            self.extra.push(
-                ConsumerRuntime::new(transport.clone(), self.worker.config.clone(), replicas)
-                    .batch_wait(Duration::from_millis(5))
-                    .spawn(),
-            );
+        let db_env = self.worker.db.process_env();
+        for _ in 0..self.processes {
+            self.extra
+                .push(ReplicaProcess::spawn(&self.worker.config, &db_env));
         }
     }
 
@@ -958,10 +956,11 @@ where
         let stats = self.worker.stop().await;
         self.done.add(&stats);
         let mut result = Ok(());
-        for handle in std::mem::take(&mut self.extra) {
-            match handle.shutdown().await {
-                Ok(stats) => self.done.add(&stats),
-                Err(error) => result = Err(format!("a consumer ended on an error: {error}")),
+        for process in std::mem::take(&mut self.extra) {
+            match tokio::task::spawn_blocking(move || process.stop()).await {
+                Ok(Ok(counts)) => self.done.add_counts(counts),
+                Ok(Err(error)) => result = Err(format!("a replica process: {error}")),
+                Err(error) => result = Err(format!("stopping a replica process: {error}")),
             }
         }
         result
@@ -975,14 +974,13 @@ where
         self.running = true;
     }
 
-    /// What every runtime settled, stopped or running.
+    /// What every consumer settled, stopped or running.
     fn settled(&self) -> Tally {
         let mut out = self.done;
         if self.running {
-            for stats in std::iter::once(self.worker.stats())
-                .chain(self.extra.iter().map(ConsumerHandle::stats))
-            {
-                out.add(&stats);
+            out.add(&self.worker.stats());
+            for process in &self.extra {
+                out.add_counts(process.counts());
             }
         }
         out
@@ -1005,12 +1003,9 @@ where
         }
     }
 
-    /// Stops everything and closes the extra connections.
+    /// Stops everything and closes the worker's connection.
     async fn finish(&mut self) -> Result<(), String> {
         let result = self.stop().await;
-        for transport in &self.extra_transports {
-            transport.close().await;
-        }
         self.worker.transport.close().await;
         result
     }
@@ -1244,7 +1239,7 @@ where
             "on {} with {} consumer(s), {} applied and {} dead-lettered of {published} \
              published:\n{}",
             backend.name,
-            consumers.extra_transports.len() + 1,
+            consumers.processes + 1,
             tally.applied,
             tally.dead_lettered,
             problems.join("\n"),

@@ -1,9 +1,5 @@
-//! Replica models shaped like the golden fixture's `author`, once per backend, plus a mapped
-//! model (renamed fields, master keys it lacks).
-
-use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
-use cqrs_diesel::ReplicaModel;
-use uuid::Uuid;
+//! Replica models shaped like the golden fixture's `author`, once per backend (defined in
+//! `tests/common/authors.rs`), and how the scenarios read them back.
 
 /// What the scenarios read back from any backend.
 pub trait AuthorRow: std::fmt::Debug + Send + Sync + 'static {
@@ -20,55 +16,10 @@ pub trait AuthorRow: std::fmt::Debug + Send + Sync + 'static {
     fn wire_fields(&self) -> serde_json::Value;
 }
 
-pub use crate::master::models::{mysql_schema, pg_schema, sqlite_schema};
-
-#[derive(Debug, Clone, PartialEq, ReplicaModel, diesel::Queryable)]
-#[cqrs(id = "author", table = pg_schema::author, backends(postgres))]
-pub struct PgAuthorReplica {
-    pub id: i32,
-    pub name: String,
-    pub email: Option<String>,
-    pub birth_date: Option<NaiveDate>,
-    pub joined_at: DateTime<Utc>,
-    pub active: bool,
-    pub score: f64,
-    pub external_id: Uuid,
-    pub bio: Option<String>,
-    pub cqrs_revision: i32,
-    pub cqrs_updated: DateTime<Utc>,
-}
-
-#[derive(Debug, Clone, PartialEq, ReplicaModel, diesel::Queryable)]
-#[cqrs(id = "author", table = mysql_schema::author, backends(mysql))]
-pub struct MysqlAuthorReplica {
-    pub id: i32,
-    pub name: String,
-    pub email: Option<String>,
-    pub birth_date: Option<NaiveDate>,
-    pub joined_at: NaiveDateTime,
-    pub active: bool,
-    pub score: f64,
-    pub external_id: String,
-    pub bio: Option<String>,
-    pub cqrs_revision: i32,
-    pub cqrs_updated: NaiveDateTime,
-}
-
-#[derive(Debug, Clone, PartialEq, ReplicaModel, diesel::Queryable)]
-#[cqrs(id = "author", table = sqlite_schema::author, backends(sqlite))]
-pub struct SqliteAuthorReplica {
-    pub id: i32,
-    pub name: String,
-    pub email: Option<String>,
-    pub birth_date: Option<NaiveDate>,
-    pub joined_at: DateTime<Utc>,
-    pub active: bool,
-    pub score: f64,
-    pub external_id: String,
-    pub bio: Option<String>,
-    pub cqrs_revision: i32,
-    pub cqrs_updated: DateTime<Utc>,
-}
+pub use crate::authors::{
+    MysqlAuthorReplica, PgAuthorReplica, SqliteAuthorReplica, mysql_schema, pg_schema,
+    sqlite_schema,
+};
 
 macro_rules! author_row {
     ($ty:ty, $master:ty, $schema:ident, $conn:ty) => {
