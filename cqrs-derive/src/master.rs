@@ -162,42 +162,37 @@ fn store(model: &Model, backend: BackendName) -> TokenStream {
     let from_row = quote! {
         |(#(#bindings,)*): #row_ty| #ident { #(#idents: #bindings,)* }
     };
-    // Every column from a row `r`, with `cqrs_updated` set to `now`.
-    let insert_values = |r: TokenStream| {
-        let values = fields.iter().enumerate().map(|(i, f)| {
-            let col = &f.column;
-            let field = &f.ident;
-            if i == model.updated {
-                quote! { #table::#col.eq(&now) }
-            } else {
-                quote! { #table::#col.eq(&#r.#field) }
-            }
-        });
+    // Every column from a row `r` (but the key when `with_key` is off: the database generates
+    // it), with `cqrs_updated` set to `now`.
+    let column_values = |r: TokenStream, with_key: bool| {
+        let values = fields
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| with_key || *i != model.pk)
+            .map(|(i, f)| {
+                let col = &f.column;
+                let field = &f.ident;
+                if i == model.updated {
+                    quote! { #table::#col.eq(&now) }
+                } else {
+                    quote! { #table::#col.eq(&#r.#field) }
+                }
+            });
         quote! { (#(#values,)*) }
     };
+    let insert_values = |r: TokenStream| column_values(r, true);
     // `cqrs_updated` never goes backwards for one row: a writer that read the clock before
     // another took the row lock must not stamp its later revision with an earlier time (the
     // replica ranks one row's messages by time first: see cqrs-diesel's replica order). In SQL,
     // under the row lock: the later of now and the stored time plus one microsecond. SQLite
     // serialises writers, and reads the clock inside the write transaction.
     let upd_ty_sql = quote! { __d::dsl::SqlTypeOf<#table::#upd_col> };
-    let upd_name = quote! { <#table::#upd_col as __d::Column>::NAME };
-    let table_name = model
-        .table
-        .segments
-        .last()
-        .map(|segment| segment.ident.to_string())
-        .unwrap_or_default();
     let monotonic_now = match backend {
-        BackendName::Postgres => Some(quote! {
-            __d::dsl::sql::<#upd_ty_sql>("GREATEST(")
-                .bind::<#upd_ty_sql, _>(now)
-                .sql(&::std::format!(", \"{}\" + interval '1 microsecond')", #upd_name))
-        }),
-        BackendName::Mysql => Some(quote! {
-            __d::dsl::sql::<#upd_ty_sql>("GREATEST(")
-                .bind::<#upd_ty_sql, _>(now)
-                .sql(&::std::format!(", `{}` + INTERVAL 1 MICROSECOND)", #upd_name))
+        BackendName::Postgres | BackendName::Mysql => Some(quote! {
+            __p::not_before(
+                __d::IntoSql::into_sql::<#upd_ty_sql>(&now),
+                #table::#upd_col,
+            )
         }),
         BackendName::Sqlite => None,
     };
@@ -229,17 +224,10 @@ fn store(model: &Model, backend: BackendName) -> TokenStream {
                 let col = &f.column;
                 if i == model.updated {
                     quote! {
-                        #table::#col.eq(__d::dsl::sql::<#upd_ty_sql>(&::std::format!(
-                            "GREATEST(VALUES(`{0}`), `{0}` + INTERVAL 1 MICROSECOND)",
-                            #upd_name
-                        )))
+                        #table::#col.eq(__p::not_before(__p::proposed(#table::#col), #table::#col))
                     }
                 } else {
-                    quote! {
-                        #table::#col.eq(__d::dsl::sql::<__d::dsl::SqlTypeOf<#table::#col>>(
-                            &::std::format!("VALUES(`{}`)", <#table::#col as __d::Column>::NAME),
-                        ))
-                    }
+                    quote! { #table::#col.eq(__p::proposed(#table::#col)) }
                 }
             });
         quote! { (#(#values,)*) }
@@ -253,11 +241,10 @@ fn store(model: &Model, backend: BackendName) -> TokenStream {
                 let col = &f.column;
                 if i == model.updated && backend == BackendName::Postgres {
                     quote! {
-                        #table::#col.eq(__d::dsl::sql::<#upd_ty_sql>(&::std::format!(
-                            "GREATEST(excluded.\"{0}\", \"{1}\".\"{0}\" + interval '1 microsecond')",
-                            #upd_name,
-                            #table_name
-                        )))
+                        #table::#col.eq(__p::not_before(
+                            __d::upsert::excluded(#table::#col),
+                            #table::#col,
+                        ))
                     }
                 } else {
                     quote! { #table::#col.eq(__d::upsert::excluded(#table::#col)) }
@@ -267,6 +254,8 @@ fn store(model: &Model, backend: BackendName) -> TokenStream {
     };
     let self_values = insert_values(quote! { self });
     let row_values = insert_values(quote! { row });
+    let self_values_keyless = column_values(quote! { self }, false);
+    let row_values_keyless = column_values(quote! { row }, false);
 
     let (gate, conn_ty, db_ty) = backend.tokens();
     let lockable = backend != BackendName::Sqlite;
@@ -316,13 +305,65 @@ fn store(model: &Model, backend: BackendName) -> TokenStream {
                 let target = #table::table.filter(#table::#pk_col.eq(&self.#pk));
                 if bump {
                     let one: #rev_ty = 1;
-                    __d::update(target)
-                        .set((#update_values, #table::#rev_col.eq(#table::#rev_col + one)))
-                        .execute(conn)?;
+                    __p::Cached(
+                        __d::update(target)
+                            .set((#update_values, #table::#rev_col.eq(#table::#rev_col + one))),
+                    )
+                    .execute(conn)?;
                 } else {
-                    __d::update(target).set(#update_values).execute(conn)?;
+                    __p::Cached(__d::update(target).set(#update_values)).execute(conn)?;
                 }
                 self.cqrs_find(conn, false)
+            }
+
+            fn cqrs_upsert(&self, conn: &mut #conn_ty) -> __d::QueryResult<Self> {
+                let now = <#upd_ty as ::cqrs_diesel::UpdatedAt>::now();
+                let one: #rev_ty = 1;
+                __p::Cached(
+                    __d::insert_into(#table::table)
+                        .values(#self_values)
+                        .on_conflict(__d::dsl::DuplicatedKeys)
+                        .do_update()
+                        .set((#mysql_values, #table::#rev_col.eq(#table::#rev_col + one))),
+                )
+                .execute(conn)?;
+                self.cqrs_find(conn, false)?.ok_or(__d::result::Error::NotFound)
+            }
+
+            fn cqrs_insert_generated(&self, conn: &mut #conn_ty) -> __d::QueryResult<Self> {
+                let now = <#upd_ty as ::cqrs_diesel::UpdatedAt>::now();
+                __d::insert_into(#table::table).values(#self_values_keyless).execute(conn)?;
+                let key: #pk_ty = __p::key_from_insert_id(__p::last_insert_id(conn)?)?;
+                #table::table
+                    .filter(#table::#pk_col.eq(&key))
+                    .select(#select)
+                    .first::<#row_ty>(conn)
+                    .map(#from_row)
+            }
+
+            fn cqrs_insert_many_generated(
+                rows: &[&Self],
+                conn: &mut #conn_ty,
+            ) -> __d::QueryResult<Vec<Self>> {
+                let Some(step) = __p::consecutive_insert_ids(conn)? else {
+                    // Interleaved auto-increment: a multi-row insert's keys may have gaps.
+                    return rows.iter().map(|row| row.cqrs_insert_generated(conn)).collect();
+                };
+                let now = <#upd_ty as ::cqrs_diesel::UpdatedAt>::now();
+                let values: Vec<_> = rows.iter().map(|row| #row_values_keyless).collect();
+                __d::insert_into(#table::table).values(values).execute(conn)?;
+                let first = __p::last_insert_id(conn)?;
+                let keys = __p::insert_id_range(first, step, rows.len())?
+                    .into_iter()
+                    .map(__p::key_from_insert_id::<#pk_ty>)
+                    .collect::<__d::QueryResult<Vec<#pk_ty>>>()?;
+                let stored = #table::table
+                    .filter(#table::#pk_col.eq_any(&keys))
+                    .select(#select)
+                    .order(#table::#pk_col.asc())
+                    .load::<#row_ty>(conn)?;
+                __p::expect_rows(stored.len(), rows.len())?;
+                Ok(stored.into_iter().map(#from_row).collect())
             }
 
             fn cqrs_insert(&self, conn: &mut #conn_ty) -> __d::QueryResult<Self> {
@@ -366,19 +407,57 @@ fn store(model: &Model, backend: BackendName) -> TokenStream {
                 let target = #table::table.filter(#table::#pk_col.eq(&self.#pk));
                 let row = if bump {
                     let one: #rev_ty = 1;
-                    __d::update(target)
-                        .set((#update_values, #table::#rev_col.eq(#table::#rev_col + one)))
-                        .returning(#select)
-                        .get_result::<#row_ty>(conn)
-                        .optional()?
+                    __p::Cached(
+                        __d::update(target)
+                            .set((#update_values, #table::#rev_col.eq(#table::#rev_col + one)))
+                            .returning(#select),
+                    )
+                    .get_result::<#row_ty>(conn)
+                    .optional()?
                 } else {
-                    __d::update(target)
-                        .set(#update_values)
-                        .returning(#select)
+                    __p::Cached(__d::update(target).set(#update_values).returning(#select))
                         .get_result::<#row_ty>(conn)
                         .optional()?
                 };
                 Ok(row.map(#from_row))
+            }
+
+            fn cqrs_upsert(&self, conn: &mut #conn_ty) -> __d::QueryResult<Self> {
+                let now = <#upd_ty as ::cqrs_diesel::UpdatedAt>::now();
+                let one: #rev_ty = 1;
+                __p::Cached(
+                    __d::insert_into(#table::table)
+                        .values(#self_values)
+                        .on_conflict(#table::#pk_col)
+                        .do_update()
+                        .set((#excluded_values, #table::#rev_col.eq(#table::#rev_col + one)))
+                        .returning(#select),
+                )
+                .get_result::<#row_ty>(conn)
+                .map(#from_row)
+            }
+
+            fn cqrs_insert_generated(&self, conn: &mut #conn_ty) -> __d::QueryResult<Self> {
+                let now = <#upd_ty as ::cqrs_diesel::UpdatedAt>::now();
+                __d::insert_into(#table::table)
+                    .values(#self_values_keyless)
+                    .returning(#select)
+                    .get_result::<#row_ty>(conn)
+                    .map(#from_row)
+            }
+
+            fn cqrs_insert_many_generated(
+                rows: &[&Self],
+                conn: &mut #conn_ty,
+            ) -> __d::QueryResult<Vec<Self>> {
+                let now = <#upd_ty as ::cqrs_diesel::UpdatedAt>::now();
+                let values: Vec<_> = rows.iter().map(|row| #row_values_keyless).collect();
+                // The rows come back in the order of the VALUES list.
+                let stored = __d::insert_into(#table::table)
+                    .values(values)
+                    .returning(#select)
+                    .get_results::<#row_ty>(conn)?;
+                Ok(stored.into_iter().map(#from_row).collect())
             }
 
             fn cqrs_insert(&self, conn: &mut #conn_ty) -> __d::QueryResult<Self> {

@@ -88,6 +88,11 @@ pub trait CqrsConnection: Connection + sealed::Sealed + Send + 'static {
     #[doc(hidden)]
     fn outbox_insert(&mut self, entry: &NewOutboxEntry<'_>) -> QueryResult<i64>;
 
+    /// Inserts an entry whose id the caller does not need: one statement on every backend
+    /// (MySQL/MariaDB need a second one to read an id back).
+    #[doc(hidden)]
+    fn outbox_push(&mut self, entry: &NewOutboxEntry<'_>) -> QueryResult<()>;
+
     #[doc(hidden)]
     fn outbox_insert_many(&mut self, entries: &[NewOutboxEntry<'_>]) -> QueryResult<usize>;
 
@@ -216,6 +221,14 @@ macro_rules! shared_impl {
             .execute(self)
         }
 
+        fn outbox_push(&mut self, entry: &NewOutboxEntry<'_>) -> QueryResult<()> {
+            use crate::outbox::cqrs_outbox::dsl;
+            diesel::insert_into(dsl::cqrs_outbox)
+                .values(entry.columns())
+                .execute(self)
+                .map(drop)
+        }
+
         fn outbox_insert_many(&mut self, entries: &[NewOutboxEntry<'_>]) -> QueryResult<usize> {
             use crate::outbox::cqrs_outbox::dsl;
             if entries.is_empty() {
@@ -253,7 +266,7 @@ macro_rules! returning_outbox_impl {
         fn outbox_insert(&mut self, entry: &NewOutboxEntry<'_>) -> QueryResult<i64> {
             use crate::outbox::cqrs_outbox::dsl;
             diesel::insert_into(dsl::cqrs_outbox)
-                .values(entry)
+                .values(entry.columns())
                 .returning(dsl::id)
                 .get_result(self)
         }
@@ -425,10 +438,7 @@ mod mysql {
         }
 
         fn outbox_insert(&mut self, entry: &NewOutboxEntry<'_>) -> QueryResult<i64> {
-            use crate::outbox::cqrs_outbox::dsl;
-            diesel::insert_into(dsl::cqrs_outbox)
-                .values(entry)
-                .execute(self)?;
+            self.outbox_push(entry)?;
             let id: u64 = diesel::select(diesel::dsl::sql::<Unsigned<BigInt>>("LAST_INSERT_ID()"))
                 .get_result(self)?;
             i64::try_from(id).map_err(|_| {

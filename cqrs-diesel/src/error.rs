@@ -64,15 +64,15 @@ pub enum Error {
 
 impl Error {
     /// True when the same call may succeed later without any change: a lost connection, a
-    /// serialization failure or deadlock, or a retryable transport error.
+    /// conflict with a concurrent transaction ([`is_conflict`](Self::is_conflict)), or a
+    /// retryable transport error.
     pub fn is_retryable(&self) -> bool {
         use diesel::result::DatabaseErrorKind as Kind;
         match self {
-            Error::Database(DieselError::DatabaseError(kind, _)) => matches!(
-                kind,
-                Kind::SerializationFailure | Kind::ClosedConnection | Kind::UnableToSendCommand
-            ),
-            Error::Database(DieselError::BrokenTransactionManager) => false,
+            _ if self.is_conflict() => true,
+            Error::Database(DieselError::DatabaseError(kind, _)) => {
+                matches!(kind, Kind::ClosedConnection | Kind::UnableToSendCommand)
+            }
             Error::Database(_) => false,
             Error::Connect(_) => true,
             Error::Transport(error) => error.is_retryable(),
@@ -82,7 +82,81 @@ impl Error {
             | Error::Task(_) => false,
         }
     }
+
+    /// True when the database refused the statement because of a concurrent transaction: a
+    /// serialization failure, a deadlock (PostgreSQL's `deadlock detected`, MySQL/MariaDB's
+    /// 1213), a lock wait timeout, or SQLite's `database is locked` after its busy timeout.
+    /// The transaction was (or must be) rolled back; running it again may succeed.
+    pub fn is_conflict(&self) -> bool {
+        match self {
+            Error::Database(error) => is_conflict(error),
+            _ => false,
+        }
+    }
+}
+
+/// [`Error::is_conflict`] for a Diesel error.
+pub(crate) fn is_conflict(error: &DieselError) -> bool {
+    use diesel::result::DatabaseErrorKind as Kind;
+    match error {
+        DieselError::DatabaseError(Kind::SerializationFailure, _) => true,
+        DieselError::DatabaseError(Kind::Unknown, info) => {
+            let message = info.message().to_ascii_lowercase();
+            [
+                "deadlock",
+                "lock wait timeout",
+                "lock timeout",
+                "database is locked",
+                "database table is locked",
+            ]
+            .iter()
+            .any(|needle| message.contains(needle))
+        }
+        _ => false,
+    }
 }
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diesel::result::DatabaseErrorKind as Kind;
+
+    fn unknown(message: &str) -> Error {
+        Error::Database(DieselError::DatabaseError(
+            Kind::Unknown,
+            Box::new(message.to_owned()),
+        ))
+    }
+
+    #[test]
+    fn deadlocks_and_lock_timeouts_are_conflicts() {
+        for message in [
+            "deadlock detected",
+            "Deadlock found when trying to get lock; try restarting transaction",
+            "Lock wait timeout exceeded; try restarting transaction",
+            "database is locked",
+        ] {
+            assert!(unknown(message).is_conflict(), "{message}");
+            assert!(unknown(message).is_retryable(), "{message}");
+        }
+        let serialization = Error::Database(DieselError::DatabaseError(
+            Kind::SerializationFailure,
+            Box::new("could not serialize access".to_owned()),
+        ));
+        assert!(serialization.is_conflict());
+    }
+
+    #[test]
+    fn bad_values_and_duplicates_are_no_conflicts() {
+        for message in [
+            "Data too long for column 'bio' at row 1",
+            "duplicate key value violates unique constraint",
+        ] {
+            assert!(!unknown(message).is_conflict(), "{message}");
+            assert!(!unknown(message).is_retryable(), "{message}");
+        }
+    }
+}

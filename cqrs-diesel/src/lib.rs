@@ -70,6 +70,11 @@ pub use diesel;
 /// What generated code needs, under one path (as serde does). Not a public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::master::sql::{
+        Cached, expect_rows, insert_id_range, key_from_insert_id, not_before, proposed,
+    };
+    #[cfg(feature = "mysql")]
+    pub use crate::master::sql::{consecutive_insert_ids, last_insert_id};
     pub use crate::master::{UtcWire, decode_key};
     pub use crate::replica::sql::{ReplicaColumns, Upsert};
     pub use chrono;

@@ -8,7 +8,10 @@
 //!
 //! - **MySQL/MariaDB**: strict SQL mode ([`MYSQL_STRICT_MODES`](crate::MYSQL_STRICT_MODES)
 //!   added to the session's `sql_mode`), so that a value the column cannot hold is refused
-//!   instead of stored truncated or as a zero date and then published as the caller wrote it.
+//!   instead of stored truncated or as a zero date and then published as the caller wrote it;
+//!   and the `READ COMMITTED` isolation level (Django's default on MySQL), under which InnoDB
+//!   takes no gap locks for searches: in `REPEATABLE READ`, two transactions creating rows with
+//!   new keys in the same gap lock it for each other and one fails with a deadlock.
 //! - **SQLite**: a busy timeout (writers, the relay and the worker wait for each other instead
 //!   of failing with `SQLITE_BUSY`), write-ahead logging (readers do not wait for writers; the
 //!   setting is the database file's, kept across connections) and `synchronous = NORMAL`
@@ -43,6 +46,7 @@ use crate::connection::{CqrsConnection, DbConn};
 pub struct SessionSetup {
     sqlite_busy_timeout: Duration,
     sqlite_wal: bool,
+    mysql_read_committed: bool,
 }
 
 impl Default for SessionSetup {
@@ -52,12 +56,23 @@ impl Default for SessionSetup {
 }
 
 impl SessionSetup {
-    /// The settings described in [the module](self): a 5 s SQLite busy timeout and WAL.
+    /// The settings described in [the module](self): a 5 s SQLite busy timeout and WAL,
+    /// MySQL/MariaDB in strict mode and `READ COMMITTED`.
     pub const fn new() -> Self {
         SessionSetup {
             sqlite_busy_timeout: Duration::from_secs(5),
             sqlite_wal: true,
+            mysql_read_committed: true,
         }
+    }
+
+    /// Whether MySQL/MariaDB sessions use `READ COMMITTED` (default on). Off keeps the
+    /// server's level (InnoDB's default is `REPEATABLE READ`), for an application that relies
+    /// on it; concurrent creates may then deadlock, and writes that own their transaction run
+    /// again a few times when they do (see [`Error::is_conflict`](crate::Error::is_conflict)).
+    pub const fn mysql_read_committed(mut self, on: bool) -> Self {
+        self.mysql_read_committed = on;
+        self
     }
 
     /// How long a SQLite connection waits for another's write lock before `SQLITE_BUSY`
@@ -82,7 +97,13 @@ impl SessionSetup {
             #[cfg(feature = "postgres")]
             DbConn::Pg(_) => Ok(()),
             #[cfg(feature = "mysql")]
-            DbConn::Mysql(conn) => conn.prepare_session(),
+            DbConn::Mysql(conn) => {
+                conn.prepare_session()?;
+                if self.mysql_read_committed {
+                    conn.batch_execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")?;
+                }
+                Ok(())
+            }
             #[cfg(feature = "sqlite")]
             DbConn::Sqlite(conn) => conn.batch_execute(&self.sqlite_pragmas()),
         }

@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::outbox::{self, NewOutboxEntry};
 
 pub(crate) mod registry;
+pub(crate) mod sql;
 mod store;
 
 pub use store::{MasterStore, RowFilter, UpdatedAt, UtcWire, decode_key};
@@ -181,6 +182,44 @@ pub trait MasterModel: MasterHooks + Sized + 'static {
         Self: MasterStore<C>,
     {
         bulk_create(conn, rows)
+    }
+
+    /// Inserts the row with a primary key the database generates (an identity or `BIGSERIAL`
+    /// column, `AUTO_INCREMENT`, SQLite's `INTEGER PRIMARY KEY`): the key field's value is not
+    /// written. Returns the row as stored, its new key included, and queues its SAVE in the
+    /// same transaction. Use it instead of choosing keys (`max(id) + 1` races under
+    /// concurrency).
+    ///
+    /// ```no_run
+    /// # use cqrs_diesel::{MasterModel, MasterStore};
+    /// # fn demo<Account>(conn: &mut diesel::PgConnection, new: Account) -> cqrs_diesel::Result<()>
+    /// # where Account: MasterModel + MasterStore<diesel::PgConnection> {
+    /// let stored = new.insert_and_publish(conn)?; // INSERT ... RETURNING, and a SAVE
+    /// # let _ = stored;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// On MySQL/MariaDB the key is `LAST_INSERT_ID()`, so the key field must be an integer.
+    fn insert_and_publish<C>(&self, conn: &mut C) -> Result<Self>
+    where
+        C: CqrsConnection,
+        Self: MasterStore<C>,
+    {
+        insert_generated(self, conn)
+    }
+
+    /// [`insert_and_publish`](Self::insert_and_publish) for several rows, one statement per
+    /// batch: the stored rows come back in the order of `rows`, each with its new key. On
+    /// MySQL/MariaDB the keys of one statement are consecutive when `innodb_autoinc_lock_mode`
+    /// is 0 or 1 (MariaDB's default); with 2 (MySQL 8's default) each row is inserted on its
+    /// own, in the same transaction.
+    fn bulk_insert_and_publish<C>(conn: &mut C, rows: &[Self]) -> Result<Vec<Self>>
+    where
+        C: CqrsConnection,
+        Self: MasterStore<C>,
+    {
+        bulk_insert_generated(conn, rows)
     }
 
     /// Updates the rows that exist (others are skipped, as Django's `bulk_update` does) with
@@ -381,6 +420,40 @@ pub(crate) fn body<M: MasterModel>(
     payload.to_value().to_string()
 }
 
+/// How many times a write that owns its transaction runs again after a conflict.
+const CONFLICT_RETRIES: u32 = 5;
+
+/// Runs `f` in a write transaction. When that transaction is the write's own (no transaction
+/// was open) and the database aborted it for a conflict with a concurrent one (a deadlock, a
+/// serialization failure, a lock timeout: [`Error::is_conflict`]), it runs again, up to
+/// [`CONFLICT_RETRIES`] times, after a pause of a few milliseconds that grows each time. Inside
+/// the caller's transaction it runs once: a conflict may have rolled back more than this write
+/// (InnoDB rolls back the whole transaction), so only the caller can run it again.
+fn write<C, T, F>(conn: &mut C, mut f: F) -> Result<T>
+where
+    C: CqrsConnection,
+    F: FnMut(&mut C) -> Result<T>,
+{
+    if transaction_depth(conn) > 0 {
+        return conn.write_transaction(f);
+    }
+    let mut attempt = 0;
+    loop {
+        match conn.write_transaction(&mut f) {
+            Err(error) if attempt < CONFLICT_RETRIES && error.is_conflict() => {
+                attempt += 1;
+                tracing::debug!(
+                    attempt,
+                    %error,
+                    "a write conflicted with a concurrent transaction; running it again"
+                );
+                std::thread::sleep(Duration::from_millis(u64::from(attempt) * 2));
+            }
+            result => return result,
+        }
+    }
+}
+
 fn save<M, C>(row: &M, conn: &mut C) -> Result<M>
 where
     M: MasterStore<C>,
@@ -390,7 +463,7 @@ where
     // their own words, or turn it into NULL.
     row.cqrs_check_values()?;
     let key = connection_key(conn);
-    let stored = conn.write_transaction(|conn| save_in_transaction(row, conn, key))?;
+    let stored = write(conn, |conn| save_in_transaction(row, conn, key))?;
     after_write(conn);
     Ok(stored)
 }
@@ -414,13 +487,7 @@ where
             };
             (stored, prior.previous_data.clone())
         }
-        None if M::TRACKED_FIELDS.is_empty() => {
-            let stored = match row.cqrs_update(conn, true)? {
-                Some(stored) => stored,
-                None => row.cqrs_insert(conn)?,
-            };
-            (stored, None)
-        }
+        None if M::TRACKED_FIELDS.is_empty() => (row.cqrs_upsert(conn)?, None),
         None => match row.cqrs_find(conn, true)? {
             Some(old) => {
                 let stored = row
@@ -442,23 +509,88 @@ where
         Some(prior) => {
             conn.outbox_update_body(prior.outbox_id, &body)?;
         }
-        None => {
-            let outbox_id = conn.outbox_insert(&NewOutboxEntry {
-                cqrs_id: M::CQRS_ID,
-                routing_key: M::CQRS_ID,
-                body: &body,
-            })?;
-            registry::record(
-                key,
-                M::CQRS_ID,
-                pk,
-                PriorSave {
-                    outbox_id,
-                    previous_data,
-                },
-            );
-        }
+        None => queue_new_save::<M, C>(conn, key, pk, &body, previous_data)?,
     }
+    Ok(stored)
+}
+
+/// Queues the SAVE `body` of a row that has no message in this `atomic` block yet.
+fn queue_new_save<M, C>(
+    conn: &mut C,
+    key: usize,
+    pk: String,
+    body: &str,
+    previous_data: Option<Map<String, Value>>,
+) -> Result<()>
+where
+    M: MasterModel,
+    C: CqrsConnection,
+{
+    let entry = NewOutboxEntry {
+        cqrs_id: M::CQRS_ID,
+        routing_key: M::CQRS_ID,
+        body,
+    };
+    // Only an `atomic` block needs the entry's id, to rewrite it on the next save.
+    if registry::in_block(key) {
+        let outbox_id = conn.outbox_insert(&entry)?;
+        registry::record(
+            key,
+            M::CQRS_ID,
+            pk,
+            PriorSave {
+                outbox_id,
+                previous_data,
+            },
+        );
+    } else {
+        conn.outbox_push(&entry)?;
+    }
+    Ok(())
+}
+
+fn insert_generated<M, C>(row: &M, conn: &mut C) -> Result<M>
+where
+    M: MasterStore<C>,
+    C: CqrsConnection,
+{
+    row.cqrs_check_values()?;
+    let key = connection_key(conn);
+    let stored = write(conn, |conn| -> Result<M> {
+        let stored = row.cqrs_insert_generated(conn)?;
+        if M::PRODUCE {
+            let previous_data = tracked_nulls::<M>();
+            let body = save_body(&stored, conn, SignalType::Save, previous_data.clone())?;
+            queue_new_save::<M, C>(conn, key, pk_key(&stored), &body, previous_data)?;
+        }
+        Ok(stored)
+    })?;
+    after_write(conn);
+    Ok(stored)
+}
+
+fn bulk_insert_generated<M, C>(conn: &mut C, rows: &[M]) -> Result<Vec<M>>
+where
+    M: MasterStore<C>,
+    C: CqrsConnection,
+{
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    rows.iter().try_for_each(MasterModel::cqrs_check_values)?;
+    let stored = write(conn, |conn| -> Result<Vec<M>> {
+        let mut all = Vec::with_capacity(rows.len());
+        for chunk in rows.chunks(rows_per_statement(M::COLUMN_COUNT)) {
+            let refs: Vec<&M> = chunk.iter().collect();
+            let stored = M::cqrs_insert_many_generated(&refs, conn)?;
+            if M::PRODUCE {
+                queue_saves(conn, &stored, |_| tracked_nulls::<M>())?;
+            }
+            all.extend(stored);
+        }
+        Ok(all)
+    })?;
+    after_write(conn);
     Ok(stored)
 }
 
@@ -468,7 +600,7 @@ where
     C: CqrsConnection,
 {
     let key = connection_key(conn);
-    let deleted = conn.write_transaction(|conn| -> Result<bool> {
+    let deleted = write(conn, |conn| -> Result<bool> {
         let Some(old) = row.cqrs_delete(conn)? else {
             return Ok(false);
         };
@@ -490,7 +622,7 @@ where
             data.insert("custom".to_owned(), Value::Object(custom));
         }
         let body = body(&old, SignalType::Delete, data, None);
-        conn.outbox_insert(&NewOutboxEntry {
+        conn.outbox_push(&NewOutboxEntry {
             cqrs_id: M::CQRS_ID,
             routing_key: M::CQRS_ID,
             body: &body,
@@ -562,7 +694,7 @@ where
         return Ok(Vec::new());
     }
     rows.iter().try_for_each(MasterModel::cqrs_check_values)?;
-    let stored = conn.write_transaction(|conn| -> Result<Vec<M>> {
+    let stored = write(conn, |conn| -> Result<Vec<M>> {
         let mut all = Vec::with_capacity(rows.len());
         for chunk in rows.chunks(rows_per_statement(M::COLUMN_COUNT)) {
             let refs: Vec<&M> = chunk.iter().collect();
@@ -595,7 +727,7 @@ where
         .filter(|row| seen.insert(pk_key(*row)))
         .collect();
     unique.reverse();
-    let stored = conn.write_transaction(|conn| -> Result<Vec<M>> {
+    let stored = write(conn, |conn| -> Result<Vec<M>> {
         let mut all = Vec::with_capacity(unique.len());
         for chunk in unique.chunks(rows_per_statement(M::COLUMN_COUNT)) {
             // Lock the rows and read their tracked values before the update.
@@ -637,7 +769,7 @@ where
     if !M::PRODUCE {
         return Ok(false);
     }
-    let queued = conn.write_transaction(|conn| -> Result<bool> {
+    let queued = write(conn, |conn| -> Result<bool> {
         let stored = row.cqrs_find(conn, false)?.ok_or_else(|| Error::NotFound {
             cqrs_id: M::CQRS_ID,
             pk: pk_key(row),
@@ -652,7 +784,7 @@ where
             Some(queue) => direct_routing_key(queue, M::CQRS_ID),
             None => M::CQRS_ID.to_owned(),
         };
-        conn.outbox_insert(&NewOutboxEntry {
+        conn.outbox_push(&NewOutboxEntry {
             cqrs_id: M::CQRS_ID,
             routing_key: &routing_key,
             body: &body,

@@ -26,6 +26,20 @@ pub trait MasterStore<C: CqrsConnection>: MasterModel {
     /// Inserts this row with `cqrs_updated = now`.
     fn cqrs_insert(&self, conn: &mut C) -> QueryResult<Self>;
 
+    /// Inserts this row or, when its primary key exists, updates the stored row with its
+    /// values and `cqrs_revision = cqrs_revision + 1`, in one statement; `cqrs_updated = now`
+    /// (never at or before the stored time). Returns the row as stored.
+    fn cqrs_upsert(&self, conn: &mut C) -> QueryResult<Self>;
+
+    /// Inserts this row without its primary key, which the database generates (an identity or
+    /// serial column, `AUTO_INCREMENT`, SQLite's `INTEGER PRIMARY KEY`), with
+    /// `cqrs_updated = now`. Returns the row as stored, its new key included.
+    fn cqrs_insert_generated(&self, conn: &mut C) -> QueryResult<Self>;
+
+    /// [`cqrs_insert_generated`](Self::cqrs_insert_generated) for several rows: one statement,
+    /// the stored rows returned in the order of `rows`.
+    fn cqrs_insert_many_generated(rows: &[&Self], conn: &mut C) -> QueryResult<Vec<Self>>;
+
     /// Deletes the stored row with this row's primary key and returns it as it was.
     fn cqrs_delete(&self, conn: &mut C) -> QueryResult<Option<Self>>;
 

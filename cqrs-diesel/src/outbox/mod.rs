@@ -51,6 +51,26 @@ pub struct NewOutboxEntry<'a> {
     pub body: &'a str,
 }
 
+impl<'a> NewOutboxEntry<'a> {
+    /// The entry as a tuple of column assignments: Diesel caches the prepared statement of
+    /// such an insert, and not of a derived `Insertable`'s (whose values may be `DEFAULT`).
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn columns(
+        &self,
+    ) -> (
+        diesel::dsl::Eq<cqrs_outbox::cqrs_id, &'a str>,
+        diesel::dsl::Eq<cqrs_outbox::routing_key, &'a str>,
+        diesel::dsl::Eq<cqrs_outbox::body, &'a str>,
+    ) {
+        use diesel::ExpressionMethods;
+        (
+            cqrs_outbox::cqrs_id.eq(self.cqrs_id),
+            cqrs_outbox::routing_key.eq(self.routing_key),
+            cqrs_outbox::body.eq(self.body),
+        )
+    }
+}
+
 /// An outbox entry waiting to be published.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
 #[diesel(table_name = cqrs_outbox)]

@@ -267,37 +267,12 @@ fn batch_error<C: CqrsConnection>(error: &Error, conn: &mut C) -> BatchError {
             Kind::ClosedConnection | Kind::UnableToSendCommand,
             _,
         )) => BatchError::Unavailable(text),
-        Error::Database(DieselError::DatabaseError(Kind::SerializationFailure, _)) => {
-            BatchError::Conflict(text)
-        }
-        Error::Database(DieselError::DatabaseError(Kind::Unknown, info))
-            if is_transient_conflict(info.message()) =>
-        {
-            BatchError::Conflict(text)
-        }
+        _ if error.is_conflict() => BatchError::Conflict(text),
         // A statement that failed because the server went away reports all sorts of errors:
         // a connection that no longer answers makes it an outage, not a bad message.
         _ if conn.batch_execute("SELECT 1").is_err() => BatchError::Unavailable(text),
         _ => BatchError::Failed(text),
     }
-}
-
-/// Whether a database's message names a conflict that retrying resolves: PostgreSQL's
-/// `deadlock detected` (SQLSTATE 40P01, which Diesel does not classify), MySQL/MariaDB's
-/// `Deadlock found` (1213) and `Lock wait timeout exceeded` (1205), PostgreSQL's `canceling
-/// statement due to lock timeout` (with a `lock_timeout` set), and SQLite's `database is
-/// locked` once its busy timeout has passed.
-fn is_transient_conflict(message: &str) -> bool {
-    let message = message.to_ascii_lowercase();
-    [
-        "deadlock",
-        "lock wait timeout",
-        "lock timeout",
-        "database is locked",
-        "database table is locked",
-    ]
-    .iter()
-    .any(|needle| message.contains(needle))
 }
 
 impl<C: CqrsConnection> Applier for Replicas<C> {
@@ -765,25 +740,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::missing_revisions;
-
-    #[test]
-    fn deadlocks_and_lock_timeouts_are_transient_conflicts() {
-        use super::is_transient_conflict;
-        assert!(is_transient_conflict("deadlock detected"));
-        assert!(is_transient_conflict(
-            "Deadlock found when trying to get lock; try restarting transaction"
-        ));
-        assert!(is_transient_conflict(
-            "Lock wait timeout exceeded; try restarting transaction"
-        ));
-        assert!(is_transient_conflict("database is locked"));
-        assert!(!is_transient_conflict(
-            "Data too long for column 'bio' at row 1"
-        ));
-        assert!(!is_transient_conflict(
-            "duplicate key value violates unique constraint"
-        ));
-    }
 
     #[test]
     fn revisions_superseded_in_the_batch_are_no_gap() {

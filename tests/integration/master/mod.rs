@@ -1,7 +1,9 @@
 //! The master side on PostgreSQL, MariaDB and SQLite: each write's outbox entry, published by
 //! the relay and read back by a plain lapin consumer, against the golden fixture.
 
+mod concurrency;
 mod decimal;
+mod generated_keys;
 mod hooks;
 pub mod models;
 mod ops;
