@@ -10,7 +10,7 @@ use chrono::{NaiveDateTime, SubsecRound, Utc};
 use cqrs_diesel::{CqrsConnection, SessionSetup};
 use diesel::r2d2::{ConnectionManager, Pool, R2D2Connection};
 use diesel::result::ConnectionError;
-use diesel::{MysqlConnection, PgConnection, QueryResult, SqliteConnection};
+use diesel::{MysqlConnection, PgConnection, SqliteConnection};
 use serde::{Deserialize, Deserializer, Serializer};
 
 use crate::error::{ApiError, ServiceError};
@@ -143,43 +143,6 @@ impl<C: Database> Db<C> {
             f(&mut conn)
         })
         .await?
-    }
-}
-
-/// Runs `insert` with the next free id (the largest stored id + 1, read by `max_id`) in one
-/// write transaction, and tries again (three times at most) when a concurrent request took
-/// the same id first.
-///
-/// Why not an auto-increment column: a master row needs its id before it is written (the id
-/// is also its replication key, and `save_and_publish` writes a given row), and one code path
-/// for the three backends keeps the example short. On SQLite the write transaction
-/// (`BEGIN IMMEDIATE`) serialises writers, so there is never a conflict; on PostgreSQL and
-/// MariaDB two concurrent inserts may pick the same id, and the loser's unique violation
-/// makes it try again with a fresh maximum.
-pub fn insert_with_next_id<C, T>(
-    conn: &mut C,
-    max_id: impl Fn(&mut C) -> QueryResult<Option<i64>>,
-    insert: impl Fn(&mut C, i64) -> Result<T, ApiError>,
-) -> Result<T, ApiError>
-where
-    C: CqrsConnection,
-{
-    const ATTEMPTS: usize = 3;
-    let mut attempt = 1;
-    loop {
-        // `atomic` (rather than a plain transaction) wakes this process's outbox relay as
-        // soon as the transaction commits.
-        let result = cqrs_diesel::atomic(conn, |conn| {
-            let id = max_id(conn)?.unwrap_or(0) + 1;
-            insert(conn, id)
-        });
-        match result {
-            Err(error) if error.is_conflict() && attempt < ATTEMPTS => {
-                tracing::debug!(%error, attempt, "id taken by a concurrent insert; trying again");
-                attempt += 1;
-            }
-            result => return result,
-        }
     }
 }
 

@@ -5,7 +5,7 @@ use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::result::Error as DieselError;
 use serde_json::json;
 
 /// Why a request failed. Each variant has its HTTP status ([`ApiError::status`]); the response
@@ -66,24 +66,6 @@ impl ApiError {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         }
-    }
-
-    /// Whether this is a unique violation or another failure that a new transaction may not
-    /// meet (a serialization failure, a deadlock): a write that allocated an id may try again.
-    pub(crate) fn is_conflict(&self) -> bool {
-        let diesel = match self {
-            ApiError::Database(error) => error,
-            ApiError::Cqrs(cqrs_diesel::Error::Database(error)) => error,
-            ApiError::Cqrs(error) => return error.is_retryable(),
-            _ => return false,
-        };
-        matches!(
-            diesel,
-            DieselError::DatabaseError(
-                DatabaseErrorKind::UniqueViolation | DatabaseErrorKind::SerializationFailure,
-                _
-            )
-        )
     }
 }
 
