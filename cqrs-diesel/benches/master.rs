@@ -1,187 +1,591 @@
-//! The cost of `save_and_publish` against a plain Diesel write of the same row, on PostgreSQL,
-//! with several concurrent writers.
+//! The cost of the master write path against the plain Diesel write of the same row, on
+//! PostgreSQL, MariaDB and SQLite, with 1 and 8 concurrent writers.
 //!
-//! Each writer owns its rows and, per row, inserts it once and then updates it again and
-//! again. The baseline is what a service without this library would run: one autocommitted
-//! `INSERT`, then one autocommitted `UPDATE ... SET ..., cqrs_revision = cqrs_revision + 1`.
-//! Ours writes the row and its outbox entry in one transaction. The two alternate over
-//! several rounds in the same run, because this machine is shared and absolute times drift.
+//! Each writer owns its rows. One round runs five phases, each once over every writer's rows:
+//! create, update, update of a tracked field, delete, and create with a key the database
+//! generates. The baseline is what a service without this library would run: one autocommitted
+//! `INSERT`, `UPDATE ... SET ..., cqrs_revision = cqrs_revision + 1` or `DELETE`, and for the
+//! generated key `INSERT ... RETURNING id` (MariaDB: `INSERT`, then `LAST_INSERT_ID()`). Ours
+//! is `save_and_publish` (a model without tracked fields for create and update, one with
+//! `tracked(name)` for the tracked update), `delete_and_publish` and `insert_and_publish`,
+//! each writing the row and its outbox entry in one transaction. No relay
+//! runs: this measures the write alone. The plain and our rounds alternate in the same run,
+//! because this machine is shared and absolute times drift; the cost is given as the median
+//! ratio of the rounds with their spread.
 //!
-//! Run: `cargo bench -p cqrs-diesel --bench master`. `PG_DATABASE_URL` overrides
-//! `postgres://postgres@127.0.0.1:5432/test`.
+//! Run: `cargo bench -p cqrs-diesel --bench master`. `BENCH_ROUNDS` (default 5) and
+//! `BENCH_ROWS` (rows per writer, default 200) size the run; `BENCH_BACKENDS` (default
+//! `postgres,mariadb,sqlite`) and `BENCH_WRITERS` (default `1,8`) choose what runs.
+//! `PG_DATABASE_URL` and `MYSQL_DATABASE_URL` override the local servers.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use chrono::{DateTime, Utc};
-use cqrs_diesel::{CqrsConnection, MasterModel};
+use cqrs_diesel::{CqrsConnection, MasterModel, MasterStore, SessionSetup};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 
-const ROWS_PER_WRITER: i64 = 50;
-const WRITES_PER_ROW: i64 = 20;
-const ROUNDS: usize = 3;
+/// What one backend provides to the phases.
+trait Bench: Sized {
+    type Conn: CqrsConnection;
+    type Untracked: MasterStore<Self::Conn>;
+    type Tracked: MasterStore<Self::Conn>;
+    const NAME: &'static str;
 
-diesel::table! {
-    account (id) {
-        id -> BigInt,
-        name -> Text,
-        email -> Text,
-        balance -> BigInt,
-        cqrs_revision -> Integer,
-        cqrs_updated -> Timestamptz,
+    /// Prepares the database (tables, outbox) and returns a handle to open connections.
+    fn setup() -> Self;
+    fn connect(&self) -> Self::Conn;
+    fn reset(&self);
+    fn untracked(id: i64, n: i64) -> Self::Untracked;
+    fn tracked(id: i64, n: i64) -> Self::Tracked;
+    fn plain_insert(conn: &mut Self::Conn, id: i64);
+    fn plain_update(conn: &mut Self::Conn, id: i64, n: i64);
+    fn plain_delete(conn: &mut Self::Conn, id: i64);
+    /// A plain insert whose key the database generates, reading the key back.
+    fn plain_insert_generated(conn: &mut Self::Conn, n: i64) -> i64;
+    fn teardown(&self);
+}
+
+fn name(id: i64, n: i64) -> String {
+    format!("account {id} write {n}")
+}
+
+fn email(id: i64) -> String {
+    format!("user{id}@example.com")
+}
+
+macro_rules! model {
+    ($table:ident, $updated:ty, $updated_sql:ident, $backend:ident) => {
+        diesel::table! {
+            $table (id) {
+                id -> BigInt,
+                name -> Text,
+                email -> Text,
+                balance -> BigInt,
+                cqrs_revision -> Integer,
+                cqrs_updated -> $updated_sql,
+            }
+        }
+
+        #[derive(Debug, Clone, MasterModel)]
+        #[cqrs(id = "account", table = $table, backends($backend))]
+        pub struct Untracked {
+            id: i64,
+            name: String,
+            email: String,
+            balance: i64,
+            cqrs_revision: i32,
+            cqrs_updated: $updated,
+        }
+
+        #[derive(Debug, Clone, MasterModel)]
+        #[cqrs(id = "account", table = $table, tracked(name), backends($backend))]
+        pub struct Tracked {
+            id: i64,
+            name: String,
+            email: String,
+            balance: i64,
+            cqrs_revision: i32,
+            cqrs_updated: $updated,
+        }
+
+        pub fn untracked(id: i64, n: i64) -> Untracked {
+            Untracked {
+                id,
+                name: super::name(id, n),
+                email: super::email(id),
+                balance: n * 100,
+                cqrs_revision: 0,
+                cqrs_updated: now(),
+            }
+        }
+
+        pub fn tracked(id: i64, n: i64) -> Tracked {
+            Tracked {
+                id,
+                name: super::name(id, n),
+                email: super::email(id),
+                balance: n * 100,
+                cqrs_revision: 0,
+                cqrs_updated: now(),
+            }
+        }
+
+        pub fn plain_insert(conn: &mut Conn, id: i64) {
+            diesel::insert_into($table::table)
+                .values((
+                    $table::id.eq(id),
+                    $table::name.eq(super::name(id, 0)),
+                    $table::email.eq(super::email(id)),
+                    $table::balance.eq(0),
+                    $table::cqrs_revision.eq(0),
+                    $table::cqrs_updated.eq(now()),
+                ))
+                .execute(conn)
+                .expect("plain insert");
+        }
+
+        pub fn plain_update(conn: &mut Conn, id: i64, n: i64) {
+            diesel::update($table::table.find(id))
+                .set((
+                    $table::name.eq(super::name(id, n)),
+                    $table::email.eq(super::email(id)),
+                    $table::balance.eq(n * 100),
+                    $table::cqrs_updated.eq(now()),
+                    $table::cqrs_revision.eq($table::cqrs_revision + 1),
+                ))
+                .execute(conn)
+                .expect("plain update");
+        }
+
+        pub fn plain_delete(conn: &mut Conn, id: i64) {
+            diesel::delete($table::table.find(id))
+                .execute(conn)
+                .expect("plain delete");
+        }
+
+        /// The columns of a new row but its key.
+        #[allow(clippy::type_complexity)]
+        pub fn keyless(
+            n: i64,
+        ) -> (
+            diesel::dsl::Eq<$table::name, String>,
+            diesel::dsl::Eq<$table::email, String>,
+            diesel::dsl::Eq<$table::balance, i64>,
+            diesel::dsl::Eq<$table::cqrs_revision, i32>,
+            diesel::dsl::Eq<$table::cqrs_updated, $updated>,
+        ) {
+            (
+                $table::name.eq(format!("generated {n}")),
+                $table::email.eq(format!("generated{n}@example.com")),
+                $table::balance.eq(0),
+                $table::cqrs_revision.eq(0),
+                $table::cqrs_updated.eq(now()),
+            )
+        }
+    };
+}
+
+mod pg {
+    use super::*;
+    use chrono::{DateTime, Utc};
+    pub type Conn = PgConnection;
+    fn now() -> DateTime<Utc> {
+        Utc::now()
     }
-}
+    model!(account, DateTime<Utc>, Timestamptz, postgres);
 
-#[derive(Debug, Clone, MasterModel)]
-#[cqrs(id = "account", table = account, tracked(name), backends(postgres))]
-struct Account {
-    id: i64,
-    name: String,
-    email: String,
-    balance: i64,
-    cqrs_revision: i32,
-    cqrs_updated: DateTime<Utc>,
-}
-
-/// Concurrent writers: `BENCH_WRITERS`, default 4.
-fn writers() -> i64 {
-    std::env::var("BENCH_WRITERS")
-        .ok()
-        .and_then(|w| w.parse().ok())
-        .unwrap_or(4)
-}
-
-fn url() -> String {
-    std::env::var("PG_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-fn connect(schema: &str) -> PgConnection {
-    let mut conn = PgConnection::establish(&url()).expect("PostgreSQL is up");
-    conn.batch_execute(&format!("SET search_path TO {schema}"))
-        .expect("set search_path");
-    conn
-}
-
-fn reset(schema: &str) {
-    connect(schema)
-        .batch_execute("TRUNCATE account; TRUNCATE cqrs_outbox;")
-        .expect("truncate");
-}
-
-fn row(id: i64, write: i64) -> Account {
-    Account {
-        id,
-        name: format!("account {id} write {write}"),
-        email: format!("user{id}@example.com"),
-        balance: write * 100,
-        cqrs_revision: 0,
-        cqrs_updated: Utc::now(),
-    }
-}
-
-/// Runs `write(conn, id, n)` for every row and write number on `writers()` threads; returns
-/// writes per second.
-fn run(schema: &str, write: fn(&mut PgConnection, i64, i64)) -> f64 {
-    reset(schema);
-    let start = Instant::now();
-    let threads: Vec<_> = (0..writers())
-        .map(|writer| {
-            let schema = schema.to_owned();
-            std::thread::spawn(move || {
-                let mut conn = connect(&schema);
-                let first = writer * ROWS_PER_WRITER;
-                for n in 0..WRITES_PER_ROW {
-                    for id in first..first + ROWS_PER_WRITER {
-                        write(&mut conn, id, n);
-                    }
-                }
-            })
-        })
-        .collect();
-    for thread in threads {
-        thread.join().expect("writer thread");
-    }
-    let writes = (writers() * ROWS_PER_WRITER * WRITES_PER_ROW) as f64;
-    writes / start.elapsed().as_secs_f64()
-}
-
-fn plain(conn: &mut PgConnection, id: i64, n: i64) {
-    let r = row(id, n);
-    if n == 0 {
+    pub fn plain_insert_generated(conn: &mut Conn, n: i64) -> i64 {
         diesel::insert_into(account::table)
-            .values((
-                account::id.eq(r.id),
-                account::name.eq(&r.name),
-                account::email.eq(&r.email),
-                account::balance.eq(r.balance),
-                account::cqrs_revision.eq(0),
-                account::cqrs_updated.eq(Utc::now()),
-            ))
+            .values(keyless(n))
+            .returning(account::id)
+            .get_result(conn)
+            .expect("plain insert")
+    }
+}
+
+mod my {
+    use super::*;
+    use chrono::{NaiveDateTime, Utc};
+    pub type Conn = MysqlConnection;
+    fn now() -> NaiveDateTime {
+        Utc::now().naive_utc()
+    }
+    model!(account, NaiveDateTime, Datetime, mysql);
+
+    pub fn plain_insert_generated(conn: &mut Conn, n: i64) -> i64 {
+        diesel::insert_into(account::table)
+            .values(keyless(n))
             .execute(conn)
             .expect("plain insert");
-    } else {
-        diesel::update(account::table.find(id))
-            .set((
-                account::name.eq(&r.name),
-                account::email.eq(&r.email),
-                account::balance.eq(r.balance),
-                account::cqrs_updated.eq(Utc::now()),
-                account::cqrs_revision.eq(account::cqrs_revision + 1),
-            ))
-            .execute(conn)
-            .expect("plain update");
+        let id: u64 = diesel::select(diesel::dsl::sql::<
+            diesel::sql_types::Unsigned<diesel::sql_types::BigInt>,
+        >("LAST_INSERT_ID()"))
+        .get_result(conn)
+        .expect("LAST_INSERT_ID()");
+        id as i64
     }
 }
 
-fn ours(conn: &mut PgConnection, id: i64, n: i64) {
-    row(id, n).save_and_publish(conn).expect("save_and_publish");
+mod lite {
+    use super::*;
+    use chrono::{DateTime, Utc};
+    pub type Conn = SqliteConnection;
+    fn now() -> DateTime<Utc> {
+        Utc::now()
+    }
+    model!(account, DateTime<Utc>, TimestamptzSqlite, sqlite);
+
+    pub fn plain_insert_generated(conn: &mut Conn, n: i64) -> i64 {
+        diesel::insert_into(account::table)
+            .values(keyless(n))
+            .returning(account::id)
+            .get_result(conn)
+            .expect("plain insert")
+    }
 }
 
-fn main() {
-    let schema = format!("bench_master_{}", std::process::id());
-    let mut admin = PgConnection::establish(&url()).expect("PostgreSQL is up");
-    admin
-        .batch_execute(&format!("CREATE SCHEMA {schema}"))
-        .expect("create schema");
-    {
-        let mut conn = connect(&schema);
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+struct Postgres {
+    schema: String,
+}
+
+impl Bench for Postgres {
+    type Conn = PgConnection;
+    type Untracked = pg::Untracked;
+    type Tracked = pg::Tracked;
+    const NAME: &'static str = "PostgreSQL";
+
+    fn setup() -> Self {
+        let this = Postgres {
+            schema: format!("bench_master_{}", std::process::id()),
+        };
+        let mut admin = PgConnection::establish(&Self::url()).expect("PostgreSQL is up");
+        admin
+            .batch_execute(&format!("CREATE SCHEMA {}", this.schema))
+            .expect("create schema");
+        let mut conn = this.connect();
         conn.batch_execute(
-            "CREATE TABLE account (id BIGINT PRIMARY KEY, name TEXT NOT NULL, email TEXT NOT NULL,
+            "CREATE TABLE account (id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+             name TEXT NOT NULL, email TEXT NOT NULL,
              balance BIGINT NOT NULL, cqrs_revision INTEGER NOT NULL DEFAULT 0,
              cqrs_updated TIMESTAMPTZ NOT NULL)",
         )
         .expect("create table");
         conn.run_outbox_migrations().expect("outbox migration");
+        this
     }
-    let writes = writers() * ROWS_PER_WRITER * WRITES_PER_ROW;
-    println!(
-        "save_and_publish vs plain Diesel insert/update, PostgreSQL, {} writers, \
-         {writes} writes per run ({ROWS_PER_WRITER} rows per writer, {WRITES_PER_ROW} writes per row)",
-        writers()
-    );
-    let mut best_plain = 0f64;
-    let mut best_ours = 0f64;
-    for round in 1..=ROUNDS {
-        let p = run(&schema, plain);
-        let o = run(&schema, ours);
-        println!(
-            "round {round}: plain {p:>8.0} writes/s ({:>6.1} us/write/writer), save_and_publish {o:>8.0} writes/s ({:>6.1} us), cost {:.2}x",
-            per_write_us(p),
-            per_write_us(o),
-            p / o
-        );
-        best_plain = best_plain.max(p);
-        best_ours = best_ours.max(o);
+
+    fn connect(&self) -> PgConnection {
+        let mut conn = PgConnection::establish(&Self::url()).expect("PostgreSQL is up");
+        conn.batch_execute(&format!("SET search_path TO {}", self.schema))
+            .expect("set search_path");
+        conn
     }
-    println!(
-        "best: plain {best_plain:.0} writes/s, save_and_publish {best_ours:.0} writes/s, cost {:.2}x (goal <= 1.5x)",
-        best_plain / best_ours
-    );
-    let _ = admin.batch_execute(&format!("DROP SCHEMA {schema} CASCADE"));
-    std::thread::sleep(Duration::from_millis(10));
+
+    fn reset(&self) {
+        self.connect()
+            .batch_execute("TRUNCATE account; TRUNCATE cqrs_outbox;")
+            .expect("truncate");
+    }
+
+    fn untracked(id: i64, n: i64) -> pg::Untracked {
+        pg::untracked(id, n)
+    }
+    fn tracked(id: i64, n: i64) -> pg::Tracked {
+        pg::tracked(id, n)
+    }
+    fn plain_insert(conn: &mut PgConnection, id: i64) {
+        pg::plain_insert(conn, id)
+    }
+    fn plain_update(conn: &mut PgConnection, id: i64, n: i64) {
+        pg::plain_update(conn, id, n)
+    }
+    fn plain_delete(conn: &mut PgConnection, id: i64) {
+        pg::plain_delete(conn, id)
+    }
+    fn plain_insert_generated(conn: &mut PgConnection, n: i64) -> i64 {
+        pg::plain_insert_generated(conn, n)
+    }
+
+    fn teardown(&self) {
+        if let Ok(mut admin) = PgConnection::establish(&Self::url()) {
+            let _ = admin.batch_execute(&format!("DROP SCHEMA {} CASCADE", self.schema));
+        }
+    }
 }
 
-fn per_write_us(rate: f64) -> f64 {
-    writers() as f64 / rate * 1e6
+impl Postgres {
+    fn url() -> String {
+        env_or("PG_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
+    }
+}
+
+struct Mariadb {
+    database: String,
+}
+
+impl Mariadb {
+    fn base_url() -> String {
+        env_or("MYSQL_DATABASE_URL", "mysql://root@127.0.0.1:3306/test")
+    }
+
+    fn url(&self) -> String {
+        let base = Self::base_url();
+        let server = base
+            .rsplit_once('/')
+            .map_or(base.as_str(), |(head, _)| head);
+        format!("{server}/{}", self.database)
+    }
+}
+
+impl Bench for Mariadb {
+    type Conn = MysqlConnection;
+    type Untracked = my::Untracked;
+    type Tracked = my::Tracked;
+    const NAME: &'static str = "MariaDB";
+
+    fn setup() -> Self {
+        let this = Mariadb {
+            database: format!("bench_master_{}", std::process::id()),
+        };
+        let mut admin = MysqlConnection::establish(&Self::base_url()).expect("MariaDB is up");
+        admin
+            .batch_execute(&format!("CREATE DATABASE {}", this.database))
+            .expect("create database");
+        let mut conn = this.connect();
+        conn.batch_execute(
+            "CREATE TABLE account (id BIGINT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(255) NOT NULL,
+             email VARCHAR(255) NOT NULL, balance BIGINT NOT NULL,
+             cqrs_revision INTEGER NOT NULL DEFAULT 0, cqrs_updated DATETIME(6) NOT NULL)",
+        )
+        .expect("create table");
+        conn.run_outbox_migrations().expect("outbox migration");
+        this
+    }
+
+    fn connect(&self) -> MysqlConnection {
+        let mut conn = MysqlConnection::establish(&self.url()).expect("MariaDB is up");
+        SessionSetup::new().apply(&mut conn).expect("session setup");
+        conn
+    }
+
+    fn reset(&self) {
+        self.connect()
+            .batch_execute("TRUNCATE account; TRUNCATE cqrs_outbox;")
+            .expect("truncate");
+    }
+
+    fn untracked(id: i64, n: i64) -> my::Untracked {
+        my::untracked(id, n)
+    }
+    fn tracked(id: i64, n: i64) -> my::Tracked {
+        my::tracked(id, n)
+    }
+    fn plain_insert(conn: &mut MysqlConnection, id: i64) {
+        my::plain_insert(conn, id)
+    }
+    fn plain_update(conn: &mut MysqlConnection, id: i64, n: i64) {
+        my::plain_update(conn, id, n)
+    }
+    fn plain_delete(conn: &mut MysqlConnection, id: i64) {
+        my::plain_delete(conn, id)
+    }
+    fn plain_insert_generated(conn: &mut MysqlConnection, n: i64) -> i64 {
+        my::plain_insert_generated(conn, n)
+    }
+
+    fn teardown(&self) {
+        if let Ok(mut admin) = MysqlConnection::establish(&Self::base_url()) {
+            let _ = admin.batch_execute(&format!("DROP DATABASE {}", self.database));
+        }
+    }
+}
+
+struct Sqlite {
+    path: std::path::PathBuf,
+}
+
+impl Bench for Sqlite {
+    type Conn = SqliteConnection;
+    type Untracked = lite::Untracked;
+    type Tracked = lite::Tracked;
+    const NAME: &'static str = "SQLite";
+
+    fn setup() -> Self {
+        let this = Sqlite {
+            path: std::env::temp_dir().join(format!("bench_master_{}.sqlite3", std::process::id())),
+        };
+        let mut conn = this.connect();
+        conn.batch_execute(
+            "CREATE TABLE account (id INTEGER PRIMARY KEY, name TEXT NOT NULL, email TEXT NOT NULL,
+             balance BIGINT NOT NULL, cqrs_revision INTEGER NOT NULL DEFAULT 0,
+             cqrs_updated TEXT NOT NULL)",
+        )
+        .expect("create table");
+        conn.run_outbox_migrations().expect("outbox migration");
+        this
+    }
+
+    fn connect(&self) -> SqliteConnection {
+        let mut conn =
+            SqliteConnection::establish(&self.path.to_string_lossy()).expect("open SQLite");
+        SessionSetup::new()
+            .sqlite_busy_timeout(std::time::Duration::from_secs(30))
+            .apply(&mut conn)
+            .expect("session setup");
+        conn
+    }
+
+    fn reset(&self) {
+        self.connect()
+            .batch_execute("DELETE FROM account; DELETE FROM cqrs_outbox;")
+            .expect("truncate");
+    }
+
+    fn untracked(id: i64, n: i64) -> lite::Untracked {
+        lite::untracked(id, n)
+    }
+    fn tracked(id: i64, n: i64) -> lite::Tracked {
+        lite::tracked(id, n)
+    }
+    fn plain_insert(conn: &mut SqliteConnection, id: i64) {
+        lite::plain_insert(conn, id)
+    }
+    fn plain_update(conn: &mut SqliteConnection, id: i64, n: i64) {
+        lite::plain_update(conn, id, n)
+    }
+    fn plain_delete(conn: &mut SqliteConnection, id: i64) {
+        lite::plain_delete(conn, id)
+    }
+    fn plain_insert_generated(conn: &mut SqliteConnection, n: i64) -> i64 {
+        lite::plain_insert_generated(conn, n)
+    }
+
+    fn teardown(&self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = self.path.clone().into_os_string();
+            file.push(suffix);
+            let _ = std::fs::remove_file(file);
+        }
+    }
+}
+
+const PHASES: [&str; 5] = [
+    "create",
+    "update",
+    "update, tracked field",
+    "delete",
+    "create, generated key",
+];
+
+/// Runs one phase on `writers` threads, each over its own `rows` ids; returns microseconds per
+/// write per writer (wall time / writes per writer).
+fn phase<B: Bench + Sync>(
+    bench: &B,
+    writers: i64,
+    rows: i64,
+    write: impl Fn(&mut B::Conn, i64) + Sync,
+) -> f64 {
+    std::thread::scope(|scope| {
+        let conns: Vec<B::Conn> = (0..writers).map(|_| bench.connect()).collect();
+        let start = Instant::now();
+        let write = &write;
+        for (writer, mut conn) in (0..writers).zip(conns) {
+            scope.spawn(move || {
+                // From 1: MySQL takes an explicit 0 in an AUTO_INCREMENT key as "generate one".
+                for id in writer * rows + 1..=(writer + 1) * rows {
+                    write(&mut conn, id);
+                }
+            });
+        }
+        // `scope` joins every writer before returning.
+        start
+    })
+    .elapsed()
+    .as_secs_f64()
+        * 1e6
+        / rows as f64
+}
+
+/// The phases, plain or ours: microseconds per write per writer for each.
+fn round<B: Bench + Sync>(bench: &B, writers: i64, rows: i64, ours: bool) -> [f64; 5] {
+    bench.reset();
+    if ours {
+        [
+            phase(bench, writers, rows, |c, id| {
+                B::untracked(id, 0).save_and_publish(c).expect("create");
+            }),
+            phase(bench, writers, rows, |c, id| {
+                B::untracked(id, 1).save_and_publish(c).expect("update");
+            }),
+            phase(bench, writers, rows, |c, id| {
+                B::tracked(id, 2)
+                    .save_and_publish(c)
+                    .expect("tracked update");
+            }),
+            phase(bench, writers, rows, |c, id| {
+                assert!(B::untracked(id, 3).delete_and_publish(c).expect("delete"));
+            }),
+            phase(bench, writers, rows, |c, n| {
+                B::untracked(0, n).insert_and_publish(c).expect("insert");
+            }),
+        ]
+    } else {
+        [
+            phase(bench, writers, rows, B::plain_insert),
+            phase(bench, writers, rows, |c, id| B::plain_update(c, id, 1)),
+            phase(bench, writers, rows, |c, id| B::plain_update(c, id, 2)),
+            phase(bench, writers, rows, B::plain_delete),
+            phase(bench, writers, rows, |c, n| {
+                B::plain_insert_generated(c, n);
+            }),
+        ]
+    }
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn run<B: Bench + Sync>(writer_counts: &[i64], rounds: usize, rows: i64) {
+    let bench = B::setup();
+    for &writers in writer_counts {
+        let mut plain = vec![[0.0; 5]; rounds];
+        let mut ours = vec![[0.0; 5]; rounds];
+        for r in 0..rounds {
+            plain[r] = round(&bench, writers, rows, false);
+            ours[r] = round(&bench, writers, rows, true);
+        }
+        println!(
+            "\n{} , {writers} writer(s), {rows} rows each, {rounds} rounds \
+             (us per write per writer, median of rounds; cost = ours / plain, median [min-max])",
+            B::NAME
+        );
+        println!(
+            "  {:<24} {:>10} {:>10} {:>22}",
+            "write", "plain us", "ours us", "cost"
+        );
+        for (p, phase) in PHASES.iter().enumerate() {
+            let mut ratios: Vec<f64> = (0..rounds).map(|r| ours[r][p] / plain[r][p]).collect();
+            let low = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+            let high = ratios.iter().copied().fold(0.0, f64::max);
+            let mut plain_us: Vec<f64> = plain.iter().map(|r| r[p]).collect();
+            let mut ours_us: Vec<f64> = ours.iter().map(|r| r[p]).collect();
+            println!(
+                "  {:<24} {:>10.1} {:>10.1} {:>9.2}x [{:.2}-{:.2}]",
+                phase,
+                median(&mut plain_us),
+                median(&mut ours_us),
+                median(&mut ratios),
+                low,
+                high
+            );
+        }
+    }
+    bench.teardown();
+}
+
+fn main() {
+    let rounds: usize = env_or("BENCH_ROUNDS", "5").parse().expect("BENCH_ROUNDS");
+    let rows: i64 = env_or("BENCH_ROWS", "200").parse().expect("BENCH_ROWS");
+    let writers: Vec<i64> = env_or("BENCH_WRITERS", "1,8")
+        .split(',')
+        .map(|w| w.trim().parse().expect("BENCH_WRITERS: numbers"))
+        .collect();
+    println!(
+        "master write path: save_and_publish / delete_and_publish vs the plain Diesel write \
+         of the same row"
+    );
+    for backend in env_or("BENCH_BACKENDS", "postgres,mariadb,sqlite").split(',') {
+        match backend.trim() {
+            "postgres" => run::<Postgres>(&writers, rounds, rows),
+            "mariadb" => run::<Mariadb>(&writers, rounds, rows),
+            "sqlite" => run::<Sqlite>(&writers, rounds, rows),
+            other => panic!("BENCH_BACKENDS: unknown backend {other:?}"),
+        }
+    }
 }
