@@ -196,21 +196,73 @@ pub(crate) fn diesel_table_name(attr: &syn::Attribute) -> Option<Path> {
     table
 }
 
-fn parse_struct_attrs(input: &DeriveInput) -> syn::Result<StructAttrs> {
+/// Errors collected while parsing a derive's input, reported together, each at its own span.
+#[derive(Default)]
+pub(crate) struct Errors(Option<syn::Error>);
+
+impl Errors {
+    pub(crate) fn push(&mut self, error: syn::Error) {
+        match &mut self.0 {
+            Some(all) => all.combine(error),
+            None => self.0 = Some(error),
+        }
+    }
+
+    /// Keeps the error of `result`, if any, and returns its value.
+    pub(crate) fn ok<T>(&mut self, result: syn::Result<T>) -> Option<T> {
+        result.map_err(|error| self.push(error)).ok()
+    }
+
+    /// `Err` with every error pushed, if there was one.
+    pub(crate) fn finish(self) -> syn::Result<()> {
+        self.0.map_or(Ok(()), Err)
+    }
+}
+
+/// Stores `value` for `key`, or reports the key as given twice (at its second use).
+pub(crate) fn set_once<T>(
+    errors: &mut Errors,
+    slot: &mut Option<T>,
+    value: T,
+    meta: &syn::meta::ParseNestedMeta<'_>,
+    key: &str,
+) {
+    if slot.is_some() {
+        errors.push(meta.error(format!("`{key}` is given twice")));
+    } else {
+        *slot = Some(value);
+    }
+}
+
+/// Reports an unknown key and skips its value, so the keys after it are still checked.
+pub(crate) fn unknown_key(
+    errors: &mut Errors,
+    meta: &syn::meta::ParseNestedMeta<'_>,
+    message: String,
+) -> syn::Result<()> {
+    errors.push(meta.error(message));
+    skip_diesel_key(meta)
+}
+
+fn parse_struct_attrs(input: &DeriveInput, errors: &mut Errors) -> StructAttrs {
     let mut out = StructAttrs::default();
+    let mut hooks = None;
     for attr in &input.attrs {
         if attr.path().is_ident("cqrs") {
-            attr.parse_nested_meta(|meta| {
+            let result = attr.parse_nested_meta(|meta| {
                 if meta.path.is_ident("id") {
                     let lit: LitStr = meta.value()?.parse()?;
-                    if out.cqrs_id.is_some() {
-                        return Err(meta.error("`id` is given twice"));
-                    }
-                    out.cqrs_id = Some(check_cqrs_id(&lit)?);
+                    // A bad id is reported as such, not also as a missing one.
+                    let id = errors
+                        .ok(check_cqrs_id(&lit))
+                        .unwrap_or_else(|| lit.value());
+                    set_once(errors, &mut out.cqrs_id, id, &meta, "id");
                 } else if meta.path.is_ident("table") {
-                    out.table = Some(meta.value()?.parse()?);
+                    let table = meta.value()?.parse()?;
+                    set_once(errors, &mut out.table, table, &meta, "table");
                 } else if meta.path.is_ident("pk") {
-                    out.pk = Some(meta.value()?.parse()?);
+                    let pk = meta.value()?.parse()?;
+                    set_once(errors, &mut out.pk, pk, &meta, "pk");
                 } else if meta.path.is_ident("tracked") {
                     meta.parse_nested_meta(|field| {
                         let ident = field
@@ -218,23 +270,31 @@ fn parse_struct_attrs(input: &DeriveInput) -> syn::Result<StructAttrs> {
                             .get_ident()
                             .cloned()
                             .ok_or_else(|| field.error("`tracked(...)` lists field names"))?;
-                        out.tracked.push(ident);
+                        if out.tracked.contains(&ident) {
+                            errors.push(field.error(format!("`{ident}` is tracked twice")));
+                        } else {
+                            out.tracked.push(ident);
+                        }
                         Ok(())
                     })?;
                 } else if meta.path.is_ident("produce") {
                     let lit: LitBool = meta.value()?.parse()?;
-                    out.produce = Some(lit.value);
+                    set_once(errors, &mut out.produce, lit.value, &meta, "produce");
                 } else if meta.path.is_ident("hooks") {
-                    out.hooks = true;
+                    set_once(errors, &mut hooks, (), &meta, "hooks");
                 } else if meta.path.is_ident("backends") {
-                    out.backends = Some(parse_backends(&meta)?);
+                    let backends = parse_backends(&meta)?;
+                    set_once(errors, &mut out.backends, backends, &meta, "backends");
                 } else {
-                    return Err(meta.error(format!(
-                        "unknown `cqrs` attribute; expected one of {STRUCT_KEYS}"
-                    )));
+                    unknown_key(
+                        errors,
+                        &meta,
+                        format!("unknown `cqrs` attribute; expected one of {STRUCT_KEYS}"),
+                    )?;
                 }
                 Ok(())
-            })?;
+            });
+            errors.ok(result);
         } else if attr.path().is_ident("diesel") {
             // Only read what we use; Diesel's own derives report the rest.
             out.diesel_table = out.diesel_table.take().or_else(|| diesel_table_name(attr));
@@ -254,54 +314,60 @@ fn parse_struct_attrs(input: &DeriveInput) -> syn::Result<StructAttrs> {
             });
         }
     }
-    Ok(out)
+    out.hooks = hooks.is_some();
+    out
 }
 
-fn parse_field(field: &syn::Field) -> syn::Result<Field> {
-    let ident = field
-        .ident
-        .clone()
-        .ok_or_else(|| syn::Error::new(field.span(), "fields must be named"))?;
+fn parse_field(field: &syn::Field, errors: &mut Errors) -> Option<Field> {
+    let Some(ident) = field.ident.clone() else {
+        errors.push(syn::Error::new(field.span(), "fields must be named"));
+        return None;
+    };
     let mut column: Option<Ident> = None;
     let mut diesel_column: Option<Ident> = None;
     let mut wire_name: Option<String> = None;
-    let mut skip = false;
-    let mut utc = false;
+    let mut skip = None;
+    let mut utc = None;
     for attr in &field.attrs {
         if attr.path().is_ident("cqrs") {
-            attr.parse_nested_meta(|meta| {
+            let result = attr.parse_nested_meta(|meta| {
                 if meta.path.is_ident("skip") {
-                    skip = true;
+                    set_once(errors, &mut skip, (), &meta, "skip");
                 } else if meta.path.is_ident("utc") {
-                    utc = true;
+                    set_once(errors, &mut utc, (), &meta, "utc");
                 } else if meta.path.is_ident("rename") {
                     let lit: LitStr = meta.value()?.parse()?;
                     if lit.value().is_empty() {
-                        return Err(syn::Error::new(lit.span(), "`rename` must not be empty"));
+                        errors.push(syn::Error::new(lit.span(), "`rename` must not be empty"));
+                    } else {
+                        set_once(errors, &mut wire_name, lit.value(), &meta, "rename");
                     }
-                    wire_name = Some(lit.value());
                 } else if meta.path.is_ident("column") {
-                    column = Some(meta.value()?.parse()?);
+                    let name = meta.value()?.parse()?;
+                    set_once(errors, &mut column, name, &meta, "column");
                 } else {
-                    return Err(meta.error(format!(
-                        "unknown `cqrs` field attribute; expected one of {FIELD_KEYS}"
-                    )));
+                    unknown_key(
+                        errors,
+                        &meta,
+                        format!("unknown `cqrs` field attribute; expected one of {FIELD_KEYS}"),
+                    )?;
                 }
                 Ok(())
-            })?;
+            });
+            errors.ok(result);
         } else if attr.path().is_ident("diesel") {
             diesel_column = diesel_column.or_else(|| diesel_column_name(attr));
         }
     }
     let column = column.or(diesel_column).unwrap_or_else(|| ident.clone());
     let wire_name = wire_name.unwrap_or_else(|| ident.to_string());
-    Ok(Field {
+    Some(Field {
         ident,
         ty: field.ty.clone(),
         column,
         wire_name,
-        skip,
-        utc,
+        skip: skip.is_some(),
+        utc: utc.is_some(),
     })
 }
 
@@ -316,7 +382,9 @@ fn missing_column(span: Span, name: &str, hint: &str) -> syn::Error {
     )
 }
 
-/// Parses and checks the whole struct.
+/// Parses and checks the whole struct: stage one reads every attribute into a typed model,
+/// stage two checks the attributes against each other and the fields. Every mistake found in
+/// either stage is reported, each at its own span.
 pub(crate) fn parse_model(input: &DeriveInput) -> syn::Result<Model> {
     let Data::Struct(data) = &input.data else {
         return Err(syn::Error::new(
@@ -330,102 +398,101 @@ pub(crate) fn parse_model(input: &DeriveInput) -> syn::Result<Model> {
             "MasterModel can only be derived for a struct with named fields (a Diesel model)",
         ));
     };
+    let mut errors = Errors::default();
     if !input.generics.params.is_empty() {
-        return Err(syn::Error::new(
+        errors.push(syn::Error::new(
             input.generics.span(),
             "MasterModel cannot be derived for a generic struct",
         ));
     }
-    let attrs = parse_struct_attrs(input)?;
-    let mut fields = Vec::with_capacity(named.named.len());
-    let mut errors: Option<syn::Error> = None;
-    for field in &named.named {
-        match parse_field(field) {
-            Ok(f) => fields.push(f),
-            Err(e) => match &mut errors {
-                Some(all) => all.combine(e),
-                None => errors = Some(e),
-            },
-        }
-    }
-    if let Some(errors) = errors {
-        return Err(errors);
-    }
+    let attrs = parse_struct_attrs(input, &mut errors);
+    let fields: Vec<Field> = named
+        .named
+        .iter()
+        .filter_map(|field| parse_field(field, &mut errors))
+        .collect();
+
     let span = input.ident.span();
-    let cqrs_id = attrs.cqrs_id.ok_or_else(|| {
-        syn::Error::new(
+    let cqrs_id = attrs.cqrs_id.or_else(|| {
+        errors.push(syn::Error::new(
             span,
             "missing `#[cqrs(id = \"...\")]`: the cqrs_id master and replicas share",
-        )
-    })?;
-    let table = attrs.table.or(attrs.diesel_table).ok_or_else(|| {
-        syn::Error::new(
+        ));
+        None
+    });
+    let table = attrs.table.or(attrs.diesel_table).or_else(|| {
+        errors.push(syn::Error::new(
             span,
             "missing table: add `#[cqrs(table = path::to::table)]` (or `#[diesel(table_name = ...)]`)",
-        )
-    })?;
-    let revision = find_field(&fields, "cqrs_revision").ok_or_else(|| {
-        missing_column(
+        ));
+        None
+    });
+    let revision = find_field(&fields, "cqrs_revision").or_else(|| {
+        errors.push(missing_column(
             span,
             "cqrs_revision",
             "add `cqrs_revision: i32` backed by a column `cqrs_revision INTEGER NOT NULL DEFAULT 0`",
-        )
-    })?;
-    let updated = find_field(&fields, "cqrs_updated").ok_or_else(|| {
-        missing_column(
+        ));
+        None
+    });
+    let updated = find_field(&fields, "cqrs_updated").or_else(|| {
+        errors.push(missing_column(
             span,
             "cqrs_updated",
             "add `cqrs_updated: chrono::DateTime<chrono::Utc>` (or `chrono::NaiveDateTime` on \
              MySQL) backed by a timestamp column",
-        )
-    })?;
-    let pk_ident = attrs.pk.or(attrs.diesel_pk);
-    let pk = match &pk_ident {
-        Some(ident) => find_field(&fields, &ident.to_string()).ok_or_else(|| {
-            syn::Error::new(
+        ));
+        None
+    });
+    let pk = match attrs.pk.or(attrs.diesel_pk) {
+        Some(ident) => find_field(&fields, &ident.to_string()).or_else(|| {
+            errors.push(syn::Error::new(
                 ident.span(),
                 format!("no field `{ident}` for the primary key"),
-            )
-        })?,
-        None => find_field(&fields, "id").ok_or_else(|| {
-            syn::Error::new(
+            ));
+            None
+        }),
+        None => find_field(&fields, "id").or_else(|| {
+            errors.push(syn::Error::new(
                 span,
                 "no `id` field: name the primary key field with `#[cqrs(pk = field)]`",
-            )
-        })?,
+            ));
+            None
+        }),
     };
     let mut tracked = Vec::with_capacity(attrs.tracked.len());
     for ident in &attrs.tracked {
-        let index = find_field(&fields, &ident.to_string()).ok_or_else(|| {
-            syn::Error::new(
+        match find_field(&fields, &ident.to_string()) {
+            None => errors.push(syn::Error::new(
                 ident.span(),
                 format!(
                     "tracked field `{ident}` does not exist on `{}`",
                     input.ident
                 ),
-            )
-        })?;
-        if fields[index].skip {
-            return Err(syn::Error::new(
+            )),
+            Some(index) if fields[index].skip => errors.push(syn::Error::new(
                 ident.span(),
                 format!("tracked field `{ident}` is `#[cqrs(skip)]`: it is not in the payload"),
-            ));
-        }
-        if !tracked.contains(&index) {
-            tracked.push(index);
+            )),
+            Some(index) => tracked.push(index),
         }
     }
-    Ok(Model {
-        ident: input.ident.clone(),
-        cqrs_id,
-        table,
-        fields,
-        pk,
-        revision,
-        updated,
-        tracked,
-        produce: attrs.produce.unwrap_or(true),
-        hooks: attrs.hooks,
-        backends: attrs.backends.unwrap_or_else(|| BackendName::ALL.to_vec()),
-    })
+    errors.finish()?;
+    match (cqrs_id, table, pk, revision, updated) {
+        (Some(cqrs_id), Some(table), Some(pk), Some(revision), Some(updated)) => Ok(Model {
+            ident: input.ident.clone(),
+            cqrs_id,
+            table,
+            fields,
+            pk,
+            revision,
+            updated,
+            tracked,
+            produce: attrs.produce.unwrap_or(true),
+            hooks: attrs.hooks,
+            backends: attrs.backends.unwrap_or_else(|| BackendName::ALL.to_vec()),
+        }),
+        // Each missing part pushed an error above.
+        _ => Err(syn::Error::new(span, "invalid MasterModel")),
+    }
 }

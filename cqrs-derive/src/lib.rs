@@ -6,6 +6,8 @@
 mod attrs;
 mod master;
 mod replica;
+#[cfg(test)]
+mod snapshots;
 
 use proc_macro::TokenStream;
 use syn::{DeriveInput, parse_macro_input};
@@ -34,7 +36,12 @@ pub fn derive_master_model(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
     match attrs::parse_model(&input) {
         Ok(model) => master::expand(&model).into(),
-        Err(error) => error.to_compile_error().into(),
+        Err(error) => {
+            // The errors, and impls that keep every use of the model from adding its own.
+            let mut out = error.to_compile_error();
+            out.extend(master::fallback(&input));
+            out.into()
+        }
     }
 }
 

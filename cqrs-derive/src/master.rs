@@ -62,7 +62,10 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
     let hooks = if model.hooks {
         quote! {}
     } else {
-        quote! { impl ::cqrs_diesel::MasterHooks for #ident {} }
+        quote! {
+            #[automatically_derived]
+            impl ::cqrs_diesel::MasterHooks for #ident {}
+        }
     };
     let stores = model.backends.iter().map(|&backend| store(model, backend));
 
@@ -73,6 +76,7 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
             #[allow(unused_imports)]
             use ::cqrs_diesel::__private::diesel::prelude::*;
 
+            #[automatically_derived]
             impl ::cqrs_diesel::MasterModel for #ident {
                 const CQRS_ID: &'static str = #cqrs_id;
                 const PRODUCE: bool = #produce;
@@ -121,13 +125,36 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
     }
 }
 
-/// The wire value of `self.<field>`.
+/// The impls emitted beside the errors of a struct that failed to parse (see cqrs-diesel's
+/// `__cqrs_master_fallback!`), when it is a plain struct they can be written for.
+pub(crate) fn fallback(input: &syn::DeriveInput) -> TokenStream {
+    if !input.generics.params.is_empty() || !matches!(input.data, syn::Data::Struct(_)) {
+        return TokenStream::new();
+    }
+    let ident = &input.ident;
+    // Whether the user implements `MasterHooks` (`#[cqrs(hooks)]`), read from the raw tokens:
+    // the attributes did not parse.
+    let hooks = input.attrs.iter().any(|attr| {
+        attr.path().is_ident("cqrs")
+            && attr.meta.require_list().is_ok_and(|list| {
+                list.tokens
+                    .clone()
+                    .into_iter()
+                    .any(|token| matches!(token, proc_macro2::TokenTree::Ident(i) if i == "hooks"))
+            })
+    });
+    quote! { ::cqrs_diesel::__cqrs_master_fallback!(#ident, hooks = #hooks); }
+}
+
+/// The wire value of `self.<field>`, spanned at the field's type: a type without the trait
+/// is reported at that field.
 fn wire_value(field: &crate::attrs::Field) -> TokenStream {
     let ident = &field.ident;
+    let ty = &field.ty;
     if field.utc {
-        quote! { __p::UtcWire::to_wire_utc(&self.#ident) }
+        quote_spanned! {ty.span()=> <#ty as __p::UtcWire>::to_wire_utc(&self.#ident) }
     } else {
-        quote! { __p::WireValue::to_wire(&self.#ident) }
+        quote_spanned! {ty.span()=> <#ty as __p::WireValue>::to_wire(&self.#ident) }
     }
 }
 
@@ -529,6 +556,7 @@ fn store(model: &Model, backend: BackendName) -> TokenStream {
     };
     quote! {
         #gate! {
+            #[automatically_derived]
             impl ::cqrs_diesel::MasterStore<#conn_ty> for #ident {
                 fn cqrs_find(&self, conn: &mut #conn_ty, lock: bool) -> __d::QueryResult<Option<Self>> {
                     #find_one

@@ -6,7 +6,8 @@ use syn::spanned::Spanned;
 use syn::{Data, DeriveInput, Fields, Ident, LitBool, LitInt, LitStr, Path, Type};
 
 use crate::attrs::{
-    BackendName, check_cqrs_id, diesel_column_name, diesel_table_name, parse_backends,
+    BackendName, Errors, check_cqrs_id, diesel_column_name, diesel_table_name, parse_backends,
+    set_once, unknown_key,
 };
 
 struct Field {
@@ -86,37 +87,50 @@ fn parse(input: &DeriveInput) -> syn::Result<Model> {
             "ReplicaModel can only be derived for a struct with named fields",
         ));
     };
+    let mut errors = Errors::default();
     let mut cqrs_id = None;
     let mut table: Option<Path> = None;
     let mut diesel_table: Option<Path> = None;
     let mut pk: Option<Ident> = None;
-    let mut custom = false;
-    let mut meta = false;
-    let mut only_direct_syncs = false;
+    let mut custom = None;
+    let mut meta = None;
+    let mut only_direct_syncs = None;
     let mut max_retries = None;
     let mut retry_delay_ms = None;
     let mut retry_exponential = None;
     let mut backends = None;
     for attr in &input.attrs {
         if attr.path().is_ident("cqrs") {
-            attr.parse_nested_meta(|meta_item| {
+            let result = attr.parse_nested_meta(|meta_item| {
                 let path = &meta_item.path;
                 if path.is_ident("id") {
                     let lit: LitStr = meta_item.value()?.parse()?;
-                    cqrs_id = Some(check_cqrs_id(&lit)?);
+                    // A bad id is reported as such, not also as a missing one.
+                    let id = errors
+                        .ok(check_cqrs_id(&lit))
+                        .unwrap_or_else(|| lit.value());
+                    set_once(&mut errors, &mut cqrs_id, id, &meta_item, "id");
                 } else if path.is_ident("table") {
-                    table = Some(meta_item.value()?.parse()?);
+                    let value = meta_item.value()?.parse()?;
+                    set_once(&mut errors, &mut table, value, &meta_item, "table");
                 } else if path.is_ident("pk") {
-                    pk = Some(meta_item.value()?.parse()?);
+                    let value = meta_item.value()?.parse()?;
+                    set_once(&mut errors, &mut pk, value, &meta_item, "pk");
                 } else if path.is_ident("custom") {
-                    custom = true;
+                    set_once(&mut errors, &mut custom, (), &meta_item, "custom");
                 } else if path.is_ident("meta") {
-                    meta = true;
+                    set_once(&mut errors, &mut meta, (), &meta_item, "meta");
                 } else if path.is_ident("only_direct_syncs") {
-                    only_direct_syncs = true;
+                    set_once(
+                        &mut errors,
+                        &mut only_direct_syncs,
+                        (),
+                        &meta_item,
+                        "only_direct_syncs",
+                    );
                 } else if path.is_ident("max_retries") {
                     let value = meta_item.value()?;
-                    if value.peek(LitStr) {
+                    let retries = if value.peek(LitStr) {
                         let lit: LitStr = value.parse()?;
                         if lit.value() != "none" {
                             return Err(syn::Error::new(
@@ -124,117 +138,158 @@ fn parse(input: &DeriveInput) -> syn::Result<Model> {
                                 "`max_retries` is a number, or \"none\" for unlimited retries",
                             ));
                         }
-                        max_retries = Some(None);
+                        None
                     } else {
                         let lit: LitInt = value.parse()?;
-                        max_retries = Some(Some(lit.base10_parse::<u32>()?));
-                    }
+                        Some(lit.base10_parse::<u32>()?)
+                    };
+                    set_once(
+                        &mut errors,
+                        &mut max_retries,
+                        retries,
+                        &meta_item,
+                        "max_retries",
+                    );
                 } else if path.is_ident("retry_delay") {
                     let lit: LitStr = meta_item.value()?.parse()?;
-                    retry_delay_ms = Some(parse_duration(&lit)?);
+                    if let Some(ms) = errors.ok(parse_duration(&lit)) {
+                        set_once(
+                            &mut errors,
+                            &mut retry_delay_ms,
+                            ms,
+                            &meta_item,
+                            "retry_delay",
+                        );
+                    }
                 } else if path.is_ident("retry_exponential") {
                     let lit: LitBool = meta_item.value()?.parse()?;
-                    retry_exponential = Some(lit.value);
+                    set_once(
+                        &mut errors,
+                        &mut retry_exponential,
+                        lit.value,
+                        &meta_item,
+                        "retry_exponential",
+                    );
                 } else if path.is_ident("backends") {
-                    backends = Some(parse_backends(&meta_item)?);
+                    let value = parse_backends(&meta_item)?;
+                    set_once(&mut errors, &mut backends, value, &meta_item, "backends");
                 } else {
-                    return Err(meta_item.error(format!(
-                        "unknown `cqrs` attribute; expected one of {STRUCT_KEYS}"
-                    )));
+                    unknown_key(
+                        &mut errors,
+                        &meta_item,
+                        format!("unknown `cqrs` attribute; expected one of {STRUCT_KEYS}"),
+                    )?;
                 }
                 Ok(())
-            })?;
+            });
+            errors.ok(result);
         } else if attr.path().is_ident("diesel") {
             diesel_table = diesel_table.or_else(|| diesel_table_name(attr));
         }
     }
+    let custom = custom.is_some();
+    let meta = meta.is_some();
+    let only_direct_syncs = only_direct_syncs.is_some();
     let mut fields = Vec::new();
     for field in &named.named {
-        let ident = field
-            .ident
-            .clone()
-            .ok_or_else(|| syn::Error::new(field.span(), "fields must be named"))?;
+        let Some(ident) = field.ident.clone() else {
+            errors.push(syn::Error::new(field.span(), "fields must be named"));
+            continue;
+        };
         let mut column = None;
+        let mut diesel_column = None;
         let mut wire_name = None;
-        let mut default = false;
+        let mut default = None;
         for attr in &field.attrs {
             if attr.path().is_ident("cqrs") {
-                attr.parse_nested_meta(|meta_item| {
+                let result = attr.parse_nested_meta(|meta_item| {
                     if meta_item.path.is_ident("from") {
                         let lit: LitStr = meta_item.value()?.parse()?;
                         if lit.value().is_empty() {
-                            return Err(syn::Error::new(lit.span(), "`from` must not be empty"));
+                            errors.push(syn::Error::new(lit.span(), "`from` must not be empty"));
+                        } else {
+                            set_once(&mut errors, &mut wire_name, lit.value(), &meta_item, "from");
                         }
-                        wire_name = Some(lit.value());
                     } else if meta_item.path.is_ident("column") {
-                        column = Some(meta_item.value()?.parse()?);
+                        let value = meta_item.value()?.parse()?;
+                        set_once(&mut errors, &mut column, value, &meta_item, "column");
                     } else if meta_item.path.is_ident("default") {
-                        default = true;
+                        set_once(&mut errors, &mut default, (), &meta_item, "default");
                     } else {
-                        return Err(meta_item.error(format!(
-                            "unknown `cqrs` field attribute; expected one of {FIELD_KEYS}"
-                        )));
+                        unknown_key(
+                            &mut errors,
+                            &meta_item,
+                            format!("unknown `cqrs` field attribute; expected one of {FIELD_KEYS}"),
+                        )?;
                     }
                     Ok(())
-                })?;
+                });
+                errors.ok(result);
             } else if attr.path().is_ident("diesel") {
-                column = column.or_else(|| diesel_column_name(attr));
+                diesel_column = diesel_column.or_else(|| diesel_column_name(attr));
             }
         }
         fields.push(Field {
-            column: column.unwrap_or_else(|| ident.clone()),
+            column: column.or(diesel_column).unwrap_or_else(|| ident.clone()),
             wire_name: wire_name.unwrap_or_else(|| ident.to_string()),
             ident,
             ty: field.ty.clone(),
-            default,
+            default: default.is_some(),
         });
     }
-    let cqrs_id = cqrs_id.ok_or_else(|| {
-        syn::Error::new(
+    if cqrs_id.is_none() {
+        errors.push(syn::Error::new(
             span,
             "missing `#[cqrs(id = \"...\")]`: the cqrs_id of the master model",
-        )
-    })?;
+        ));
+    }
     let find = |name: &str| fields.iter().position(|f| f.ident == name);
     let pk = match &pk {
-        Some(ident) => find(&ident.to_string()).ok_or_else(|| {
-            syn::Error::new(
+        Some(ident) => find(&ident.to_string()).or_else(|| {
+            errors.push(syn::Error::new(
                 ident.span(),
                 format!("no field `{ident}` for the primary key"),
-            )
-        })?,
-        None => find("id").ok_or_else(|| {
-            syn::Error::new(
+            ));
+            None
+        }),
+        None => find("id").or_else(|| {
+            errors.push(syn::Error::new(
                 span,
                 "no `id` field: name the primary key field with `#[cqrs(pk = field)]`",
-            )
-        })?,
+            ));
+            None
+        }),
     };
     let table = table.or(diesel_table);
     let revision = find("cqrs_revision");
     if !custom {
         if table.is_none() {
-            return Err(syn::Error::new(
+            errors.push(syn::Error::new(
                 span,
                 "missing table: add `#[cqrs(table = path::to::table)]`, or `#[cqrs(custom)]` \
                  for a model whose handlers write it themselves",
             ));
         }
         if revision.is_none() {
-            return Err(syn::Error::new(
+            errors.push(syn::Error::new(
                 span,
                 "a ReplicaModel needs a `cqrs_revision` field (an integer column) to keep the \
                  newest revision; add it, or use `#[cqrs(custom)]`",
             ));
         }
         if find("cqrs_updated").is_none() {
-            return Err(syn::Error::new(
+            errors.push(syn::Error::new(
                 span,
                 "a ReplicaModel needs a `cqrs_updated` field (a timestamp column); add it, or \
                  use `#[cqrs(custom)]`",
             ));
         }
     }
+    errors.finish()?;
+    let (Some(cqrs_id), Some(pk)) = (cqrs_id, pk) else {
+        // Both pushed an error above when missing.
+        return Err(syn::Error::new(span, "invalid ReplicaModel"));
+    };
     Ok(Model {
         ident: input.ident.clone(),
         cqrs_id,
@@ -329,6 +384,7 @@ pub(crate) fn derive(input: &DeriveInput) -> syn::Result<TokenStream> {
             #[allow(unused_imports)]
             use ::cqrs_diesel::__private::diesel::prelude::*;
 
+            #[automatically_derived]
             impl ::cqrs_diesel::ReplicaModel for #ident {
                 const CQRS_ID: &'static str = #cqrs_id;
                 const RECEIVES_META: bool = #meta;
@@ -406,6 +462,7 @@ fn store(model: &Model, backend: BackendName) -> TokenStream {
     let ident_str = ident.to_string();
     quote! {
         #gate! {
+            #[automatically_derived]
             impl __p::ReplicaColumns<#db_ty> for #ident {
                 type PkSqlType = __d::dsl::SqlTypeOf<#table::#pk_col>;
                 const COLUMNS: &'static [&'static str] = &[#(#columns),*];
@@ -432,6 +489,7 @@ fn store(model: &Model, backend: BackendName) -> TokenStream {
                 }
             }
 
+            #[automatically_derived]
             impl ::cqrs_diesel::ReplicaStore<#conn_ty> for #ident {
                 fn cqrs_stored_revisions(
                     keys: &[#pk_ty],

@@ -70,6 +70,7 @@ pub use diesel;
 /// What generated code needs, under one path (as serde does). Not a public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::master::fallback::{FallbackResult, fallback_error};
     pub use crate::master::sql::{
         Cached, expect_rows, insert_id_range, key_from_insert_id, not_before, proposed,
     };

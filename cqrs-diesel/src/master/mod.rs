@@ -15,6 +15,7 @@ use crate::connection::{CqrsConnection, DbConn, transaction_depth};
 use crate::error::{Error, Result};
 use crate::outbox::{self, NewOutboxEntry};
 
+pub(crate) mod fallback;
 pub(crate) mod registry;
 pub(crate) mod sql;
 mod store;
