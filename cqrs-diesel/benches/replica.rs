@@ -45,10 +45,14 @@
 //!      the outbox in one transaction (commit → last applied: relay + broker + runtime only),
 //!      against a raw lapin pipeline of the same count and body size: a publisher with
 //!      confirms (1000 in flight) and a consumer with pipelined acks, as two concurrent tasks
-//!      (first publish → last ack).
+//!      (first publish → last ack); and against the same writers doing what a service without
+//!      this library would (one autocommitted upsert per save, no outbox). The CPU seconds of
+//!      the replicated writes are read from `/proc/<pid>/stat` of this process (writers, relay
+//!      and worker), the PostgreSQL server processes and the RabbitMQ node, before and after.
 //!    - *Profile*: `save_and_publish` alone on one connection, statements timed.
 //!
-//! Run: `cargo bench -p cqrs-diesel --bench replica`
+//! Run: `cargo bench -p cqrs-diesel --bench replica`; the issue's end-to-end settings are
+//! `BENCH_WRITERS=8` (lag at 1,000 writes/s from 8 writers).
 //! Settings (environment): `PG_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`;
 //! two schemas of its own are created and dropped), `AMQP_URL` (default the local broker;
 //! exchanges and queues of its own are deleted at the end), `BENCH_MESSAGES` (50000),
@@ -1255,6 +1259,7 @@ fn writer(
     period: Duration,
     until: Instant,
     count: usize,
+    plain: bool,
 ) -> Result<(Vec<Write>, Duration), String> {
     let mut conn = connect().map_err(|e| e.to_string())?;
     let mut writes = Vec::with_capacity(count);
@@ -1280,6 +1285,12 @@ fn writer(
         }
         let k = i % rows.len();
         rows[k].name = format!("Author {} w{i}", rows[k].id);
+        if plain {
+            plain_write(&mut conn, &rows[k]).map_err(|e| e.to_string())?;
+            writes.push((i64::from(rows[k].id), 0, Instant::now()));
+            i += 1;
+            continue;
+        }
         let stored = rows[k]
             .save_and_publish(&mut conn)
             .map_err(|e| e.to_string())?;
@@ -1294,8 +1305,113 @@ fn writer(
     Ok((writes, behind))
 }
 
+/// What a service without this library runs for the same save: one autocommitted upsert of
+/// the row, no outbox.
+fn plain_write(conn: &mut PgConnection, row: &Author) -> QueryResult<usize> {
+    use master_schema::author::dsl as a;
+    diesel::insert_into(a::author)
+        .values((
+            a::id.eq(row.id),
+            a::name.eq(&row.name),
+            a::email.eq(&row.email),
+            a::birth_date.eq(row.birth_date),
+            a::joined_at.eq(row.joined_at),
+            a::active.eq(row.active),
+            a::score.eq(row.score),
+            a::external_id.eq(row.external_id),
+            a::bio.eq(&row.bio),
+            a::cqrs_revision.eq(0),
+            a::cqrs_updated.eq(Utc::now()),
+        ))
+        .on_conflict(a::id)
+        .do_update()
+        .set((
+            a::name.eq(&row.name),
+            a::cqrs_revision.eq(a::cqrs_revision + 1),
+            a::cqrs_updated.eq(Utc::now()),
+        ))
+        .execute(conn)
+}
+
+fn ticks_per_second() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|text| text.trim().parse::<f64>().ok())
+        .unwrap_or(100.0)
+}
+
+/// CPU seconds the whole machine spent busy so far (`/proc/stat`: every state but idle and
+/// iowait), an upper bound for what a phase costs (anything else running counts too).
+fn machine_cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return 0.0;
+    };
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return 0.0;
+    };
+    let ticks: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let busy: f64 = ticks
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, t)| t)
+        .sum();
+    busy / ticks_per_second()
+}
+
+/// CPU seconds used so far by this process, the PostgreSQL server processes and the RabbitMQ
+/// node (`beam.smp`), from `/proc/<pid>/stat` (utime + stime). A process that ended in
+/// between (a writer's PostgreSQL backend, when its connection closed) is not counted: the
+/// figures are a lower bound.
+fn cpu_seconds() -> [f64; 3] {
+    let ticks_per_second = ticks_per_second();
+    let own = std::process::id().to_string();
+    let mut out = [0f64; 3];
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = &stat[open + 1..close];
+        let slot = if pid == own {
+            0
+        } else if comm == "postgres" {
+            1
+        } else if comm == "beam.smp" {
+            2
+        } else {
+            continue;
+        };
+        // After ") ": state is field 3; utime and stime are fields 14 and 15.
+        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        let ticks: f64 = [11, 12]
+            .iter()
+            .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<f64>().ok()))
+            .sum();
+        out[slot] += ticks / ticks_per_second;
+    }
+    out
+}
+
 /// Runs `writers` writer threads over `rows` (split between them); returns all writes, the
 /// largest schedule slip and when the last writer finished.
+#[allow(clippy::too_many_arguments)]
 async fn run_writers(
     connect: &Connect,
     rows: Vec<Author>,
@@ -1304,6 +1420,7 @@ async fn run_writers(
     period: Duration,
     until: Instant,
     count: usize,
+    plain: bool,
 ) -> Result<(Vec<Write>, Duration, Instant), BoxError> {
     let per_writer = rows.len().div_ceil(writers);
     let mut threads = Vec::new();
@@ -1315,7 +1432,7 @@ async fn run_writers(
         let offset = period * u32::try_from(w).unwrap_or(0) / u32::try_from(writers).unwrap_or(1);
         let writes = count / writers + usize::from(w < count % writers);
         threads.push(std::thread::spawn(move || {
-            writer(connect, mine, first + offset, period, until, writes)
+            writer(connect, mine, first + offset, period, until, writes, plain)
         }));
     }
     let results = blocking(move || {
@@ -1581,6 +1698,7 @@ async fn end_to_end(bench: &mut Bench, tag: u32) -> Result<E2eFigures, BoxError>
         period,
         until,
         0,
+        false,
     )
     .await?;
     let wrote = writes.len();
@@ -1683,11 +1801,32 @@ async fn end_to_end(bench: &mut Bench, tag: u32) -> Result<E2eFigures, BoxError>
             0.0
         };
 
+        // The same writes without this library: one autocommitted upsert each, no outbox.
+        let base = i32::try_from(100_000 * round + 50_000)?;
+        let rows: Vec<Author> = (0..i32::try_from(throughput_rows)?)
+            .map(|i| author(base + i))
+            .collect();
+        let started = Instant::now();
+        let (_, _, plain_done) = run_writers(
+            &bench.master,
+            rows,
+            settings.writers,
+            started,
+            Duration::ZERO,
+            started,
+            total,
+            true,
+        )
+        .await?;
+        let plain_rate = rate(total, plain_done - started);
+
         // Ours with the writers.
         let base = i32::try_from(100_000 * round)?;
         let rows: Vec<Author> = (0..i32::try_from(throughput_rows)?)
             .map(|i| author(base + i))
             .collect();
+        let cpu_before = cpu_seconds();
+        let machine_before = machine_cpu_seconds();
         let started = Instant::now();
         let (writes, _, writers_done) = run_writers(
             &bench.master,
@@ -1697,12 +1836,30 @@ async fn end_to_end(bench: &mut Bench, tag: u32) -> Result<E2eFigures, BoxError>
             Duration::ZERO,
             started,
             total,
+            false,
         )
         .await?;
         settled += writes.len() as u64;
         let done = wait_settled(|| handle.stats(), settled, Duration::from_secs(120)).await?;
+        let cpu_after = cpu_seconds();
+        let machine_us = (machine_cpu_seconds() - machine_before) * 1e6 / total as f64;
         let with_writers = rate(total, done - started);
         let writers_only = rate(total, writers_done - started);
+        let cpu_us: Vec<f64> = (0..3)
+            .map(|i| (cpu_after[i] - cpu_before[i]) * 1e6 / total as f64)
+            .collect();
+        println!(
+            "  round {round}: plain upserts {plain_rate:>6.0} writes/s; replicated writes \
+             {with_writers:>6.0} writes/s = {:.0}% of plain; CPU per replicated write: whole \
+             machine {machine_us:.0} us; by process at least {:.0} us (bench process: writers, \
+             relay, worker {:.0}; PostgreSQL {:.0}, without the writers' closed backends; \
+             RabbitMQ {:.0})",
+            100.0 * with_writers / plain_rate,
+            cpu_us.iter().sum::<f64>(),
+            cpu_us[0],
+            cpu_us[1],
+            cpu_us[2],
+        );
 
         // Ours from a pre-written outbox.
         let base = 1_000_000 * round;
