@@ -228,6 +228,30 @@ fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
 }
 
+/// The statements of a backend's `Bench` impl: those of its module.
+macro_rules! delegate_to {
+    ($module:ident) => {
+        fn untracked(id: i64, n: i64) -> $module::Untracked {
+            $module::untracked(id, n)
+        }
+        fn tracked(id: i64, n: i64) -> $module::Tracked {
+            $module::tracked(id, n)
+        }
+        fn plain_insert(conn: &mut $module::Conn, id: i64) {
+            $module::plain_insert(conn, id)
+        }
+        fn plain_update(conn: &mut $module::Conn, id: i64, n: i64) {
+            $module::plain_update(conn, id, n)
+        }
+        fn plain_delete(conn: &mut $module::Conn, id: i64) {
+            $module::plain_delete(conn, id)
+        }
+        fn plain_insert_generated(conn: &mut $module::Conn, n: i64) -> i64 {
+            $module::plain_insert_generated(conn, n)
+        }
+    };
+}
+
 struct Postgres {
     schema: String,
 }
@@ -271,24 +295,7 @@ impl Bench for Postgres {
             .expect("truncate");
     }
 
-    fn untracked(id: i64, n: i64) -> pg::Untracked {
-        pg::untracked(id, n)
-    }
-    fn tracked(id: i64, n: i64) -> pg::Tracked {
-        pg::tracked(id, n)
-    }
-    fn plain_insert(conn: &mut PgConnection, id: i64) {
-        pg::plain_insert(conn, id)
-    }
-    fn plain_update(conn: &mut PgConnection, id: i64, n: i64) {
-        pg::plain_update(conn, id, n)
-    }
-    fn plain_delete(conn: &mut PgConnection, id: i64) {
-        pg::plain_delete(conn, id)
-    }
-    fn plain_insert_generated(conn: &mut PgConnection, n: i64) -> i64 {
-        pg::plain_insert_generated(conn, n)
-    }
+    delegate_to!(pg);
 
     fn teardown(&self) {
         if let Ok(mut admin) = PgConnection::establish(&Self::url()) {
@@ -358,24 +365,7 @@ impl Bench for Mariadb {
             .expect("truncate");
     }
 
-    fn untracked(id: i64, n: i64) -> my::Untracked {
-        my::untracked(id, n)
-    }
-    fn tracked(id: i64, n: i64) -> my::Tracked {
-        my::tracked(id, n)
-    }
-    fn plain_insert(conn: &mut MysqlConnection, id: i64) {
-        my::plain_insert(conn, id)
-    }
-    fn plain_update(conn: &mut MysqlConnection, id: i64, n: i64) {
-        my::plain_update(conn, id, n)
-    }
-    fn plain_delete(conn: &mut MysqlConnection, id: i64) {
-        my::plain_delete(conn, id)
-    }
-    fn plain_insert_generated(conn: &mut MysqlConnection, n: i64) -> i64 {
-        my::plain_insert_generated(conn, n)
-    }
+    delegate_to!(my);
 
     fn teardown(&self) {
         if let Ok(mut admin) = MysqlConnection::establish(&Self::base_url()) {
@@ -425,24 +415,7 @@ impl Bench for Sqlite {
             .expect("truncate");
     }
 
-    fn untracked(id: i64, n: i64) -> lite::Untracked {
-        lite::untracked(id, n)
-    }
-    fn tracked(id: i64, n: i64) -> lite::Tracked {
-        lite::tracked(id, n)
-    }
-    fn plain_insert(conn: &mut SqliteConnection, id: i64) {
-        lite::plain_insert(conn, id)
-    }
-    fn plain_update(conn: &mut SqliteConnection, id: i64, n: i64) {
-        lite::plain_update(conn, id, n)
-    }
-    fn plain_delete(conn: &mut SqliteConnection, id: i64) {
-        lite::plain_delete(conn, id)
-    }
-    fn plain_insert_generated(conn: &mut SqliteConnection, n: i64) -> i64 {
-        lite::plain_insert_generated(conn, n)
-    }
+    delegate_to!(lite);
 
     fn teardown(&self) {
         for suffix in ["", "-wal", "-shm"] {

@@ -575,24 +575,7 @@ where
     M: MasterStore<C>,
     C: CqrsConnection,
 {
-    if rows.is_empty() {
-        return Ok(Vec::new());
-    }
-    rows.iter().try_for_each(MasterModel::cqrs_check_values)?;
-    let stored = write(conn, |conn| -> Result<Vec<M>> {
-        let mut all = Vec::with_capacity(rows.len());
-        for chunk in rows.chunks(rows_per_statement(M::COLUMN_COUNT)) {
-            let refs: Vec<&M> = chunk.iter().collect();
-            let stored = M::cqrs_insert_many_generated(&refs, conn)?;
-            if M::PRODUCE {
-                queue_saves(conn, &stored, |_| tracked_nulls::<M>())?;
-            }
-            all.extend(stored);
-        }
-        Ok(all)
-    })?;
-    after_write(conn);
-    Ok(stored)
+    bulk_insert(conn, rows, M::cqrs_insert_many_generated)
 }
 
 fn delete<M, C>(row: &M, conn: &mut C) -> Result<bool>
@@ -691,6 +674,20 @@ where
     M: MasterStore<C>,
     C: CqrsConnection,
 {
+    bulk_insert(conn, rows, M::cqrs_insert_many)
+}
+
+/// Inserts `rows` with `insert`, one statement per batch, and queues a SAVE per stored row, in
+/// one write transaction.
+fn bulk_insert<M, C>(
+    conn: &mut C,
+    rows: &[M],
+    insert: fn(&[&M], &mut C) -> diesel::QueryResult<Vec<M>>,
+) -> Result<Vec<M>>
+where
+    M: MasterStore<C>,
+    C: CqrsConnection,
+{
     if rows.is_empty() {
         return Ok(Vec::new());
     }
@@ -699,7 +696,7 @@ where
         let mut all = Vec::with_capacity(rows.len());
         for chunk in rows.chunks(rows_per_statement(M::COLUMN_COUNT)) {
             let refs: Vec<&M> = chunk.iter().collect();
-            let stored = M::cqrs_insert_many(&refs, conn)?;
+            let stored = insert(&refs, conn)?;
             if M::PRODUCE {
                 queue_saves(conn, &stored, |_| tracked_nulls::<M>())?;
             }
