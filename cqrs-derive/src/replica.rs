@@ -391,8 +391,8 @@ pub(crate) fn derive(input: &DeriveInput) -> syn::Result<TokenStream> {
                 const COLUMN_COUNT: usize = #column_count;
                 type Pk = #pk_ty;
 
-                fn cqrs_policy() -> ::cqrs_diesel::ModelPolicy {
-                    let mut policy = ::cqrs_diesel::ModelPolicy::default();
+                fn cqrs_policy() -> ::cqrs_diesel::runtime::ModelPolicy {
+                    let mut policy = ::cqrs_diesel::runtime::ModelPolicy::default();
                     policy.max_retries = #max_retries;
                     policy.retry_delay = #retry_delay;
                     policy.retry_exponential = #retry_exponential;

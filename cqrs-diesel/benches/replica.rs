@@ -69,10 +69,12 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, NaiveDate, Utc};
 use cqrs_diesel::outbox::NewOutboxEntry;
 use cqrs_diesel::replica::Prepared;
+use cqrs_diesel::runtime::{Applied, Applier, BatchError, Incoming, ModelPolicy};
+use cqrs_diesel::transport::OutgoingMessage;
+use cqrs_diesel::wire::Payload;
 use cqrs_diesel::{
-    Applied, Applier, BatchError, Config, ConsumerRuntime, ConsumerStats, CqrsConnection, Incoming,
-    MasterModel, ModelPolicy, OutboxRelay, OutgoingMessage, Payload, RabbitMqTransport,
-    ReplicaModel, Replicas, Topology, Transport,
+    Config, ConsumerRuntime, ConsumerStats, CqrsConnection, MasterModel, OutboxRelay,
+    RabbitMqTransport, ReplicaModel, Replicas, Topology, Transport,
 };
 use diesel::connection::{InstrumentationEvent, SimpleConnection};
 use diesel::prelude::*;

@@ -4,8 +4,11 @@
 //! the Python package django-cqrs. A master service publishes every change of its rows; each
 //! replica service keeps a local, query-ready copy and joins locally.
 //!
-//! This is the crate services depend on. It re-exports the wire format, the configuration and
-//! the transports of [`cqrs_core`], and adds the Diesel side:
+//! This is the crate services depend on. Its root has the names a service uses every day
+//! ([`Config`], [`RabbitMqTransport`], [`Topology`], [`run_consumer`], the derives and their
+//! traits, [`SessionSetup`], [`Error`]); the rest of [`cqrs_core`] is under [`transport`]
+//! (brokers, messages, routing keys), [`wire`] (the body and value encodings) and [`runtime`]
+//! (the consumer runtime and its `Applier`). It adds the Diesel side:
 //!
 //! - the master side: [`#[derive(MasterModel)]`](derive@MasterModel), whose
 //!   [`MasterModel::save_and_publish`] and friends write a row and its message in one
@@ -38,7 +41,45 @@ mod relay;
 pub mod replica;
 pub mod session;
 
-pub use cqrs_core::*;
+// The everyday names of cqrs-core at the root; everything else under `transport`, `wire` and
+// `runtime` below.
+#[cfg(feature = "decimal")]
+pub use cqrs_core::bigdecimal;
+pub use cqrs_core::{
+    Clock, Config, ConfigBuilder, ConsumerHandle, ConsumerRuntime, ConsumerStats, ManualClock,
+    RabbitMqTransport, Topology, Transport, WireValue, shutdown_signal,
+};
+
+/// Brokers and messages: the [`Transport`] trait, its RabbitMQ and in-memory implementations,
+/// the topology and routing keys, and the broker settings of [`Config`].
+pub mod transport {
+    pub use cqrs_core::{
+        AmqpUrl, Confirmation, Consumer, DEAD_LETTER_AT_HEADER, DEAD_LETTER_REASON_HEADER,
+        DEAD_LETTER_ROUTING_KEY_HEADER, Delivery, InMemoryConsumer, InMemoryTransport,
+        OutgoingMessage, PartialPublish, QueueBrowser, QueueType, RabbitMqConsumer,
+        RabbitMqTransport, ReplicaQueues, TlsSettings, Topology, Transport,
+        dead_letter_routing_key, direct_routing_key,
+    };
+}
+
+/// The message contract: the body ([`Payload`](wire::Payload)), its signal types and expiry,
+/// and how one value is written and read ([`WireValue`], timestamps).
+pub mod wire {
+    pub use cqrs_core::{
+        Expiry, JsonType, Payload, SignalType, ValueError, WireValue, format_timestamp,
+        parse_timestamp,
+    };
+}
+
+/// The replica worker's machinery: the [`ConsumerRuntime`] around an
+/// [`Applier`](runtime::Applier) (what [`Replicas`] implements), its stats and policies, the
+/// back-off and the clock.
+pub mod runtime {
+    pub use cqrs_core::{
+        Applied, Applier, Backoff, BatchError, Clock, ConsumerHandle, ConsumerRuntime,
+        ConsumerStats, Incoming, ManualClock, ModelPolicy, shutdown_signal,
+    };
+}
 
 pub use connection::{Backend, CqrsConnection, DbConn, MYSQL_STRICT_MODES};
 pub use error::{Error, Result};

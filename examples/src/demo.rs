@@ -9,7 +9,8 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use cqrs_diesel::{Config, InMemoryTransport, RabbitMqTransport, Transport};
+use cqrs_diesel::transport::InMemoryTransport;
+use cqrs_diesel::{Config, RabbitMqTransport, Transport};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;

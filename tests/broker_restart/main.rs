@@ -11,7 +11,8 @@ mod support;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use cqrs_diesel::{Config, Consumer, OutgoingMessage, RabbitMqTransport, Topology, Transport};
+use cqrs_diesel::transport::{Consumer, OutgoingMessage};
+use cqrs_diesel::{Config, RabbitMqTransport, Topology, Transport};
 
 use support::{amqp_url, cleanup, rabbitmqctl, unique};
 

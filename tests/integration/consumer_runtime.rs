@@ -5,11 +5,10 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cqrs_diesel::{
-    Applied, Applier, BatchError, Config, ConfigBuilder, ConsumerRuntime, DEAD_LETTER_AT_HEADER,
-    DEAD_LETTER_REASON_HEADER, Expiry, Incoming, ModelPolicy, OutgoingMessage, Payload,
-    RabbitMqTransport, SignalType, Topology, Transport,
-};
+use cqrs_diesel::runtime::{Applied, Applier, BatchError, Incoming, ModelPolicy};
+use cqrs_diesel::transport::{DEAD_LETTER_AT_HEADER, DEAD_LETTER_REASON_HEADER, OutgoingMessage};
+use cqrs_diesel::wire::{Expiry, Payload, SignalType};
+use cqrs_diesel::{Config, ConfigBuilder, ConsumerRuntime, RabbitMqTransport, Topology, Transport};
 use lapin::BasicProperties;
 use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};

@@ -5,10 +5,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use cqrs_diesel::outbox::{NewOutboxEntry, notify_commit};
-use cqrs_diesel::{
-    Config, Consumer, CqrsConnection, OutboxRelay, RabbitMqConsumer, RabbitMqTransport, Topology,
-    Transport, direct_routing_key,
-};
+use cqrs_diesel::transport::{Consumer, RabbitMqConsumer, direct_routing_key};
+use cqrs_diesel::{Config, CqrsConnection, OutboxRelay, RabbitMqTransport, Topology, Transport};
 
 use crate::db::{MysqlDb, PgDb, SqliteDb, TestDb};
 use crate::support::{cleanup, config_builder};

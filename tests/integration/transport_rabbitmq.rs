@@ -3,16 +3,16 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use cqrs_diesel::{
-    Config, Consumer, OutgoingMessage, QueueType, RabbitMqTransport, Topology, Transport,
-    TransportError as Error, dead_letter_routing_key, direct_routing_key,
+use cqrs_diesel::transport::{
+    Consumer, OutgoingMessage, QueueType, dead_letter_routing_key, direct_routing_key,
 };
+use cqrs_diesel::{Config, RabbitMqTransport, Topology, Transport, TransportError as Error};
 use lapin::options::{BasicGetOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 
 use crate::support::{cleanup, config_builder, rabbitmqctl, raw_connection};
 
-async fn next_within(consumer: &mut impl Consumer, secs: u64) -> cqrs_diesel::Delivery {
+async fn next_within(consumer: &mut impl Consumer, secs: u64) -> cqrs_diesel::transport::Delivery {
     tokio::time::timeout(Duration::from_secs(secs), consumer.next())
         .await
         .expect("a delivery within the timeout")

@@ -5,10 +5,8 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cqrs_diesel::{
-    Config, Consumer, OutgoingMessage, RabbitMqTransport, Topology, Transport,
-    TransportError as Error,
-};
+use cqrs_diesel::transport::{Consumer, OutgoingMessage};
+use cqrs_diesel::{Config, RabbitMqTransport, Topology, Transport, TransportError as Error};
 
 use crate::support::{TempVhost, amqp_url_for_vhost, rabbitmqctl, unique};
 

@@ -5,10 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use cqrs_diesel::{
-    AmqpUrl, Config, Consumer, OutgoingMessage, RabbitMqTransport, Topology, Transport,
-    TransportError as Error,
-};
+use cqrs_diesel::transport::{AmqpUrl, Consumer, OutgoingMessage};
+use cqrs_diesel::{Config, RabbitMqTransport, Topology, Transport, TransportError as Error};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;

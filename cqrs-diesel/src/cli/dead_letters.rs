@@ -8,7 +8,7 @@ use super::args::DumpArgs;
 use super::io::{Output, Progress, Unit};
 use super::{Cli, CliError, Report};
 use crate::connection::CqrsConnection;
-use crate::{
+use cqrs_core::{
     Confirmation, DEAD_LETTER_AT_HEADER, DEAD_LETTER_REASON_HEADER, DEAD_LETTER_ROUTING_KEY_HEADER,
     Delivery, Expiry, OutgoingMessage, Payload, RabbitMqTransport, Topology, Transport,
     direct_routing_key,

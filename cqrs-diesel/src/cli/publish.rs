@@ -10,7 +10,7 @@ use super::{Cli, CliError, Report, blocking, master_of};
 use crate::connection::CqrsConnection;
 use crate::master::RowFilter;
 use crate::ops::{MasterRow, Operations};
-use crate::{OutgoingMessage, RabbitMqTransport, Topology, Transport, direct_routing_key};
+use cqrs_core::{OutgoingMessage, RabbitMqTransport, Topology, Transport, direct_routing_key};
 
 /// A database connection moved to a blocking thread for each step and back.
 pub(super) struct Db<C: CqrsConnection> {

@@ -49,7 +49,7 @@ pub struct NotBefore<T, C> {
     column: C,
 }
 
-/// [`NotBefore`] of `now` and the stored `column`.
+/// `NotBefore` of `now` and the stored `column`.
 pub fn not_before<T, C>(now: T, column: C) -> NotBefore<T, C> {
     NotBefore { now, column }
 }
@@ -127,7 +127,7 @@ where
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Proposed<C>(C);
 
-/// [`Proposed`] of `column`.
+/// `Proposed` of `column`.
 pub fn proposed<C>(column: C) -> Proposed<C> {
     Proposed(column)
 }

@@ -5,7 +5,7 @@
 //! [`consumer!`](crate::consumer) generate a `run_consumer()`).
 //!
 //! Each batch of messages is applied in one transaction. The replica ranks the messages of one
-//! primary key in one total order (`cqrs_updated`, then `cqrs_revision`: see [`order`] and
+//! primary key in one total order (`cqrs_updated`, then `cqrs_revision`: see the `order` module and
 //! docs/DESIGN.md) and keeps, per key, the rank of the last message it applied in
 //! `cqrs_replica_state` (create it with
 //! [`CqrsConnection::run_replica_migrations`](crate::CqrsConnection::run_replica_migrations)).

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use cqrs_diesel::diesel::connection::SimpleConnection;
 use cqrs_diesel::diesel::{Connection, MysqlConnection, PgConnection};
-use cqrs_diesel::{Config, InMemoryTransport, RabbitMqTransport, Transport};
+use cqrs_diesel::transport::InMemoryTransport;
+use cqrs_diesel::{Config, RabbitMqTransport, Transport};
 use cqrs_examples::payments::PaymentView;
 use cqrs_examples::{RunningService, accounts, payments};
 use serde_json::Value;

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use cqrs_diesel::cli::{Cli, CliError};
-use cqrs_diesel::{OutgoingMessage, RabbitMqTransport, Replicas, Transport};
+use cqrs_diesel::transport::OutgoingMessage;
+use cqrs_diesel::{RabbitMqTransport, Replicas, Transport};
 use serde_json::Value;
 
 use super::{Dir, lines, ok, replica_rows, run};
@@ -111,7 +112,8 @@ async fn dead_letters_are_dumped_retried_and_purged() {
         assert_eq!(routing_key, &format!("cqrs.{}.author", worker.queue()));
         assert_eq!(body["instance_pk"], id);
         assert_eq!(body["retries"], 0);
-        let expires = cqrs_diesel::parse_timestamp(body["expires"].as_str().unwrap()).unwrap();
+        let expires =
+            cqrs_diesel::wire::parse_timestamp(body["expires"].as_str().unwrap()).unwrap();
         assert!(expires > chrono::Utc::now(), "a new expiry: {expires}");
     }
     worker

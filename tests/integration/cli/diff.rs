@@ -73,7 +73,7 @@ async fn diff_pipelines_repair_a_damaged_replica() {
     let master_lines = lines(&master_diff);
     let (id, time) = master_lines[0].split_once(',').unwrap();
     assert_eq!(id, "author");
-    assert!(cqrs_diesel::parse_timestamp(time).is_ok(), "{time}");
+    assert!(cqrs_diesel::wire::parse_timestamp(time).is_ok(), "{time}");
     assert_eq!(master_lines.len(), 1 + 4, "one line per batch of 8");
     let first: Vec<(i64, i64)> = serde_json::from_str(&master_lines[1]).unwrap();
     assert_eq!(

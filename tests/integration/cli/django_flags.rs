@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use cqrs_diesel::cli::{Cli, CliError};
 use cqrs_diesel::diesel::SqliteConnection;
-use cqrs_diesel::{
-    Config, CqrsConnection, OutgoingMessage, RabbitMqTransport, Topology, Transport,
-};
+use cqrs_diesel::transport::OutgoingMessage;
+use cqrs_diesel::{Config, CqrsConnection, RabbitMqTransport, Topology, Transport};
 use serde_json::Value;
 use tokio::sync::Notify;
 

@@ -71,7 +71,7 @@ async fn dump_then_load_round_trips_to_sqlite_and_mariadb() {
             "rows in primary-key order"
         );
         let updated = data["cqrs_updated"].as_str().unwrap();
-        assert!(cqrs_diesel::parse_timestamp(updated).is_ok() && updated.ends_with("+00:00"));
+        assert!(cqrs_diesel::wire::parse_timestamp(updated).is_ok() && updated.ends_with("+00:00"));
         let mut without_updated = data.clone();
         without_updated.remove("cqrs_updated");
         assert_eq!(

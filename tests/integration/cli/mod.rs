@@ -173,7 +173,8 @@ pub fn listed_keys(path: &str) -> Vec<i64> {
 pub async fn publish_when_routed(config: &Config, body: &Value) {
     use std::time::Duration;
 
-    use cqrs_diesel::{OutgoingMessage, RabbitMqTransport, Transport};
+    use cqrs_diesel::transport::OutgoingMessage;
+    use cqrs_diesel::{RabbitMqTransport, Transport};
 
     let transport = RabbitMqTransport::new(config.clone());
     let body = body.to_string().into_bytes();

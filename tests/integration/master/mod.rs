@@ -104,7 +104,7 @@ pub fn golden_captured_at() -> DateTime<Utc> {
         .iter()
         .filter_map(|line| line["instance_data"]["cqrs_updated"].as_str())
         .map(|at| {
-            cqrs_diesel::parse_timestamp(at)
+            cqrs_diesel::wire::parse_timestamp(at)
                 .expect("golden cqrs_updated parses")
                 .with_timezone(&Utc)
         })
@@ -121,7 +121,7 @@ pub fn assert_same_message(actual: &Value, expected: &Value, what: &str) {
         .as_str()
         .unwrap_or_else(|| panic!("{what}: cqrs_updated is a string: {actual}"))
         .to_owned();
-    let parsed = cqrs_diesel::parse_timestamp(&updated)
+    let parsed = cqrs_diesel::wire::parse_timestamp(&updated)
         .unwrap_or_else(|e| panic!("{what}: cqrs_updated {updated:?} parses: {e}"));
     let age = Utc::now().signed_duration_since(parsed);
     assert!(

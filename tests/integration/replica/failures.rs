@@ -153,7 +153,7 @@ where
     worker.broadcast(&expired).await;
     worker
         .transport
-        .publish_confirmed(&cqrs_diesel::OutgoingMessage::new(
+        .publish_confirmed(&cqrs_diesel::transport::OutgoingMessage::new(
             "author",
             b"{not json".to_vec(),
         ))

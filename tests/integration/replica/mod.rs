@@ -14,9 +14,11 @@ mod scenarios;
 
 use std::time::Duration;
 
+use cqrs_diesel::runtime::Applier;
+use cqrs_diesel::transport::{OutgoingMessage, direct_routing_key};
 use cqrs_diesel::{
-    Applier, Config, ConfigBuilder, ConsumerHandle, ConsumerRuntime, ConsumerStats, CqrsConnection,
-    OutgoingMessage, RabbitMqTransport, Replicas, Topology, Transport, direct_routing_key,
+    Config, ConfigBuilder, ConsumerHandle, ConsumerRuntime, ConsumerStats, CqrsConnection,
+    RabbitMqTransport, Replicas, Topology, Transport,
 };
 use serde_json::{Value, json};
 

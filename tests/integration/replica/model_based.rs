@@ -17,7 +17,8 @@ use std::fmt;
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
-use cqrs_diesel::{ConsumerStats, ReplicaStore, Replicas, Transport, format_timestamp};
+use cqrs_diesel::wire::format_timestamp;
+use cqrs_diesel::{ConsumerStats, ReplicaStore, Replicas, Transport};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
 use serde_json::{Value, json};
