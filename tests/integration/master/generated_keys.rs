@@ -260,3 +260,87 @@ async fn concurrent_generated_key_inserts_lose_and_repeat_no_key_on_mariadb() {
 async fn concurrent_generated_key_inserts_lose_and_repeat_no_key_on_sqlite() {
     concurrent_inserts::<_, SqliteNote>(SqliteDb::new("genkey_conc")).await;
 }
+
+/// Inside `atomic`, a row inserted with a generated key and saved again is one message with
+/// its final state, as for any other row.
+async fn insert_then_save_in_one_block<D, M>(db: D)
+where
+    D: TestDb + 'static,
+    M: Note + MasterStore<D::Conn>,
+{
+    let setup = setup::<D, M>(db).await;
+    let mut conn = setup.db.connect();
+    let saved = cqrs_diesel::atomic(&mut conn, |conn| {
+        let stored = M::new("draft").insert_and_publish(conn)?;
+        stored.save_and_publish(conn)
+    })
+    .unwrap();
+    assert_eq!(setup.outbox_len(), 1, "one message for the block");
+    assert_eq!(saved.text(), "draft");
+    assert_eq!(stored_keys::<_, M>(&mut conn), BTreeSet::from([saved.id()]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generated_key_insert_and_a_save_in_one_atomic_block_are_one_message_on_postgres() {
+    insert_then_save_in_one_block::<_, PgNote>(PgDb::new("genkey_atomic")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generated_key_insert_and_a_save_in_one_atomic_block_are_one_message_on_mariadb() {
+    insert_then_save_in_one_block::<_, MysqlNote>(MysqlDb::new("genkey_atomic")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generated_key_insert_and_a_save_in_one_atomic_block_are_one_message_on_sqlite() {
+    insert_then_save_in_one_block::<_, SqliteNote>(SqliteDb::new("genkey_atomic")).await;
+}
+
+/// The master's statements are kept prepared (Diesel re-prepares `UPDATE`s and upserts on every
+/// call unless they are wrapped), and their number stays bounded however many writes run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn master_statements_stay_prepared_and_bounded_on_postgres() {
+    use diesel::RunQueryDsl;
+    #[derive(diesel::QueryableByName)]
+    struct Prepared {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        statement: String,
+    }
+    let setup = setup::<_, PgNote>(PgDb::new("genkey_prepared")).await;
+    let mut conn = setup.db.connect();
+    let prepared = |conn: &mut diesel::PgConnection| -> Vec<String> {
+        diesel::sql_query("SELECT statement FROM pg_prepared_statements")
+            .load::<Prepared>(conn)
+            .unwrap()
+            .into_iter()
+            .map(|p| p.statement)
+            .collect()
+    };
+    let mut first_round = Vec::new();
+    for round in 0..3 {
+        for i in 0..20 {
+            let row = PgNote::new(&format!("note {round} {i}"))
+                .insert_and_publish(&mut conn)
+                .unwrap();
+            let row = row.save_and_publish(&mut conn).unwrap();
+            assert!(row.delete_and_publish(&mut conn).unwrap());
+        }
+        let now = prepared(&mut conn);
+        if round == 0 {
+            first_round = now;
+        } else {
+            assert_eq!(now.len(), first_round.len(), "no new statement: {now:#?}");
+        }
+    }
+    assert!(
+        first_round
+            .iter()
+            .any(|sql| sql.contains("ON CONFLICT") && sql.contains("GREATEST")),
+        "the upsert is kept prepared: {first_round:#?}"
+    );
+    assert!(
+        first_round
+            .iter()
+            .any(|sql| sql.contains("\"cqrs_outbox\"")),
+        "the outbox insert is kept prepared: {first_round:#?}"
+    );
+}
