@@ -354,7 +354,11 @@ fn store(model: &Model, backend: BackendName) -> TokenStream {
                         .set((#mysql_values, #table::#rev_col.eq(#table::#rev_col + one))),
                 )
                 .execute(conn)?;
-                self.cqrs_find(conn, false)?.ok_or(__d::result::Error::NotFound)
+                // `ON DUPLICATE KEY UPDATE` acts on a conflict with any unique key: a row that
+                // collided with another row on another unique column updated that row, and
+                // this one does not exist. The write's transaction rolls that back.
+                self.cqrs_find(conn, false)?
+                    .ok_or_else(|| __p::collided_on_another_unique_key(::core::stringify!(#table)))
             }
 
             fn cqrs_insert_generated(&self, conn: &mut #conn_ty) -> __d::QueryResult<Self> {

@@ -113,7 +113,8 @@ pub use diesel;
 pub mod __private {
     pub use crate::master::fallback::{FallbackResult, fallback_error};
     pub use crate::master::sql::{
-        Cached, expect_rows, insert_id_range, key_from_insert_id, not_before, proposed,
+        Cached, collided_on_another_unique_key, expect_rows, insert_id_range, key_from_insert_id,
+        not_before, proposed,
     };
     #[cfg(feature = "mysql")]
     pub use crate::master::sql::{consecutive_insert_ids, last_insert_id};

@@ -293,6 +293,19 @@ pub fn expect_rows(found: usize, inserted: usize) -> QueryResult<()> {
     }
 }
 
+/// The error of a MySQL upsert whose row is not there afterwards: the insert collided with
+/// another row on a unique key other than the primary key (`ON DUPLICATE KEY UPDATE` then
+/// updates that other row, which the write's transaction rolls back).
+pub fn collided_on_another_unique_key(table: &str) -> diesel::result::Error {
+    diesel::result::Error::DatabaseError(
+        diesel::result::DatabaseErrorKind::UniqueViolation,
+        Box::new(format!(
+            "the row collides with another row of `{table}` on a unique key other than the \
+             primary key"
+        )),
+    )
+}
+
 #[cfg(test)]
 mod key_tests {
     use super::*;
