@@ -165,6 +165,19 @@ macro_rules! model {
     };
 }
 
+/// The plain generated-key insert of a backend with `RETURNING` (PostgreSQL, SQLite).
+macro_rules! returning_insert {
+    ($table:ident) => {
+        pub fn plain_insert_generated(conn: &mut Conn, n: i64) -> i64 {
+            diesel::insert_into($table::table)
+                .values(keyless(n))
+                .returning($table::id)
+                .get_result(conn)
+                .expect("plain insert")
+        }
+    };
+}
+
 mod pg {
     use super::*;
     use chrono::{DateTime, Utc};
@@ -174,13 +187,7 @@ mod pg {
     }
     model!(account, DateTime<Utc>, Timestamptz, postgres);
 
-    pub fn plain_insert_generated(conn: &mut Conn, n: i64) -> i64 {
-        diesel::insert_into(account::table)
-            .values(keyless(n))
-            .returning(account::id)
-            .get_result(conn)
-            .expect("plain insert")
-    }
+    returning_insert!(account);
 }
 
 mod my {
@@ -215,13 +222,7 @@ mod lite {
     }
     model!(account, DateTime<Utc>, TimestamptzSqlite, sqlite);
 
-    pub fn plain_insert_generated(conn: &mut Conn, n: i64) -> i64 {
-        diesel::insert_into(account::table)
-            .values(keyless(n))
-            .returning(account::id)
-            .get_result(conn)
-            .expect("plain insert")
-    }
+    returning_insert!(account);
 }
 
 fn env_or(name: &str, default: &str) -> String {
