@@ -59,6 +59,14 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
                 }
             }
         });
+    let custom_hooks = model.hooks;
+    let pk_field = &model.fields[model.pk];
+    let pk_wire_name = if pk_field.skip {
+        quote! { ::core::option::Option::None }
+    } else {
+        let name = &pk_field.wire_name;
+        quote! { ::core::option::Option::Some(#name) }
+    };
     let hooks = if model.hooks {
         quote! {}
     } else {
@@ -82,6 +90,8 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
                 const PRODUCE: bool = #produce;
                 const TRACKED_FIELDS: &'static [&'static str] = &[#(#tracked_names),*];
                 const COLUMN_COUNT: usize = #column_count;
+                const CUSTOM_HOOKS: bool = #custom_hooks;
+                const PK_WIRE_NAME: ::core::option::Option<&'static str> = #pk_wire_name;
 
                 fn cqrs_pk(&self) -> __p::serde_json::Value {
                     __p::WireValue::to_wire(&self.#pk)
@@ -558,10 +568,38 @@ fn store(model: &Model, backend: BackendName) -> TokenStream {
             query = query.filter(__d::dsl::sql::<__d::sql_types::Bool>(sql));
         }
     };
+    let single = if backend == BackendName::Postgres {
+        quote! {
+            const SINGLE_STATEMENT: bool = true;
+
+            fn cqrs_single(
+                &self,
+                conn: &mut #conn_ty,
+                plan: &__p::SinglePlan,
+            ) -> __d::QueryResult<Option<Self>> {
+                let now = <#upd_ty as ::cqrs_diesel::UpdatedAt>::from_utc(plan.now());
+                __p::SingleWrite::new(self, plan, &now)
+                    .get_result::<#row_ty>(conn)
+                    .optional()
+                    .map(|row| row.map(#from_row))
+            }
+        }
+    } else {
+        TokenStream::new()
+    };
+    let columns_impl = if backend == BackendName::Postgres {
+        columns_impl(model, &db_ty)
+    } else {
+        TokenStream::new()
+    };
     quote! {
         #gate! {
+            #columns_impl
+
             #[automatically_derived]
             impl ::cqrs_diesel::MasterStore<#conn_ty> for #ident {
+                #single
+
                 fn cqrs_find(&self, conn: &mut #conn_ty, lock: bool) -> __d::QueryResult<Option<Self>> {
                     #find_one
                     Ok(row.map(#from_row))
@@ -602,6 +640,71 @@ fn store(model: &Model, backend: BackendName) -> TokenStream {
                 }
 
                 #methods
+            }
+        }
+    }
+}
+
+/// The `MasterColumns` implementation for one backend: the names and binds generic code
+/// builds the model's statements from.
+fn columns_impl(model: &Model, db_ty: &TokenStream) -> TokenStream {
+    let ident = &model.ident;
+    let ident_str = ident.to_string();
+    let table = &model.table;
+    let fields = &model.fields;
+    let upd_ty = &fields[model.updated].ty;
+    let (pk_index, revision_index, updated_index) = (model.pk, model.revision, model.updated);
+    let columns = fields.iter().map(|f| {
+        let col = &f.column;
+        quote! { <#table::#col as __d::Column>::NAME }
+    });
+    let sql_types = fields.iter().map(|f| {
+        let col = &f.column;
+        quote! { __d::dsl::SqlTypeOf<#table::#col> }
+    });
+    let upd_col = &fields[model.updated].column;
+    let value_arms = fields.iter().enumerate().map(|(i, f)| {
+        let col = &f.column;
+        let field = &f.ident;
+        let ty = &f.ty;
+        quote_spanned! {ty.span()=>
+            #i => out.push_bind_param::<__d::dsl::SqlTypeOf<#table::#col>, #ty>(&self.#field),
+        }
+    });
+    quote! {
+        #[automatically_derived]
+        impl __p::MasterColumns<#db_ty> for #ident {
+            type RowSqlType = (#(#sql_types,)*);
+            type Updated = #upd_ty;
+            const COLUMNS: &'static [&'static str] = &[#(#columns),*];
+            const PK_INDEX: usize = #pk_index;
+            const REVISION_INDEX: usize = #revision_index;
+            const UPDATED_INDEX: usize = #updated_index;
+
+            fn walk_table(
+                out: __d::query_builder::AstPass<'_, '_, #db_ty>,
+            ) -> __d::QueryResult<()> {
+                __d::query_builder::QueryFragment::<#db_ty>::walk_ast(&#table::table, out)
+            }
+
+            fn walk_value<'b>(
+                &'b self,
+                index: usize,
+                mut out: __d::query_builder::AstPass<'_, 'b, #db_ty>,
+            ) -> __d::QueryResult<()> {
+                match index {
+                    #(#value_arms)*
+                    _ => ::core::result::Result::Err(__d::result::Error::QueryBuilderError(
+                        ::std::format!("no column {} in {}", index, #ident_str).into(),
+                    )),
+                }
+            }
+
+            fn walk_updated<'b>(
+                at: &'b #upd_ty,
+                mut out: __d::query_builder::AstPass<'_, 'b, #db_ty>,
+            ) -> __d::QueryResult<()> {
+                out.push_bind_param::<__d::dsl::SqlTypeOf<#table::#upd_col>, #upd_ty>(at)
             }
         }
     }

@@ -118,7 +118,9 @@ pub mod __private {
     };
     #[cfg(feature = "mysql")]
     pub use crate::master::sql::{consecutive_insert_ids, last_insert_id};
-    pub use crate::master::{UtcWire, decode_key};
+    #[cfg(feature = "postgres")]
+    pub use crate::master::{MasterColumns, SingleWrite};
+    pub use crate::master::{SinglePlan, UtcWire, decode_key};
     pub use crate::replica::sql::{ReplicaColumns, Upsert};
     pub use chrono;
     pub use cqrs_core::WireValue;

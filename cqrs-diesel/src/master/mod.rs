@@ -7,7 +7,7 @@
 use std::sync::RwLock;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use cqrs_core::{Clock, Payload, SignalType, direct_routing_key};
 use serde_json::{Map, Value};
 
@@ -17,9 +17,14 @@ use crate::outbox::{self, NewOutboxEntry};
 
 pub(crate) mod fallback;
 pub(crate) mod registry;
+mod single;
 pub(crate) mod sql;
 mod store;
 
+use single::SingleKind;
+pub use single::SinglePlan;
+#[cfg(feature = "postgres")]
+pub use single::{MasterColumns, SingleWrite};
 pub use store::{MasterStore, RowFilter, UpdatedAt, UtcWire, decode_key};
 
 use registry::{BlockGuard, PriorSave};
@@ -128,6 +133,13 @@ pub trait MasterModel: MasterHooks + Sized + 'static {
     const TRACKED_FIELDS: &'static [&'static str];
     /// How many columns one row binds (to size bulk statements).
     const COLUMN_COUNT: usize;
+    /// Whether the model implements [`MasterHooks`] itself (`#[cqrs(hooks)]`). Writes of a
+    /// model with its own hooks build each message from the row as stored, after the write.
+    #[doc(hidden)]
+    const CUSTOM_HOOKS: bool = true;
+    /// The primary key's name in `instance_data` (`None` when it is not sent).
+    #[doc(hidden)]
+    const PK_WIRE_NAME: Option<&'static str> = None;
 
     /// The primary key as it appears on the wire (`instance_pk`).
     fn cqrs_pk(&self) -> Value;
@@ -413,8 +425,20 @@ pub(crate) fn body<M: MasterModel>(
     data: Map<String, Value>,
     previous_data: Option<Map<String, Value>>,
 ) -> String {
-    let mut payload = Payload::new(signal, M::CQRS_ID, row.cqrs_pk(), data)
-        .with_ttl(now(), message_ttl())
+    body_with_pk(row, row.cqrs_pk(), signal, data, previous_data, now())
+}
+
+/// [`body`] with the `instance_pk` given, its `expires` counted from `now`.
+pub(crate) fn body_with_pk<M: MasterModel>(
+    row: &M,
+    pk: Value,
+    signal: SignalType,
+    data: Map<String, Value>,
+    previous_data: Option<Map<String, Value>>,
+    now: DateTime<Utc>,
+) -> String {
+    let mut payload = Payload::new(signal, M::CQRS_ID, pk, data)
+        .with_ttl(now, message_ttl())
         .with_meta(row.meta().unwrap_or_default());
     payload.previous_data = previous_data;
     payload.correlation_id = row.correlation_id();
@@ -455,6 +479,42 @@ where
     }
 }
 
+/// Runs a write of `kind` as one statement when the backend and the model allow it (see
+/// [`single`]): outside any transaction (the statement is its own), for a model that publishes
+/// with the default hooks and, for a save, tracks no field (whose old values the message needs
+/// before it is built). `None` when it did not run, or refused itself because a stored value
+/// differed from the one its message was built from, or met a concurrent transaction: then
+/// the caller writes on the general path, which handles all of these.
+fn write_single<M, C>(row: &M, conn: &mut C, kind: SingleKind) -> Result<Option<Option<M>>>
+where
+    M: MasterStore<C>,
+    C: CqrsConnection,
+{
+    if !M::SINGLE_STATEMENT
+        || M::CUSTOM_HOOKS
+        || !M::PRODUCE
+        || (kind == SingleKind::Save && !M::TRACKED_FIELDS.is_empty())
+        || transaction_depth(conn) > 0
+    {
+        return Ok(None);
+    }
+    let Some(plan) = SinglePlan::new(row, kind, now().trunc_subsecs(6)) else {
+        return Ok(None);
+    };
+    match row.cqrs_single(conn, &plan) {
+        Ok(stored) => Ok(Some(stored)),
+        Err(error) if single::refused(&error) || crate::error::is_conflict(&error) => {
+            tracing::debug!(
+                cqrs_id = M::CQRS_ID,
+                %error,
+                "the one-statement write did not apply; writing on the general path"
+            );
+            Ok(None)
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
 fn save<M, C>(row: &M, conn: &mut C) -> Result<M>
 where
     M: MasterStore<C>,
@@ -463,6 +523,10 @@ where
     // Before the database sees it: some backends would store a NaN, others refuse it with
     // their own words, or turn it into NULL.
     row.cqrs_check_values()?;
+    if let Some(Some(stored)) = write_single(row, conn, SingleKind::Save)? {
+        after_write(conn);
+        return Ok(stored);
+    }
     let key = connection_key(conn);
     let stored = write(conn, |conn| save_in_transaction(row, conn, key))?;
     after_write(conn);
@@ -556,6 +620,10 @@ where
     C: CqrsConnection,
 {
     row.cqrs_check_values()?;
+    if let Some(Some(stored)) = write_single(row, conn, SingleKind::InsertGenerated)? {
+        after_write(conn);
+        return Ok(stored);
+    }
     let key = connection_key(conn);
     let stored = write(conn, |conn| -> Result<M> {
         let stored = row.cqrs_insert_generated(conn)?;
@@ -583,6 +651,13 @@ where
     M: MasterStore<C>,
     C: CqrsConnection,
 {
+    if let Some(old) = write_single(row, conn, SingleKind::Delete)? {
+        let deleted = old.is_some();
+        if deleted {
+            after_write(conn);
+        }
+        return Ok(deleted);
+    }
     let key = connection_key(conn);
     let deleted = write(conn, |conn| -> Result<bool> {
         let Some(old) = row.cqrs_delete(conn)? else {

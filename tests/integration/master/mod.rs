@@ -10,6 +10,7 @@ mod ops;
 mod outage;
 mod scenarios;
 mod session;
+mod single;
 mod unique;
 
 use std::time::Duration;

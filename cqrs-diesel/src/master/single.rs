@@ -1,0 +1,429 @@
+//! Writes in one statement: the row and its outbox entry in a single round trip, where the
+//! backend can do it (PostgreSQL, whose data-modifying CTEs put both inserts in one statement,
+//! atomic on its own without `BEGIN`/`COMMIT`).
+//!
+//! The message is built in Rust, before the statement, from the values the caller wrote,
+//! exactly as the general path builds it from the row as stored. Only the parts the database
+//! decides are left as holes that the statement fills in SQL: the revision (`cqrs_revision +
+//! 1` under the row lock) and a generated key. Everything else must come back as it was sent,
+//! so the statement checks it: when a stored value differs from the one the body was built
+//! from (a column that rounds, a trigger, a clock behind the stored `cqrs_updated`), the
+//! outbox insert gets a NULL body, the NOT NULL constraint aborts the whole statement, nothing
+//! is written, and the write runs again on the general path ([`refused`]). So a replica never
+//! receives a value the master did not store.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+use crate::master::{MasterModel, UpdatedAt};
+
+/// What a one-statement write does.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SingleKind {
+    /// Insert the row or update the stored one (`ON CONFLICT DO UPDATE`), a SAVE.
+    Save,
+    /// Insert the row without its key, which the database generates, a SAVE.
+    InsertGenerated,
+    /// Delete the row, a DELETE.
+    Delete,
+}
+
+/// A value of the body that only the database knows when the statement runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Hole {
+    /// The stored revision (plus one for a DELETE).
+    Revision,
+    /// The stored primary key (an integer).
+    Pk,
+}
+
+/// Stands for the revision in a body template (PostgreSQL text cannot hold NUL, so no stored
+/// value can be mistaken for it).
+const REVISION_MARKER: &str = "\u{0}cqrs:revision\u{0}";
+/// Stands for a generated key in a body template.
+const PK_MARKER: &str = "\u{0}cqrs:pk\u{0}";
+
+/// A one-statement write, prepared by generic code for the model's generated statement: the
+/// time it stamps and its message, as text around the holes the statement fills.
+#[doc(hidden)]
+#[derive(Debug, Clone, PartialEq)]
+pub struct SinglePlan {
+    pub(crate) kind: SingleKind,
+    pub(crate) now: DateTime<Utc>,
+    pub(crate) cqrs_id: &'static str,
+    /// One more than `holes`: `parts[0] hole[0] parts[1] ... parts[n]`.
+    pub(crate) parts: Vec<String>,
+    pub(crate) holes: Vec<Hole>,
+}
+
+impl SinglePlan {
+    /// The time the write stamps on the row (`cqrs_updated`), at microsecond precision.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.now
+    }
+
+    /// The plan of `kind` for `row`; `None` when it cannot be written in one statement (a
+    /// generated key that is not an integer).
+    pub(crate) fn new<M: MasterModel>(
+        row: &M,
+        kind: SingleKind,
+        now: DateTime<Utc>,
+    ) -> Option<SinglePlan> {
+        let revision = Value::String(REVISION_MARKER.to_owned());
+        let updated = UpdatedAt::to_wire_utc(&now);
+        let (pk, data, previous_data, signal) = match kind {
+            SingleKind::Save | SingleKind::InsertGenerated => {
+                let mut data = row.cqrs_instance_data();
+                data.insert("cqrs_revision".to_owned(), revision);
+                data.insert("cqrs_updated".to_owned(), updated);
+                let (pk, previous) = if kind == SingleKind::InsertGenerated {
+                    if !row.cqrs_pk().is_number() {
+                        return None;
+                    }
+                    let pk = Value::String(PK_MARKER.to_owned());
+                    if let Some(name) = M::PK_WIRE_NAME {
+                        data.insert(name.to_owned(), pk.clone());
+                    }
+                    (pk, super::tracked_nulls::<M>())
+                } else {
+                    (row.cqrs_pk(), None)
+                };
+                (pk, data, previous, cqrs_core::SignalType::Save)
+            }
+            SingleKind::Delete => {
+                let mut data = Map::with_capacity(3);
+                data.insert("id".to_owned(), row.cqrs_pk());
+                data.insert("cqrs_revision".to_owned(), revision);
+                data.insert("cqrs_updated".to_owned(), updated);
+                (row.cqrs_pk(), data, None, cqrs_core::SignalType::Delete)
+            }
+        };
+        let body = super::body_with_pk(row, pk, signal, data, previous_data, now);
+        let (parts, holes) = split_template(&body)?;
+        Some(SinglePlan {
+            kind,
+            now,
+            cqrs_id: M::CQRS_ID,
+            parts,
+            holes,
+        })
+    }
+}
+
+/// Cuts a body at its markers (JSON strings of [`REVISION_MARKER`] and [`PK_MARKER`]).
+fn split_template(body: &str) -> Option<(Vec<String>, Vec<Hole>)> {
+    let markers = [
+        (serde_json::to_string(REVISION_MARKER).ok()?, Hole::Revision),
+        (serde_json::to_string(PK_MARKER).ok()?, Hole::Pk),
+    ];
+    let mut parts = Vec::with_capacity(3);
+    let mut holes = Vec::with_capacity(2);
+    let mut rest = body;
+    loop {
+        let next = markers
+            .iter()
+            .filter_map(|(text, hole)| rest.find(text.as_str()).map(|at| (at, text.len(), *hole)))
+            .min_by_key(|(at, _, _)| *at);
+        match next {
+            Some((at, len, hole)) => {
+                parts.push(rest[..at].to_owned());
+                holes.push(hole);
+                rest = &rest[at + len..];
+            }
+            None => {
+                parts.push(rest.to_owned());
+                break;
+            }
+        }
+    }
+    holes.contains(&Hole::Revision).then_some((parts, holes))
+}
+
+/// Whether `error` is the statement refusing itself (a stored value differs from the one its
+/// body was built from: see the module's documentation), after which the write runs on the
+/// general path.
+pub(crate) fn refused(error: &diesel::result::Error) -> bool {
+    match error {
+        diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::NotNullViolation,
+            info,
+        ) => info.table_name() == Some("cqrs_outbox") && info.column_name() == Some("body"),
+        _ => false,
+    }
+}
+
+#[cfg(feature = "postgres")]
+pub use pg::{MasterColumns, SingleWrite};
+
+#[cfg(feature = "postgres")]
+mod pg {
+    use diesel::pg::Pg;
+    use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+    use diesel::sql_types::Text;
+    use diesel::{QueryResult, RunQueryDsl};
+
+    use super::{Hole, SingleKind, SinglePlan};
+    use crate::master::{MasterModel, UpdatedAt};
+
+    /// Column names and binds of a master model on one backend, generated by
+    /// `#[derive(MasterModel)]`: what generic code needs to build the model's statements.
+    #[doc(hidden)]
+    pub trait MasterColumns<DB: diesel::backend::Backend>: MasterModel {
+        /// The SQL types of every column, in field order (a tuple).
+        type RowSqlType;
+        /// The type of the `cqrs_updated` field.
+        type Updated: UpdatedAt;
+        /// Every column, in field order.
+        const COLUMNS: &'static [&'static str];
+        /// Index of the primary key in `COLUMNS`.
+        const PK_INDEX: usize;
+        /// Index of `cqrs_revision` in `COLUMNS`.
+        const REVISION_INDEX: usize;
+        /// Index of `cqrs_updated` in `COLUMNS`.
+        const UPDATED_INDEX: usize;
+
+        /// Writes the table's (quoted, maybe schema-qualified) name.
+        fn walk_table(out: AstPass<'_, '_, DB>) -> QueryResult<()>;
+
+        /// Binds the value of column `index` of this row.
+        fn walk_value<'b>(&'b self, index: usize, out: AstPass<'_, 'b, DB>) -> QueryResult<()>;
+
+        /// Binds a `cqrs_updated` value.
+        fn walk_updated<'b>(at: &'b Self::Updated, out: AstPass<'_, 'b, DB>) -> QueryResult<()>;
+    }
+
+    /// The one statement of a [`SinglePlan`] for one row: its result is the row as stored (as
+    /// it was, for a delete), or nothing when a delete found no row.
+    #[doc(hidden)]
+    pub struct SingleWrite<'a, M: MasterColumns<Pg>> {
+        row: &'a M,
+        plan: &'a SinglePlan,
+        now: &'a M::Updated,
+    }
+
+    impl<'a, M: MasterColumns<Pg>> SingleWrite<'a, M> {
+        /// The statement writing `row` as `plan` says, stamping `now` (the plan's time in the
+        /// model's type).
+        pub fn new(row: &'a M, plan: &'a SinglePlan, now: &'a M::Updated) -> Self {
+            SingleWrite { row, plan, now }
+        }
+    }
+
+    impl<M: MasterColumns<Pg>> QueryId for SingleWrite<'_, M> {
+        type QueryId = ();
+        // One SQL text per model and kind: Diesel keeps it prepared, keyed by that text.
+        const HAS_STATIC_QUERY_ID: bool = false;
+    }
+
+    impl<M: MasterColumns<Pg>> Query for SingleWrite<'_, M> {
+        type SqlType = M::RowSqlType;
+    }
+
+    impl<M: MasterColumns<Pg>, Conn> RunQueryDsl<Conn> for SingleWrite<'_, M> {}
+
+    /// Writes `"a", "b", ...` for the columns at `indexes`, each prefixed by `qualifier.`.
+    fn push_columns(
+        out: &mut AstPass<'_, '_, Pg>,
+        qualifier: Option<&str>,
+        indexes: impl Iterator<Item = usize>,
+        columns: &[&str],
+    ) -> QueryResult<()> {
+        for (n, c) in indexes.enumerate() {
+            if n > 0 {
+                out.push_sql(", ");
+            }
+            if let Some(qualifier) = qualifier {
+                out.push_identifier(qualifier)?;
+                out.push_sql(".");
+            }
+            out.push_identifier(columns[c])?;
+        }
+        Ok(())
+    }
+
+    impl<M: MasterColumns<Pg>> QueryFragment<Pg> for SingleWrite<'_, M> {
+        fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+            let columns = M::COLUMNS;
+            let all = 0..columns.len();
+            let (pk, rev, upd) = (M::PK_INDEX, M::REVISION_INDEX, M::UPDATED_INDEX);
+            let kind = self.plan.kind;
+            // The columns written: all but a generated key.
+            let written: Vec<usize> = all
+                .clone()
+                .filter(|&c| kind != SingleKind::InsertGenerated || c != pk)
+                .collect();
+
+            out.push_sql("WITH ");
+            if kind == SingleKind::Delete {
+                out.push_sql("\"r\" AS (DELETE FROM ");
+                M::walk_table(out.reborrow())?;
+                out.push_sql(" WHERE ");
+                out.push_identifier(columns[pk])?;
+                out.push_sql(" = ");
+                self.row.walk_value(pk, out.reborrow())?;
+            } else {
+                // The proposed row, named so that the check below can compare with it.
+                out.push_sql("\"v\" (");
+                push_columns(&mut out, None, written.iter().copied(), columns)?;
+                out.push_sql(") AS (VALUES (");
+                for (n, &c) in written.iter().enumerate() {
+                    if n > 0 {
+                        out.push_sql(", ");
+                    }
+                    if c == upd {
+                        M::walk_updated(self.now, out.reborrow())?;
+                    } else {
+                        self.row.walk_value(c, out.reborrow())?;
+                    }
+                }
+                out.push_sql(")), \"r\" AS (INSERT INTO ");
+                M::walk_table(out.reborrow())?;
+                out.push_sql(" (");
+                push_columns(&mut out, None, written.iter().copied(), columns)?;
+                out.push_sql(") SELECT ");
+                push_columns(&mut out, None, written.iter().copied(), columns)?;
+                out.push_sql(" FROM \"v\"");
+                if kind == SingleKind::Save {
+                    out.push_sql(" ON CONFLICT (");
+                    out.push_identifier(columns[pk])?;
+                    out.push_sql(") DO UPDATE SET ");
+                    for (n, c) in all.clone().filter(|&c| c != pk).enumerate() {
+                        if n > 0 {
+                            out.push_sql(", ");
+                        }
+                        out.push_identifier(columns[c])?;
+                        out.push_sql(" = ");
+                        if c == rev {
+                            M::walk_table(out.reborrow())?;
+                            out.push_sql(".");
+                            out.push_identifier(columns[rev])?;
+                            out.push_sql(" + 1");
+                        } else if c == upd {
+                            // Never at or before the stored time (see the replica's order).
+                            out.push_sql("GREATEST(excluded.");
+                            out.push_identifier(columns[upd])?;
+                            out.push_sql(", ");
+                            M::walk_table(out.reborrow())?;
+                            out.push_sql(".");
+                            out.push_identifier(columns[upd])?;
+                            out.push_sql(" + interval '1 microsecond')");
+                        } else {
+                            out.push_sql("excluded.");
+                            out.push_identifier(columns[c])?;
+                        }
+                    }
+                }
+            }
+            out.push_sql(" RETURNING ");
+            push_columns(&mut out, None, all.clone(), columns)?;
+
+            out.push_sql(
+                "), \"o\" AS (INSERT INTO cqrs_outbox (cqrs_id, routing_key, body) SELECT ",
+            );
+            out.push_bind_param::<Text, str>(self.plan.cqrs_id)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Text, str>(self.plan.cqrs_id)?;
+            out.push_sql(", CASE WHEN ");
+            if kind == SingleKind::Delete {
+                // The DELETE is stamped `now`, which must come after the row's own time.
+                out.push_sql("\"r\".");
+                out.push_identifier(columns[upd])?;
+                out.push_sql(" < ");
+                M::walk_updated(self.now, out.reborrow())?;
+            } else {
+                // Stored as proposed: the stamp, and every other value compared as text.
+                out.push_sql("\"r\".");
+                out.push_identifier(columns[upd])?;
+                out.push_sql(" = \"v\".");
+                out.push_identifier(columns[upd])?;
+                for &c in written.iter().filter(|&&c| c != rev && c != upd) {
+                    out.push_sql(" AND \"r\".");
+                    out.push_identifier(columns[c])?;
+                    out.push_sql("::text IS NOT DISTINCT FROM \"v\".");
+                    out.push_identifier(columns[c])?;
+                    out.push_sql("::text");
+                }
+            }
+            out.push_sql(" THEN ");
+            for (n, part) in self.plan.parts.iter().enumerate() {
+                if n > 0 {
+                    out.push_sql(" || ");
+                }
+                out.push_bind_param::<Text, String>(part)?;
+                if let Some(hole) = self.plan.holes.get(n) {
+                    out.push_sql(" || ");
+                    match (hole, kind) {
+                        (Hole::Revision, SingleKind::Delete) => {
+                            out.push_sql("(\"r\".");
+                            out.push_identifier(columns[rev])?;
+                            out.push_sql(" + 1)::text");
+                        }
+                        (Hole::Revision, _) => {
+                            out.push_sql("\"r\".");
+                            out.push_identifier(columns[rev])?;
+                            out.push_sql("::text");
+                        }
+                        (Hole::Pk, _) => {
+                            out.push_sql("\"r\".");
+                            out.push_identifier(columns[pk])?;
+                            out.push_sql("::text");
+                        }
+                    }
+                }
+            }
+            out.push_sql(" END FROM \"r\"");
+            if kind != SingleKind::Delete {
+                out.push_sql(", \"v\"");
+            }
+            out.push_sql(") SELECT ");
+            push_columns(&mut out, Some("r"), all, columns)?;
+            out.push_sql(" FROM \"r\"");
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_template_is_cut_at_its_markers_in_order() {
+        let rev = serde_json::to_string(REVISION_MARKER).unwrap();
+        let pk = serde_json::to_string(PK_MARKER).unwrap();
+        let body = format!(r#"{{"a":{rev},"id":{pk},"b":1,"pk":{pk}}}"#);
+        let (parts, holes) = split_template(&body).unwrap();
+        assert_eq!(holes, vec![Hole::Revision, Hole::Pk, Hole::Pk]);
+        assert_eq!(parts, vec![r#"{"a":"#, r#","id":"#, r#","b":1,"pk":"#, "}"]);
+    }
+
+    #[test]
+    fn a_template_without_a_revision_is_refused() {
+        assert!(split_template(r#"{"a":1}"#).is_none());
+    }
+
+    #[test]
+    fn filling_the_holes_gives_the_body_built_with_the_values() {
+        let template = serde_json::json!({
+            "instance_data": {"cqrs_revision": REVISION_MARKER, "id": PK_MARKER, "name": "x"},
+            "instance_pk": PK_MARKER,
+        })
+        .to_string();
+        let (parts, holes) = split_template(&template).unwrap();
+        let mut filled = String::new();
+        for (n, part) in parts.iter().enumerate() {
+            filled.push_str(part);
+            match holes.get(n) {
+                Some(Hole::Revision) => filled.push('3'),
+                Some(Hole::Pk) => filled.push_str("42"),
+                None => {}
+            }
+        }
+        let expected = serde_json::json!({
+            "instance_data": {"cqrs_revision": 3, "id": 42, "name": "x"},
+            "instance_pk": 42,
+        });
+        assert_eq!(serde_json::from_str::<Value>(&filled).unwrap(), expected);
+    }
+}

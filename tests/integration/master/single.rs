@@ -1,0 +1,377 @@
+//! PostgreSQL's one-statement writes: a save, a generated-key insert and a delete of a model with
+//! the default hooks and no tracked field are one statement each (row and outbox entry in one
+//! data-modifying CTE), their messages equal the general path's, and a value the database
+//! stores differently from how it was sent (a rounding column, a stored time after the clock)
+//! is published as stored.
+
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use cqrs_diesel::bigdecimal::BigDecimal;
+use cqrs_diesel::diesel::connection::InstrumentationEvent;
+use cqrs_diesel::{CqrsConnection, MasterModel};
+use diesel::prelude::*;
+use proptest::prelude::*;
+use serde_json::Value;
+
+use crate::db::{PgDb, TestDb};
+
+mod schema {
+    diesel::table! {
+        gadget (id) {
+            id -> BigInt,
+            name -> Text,
+            note -> Nullable<Text>,
+            weight -> Double,
+            ratio -> Nullable<Float>,
+            count -> Integer,
+            active -> Bool,
+            cqrs_revision -> Integer,
+            cqrs_updated -> Timestamptz,
+        }
+    }
+
+    diesel::table! {
+        priced (id) {
+            id -> Integer,
+            amount -> Numeric,
+            cqrs_revision -> Integer,
+            cqrs_updated -> Timestamptz,
+        }
+    }
+}
+
+const GADGET_DDL: &str = "CREATE TABLE gadget (id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL,
+    note TEXT, weight DOUBLE PRECISION NOT NULL, ratio REAL, count INTEGER NOT NULL,
+    active BOOLEAN NOT NULL, cqrs_revision INTEGER NOT NULL DEFAULT 0,
+    cqrs_updated TIMESTAMPTZ NOT NULL)";
+
+#[derive(Debug, Clone, PartialEq, MasterModel, Queryable)]
+#[cqrs(id = "gadget", table = schema::gadget, backends(postgres))]
+struct Gadget {
+    id: i64,
+    name: String,
+    note: Option<String>,
+    weight: f64,
+    ratio: Option<f32>,
+    count: i32,
+    active: bool,
+    cqrs_revision: i32,
+    cqrs_updated: DateTime<Utc>,
+}
+
+/// The same table with a tracked field: its saves need the old value first.
+#[derive(Debug, Clone, MasterModel)]
+#[cqrs(id = "gadget", table = schema::gadget, tracked(name), backends(postgres))]
+struct TrackedGadget {
+    id: i64,
+    name: String,
+    note: Option<String>,
+    weight: f64,
+    ratio: Option<f32>,
+    count: i32,
+    active: bool,
+    cqrs_revision: i32,
+    cqrs_updated: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, MasterModel)]
+#[cqrs(id = "priced", table = schema::priced, backends(postgres))]
+struct Priced {
+    id: i32,
+    amount: BigDecimal,
+    cqrs_revision: i32,
+    cqrs_updated: DateTime<Utc>,
+}
+
+fn epoch() -> DateTime<Utc> {
+    DateTime::from_timestamp(0, 0).unwrap()
+}
+
+fn gadget(id: i64, name: &str) -> Gadget {
+    Gadget {
+        id,
+        name: name.to_owned(),
+        note: Some("n".into()),
+        weight: 1.5,
+        ratio: None,
+        count: 3,
+        active: true,
+        cqrs_revision: 0,
+        cqrs_updated: epoch(),
+    }
+}
+
+fn database(tag: &str) -> PgDb {
+    let db = PgDb::new(tag);
+    db.execute(GADGET_DDL);
+    db.connect().run_outbox_migrations().unwrap();
+    db
+}
+
+/// The bodies in the outbox, in order.
+fn outbox(conn: &mut PgConnection) -> Vec<Value> {
+    use cqrs_diesel::outbox::cqrs_outbox::dsl;
+    dsl::cqrs_outbox
+        .order(dsl::id)
+        .select(dsl::body)
+        .load::<String>(conn)
+        .unwrap()
+        .iter()
+        .map(|body| serde_json::from_str(body).unwrap())
+        .collect()
+}
+
+/// Counts the statements a connection sends (`BEGIN` and `COMMIT` included).
+#[derive(Clone, Default)]
+struct Statements(Arc<Mutex<Vec<String>>>);
+
+impl Statements {
+    fn watch(conn: &mut PgConnection) -> Self {
+        let statements = Statements::default();
+        let sink = statements.0.clone();
+        conn.set_instrumentation(move |event: InstrumentationEvent<'_>| {
+            if let InstrumentationEvent::StartQuery { query, .. } = event {
+                sink.lock().unwrap().push(query.to_string());
+            }
+        });
+        statements
+    }
+
+    /// The statements sent since the last call.
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+#[test]
+fn a_create_an_update_and_a_delete_are_one_statement_each_on_postgres() {
+    let db = database("single_count");
+    let mut conn = db.connect();
+    let statements = Statements::watch(&mut conn);
+
+    let stored = gadget(1, "a").save_and_publish(&mut conn).unwrap();
+    assert_eq!(statements.take().len(), 1, "create");
+    let mut changed = stored.clone();
+    changed.name = "b".into();
+    changed.save_and_publish(&mut conn).unwrap();
+    assert_eq!(statements.take().len(), 1, "update");
+    assert!(changed.delete_and_publish(&mut conn).unwrap());
+    assert_eq!(statements.take().len(), 1, "delete");
+    assert!(!changed.delete_and_publish(&mut conn).unwrap());
+    assert_eq!(statements.take().len(), 1, "delete of a missing row");
+    assert_eq!(outbox(&mut conn).len(), 3);
+}
+
+#[test]
+fn a_generated_key_insert_is_one_statement_on_postgres() {
+    let db = database("single_genkey");
+    let mut conn = db.connect();
+    let statements = Statements::watch(&mut conn);
+    let stored = gadget(0, "a").insert_and_publish(&mut conn).unwrap();
+    assert_eq!(statements.take().len(), 1);
+    let bodies = outbox(&mut conn);
+    assert_eq!(bodies.len(), 1);
+    assert_eq!(bodies[0]["instance_pk"], Value::from(stored.id));
+    assert_eq!(bodies[0]["instance_data"]["id"], Value::from(stored.id));
+    assert_ne!(stored.id, 0);
+}
+
+#[test]
+fn a_save_of_a_model_with_tracked_fields_takes_the_general_path() {
+    let db = database("single_tracked");
+    let mut conn = db.connect();
+    let statements = Statements::watch(&mut conn);
+    let row = TrackedGadget {
+        id: 1,
+        name: "a".into(),
+        note: None,
+        weight: 0.0,
+        ratio: None,
+        count: 0,
+        active: false,
+        cqrs_revision: 0,
+        cqrs_updated: epoch(),
+    };
+    let mut stored = row.save_and_publish(&mut conn).unwrap();
+    statements.take();
+    stored.name = "b".into();
+    stored.save_and_publish(&mut conn).unwrap();
+    let sent = statements.take();
+    assert!(sent.len() > 1, "{sent:#?}");
+    let bodies = outbox(&mut conn);
+    assert_eq!(bodies[1]["previous_data"], serde_json::json!({"name": "a"}));
+}
+
+#[test]
+fn a_value_the_column_rounds_is_published_as_stored() {
+    let db = PgDb::new("single_rounding");
+    db.execute(
+        "CREATE TABLE priced (id INTEGER PRIMARY KEY, amount NUMERIC(8, 2) NOT NULL,
+         cqrs_revision INTEGER NOT NULL DEFAULT 0, cqrs_updated TIMESTAMPTZ NOT NULL)",
+    );
+    let mut conn = db.connect();
+    conn.run_outbox_migrations().unwrap();
+    let row = Priced {
+        id: 1,
+        amount: BigDecimal::from_str("1.234").unwrap(),
+        cqrs_revision: 0,
+        cqrs_updated: epoch(),
+    };
+    let stored = row.save_and_publish(&mut conn).unwrap();
+    assert_eq!(stored.amount, BigDecimal::from_str("1.23").unwrap());
+    let bodies = outbox(&mut conn);
+    assert_eq!(bodies.len(), 1);
+    assert_eq!(bodies[0]["instance_data"]["amount"], Value::from("1.23"));
+}
+
+#[test]
+fn a_stored_time_after_the_clock_still_gets_later_times() {
+    let db = database("single_clock");
+    let mut conn = db.connect();
+    gadget(1, "a").save_and_publish(&mut conn).unwrap();
+    // As if another master's clock ran ahead: the next writes must still stamp later times.
+    diesel::sql_query("UPDATE gadget SET cqrs_updated = '2099-01-01 00:00:00+00:00'")
+        .execute(&mut conn)
+        .unwrap();
+    let stored = gadget(1, "b").save_and_publish(&mut conn).unwrap();
+    let ahead = DateTime::parse_from_rfc3339("2099-01-01T00:00:00Z").unwrap();
+    assert_eq!(
+        stored.cqrs_updated,
+        ahead + chrono::TimeDelta::microseconds(1)
+    );
+    assert_eq!(stored.cqrs_revision, 1);
+    assert!(stored.delete_and_publish(&mut conn).unwrap());
+    let bodies = outbox(&mut conn);
+    assert_eq!(bodies.len(), 3);
+    assert_eq!(
+        bodies[1]["instance_data"]["cqrs_updated"],
+        Value::from("2099-01-01 00:00:00.000001+00:00")
+    );
+    assert_eq!(bodies[1]["instance_data"]["cqrs_revision"], Value::from(1));
+    assert_eq!(
+        bodies[2]["instance_data"]["cqrs_updated"],
+        Value::from("2099-01-01 00:00:00.000002+00:00")
+    );
+    assert_eq!(bodies[2]["instance_data"]["cqrs_revision"], Value::from(2));
+}
+
+/// A body without the parts that depend on the time it was written.
+fn timeless(mut body: Value) -> Value {
+    let object = body.as_object_mut().unwrap();
+    object.remove("expires");
+    object["instance_data"]
+        .as_object_mut()
+        .unwrap()
+        .remove("cqrs_updated");
+    body
+}
+
+/// One write of a generated history.
+#[derive(Debug, Clone)]
+enum Step {
+    Save(Gadget),
+    Delete(i64),
+}
+
+fn text() -> impl Strategy<Value = String> {
+    // Anything PostgreSQL's text holds (no NUL): quotes, backslashes, controls, emoji.
+    proptest::collection::vec(
+        prop_oneof![
+            Just('"'),
+            Just('\\'),
+            Just('\u{1}'),
+            Just('\n'),
+            Just('é'),
+            Just('😀'),
+            proptest::char::range('a', 'z'),
+        ],
+        0..12,
+    )
+    .prop_map(|chars| chars.into_iter().collect())
+}
+
+fn float() -> impl Strategy<Value = f64> {
+    prop_oneof![
+        any::<f64>().prop_filter("finite", |f| f.is_finite()),
+        Just(0.1),
+        Just(-0.0),
+        Just(f64::MAX),
+        Just(f64::MIN_POSITIVE),
+    ]
+}
+
+fn steps() -> impl Strategy<Value = Vec<Step>> {
+    let row = (
+        1..4i64,
+        text(),
+        proptest::option::of(text()),
+        float(),
+        proptest::option::of(any::<f32>().prop_filter("finite", |f| f.is_finite())),
+        any::<i32>(),
+        any::<bool>(),
+    )
+        .prop_map(|(id, name, note, weight, ratio, count, active)| {
+            Step::Save(Gadget {
+                id,
+                name,
+                note,
+                weight,
+                ratio,
+                count,
+                active,
+                cqrs_revision: 0,
+                cqrs_updated: epoch(),
+            })
+        });
+    let delete = (1..4i64).prop_map(Step::Delete);
+    proptest::collection::vec(prop_oneof![4 => row, 1 => delete], 1..8)
+}
+
+/// Runs `steps` on `conn`, each in a transaction of its own when `general` (which makes every
+/// write take the general path), and returns the stored rows and the outbox.
+fn run(conn: &mut PgConnection, steps: &[Step], general: bool) -> (Vec<Gadget>, Vec<Value>) {
+    for step in steps {
+        let write = |conn: &mut PgConnection| -> cqrs_diesel::Result<()> {
+            match step {
+                Step::Save(row) => row.save_and_publish(conn).map(drop),
+                Step::Delete(id) => gadget(*id, "").delete_and_publish(conn).map(drop),
+            }
+        };
+        if general {
+            conn.transaction(write).unwrap();
+        } else {
+            write(conn).unwrap();
+        }
+    }
+    let rows = schema::gadget::table
+        .order(schema::gadget::id)
+        .load::<Gadget>(conn)
+        .unwrap();
+    (rows, outbox(conn))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("CQRS_SINGLE_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(24),
+        ..ProptestConfig::default()
+    })]
+
+    /// Generated histories written in one statement per write and on the general path leave
+    /// the same rows and queue the same messages (but for the times they were written at).
+    #[test]
+    fn one_statement_writes_equal_the_general_path(steps in steps()) {
+        let single_db = database("single_prop_a");
+        let general_db = database("single_prop_b");
+        let (single_rows, single_bodies) = run(&mut single_db.connect(), &steps, false);
+        let (general_rows, general_bodies) = run(&mut general_db.connect(), &steps, true);
+        let without_times = |rows: Vec<Gadget>| -> Vec<Gadget> {
+            rows.into_iter().map(|row| Gadget { cqrs_updated: epoch(), ..row }).collect()
+        };
+        prop_assert_eq!(without_times(single_rows), without_times(general_rows));
+        let single: Vec<Value> = single_bodies.into_iter().map(timeless).collect();
+        let general: Vec<Value> = general_bodies.into_iter().map(timeless).collect();
+        prop_assert_eq!(single, general);
+    }
+}
