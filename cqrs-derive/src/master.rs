@@ -60,6 +60,10 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
             }
         });
     let custom_hooks = model.hooks;
+    let tracked_in_sql = model
+        .tracked
+        .iter()
+        .all(|&i| renders_like_the_wire(&model.fields[i]));
     let pk_field = &model.fields[model.pk];
     let pk_wire_name = if pk_field.skip {
         quote! { ::core::option::Option::None }
@@ -91,6 +95,7 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
                 const TRACKED_FIELDS: &'static [&'static str] = &[#(#tracked_names),*];
                 const COLUMN_COUNT: usize = #column_count;
                 const CUSTOM_HOOKS: bool = #custom_hooks;
+                const TRACKED_IN_SQL: bool = #tracked_in_sql;
                 const PK_WIRE_NAME: ::core::option::Option<&'static str> = #pk_wire_name;
 
                 fn cqrs_pk(&self) -> __p::serde_json::Value {
@@ -154,6 +159,41 @@ pub(crate) fn fallback(input: &syn::DeriveInput) -> TokenStream {
             })
     });
     quote! { ::cqrs_diesel::__cqrs_master_fallback!(#ident, hooks = #hooks); }
+}
+
+/// Whether PostgreSQL's `json_build_object` writes the field's stored value as its
+/// `WireValue` does (the same JSON value): booleans, integers, text and UUIDs, or an `Option` of
+/// one, judged by the type's name. A tracked update of a model whose tracked fields all are such
+/// reads their old values and writes the row in one statement (see cqrs-diesel's
+/// `master::single`).
+fn renders_like_the_wire(field: &crate::attrs::Field) -> bool {
+    fn last_segment(ty: &syn::Type) -> Option<&syn::PathSegment> {
+        match ty {
+            syn::Type::Path(path) if path.qself.is_none() => path.path.segments.last(),
+            _ => None,
+        }
+    }
+    let Some(mut segment) = last_segment(&field.ty) else {
+        return false;
+    };
+    if segment.ident == "Option" {
+        let inner = match &segment.arguments {
+            syn::PathArguments::AngleBracketed(args) => match args.args.first() {
+                Some(syn::GenericArgument::Type(inner)) => last_segment(inner),
+                _ => None,
+            },
+            _ => None,
+        };
+        let Some(inner) = inner else {
+            return false;
+        };
+        segment = inner;
+    }
+    !field.utc
+        && segment.arguments.is_none()
+        && ["bool", "i16", "i32", "i64", "String", "Uuid"]
+            .iter()
+            .any(|name| segment.ident == name)
 }
 
 /// The wire value of `self.<field>`, spanned at the field's type: a type without the trait
@@ -654,6 +694,7 @@ fn columns_impl(model: &Model, db_ty: &TokenStream) -> TokenStream {
     let fields = &model.fields;
     let upd_ty = &fields[model.updated].ty;
     let (pk_index, revision_index, updated_index) = (model.pk, model.revision, model.updated);
+    let tracked_indexes = &model.tracked;
     let columns = fields.iter().map(|f| {
         let col = &f.column;
         quote! { <#table::#col as __d::Column>::NAME }
@@ -680,6 +721,7 @@ fn columns_impl(model: &Model, db_ty: &TokenStream) -> TokenStream {
             const PK_INDEX: usize = #pk_index;
             const REVISION_INDEX: usize = #revision_index;
             const UPDATED_INDEX: usize = #updated_index;
+            const TRACKED_INDEXES: &'static [usize] = &[#(#tracked_indexes),*];
 
             fn walk_table(
                 out: __d::query_builder::AstPass<'_, '_, #db_ty>,

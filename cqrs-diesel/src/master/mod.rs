@@ -137,6 +137,11 @@ pub trait MasterModel: MasterHooks + Sized + 'static {
     /// model with its own hooks build each message from the row as stored, after the write.
     #[doc(hidden)]
     const CUSTOM_HOOKS: bool = true;
+    /// Whether PostgreSQL writes the stored values of every tracked field as JSON the way
+    /// their [`WireValue`](cqrs_core::WireValue)s do (booleans, integers, text, UUIDs), so that
+    /// a tracked save can read the old values and write the row in one statement.
+    #[doc(hidden)]
+    const TRACKED_IN_SQL: bool = false;
     /// The primary key's name in `instance_data` (`None` when it is not sent).
     #[doc(hidden)]
     const PK_WIRE_NAME: Option<&'static str> = None;
@@ -425,10 +430,10 @@ pub(crate) fn body<M: MasterModel>(
     data: Map<String, Value>,
     previous_data: Option<Map<String, Value>>,
 ) -> String {
-    body_with_pk(row, row.cqrs_pk(), signal, data, previous_data, now())
+    body_with_pk(row, row.cqrs_pk(), signal, data, previous_data, now()).to_string()
 }
 
-/// [`body`] with the `instance_pk` given, its `expires` counted from `now`.
+/// [`body`] with the `instance_pk` given, its `expires` counted from `now`, as a JSON value.
 pub(crate) fn body_with_pk<M: MasterModel>(
     row: &M,
     pk: Value,
@@ -436,13 +441,13 @@ pub(crate) fn body_with_pk<M: MasterModel>(
     data: Map<String, Value>,
     previous_data: Option<Map<String, Value>>,
     now: DateTime<Utc>,
-) -> String {
+) -> Value {
     let mut payload = Payload::new(signal, M::CQRS_ID, pk, data)
         .with_ttl(now, message_ttl())
         .with_meta(row.meta().unwrap_or_default());
     payload.previous_data = previous_data;
     payload.correlation_id = row.correlation_id();
-    payload.to_value().to_string()
+    payload.to_value()
 }
 
 /// How many times a write that owns its transaction runs again after a conflict.
@@ -493,7 +498,7 @@ where
     if !M::SINGLE_STATEMENT
         || M::CUSTOM_HOOKS
         || !M::PRODUCE
-        || (kind == SingleKind::Save && !M::TRACKED_FIELDS.is_empty())
+        || (kind == SingleKind::Save && !M::TRACKED_FIELDS.is_empty() && !M::TRACKED_IN_SQL)
         || transaction_depth(conn) > 0
     {
         return Ok(None);

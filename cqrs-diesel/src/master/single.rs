@@ -36,6 +36,8 @@ pub(crate) enum Hole {
     Revision,
     /// The stored primary key (an integer).
     Pk,
+    /// `previous_data`: the tracked fields as they were before a save.
+    Previous,
 }
 
 /// Stands for the revision in a body template (PostgreSQL text cannot hold NUL, so no stored
@@ -43,6 +45,8 @@ pub(crate) enum Hole {
 const REVISION_MARKER: &str = "\u{0}cqrs:revision\u{0}";
 /// Stands for a generated key in a body template.
 const PK_MARKER: &str = "\u{0}cqrs:pk\u{0}";
+/// Stands for `previous_data` in a body template.
+const PREVIOUS_MARKER: &str = "\u{0}cqrs:previous\u{0}";
 
 /// A one-statement write, prepared by generic code for the model's generated statement: the
 /// time it stamps and its message, as text around the holes the statement fills.
@@ -55,6 +59,8 @@ pub struct SinglePlan {
     /// One more than `holes`: `parts[0] hole[0] parts[1] ... parts[n]`.
     pub(crate) parts: Vec<String>,
     pub(crate) holes: Vec<Hole>,
+    /// `previous_data` of a row that did not exist (every tracked field null), as JSON text.
+    pub(crate) previous_nulls: String,
 }
 
 impl SinglePlan {
@@ -99,14 +105,21 @@ impl SinglePlan {
                 (row.cqrs_pk(), data, None, cqrs_core::SignalType::Delete)
             }
         };
-        let body = super::body_with_pk(row, pk, signal, data, previous_data, now);
-        let (parts, holes) = split_template(&body)?;
+        let nulls = super::tracked_nulls::<M>();
+        let previous_nulls = Value::from(nulls.clone().map(Value::Object)).to_string();
+        let mut body = super::body_with_pk(row, pk, signal, data, previous_data, now);
+        if kind == SingleKind::Save && nulls.is_some() {
+            // The old values of the tracked fields, read by the statement.
+            body["previous_data"] = Value::String(PREVIOUS_MARKER.to_owned());
+        }
+        let (parts, holes) = split_template(&body.to_string())?;
         Some(SinglePlan {
             kind,
             now,
             cqrs_id: M::CQRS_ID,
             parts,
             holes,
+            previous_nulls,
         })
     }
 }
@@ -116,6 +129,7 @@ fn split_template(body: &str) -> Option<(Vec<String>, Vec<Hole>)> {
     let markers = [
         (serde_json::to_string(REVISION_MARKER).ok()?, Hole::Revision),
         (serde_json::to_string(PK_MARKER).ok()?, Hole::Pk),
+        (serde_json::to_string(PREVIOUS_MARKER).ok()?, Hole::Previous),
     ];
     let mut parts = Vec::with_capacity(3);
     let mut holes = Vec::with_capacity(2);
@@ -182,6 +196,8 @@ mod pg {
         const REVISION_INDEX: usize;
         /// Index of `cqrs_updated` in `COLUMNS`.
         const UPDATED_INDEX: usize;
+        /// Indexes in `COLUMNS` of the tracked fields, in the order of `TRACKED_FIELDS`.
+        const TRACKED_INDEXES: &'static [usize];
 
         /// Writes the table's (quoted, maybe schema-qualified) name.
         fn walk_table(out: AstPass<'_, '_, DB>) -> QueryResult<()>;
@@ -248,6 +264,8 @@ mod pg {
             let all = 0..columns.len();
             let (pk, rev, upd) = (M::PK_INDEX, M::REVISION_INDEX, M::UPDATED_INDEX);
             let kind = self.plan.kind;
+            // A save that reads the tracked fields' old values first.
+            let tracked = kind == SingleKind::Save && self.plan.holes.contains(&Hole::Previous);
             // The columns written: all but a generated key.
             let written: Vec<usize> = all
                 .clone()
@@ -277,13 +295,31 @@ mod pg {
                         self.row.walk_value(c, out.reborrow())?;
                     }
                 }
-                out.push_sql(")), \"r\" AS (INSERT INTO ");
+                out.push_sql("))");
+                if tracked {
+                    // The stored row's tracked values, locked (the latest committed version).
+                    out.push_sql(", \"p\" AS MATERIALIZED (SELECT ");
+                    push_columns(&mut out, None, M::TRACKED_INDEXES.iter().copied(), columns)?;
+                    out.push_sql(" FROM ");
+                    M::walk_table(out.reborrow())?;
+                    out.push_sql(" WHERE ");
+                    out.push_identifier(columns[pk])?;
+                    out.push_sql(" = ");
+                    self.row.walk_value(pk, out.reborrow())?;
+                    out.push_sql(" FOR UPDATE)");
+                }
+                out.push_sql(", \"r\" AS (INSERT INTO ");
                 M::walk_table(out.reborrow())?;
                 out.push_sql(" (");
                 push_columns(&mut out, None, written.iter().copied(), columns)?;
                 out.push_sql(") SELECT ");
                 push_columns(&mut out, None, written.iter().copied(), columns)?;
                 out.push_sql(" FROM \"v\"");
+                if tracked {
+                    // Reads (and locks) "p" before the row is written: evaluated after the
+                    // write, in the same statement, it would no longer see the old row.
+                    out.push_sql(" WHERE (SELECT count(*) FROM \"p\") >= 0");
+                }
                 if kind == SingleKind::Save {
                     out.push_sql(" ON CONFLICT (");
                     out.push_identifier(columns[pk])?;
@@ -312,6 +348,12 @@ mod pg {
                             out.push_sql("excluded.");
                             out.push_identifier(columns[c])?;
                         }
+                    }
+                    if tracked {
+                        // A row inserted by another transaction since "p" found none: its old
+                        // values are unknown here, so write nothing (no row comes back) and
+                        // let the general path write it.
+                        out.push_sql(" WHERE EXISTS (SELECT 1 FROM \"p\")");
                     }
                 }
             }
@@ -369,6 +411,21 @@ mod pg {
                             out.push_identifier(columns[pk])?;
                             out.push_sql("::text");
                         }
+                        (Hole::Previous, _) => {
+                            out.push_sql("COALESCE((SELECT json_build_object(");
+                            let names = M::TRACKED_FIELDS.iter();
+                            for (n, (name, &c)) in names.zip(M::TRACKED_INDEXES).enumerate() {
+                                if n > 0 {
+                                    out.push_sql(", ");
+                                }
+                                out.push_bind_param::<Text, str>(name)?;
+                                out.push_sql(", \"p\".");
+                                out.push_identifier(columns[c])?;
+                            }
+                            out.push_sql(")::text FROM \"p\"), ");
+                            out.push_bind_param::<Text, String>(&self.plan.previous_nulls)?;
+                            out.push_sql(")");
+                        }
                     }
                 }
             }
@@ -407,6 +464,7 @@ mod tests {
     fn filling_the_holes_gives_the_body_built_with_the_values() {
         let template = serde_json::json!({
             "instance_data": {"cqrs_revision": REVISION_MARKER, "id": PK_MARKER, "name": "x"},
+            "previous_data": PREVIOUS_MARKER,
             "instance_pk": PK_MARKER,
         })
         .to_string();
@@ -417,11 +475,13 @@ mod tests {
             match holes.get(n) {
                 Some(Hole::Revision) => filled.push('3'),
                 Some(Hole::Pk) => filled.push_str("42"),
+                Some(Hole::Previous) => filled.push_str(r#"{"name":"w"}"#),
                 None => {}
             }
         }
         let expected = serde_json::json!({
             "instance_data": {"cqrs_revision": 3, "id": 42, "name": "x"},
+            "previous_data": {"name": "w"},
             "instance_pk": 42,
         });
         assert_eq!(serde_json::from_str::<Value>(&filled).unwrap(), expected);
