@@ -57,6 +57,23 @@ pub enum Error {
         reason: String,
     },
 
+    /// A row inserted by [`insert_with_and_publish`](crate::MasterModel::insert_with_and_publish)
+    /// came back with another `cqrs_updated` than the time given to the insert: nothing was
+    /// written. Set `cqrs_updated` to that time in the insert (replicas order one row's
+    /// messages by it).
+    #[error(
+        "a `{cqrs_id}` row was inserted with cqrs_updated {found}, not the time given to the \
+         insert ({expected}): set `cqrs_updated` to that time"
+    )]
+    Unstamped {
+        /// The model's `cqrs_id`.
+        cqrs_id: &'static str,
+        /// The stored `cqrs_updated`, as on the wire.
+        found: String,
+        /// The time given to the insert, as on the wire.
+        expected: String,
+    },
+
     /// A blocking database task panicked or was cancelled; this is a bug, please report it.
     #[error("a database task did not finish: {0}")]
     Task(String),
@@ -79,6 +96,7 @@ impl Error {
             Error::Hook { .. }
             | Error::NotFound { .. }
             | Error::UnrepresentableValue { .. }
+            | Error::Unstamped { .. }
             | Error::Task(_) => false,
         }
     }

@@ -240,6 +240,69 @@ pub trait MasterModel: MasterHooks + Sized + 'static {
         bulk_insert_generated(conn, rows)
     }
 
+    /// Inserts a row with a Diesel statement of yours, typically from an `Insertable` value
+    /// (a `NewAccount` without the key the database generates), and queues its SAVE in the
+    /// same transaction. `insert` runs inside the write transaction with the time to stamp:
+    /// it must set `cqrs_updated` to it (replicas order one row's messages by that time) and
+    /// return the row as stored. Returns that row.
+    ///
+    /// ```no_run
+    /// # use cqrs_diesel::MasterModel;
+    /// # use diesel::prelude::*;
+    /// # diesel::table! { account (id) { id -> BigInt, name -> Text, cqrs_revision -> Integer, cqrs_updated -> Timestamptz, } }
+    /// # #[derive(Debug, Clone, MasterModel, Queryable, Selectable)]
+    /// # #[diesel(table_name = account)]
+    /// # #[cqrs(id = "account", table = account, backends(postgres))]
+    /// # struct Account { id: i64, name: String, cqrs_revision: i32, cqrs_updated: chrono::DateTime<chrono::Utc> }
+    /// #[derive(Insertable)]
+    /// #[diesel(table_name = account)]
+    /// struct NewAccount<'a> {
+    ///     name: &'a str,
+    /// }
+    ///
+    /// # fn demo(conn: &mut PgConnection) -> cqrs_diesel::Result<()> {
+    /// let new = NewAccount { name: "Pavel" };
+    /// let account = Account::insert_with_and_publish(conn, |conn, now| {
+    ///     diesel::insert_into(account::table)
+    ///         .values((&new, account::cqrs_updated.eq(now)))
+    ///         .returning(Account::as_returning())
+    ///         .get_result(conn)
+    /// })?;
+    /// # let _ = account;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// On MySQL/MariaDB, which have no `RETURNING`, insert and read the row back by
+    /// `LAST_INSERT_ID()` inside `insert`. When the stored `cqrs_updated` is not the time
+    /// given, nothing is written and the error says so.
+    fn insert_with_and_publish<C, F>(conn: &mut C, insert: F) -> Result<Self>
+    where
+        C: CqrsConnection,
+        Self: MasterStore<C>,
+        F: FnMut(&mut C, DateTime<Utc>) -> diesel::QueryResult<Self>,
+    {
+        let mut insert = insert;
+        let mut stored = insert_with(conn, |conn, now| insert(conn, now).map(|row| vec![row]))?;
+        stored.pop().ok_or_else(|| Error::NotFound {
+            cqrs_id: Self::CQRS_ID,
+            pk: "(the row `insert` returned)".to_owned(),
+        })
+    }
+
+    /// [`insert_with_and_publish`](Self::insert_with_and_publish) for several rows: `insert`
+    /// writes them (for example `insert_into(..).values(&new_rows)`, each with `cqrs_updated`
+    /// set to the time given) and returns them as stored; one SAVE is queued per row, in the
+    /// same transaction.
+    fn bulk_insert_with_and_publish<C, F>(conn: &mut C, insert: F) -> Result<Vec<Self>>
+    where
+        C: CqrsConnection,
+        Self: MasterStore<C>,
+        F: FnMut(&mut C, DateTime<Utc>) -> diesel::QueryResult<Vec<Self>>,
+    {
+        insert_with(conn, insert)
+    }
+
     /// Updates the rows that exist (others are skipped, as Django's `bulk_update` does) with
     /// one statement per batch, bumping each revision in SQL, and queues one SAVE per updated
     /// row. Returns the updated rows as stored.
@@ -636,6 +699,42 @@ where
             let previous_data = tracked_nulls::<M>();
             let body = save_body(&stored, conn, SignalType::Save, previous_data.clone())?;
             queue_new_save::<M, C>(conn, key, pk_key(&stored), &body, previous_data)?;
+        }
+        Ok(stored)
+    })?;
+    after_write(conn);
+    Ok(stored)
+}
+
+/// Runs the caller's `insert` in a write transaction, checks the stamp of every row it
+/// returns, and queues their SAVEs.
+fn insert_with<M, C, F>(conn: &mut C, mut insert: F) -> Result<Vec<M>>
+where
+    M: MasterStore<C>,
+    C: CqrsConnection,
+    F: FnMut(&mut C, DateTime<Utc>) -> diesel::QueryResult<Vec<M>>,
+{
+    let stored = write(conn, |conn| -> Result<Vec<M>> {
+        let now = now().trunc_subsecs(6);
+        let stored = insert(conn, now)?;
+        let expected = UpdatedAt::to_wire_utc(&now);
+        for row in &stored {
+            row.cqrs_check_values()?;
+            let found = row
+                .cqrs_instance_data()
+                .get("cqrs_updated")
+                .cloned()
+                .unwrap_or(Value::Null);
+            if found != expected {
+                return Err(Error::Unstamped {
+                    cqrs_id: M::CQRS_ID,
+                    found: found.to_string(),
+                    expected: expected.to_string(),
+                });
+            }
+        }
+        if M::PRODUCE {
+            queue_saves(conn, &stored, |_| tracked_nulls::<M>())?;
         }
         Ok(stored)
     })?;

@@ -5,6 +5,7 @@ mod concurrency;
 mod decimal;
 mod generated_keys;
 mod hooks;
+mod insertable;
 pub mod models;
 mod ops;
 mod outage;
