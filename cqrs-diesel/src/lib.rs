@@ -111,16 +111,10 @@ pub use diesel;
 /// What generated code needs, under one path (as serde does). Not a public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::master::fallback::{FallbackResult, fallback_error};
-    pub use crate::master::sql::{
-        Cached, collided_on_another_unique_key, expect_rows, insert_id_range, key_from_insert_id,
-        not_before, proposed,
-    };
-    #[cfg(feature = "mysql")]
-    pub use crate::master::sql::{consecutive_insert_ids, last_insert_id};
     #[cfg(feature = "postgres")]
-    pub use crate::master::{MasterColumns, SingleWrite};
-    pub use crate::master::{SinglePlan, UtcWire, decode_key};
+    pub use crate::master::SingleWrite;
+    pub use crate::master::fallback::{FallbackResult, fallback_error};
+    pub use crate::master::{MasterColumns, SinglePlan, Stmt, UtcWire, decode_key};
     pub use crate::replica::sql::{ReplicaColumns, Upsert};
     pub use chrono;
     pub use cqrs_core::WireValue;

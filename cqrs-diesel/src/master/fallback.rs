@@ -42,55 +42,46 @@ macro_rules! __cqrs_master_fallback {
         }
 
         #[automatically_derived]
-        impl<C: $crate::CqrsConnection> $crate::MasterStore<C> for $model {
-            fn cqrs_find(&self, _: &mut C, _: bool) -> $crate::__private::FallbackResult<Option<Self>> {
+        impl<C: $crate::CqrsConnection> $crate::__private::MasterColumns<C> for $model {
+            type RowSqlType = ();
+            type Updated = $crate::__private::chrono::DateTime<$crate::__private::chrono::Utc>;
+            type Pk = i64;
+            const COLUMNS: &'static [&'static str] = &[];
+            const PK_INDEX: usize = 0;
+            const REVISION_INDEX: usize = 0;
+            const UPDATED_INDEX: usize = 0;
+            const TRACKED_INDEXES: &'static [usize] = &[];
+
+            fn walk_table(
+                _: $crate::__private::diesel::query_builder::AstPass<'_, '_, C::Backend>,
+            ) -> $crate::__private::FallbackResult<()> {
                 $crate::__private::fallback_error()
             }
-            fn cqrs_update(&self, _: &mut C, _: bool) -> $crate::__private::FallbackResult<Option<Self>> {
+            fn walk_value<'b>(
+                &'b self,
+                _: usize,
+                _: $crate::__private::diesel::query_builder::AstPass<'_, 'b, C::Backend>,
+            ) -> $crate::__private::FallbackResult<()> {
                 $crate::__private::fallback_error()
             }
-            fn cqrs_insert(&self, _: &mut C) -> $crate::__private::FallbackResult<Self> {
+            fn walk_updated<'b>(
+                _: &'b Self::Updated,
+                _: $crate::__private::diesel::query_builder::AstPass<'_, 'b, C::Backend>,
+            ) -> $crate::__private::FallbackResult<()> {
                 $crate::__private::fallback_error()
             }
-            fn cqrs_upsert(&self, _: &mut C) -> $crate::__private::FallbackResult<Self> {
+            fn walk_key<'b>(
+                _: &'b i64,
+                _: $crate::__private::diesel::query_builder::AstPass<'_, 'b, C::Backend>,
+            ) -> $crate::__private::FallbackResult<()> {
                 $crate::__private::fallback_error()
             }
-            fn cqrs_insert_generated(&self, _: &mut C) -> $crate::__private::FallbackResult<Self> {
-                $crate::__private::fallback_error()
+            fn cqrs_key(&self) -> i64 {
+                0
             }
-            fn cqrs_insert_many_generated(
-                _: &[&Self],
+            fn cqrs_load(
                 _: &mut C,
-            ) -> $crate::__private::FallbackResult<Vec<Self>> {
-                $crate::__private::fallback_error()
-            }
-            fn cqrs_delete(&self, _: &mut C) -> $crate::__private::FallbackResult<Option<Self>> {
-                $crate::__private::fallback_error()
-            }
-            fn cqrs_insert_many(_: &[&Self], _: &mut C) -> $crate::__private::FallbackResult<Vec<Self>> {
-                $crate::__private::fallback_error()
-            }
-            fn cqrs_find_many(
-                _: &[&Self],
-                _: &mut C,
-                _: bool,
-            ) -> $crate::__private::FallbackResult<Vec<Self>> {
-                $crate::__private::fallback_error()
-            }
-            fn cqrs_update_many(_: &[&Self], _: &mut C) -> $crate::__private::FallbackResult<Vec<Self>> {
-                $crate::__private::fallback_error()
-            }
-            fn cqrs_count(
-                _: &mut C,
-                _: &$crate::RowFilter,
-            ) -> $crate::__private::FallbackResult<i64> {
-                $crate::__private::fallback_error()
-            }
-            fn cqrs_select_page(
-                _: &mut C,
-                _: &$crate::RowFilter,
-                _: Option<&$crate::__private::serde_json::Value>,
-                _: i64,
+                _: $crate::__private::Stmt<'_, Self, C>,
             ) -> $crate::__private::FallbackResult<Vec<Self>> {
                 $crate::__private::fallback_error()
             }

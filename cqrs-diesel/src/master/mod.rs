@@ -15,16 +15,21 @@ use crate::connection::{CqrsConnection, DbConn, transaction_depth};
 use crate::error::{Error, Result};
 use crate::outbox::{self, NewOutboxEntry};
 
+mod backends;
+mod columns;
 pub(crate) mod fallback;
 pub(crate) mod registry;
 mod single;
 pub(crate) mod sql;
+mod statements;
 mod store;
 
+pub use columns::MasterColumns;
 use single::SingleKind;
 pub use single::SinglePlan;
 #[cfg(feature = "postgres")]
-pub use single::{MasterColumns, SingleWrite};
+pub use single::SingleWrite;
+pub use statements::Stmt;
 pub use store::{MasterStore, RowFilter, UpdatedAt, UtcWire, decode_key};
 
 use registry::{BlockGuard, PriorSave};

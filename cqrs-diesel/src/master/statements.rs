@@ -1,0 +1,484 @@
+//! The master's statements, built once for every model from its
+//! [`MasterColumns`](super::MasterColumns), one query node rendered per backend as Diesel renders
+//! its own (`on_conflict_clause.rs`): identifiers quoted by the backend, every value a bind
+//! parameter. What differs between backends is a [`Dialect`]: row locks (none on SQLite, which
+//! serialises writers), `RETURNING` (none on MySQL/MariaDB, which read the row back), the
+//! conflict clause, and the stamp that never goes backwards for one row
+//! (`GREATEST(now, stored + 1 µs)`; SQLite reads the clock inside its write transaction).
+//!
+//! A statement of one row has one SQL text per model, so the connection keeps it prepared
+//! (Diesel keys its cache by the text); statements of a varying number of rows, and the
+//! operator commands' filtered pages, are prepared each time, so the cache stays bounded.
+
+use std::marker::PhantomData;
+
+use diesel::QueryResult;
+use diesel::connection::Connection;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::sql_types::BigInt;
+
+use super::MasterColumns;
+
+/// What differs between backends in the master's statements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    Postgres,
+    Mysql,
+    Sqlite,
+}
+
+impl Dialect {
+    fn locks_rows(self) -> bool {
+        self != Dialect::Sqlite
+    }
+
+    fn returns_rows(self) -> bool {
+        self != Dialect::Mysql
+    }
+}
+
+/// The keys a `SELECT` reads: those of rows, or decoded ones.
+pub(crate) enum Keys<'a, M: MasterColumns<C>, C: Connection> {
+    Rows(&'a [&'a M]),
+    Owned(Vec<M::Pk>),
+}
+
+impl<M: MasterColumns<C>, C: Connection> Keys<'_, M, C> {
+    fn len(&self) -> usize {
+        match self {
+            Keys::Rows(rows) => rows.len(),
+            Keys::Owned(keys) => keys.len(),
+        }
+    }
+
+    fn walk<'b>(&'b self, n: usize, out: AstPass<'_, 'b, C::Backend>) -> QueryResult<()> {
+        match self {
+            Keys::Rows(rows) => rows[n].walk_value(M::PK_INDEX, out),
+            Keys::Owned(keys) => M::walk_key(&keys[n], out),
+        }
+    }
+}
+
+/// A [`RowFilter`](super::RowFilter) with its keys and time decoded for the model.
+pub(crate) struct Filter<M: MasterColumns<C>, C: Connection> {
+    pub(crate) pks: Option<Vec<M::Pk>>,
+    pub(crate) pk_from: Option<M::Pk>,
+    pub(crate) pk_to: Option<M::Pk>,
+    pub(crate) updated_since: Option<M::Updated>,
+    pub(crate) sql: Option<String>,
+}
+
+pub(crate) enum Kind<'a, M: MasterColumns<C>, C: Connection> {
+    /// `SELECT` the rows with these keys, in key order, locked when `lock`.
+    Select { keys: Keys<'a, M, C>, lock: bool },
+    /// Up to `limit` rows matching `filter`, after the key `after`, in key order.
+    Page {
+        filter: Filter<M, C>,
+        after: Option<M::Pk>,
+        limit: i64,
+    },
+    /// How many rows match `filter`.
+    Count { filter: Filter<M, C> },
+    /// `INSERT` these rows stamped `now`, with their keys unless the database generates them;
+    /// with `upsert`, a row whose key exists is updated instead, its revision bumped.
+    Insert {
+        rows: &'a [&'a M],
+        now: &'a M::Updated,
+        with_key: bool,
+        upsert: bool,
+    },
+    /// `UPDATE` the stored row with this row's values, stamped `now`, bumping the revision
+    /// when `bump`.
+    Update {
+        row: &'a M,
+        now: &'a M::Updated,
+        bump: bool,
+    },
+    /// `DELETE` the row with this row's key.
+    Delete { row: &'a M },
+}
+
+/// One master statement of model `M` on connection type `C`. Statements that change rows
+/// return them as stored (`RETURNING`) where the backend can.
+#[doc(hidden)]
+pub struct Stmt<'a, M: MasterColumns<C>, C: Connection> {
+    pub(crate) kind: Kind<'a, M, C>,
+    pub(crate) connection: PhantomData<C>,
+}
+
+impl<'a, M: MasterColumns<C>, C: Connection> Stmt<'a, M, C> {
+    pub(crate) fn new(kind: Kind<'a, M, C>) -> Self {
+        Stmt {
+            kind,
+            connection: PhantomData,
+        }
+    }
+}
+
+impl<M: MasterColumns<C>, C: Connection> QueryId for Stmt<'_, M, C> {
+    type QueryId = ();
+    // Keyed by SQL text (see the module's documentation).
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<M: MasterColumns<C>, C: Connection> Query for Stmt<'_, M, C> {
+    type SqlType = M::RowSqlType;
+}
+
+impl<M: MasterColumns<C>, C: Connection> diesel::RunQueryDsl<C> for Stmt<'_, M, C> {}
+
+/// A [`Kind::Count`] statement, whose result is one number.
+pub(crate) struct CountStmt<'a, M: MasterColumns<C>, C: Connection>(pub(crate) Stmt<'a, M, C>);
+
+impl<M: MasterColumns<C>, C: Connection> QueryId for CountStmt<'_, M, C> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<M: MasterColumns<C>, C: Connection> Query for CountStmt<'_, M, C> {
+    type SqlType = BigInt;
+}
+
+impl<M: MasterColumns<C>, C: Connection> diesel::RunQueryDsl<C> for CountStmt<'_, M, C> {}
+
+/// Writes `"a", "b", ...` for the columns at `indexes`.
+fn push_columns<DB: diesel::backend::Backend>(
+    out: &mut AstPass<'_, '_, DB>,
+    columns: &[&str],
+    indexes: impl Iterator<Item = usize>,
+) -> QueryResult<()> {
+    for (n, c) in indexes.enumerate() {
+        if n > 0 {
+            out.push_sql(", ");
+        }
+        out.push_identifier(columns[c])?;
+    }
+    Ok(())
+}
+
+impl<M: MasterColumns<C>, C: Connection> Stmt<'_, M, C> {
+    pub(crate) fn walk<'b>(
+        &'b self,
+        mut out: AstPass<'_, 'b, C::Backend>,
+        dialect: Dialect,
+    ) -> QueryResult<()> {
+        let columns = M::COLUMNS;
+        let all = 0..columns.len();
+        let (pk, rev, upd) = (M::PK_INDEX, M::REVISION_INDEX, M::UPDATED_INDEX);
+        match &self.kind {
+            Kind::Select { keys, lock } => {
+                if keys.len() > 1 {
+                    out.unsafe_to_cache_prepared();
+                }
+                out.push_sql("SELECT ");
+                push_columns(&mut out, columns, all)?;
+                out.push_sql(" FROM ");
+                M::walk_table(out.reborrow())?;
+                out.push_sql(" WHERE ");
+                out.push_identifier(columns[pk])?;
+                if keys.len() == 1 {
+                    out.push_sql(" = ");
+                    keys.walk(0, out.reborrow())?;
+                } else {
+                    out.push_sql(" IN (");
+                    for n in 0..keys.len() {
+                        if n > 0 {
+                            out.push_sql(", ");
+                        }
+                        keys.walk(n, out.reborrow())?;
+                    }
+                    out.push_sql(") ORDER BY ");
+                    out.push_identifier(columns[pk])?;
+                }
+                if *lock && dialect.locks_rows() {
+                    out.push_sql(" FOR UPDATE");
+                }
+            }
+            Kind::Page {
+                filter,
+                after,
+                limit,
+            } => {
+                out.unsafe_to_cache_prepared();
+                out.push_sql("SELECT ");
+                push_columns(&mut out, columns, all)?;
+                out.push_sql(" FROM ");
+                M::walk_table(out.reborrow())?;
+                self.walk_filter(filter, out.reborrow())?;
+                if let Some(after) = after {
+                    out.push_sql(" AND ");
+                    out.push_identifier(columns[pk])?;
+                    out.push_sql(" > ");
+                    M::walk_key(after, out.reborrow())?;
+                }
+                out.push_sql(" ORDER BY ");
+                out.push_identifier(columns[pk])?;
+                out.push_sql(&format!(" LIMIT {}", limit.max(&0)));
+            }
+            Kind::Count { filter } => {
+                out.unsafe_to_cache_prepared();
+                out.push_sql("SELECT COUNT(*) FROM ");
+                M::walk_table(out.reborrow())?;
+                self.walk_filter(filter, out.reborrow())?;
+            }
+            Kind::Insert {
+                rows,
+                now,
+                with_key,
+                upsert,
+            } => {
+                if rows.len() != 1 {
+                    out.unsafe_to_cache_prepared();
+                }
+                let written: Vec<usize> = all.clone().filter(|&c| *with_key || c != pk).collect();
+                out.push_sql("INSERT INTO ");
+                M::walk_table(out.reborrow())?;
+                out.push_sql(" (");
+                push_columns(&mut out, columns, written.iter().copied())?;
+                out.push_sql(") VALUES ");
+                for (n, row) in rows.iter().enumerate() {
+                    out.push_sql(if n == 0 { "(" } else { ", (" });
+                    for (i, &c) in written.iter().enumerate() {
+                        if i > 0 {
+                            out.push_sql(", ");
+                        }
+                        if c == upd {
+                            M::walk_updated(now, out.reborrow())?;
+                        } else {
+                            row.walk_value(c, out.reborrow())?;
+                        }
+                    }
+                    out.push_sql(")");
+                }
+                if *upsert {
+                    self.walk_conflict(out.reborrow(), dialect)?;
+                }
+                self.walk_returning(out.reborrow(), dialect)?;
+            }
+            Kind::Update { row, now, bump } => {
+                out.push_sql("UPDATE ");
+                M::walk_table(out.reborrow())?;
+                out.push_sql(" SET ");
+                for (n, c) in all.clone().filter(|&c| c != pk && c != rev).enumerate() {
+                    if n > 0 {
+                        out.push_sql(", ");
+                    }
+                    out.push_identifier(columns[c])?;
+                    out.push_sql(" = ");
+                    if c != upd {
+                        row.walk_value(c, out.reborrow())?;
+                    } else if dialect == Dialect::Sqlite {
+                        M::walk_updated(now, out.reborrow())?;
+                    } else {
+                        out.push_sql("GREATEST(");
+                        M::walk_updated(now, out.reborrow())?;
+                        out.push_sql(", ");
+                        self.walk_stored(out.reborrow(), dialect, upd)?;
+                        out.push_sql(later(dialect));
+                    }
+                }
+                if *bump {
+                    out.push_sql(", ");
+                    out.push_identifier(columns[rev])?;
+                    out.push_sql(" = ");
+                    self.walk_stored(out.reborrow(), dialect, rev)?;
+                    out.push_sql(" + 1");
+                }
+                out.push_sql(" WHERE ");
+                out.push_identifier(columns[pk])?;
+                out.push_sql(" = ");
+                row.walk_value(pk, out.reborrow())?;
+                self.walk_returning(out.reborrow(), dialect)?;
+            }
+            Kind::Delete { row } => {
+                out.push_sql("DELETE FROM ");
+                M::walk_table(out.reborrow())?;
+                out.push_sql(" WHERE ");
+                out.push_identifier(columns[pk])?;
+                out.push_sql(" = ");
+                row.walk_value(pk, out.reborrow())?;
+                self.walk_returning(out.reborrow(), dialect)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// ` WHERE ...` of a filter (always a `WHERE`, so that more conditions can follow).
+    fn walk_filter<'b>(
+        &'b self,
+        filter: &'b Filter<M, C>,
+        mut out: AstPass<'_, 'b, C::Backend>,
+    ) -> QueryResult<()> {
+        let columns = M::COLUMNS;
+        let pk = columns[M::PK_INDEX];
+        out.push_sql(" WHERE 1 = 1");
+        if let Some(keys) = &filter.pks {
+            if keys.is_empty() {
+                out.push_sql(" AND 1 = 0");
+            } else {
+                out.push_sql(" AND ");
+                out.push_identifier(pk)?;
+                out.push_sql(" IN (");
+                for (n, key) in keys.iter().enumerate() {
+                    if n > 0 {
+                        out.push_sql(", ");
+                    }
+                    M::walk_key(key, out.reborrow())?;
+                }
+                out.push_sql(")");
+            }
+        }
+        if let Some(from) = &filter.pk_from {
+            out.push_sql(" AND ");
+            out.push_identifier(pk)?;
+            out.push_sql(" >= ");
+            M::walk_key(from, out.reborrow())?;
+        }
+        if let Some(to) = &filter.pk_to {
+            out.push_sql(" AND ");
+            out.push_identifier(pk)?;
+            out.push_sql(" <= ");
+            M::walk_key(to, out.reborrow())?;
+        }
+        if let Some(since) = &filter.updated_since {
+            out.push_sql(" AND ");
+            out.push_identifier(columns[M::UPDATED_INDEX])?;
+            out.push_sql(" >= ");
+            M::walk_updated(since, out.reborrow())?;
+        }
+        if let Some(sql) = &filter.sql {
+            // The operator's own condition, as given (see `RowFilter::sql`).
+            out.push_sql(" AND (");
+            out.push_sql(sql);
+            out.push_sql(")");
+        }
+        Ok(())
+    }
+
+    /// The stored value of column `c` in an update: qualified by the table where the
+    /// statement could also name the proposed row.
+    fn walk_stored(
+        &self,
+        mut out: AstPass<'_, '_, C::Backend>,
+        dialect: Dialect,
+        c: usize,
+    ) -> QueryResult<()> {
+        if dialect != Dialect::Mysql {
+            M::walk_table(out.reborrow())?;
+            out.push_sql(".");
+        }
+        out.push_identifier(M::COLUMNS[c])
+    }
+
+    /// The conflict clause of an upsert: every column but the key from the proposed row, the
+    /// stamp never at or before the stored one, the revision bumped.
+    fn walk_conflict(
+        &self,
+        mut out: AstPass<'_, '_, C::Backend>,
+        dialect: Dialect,
+    ) -> QueryResult<()> {
+        let columns = M::COLUMNS;
+        let (pk, rev, upd) = (M::PK_INDEX, M::REVISION_INDEX, M::UPDATED_INDEX);
+        let proposed = |out: &mut AstPass<'_, '_, C::Backend>, c: usize| -> QueryResult<()> {
+            if dialect == Dialect::Mysql {
+                out.push_sql("VALUES(");
+                out.push_identifier(columns[c])?;
+                out.push_sql(")");
+            } else {
+                out.push_sql("excluded.");
+                out.push_identifier(columns[c])?;
+            }
+            Ok(())
+        };
+        if dialect == Dialect::Mysql {
+            // On a conflict with any unique key: see `MasterStore::cqrs_upsert` for MySQL.
+            out.push_sql(" ON DUPLICATE KEY UPDATE ");
+        } else {
+            out.push_sql(" ON CONFLICT (");
+            out.push_identifier(columns[pk])?;
+            out.push_sql(") DO UPDATE SET ");
+        }
+        for (n, c) in (0..columns.len())
+            .filter(|&c| c != pk && c != rev)
+            .enumerate()
+        {
+            if n > 0 {
+                out.push_sql(", ");
+            }
+            out.push_identifier(columns[c])?;
+            out.push_sql(" = ");
+            if c == upd && dialect != Dialect::Sqlite {
+                out.push_sql("GREATEST(");
+                proposed(&mut out, c)?;
+                out.push_sql(", ");
+                self.walk_stored(out.reborrow(), dialect, upd)?;
+                out.push_sql(later(dialect));
+            } else {
+                proposed(&mut out, c)?;
+            }
+        }
+        out.push_sql(", ");
+        out.push_identifier(columns[rev])?;
+        out.push_sql(" = ");
+        self.walk_stored(out.reborrow(), dialect, rev)?;
+        out.push_sql(" + 1");
+        Ok(())
+    }
+
+    fn walk_returning(
+        &self,
+        mut out: AstPass<'_, '_, C::Backend>,
+        dialect: Dialect,
+    ) -> QueryResult<()> {
+        if dialect.returns_rows() {
+            out.push_sql(" RETURNING ");
+            push_columns(&mut out, M::COLUMNS, 0..M::COLUMNS.len())?;
+        }
+        Ok(())
+    }
+}
+
+/// The end of `GREATEST(now, stored`: one microsecond after the stored time.
+fn later(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Mysql => " + INTERVAL 1 MICROSECOND)",
+        _ => " + interval '1 microsecond')",
+    }
+}
+
+macro_rules! fragment {
+    ($feature:literal, $conn:ty, $backend:ty, $dialect:expr) => {
+        #[cfg(feature = $feature)]
+        impl<M: MasterColumns<$conn>> QueryFragment<$backend> for Stmt<'_, M, $conn> {
+            fn walk_ast<'b>(&'b self, out: AstPass<'_, 'b, $backend>) -> QueryResult<()> {
+                self.walk(out, $dialect)
+            }
+        }
+
+        #[cfg(feature = $feature)]
+        impl<M: MasterColumns<$conn>> QueryFragment<$backend> for CountStmt<'_, M, $conn> {
+            fn walk_ast<'b>(&'b self, out: AstPass<'_, 'b, $backend>) -> QueryResult<()> {
+                self.0.walk(out, $dialect)
+            }
+        }
+    };
+}
+
+fragment!(
+    "postgres",
+    diesel::PgConnection,
+    diesel::pg::Pg,
+    Dialect::Postgres
+);
+fragment!(
+    "mysql",
+    diesel::MysqlConnection,
+    diesel::mysql::Mysql,
+    Dialect::Mysql
+);
+fragment!(
+    "sqlite",
+    diesel::SqliteConnection,
+    diesel::sqlite::Sqlite,
+    Dialect::Sqlite
+);
