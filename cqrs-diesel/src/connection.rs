@@ -11,8 +11,60 @@ use diesel::result::Error as DieselError;
 use crate::outbox::{NewOutboxEntry, OutboxEntry};
 use crate::replica::state::{NewState, StoredState};
 
+/// The statements only this crate runs (the outbox, the relay, the replica state table): a
+/// supertrait of [`CqrsConnection`] that applications cannot name, so they stay out of the
+/// connection's public methods.
 mod sealed {
-    pub trait Sealed {}
+    use diesel::QueryResult;
+    use diesel::connection::{Connection, TransactionManager};
+
+    use crate::outbox::{NewOutboxEntry, OutboxEntry};
+    use crate::replica::state::{NewState, StoredState};
+
+    pub trait Sealed: Connection {
+        /// Locks the state rows of `keys` (sorted, without duplicates) for the rest of the
+        /// transaction, creating placeholders for keys without one, and returns them.
+        fn replica_state_lock(
+            &mut self,
+            cqrs_id: &str,
+            keys: &[String],
+        ) -> QueryResult<Vec<StoredState>>;
+
+        /// Records these states (replacing the stored ones).
+        fn replica_state_record(&mut self, entries: &[NewState<'_>]) -> QueryResult<usize>;
+
+        /// Forgets every state of `cqrs_id` (`bulk-load --clear`).
+        fn replica_state_clear(&mut self, cqrs_id: &str) -> QueryResult<usize>;
+
+        fn outbox_insert(&mut self, entry: &NewOutboxEntry<'_>) -> QueryResult<i64>;
+
+        /// Inserts an entry whose id the caller does not need: one statement on every backend
+        /// (MySQL/MariaDB need a second one to read an id back).
+        fn outbox_push(&mut self, entry: &NewOutboxEntry<'_>) -> QueryResult<()>;
+
+        fn outbox_update_body(&mut self, id: i64, body: &str) -> QueryResult<usize>;
+
+        fn outbox_contains(&mut self, id: i64) -> QueryResult<bool>;
+
+        /// Selects and locks up to `limit` outbox entries in id order, skipping entries another
+        /// relay holds (`FOR UPDATE SKIP LOCKED` on PostgreSQL and MySQL/MariaDB; SQLite serialises
+        /// writers instead). Must run inside a transaction begun by `begin_relay_transaction`.
+        fn outbox_lock_batch(&mut self, limit: i64) -> QueryResult<Vec<OutboxEntry>>;
+
+        fn outbox_delete(&mut self, ids: &[i64]) -> QueryResult<usize>;
+
+        /// Begins a top-level transaction for a relay batch (`BEGIN IMMEDIATE` on SQLite).
+        fn begin_relay_transaction(&mut self) -> QueryResult<()> {
+            Self::TransactionManager::begin_transaction(self)
+        }
+
+        /// Whether a relay batch keeps its rows locked in an open transaction while it publishes
+        /// them (`outbox_lock_batch` in a `begin_relay_transaction` transaction). SQLite has one
+        /// writer at a time: holding its write lock while the broker answers (or times out) would
+        /// stall every write of the application, so there the relay reads the batch without a
+        /// transaction and deletes the confirmed entries in a short one of their own.
+        const RELAY_HOLDS_ROW_LOCKS: bool = true;
+    }
 }
 
 /// A Diesel connection this crate can write models and the outbox through: `PgConnection`,
@@ -58,23 +110,6 @@ pub trait CqrsConnection: Connection + sealed::Sealed + Send + 'static {
     /// crate for the backend.
     fn run_replica_migrations(&mut self) -> crate::Result<()>;
 
-    /// Locks the state rows of `keys` (sorted, without duplicates) for the rest of the
-    /// transaction, creating placeholders for keys without one, and returns them.
-    #[doc(hidden)]
-    fn replica_state_lock(
-        &mut self,
-        cqrs_id: &str,
-        keys: &[String],
-    ) -> QueryResult<Vec<StoredState>>;
-
-    /// Records these states (replacing the stored ones).
-    #[doc(hidden)]
-    fn replica_state_record(&mut self, entries: &[NewState<'_>]) -> QueryResult<usize>;
-
-    /// Forgets every state of `cqrs_id` (`bulk-load --clear`).
-    #[doc(hidden)]
-    fn replica_state_clear(&mut self, cqrs_id: &str) -> QueryResult<usize>;
-
     /// Deletes the tombstones (states of deleted rows) of deletes older than `before` (by their
     /// `cqrs_updated`), and returns how many. A tombstone only matters while a SAVE older than
     /// its DELETE can still arrive: keep them at least as long as messages live
@@ -85,50 +120,10 @@ pub trait CqrsConnection: Connection + sealed::Sealed + Send + 'static {
     /// How many entries wait in the outbox (for health checks and tests).
     fn outbox_pending(&mut self) -> QueryResult<i64>;
 
-    #[doc(hidden)]
-    fn outbox_insert(&mut self, entry: &NewOutboxEntry<'_>) -> QueryResult<i64>;
-
-    /// Inserts an entry whose id the caller does not need: one statement on every backend
-    /// (MySQL/MariaDB need a second one to read an id back).
-    #[doc(hidden)]
-    fn outbox_push(&mut self, entry: &NewOutboxEntry<'_>) -> QueryResult<()>;
-
-    #[doc(hidden)]
+    /// Queues outbox entries whose bodies you built yourself (for example to replay messages
+    /// or to fill the outbox in a benchmark), with one statement; the relay publishes them in
+    /// order. Returns how many were written.
     fn outbox_insert_many(&mut self, entries: &[NewOutboxEntry<'_>]) -> QueryResult<usize>;
-
-    #[doc(hidden)]
-    fn outbox_update_body(&mut self, id: i64, body: &str) -> QueryResult<usize>;
-
-    #[doc(hidden)]
-    fn outbox_contains(&mut self, id: i64) -> QueryResult<bool>;
-
-    /// Selects and locks up to `limit` outbox entries in id order, skipping entries another
-    /// relay holds (`FOR UPDATE SKIP LOCKED` on PostgreSQL and MySQL/MariaDB; SQLite serialises
-    /// writers instead). Must run inside a transaction begun by [`begin_relay_transaction`].
-    ///
-    /// [`begin_relay_transaction`]: CqrsConnection::begin_relay_transaction
-    #[doc(hidden)]
-    fn outbox_lock_batch(&mut self, limit: i64) -> QueryResult<Vec<OutboxEntry>>;
-
-    #[doc(hidden)]
-    fn outbox_delete(&mut self, ids: &[i64]) -> QueryResult<usize>;
-
-    /// Begins a top-level transaction for a relay batch (`BEGIN IMMEDIATE` on SQLite).
-    #[doc(hidden)]
-    fn begin_relay_transaction(&mut self) -> QueryResult<()> {
-        Self::TransactionManager::begin_transaction(self)
-    }
-
-    /// Whether a relay batch keeps its rows locked in an open transaction while it publishes
-    /// them ([`outbox_lock_batch`] in a [`begin_relay_transaction`] transaction). SQLite has one
-    /// writer at a time: holding its write lock while the broker answers (or times out) would
-    /// stall every write of the application, so there the relay reads the batch without a
-    /// transaction and deletes the confirmed entries in a short one of their own.
-    ///
-    /// [`outbox_lock_batch`]: CqrsConnection::outbox_lock_batch
-    /// [`begin_relay_transaction`]: CqrsConnection::begin_relay_transaction
-    #[doc(hidden)]
-    const RELAY_HOLDS_ROW_LOCKS: bool = true;
 }
 
 /// Which database a [`CqrsConnection`] talks to.
@@ -202,7 +197,7 @@ fn placeholders<'a>(cqrs_id: &'a str, keys: &'a [String]) -> Vec<NewState<'a>> {
         .collect()
 }
 
-/// The statements every backend writes the same way.
+/// The public statements every backend writes the same way.
 macro_rules! shared_impl {
     () => {
         fn purge_tombstones(
@@ -221,14 +216,6 @@ macro_rules! shared_impl {
             .execute(self)
         }
 
-        fn outbox_push(&mut self, entry: &NewOutboxEntry<'_>) -> QueryResult<()> {
-            use crate::outbox::cqrs_outbox::dsl;
-            diesel::insert_into(dsl::cqrs_outbox)
-                .values(entry.columns())
-                .execute(self)
-                .map(drop)
-        }
-
         fn outbox_insert_many(&mut self, entries: &[NewOutboxEntry<'_>]) -> QueryResult<usize> {
             use crate::outbox::cqrs_outbox::dsl;
             if entries.is_empty() {
@@ -238,21 +225,38 @@ macro_rules! shared_impl {
                 .values(entries)
                 .execute(self)
         }
+
+        fn outbox_pending(&mut self) -> QueryResult<i64> {
+            use crate::outbox::cqrs_outbox::dsl;
+            dsl::cqrs_outbox.count().get_result(self)
+        }
+    };
+}
+
+/// The library's own statements every backend writes the same way.
+macro_rules! shared_internal_impl {
+    () => {
+        fn outbox_push(&mut self, entry: &NewOutboxEntry<'_>) -> QueryResult<()> {
+            use crate::outbox::cqrs_outbox::dsl;
+            diesel::insert_into(dsl::cqrs_outbox)
+                .values(entry.columns())
+                .execute(self)
+                .map(drop)
+        }
+
         fn outbox_update_body(&mut self, id: i64, body: &str) -> QueryResult<usize> {
             use crate::outbox::cqrs_outbox::dsl;
             diesel::update(dsl::cqrs_outbox.filter(dsl::id.eq(id)))
                 .set(dsl::body.eq(body))
                 .execute(self)
         }
+
         fn outbox_contains(&mut self, id: i64) -> QueryResult<bool> {
             use crate::outbox::cqrs_outbox::dsl;
             use diesel::dsl::{exists, select};
             select(exists(dsl::cqrs_outbox.filter(dsl::id.eq(id)))).get_result(self)
         }
-        fn outbox_pending(&mut self) -> QueryResult<i64> {
-            use crate::outbox::cqrs_outbox::dsl;
-            dsl::cqrs_outbox.count().get_result(self)
-        }
+
         fn replica_state_clear(&mut self, cqrs_id: &str) -> QueryResult<usize> {
             use crate::replica::state::cqrs_replica_state::dsl;
             diesel::delete(dsl::cqrs_replica_state.filter(dsl::cqrs_id.eq(cqrs_id))).execute(self)
@@ -286,24 +290,8 @@ mod pg {
     use super::*;
     use diesel::PgConnection;
 
-    impl sealed::Sealed for PgConnection {}
-
-    impl CqrsConnection for PgConnection {
-        const BACKEND: Backend = Backend::Postgres;
-
-        fn as_db_conn(&mut self) -> DbConn<'_> {
-            DbConn::Pg(self)
-        }
-
-        shared_impl!();
-
-        fn run_outbox_migrations(&mut self) -> crate::Result<()> {
-            crate::outbox::run_migrations(self, crate::outbox::POSTGRES_MIGRATIONS)
-        }
-
-        fn run_replica_migrations(&mut self) -> crate::Result<()> {
-            crate::outbox::run_migrations(self, crate::replica::state::POSTGRES_REPLICA_MIGRATIONS)
-        }
+    impl sealed::Sealed for PgConnection {
+        shared_internal_impl!();
 
         fn replica_state_lock(
             &mut self,
@@ -357,6 +345,24 @@ mod pg {
                 .load(self)
         }
     }
+
+    impl CqrsConnection for PgConnection {
+        const BACKEND: Backend = Backend::Postgres;
+
+        fn as_db_conn(&mut self) -> DbConn<'_> {
+            DbConn::Pg(self)
+        }
+
+        shared_impl!();
+
+        fn run_outbox_migrations(&mut self) -> crate::Result<()> {
+            crate::outbox::run_migrations(self, crate::outbox::POSTGRES_MIGRATIONS)
+        }
+
+        fn run_replica_migrations(&mut self) -> crate::Result<()> {
+            crate::outbox::run_migrations(self, crate::replica::state::POSTGRES_REPLICA_MIGRATIONS)
+        }
+    }
 }
 
 #[cfg(feature = "mysql")]
@@ -365,34 +371,8 @@ mod mysql {
     use diesel::MysqlConnection;
     use diesel::sql_types::{BigInt, Unsigned};
 
-    impl sealed::Sealed for MysqlConnection {}
-
-    impl CqrsConnection for MysqlConnection {
-        const BACKEND: Backend = Backend::Mysql;
-
-        fn as_db_conn(&mut self) -> DbConn<'_> {
-            DbConn::Mysql(self)
-        }
-
-        shared_impl!();
-
-        fn run_outbox_migrations(&mut self) -> crate::Result<()> {
-            crate::outbox::run_migrations(self, crate::outbox::MYSQL_MIGRATIONS)
-        }
-
-        fn run_replica_migrations(&mut self) -> crate::Result<()> {
-            crate::outbox::run_migrations(self, crate::replica::state::MYSQL_REPLICA_MIGRATIONS)
-        }
-
-        fn prepare_session(&mut self) -> QueryResult<()> {
-            diesel::connection::SimpleConnection::batch_execute(
-                self,
-                &format!(
-                    "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), \
-                     '{MYSQL_STRICT_MODES}')"
-                ),
-            )
-        }
+    impl sealed::Sealed for MysqlConnection {
+        shared_internal_impl!();
 
         fn replica_state_lock(
             &mut self,
@@ -488,6 +468,34 @@ mod mysql {
             Self::TransactionManager::begin_transaction(self)
         }
     }
+
+    impl CqrsConnection for MysqlConnection {
+        const BACKEND: Backend = Backend::Mysql;
+
+        fn as_db_conn(&mut self) -> DbConn<'_> {
+            DbConn::Mysql(self)
+        }
+
+        shared_impl!();
+
+        fn run_outbox_migrations(&mut self) -> crate::Result<()> {
+            crate::outbox::run_migrations(self, crate::outbox::MYSQL_MIGRATIONS)
+        }
+
+        fn run_replica_migrations(&mut self) -> crate::Result<()> {
+            crate::outbox::run_migrations(self, crate::replica::state::MYSQL_REPLICA_MIGRATIONS)
+        }
+
+        fn prepare_session(&mut self) -> QueryResult<()> {
+            diesel::connection::SimpleConnection::batch_execute(
+                self,
+                &format!(
+                    "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), \
+                     '{MYSQL_STRICT_MODES}')"
+                ),
+            )
+        }
+    }
 }
 
 #[cfg(feature = "sqlite")]
@@ -496,36 +504,8 @@ mod sqlite {
     use diesel::SqliteConnection;
     use diesel::connection::AnsiTransactionManager;
 
-    impl sealed::Sealed for SqliteConnection {}
-
-    impl CqrsConnection for SqliteConnection {
-        const BACKEND: Backend = Backend::Sqlite;
-
-        fn as_db_conn(&mut self) -> DbConn<'_> {
-            DbConn::Sqlite(self)
-        }
-
-        shared_impl!();
-
-        fn write_transaction<T, E, F>(&mut self, f: F) -> Result<T, E>
-        where
-            F: FnOnce(&mut Self) -> Result<T, E>,
-            E: From<DieselError>,
-        {
-            if transaction_depth(self) > 0 {
-                self.transaction(f)
-            } else {
-                self.immediate_transaction(f)
-            }
-        }
-
-        fn run_outbox_migrations(&mut self) -> crate::Result<()> {
-            crate::outbox::run_migrations(self, crate::outbox::SQLITE_MIGRATIONS)
-        }
-
-        fn run_replica_migrations(&mut self) -> crate::Result<()> {
-            crate::outbox::run_migrations(self, crate::replica::state::SQLITE_REPLICA_MIGRATIONS)
-        }
+    impl sealed::Sealed for SqliteConnection {
+        shared_internal_impl!();
 
         fn replica_state_lock(
             &mut self,
@@ -584,5 +564,35 @@ mod sqlite {
         }
 
         const RELAY_HOLDS_ROW_LOCKS: bool = false;
+    }
+
+    impl CqrsConnection for SqliteConnection {
+        const BACKEND: Backend = Backend::Sqlite;
+
+        fn as_db_conn(&mut self) -> DbConn<'_> {
+            DbConn::Sqlite(self)
+        }
+
+        shared_impl!();
+
+        fn write_transaction<T, E, F>(&mut self, f: F) -> Result<T, E>
+        where
+            F: FnOnce(&mut Self) -> Result<T, E>,
+            E: From<DieselError>,
+        {
+            if transaction_depth(self) > 0 {
+                self.transaction(f)
+            } else {
+                self.immediate_transaction(f)
+            }
+        }
+
+        fn run_outbox_migrations(&mut self) -> crate::Result<()> {
+            crate::outbox::run_migrations(self, crate::outbox::SQLITE_MIGRATIONS)
+        }
+
+        fn run_replica_migrations(&mut self) -> crate::Result<()> {
+            crate::outbox::run_migrations(self, crate::replica::state::SQLITE_REPLICA_MIGRATIONS)
+        }
     }
 }
