@@ -4,6 +4,7 @@
 //! `cqrs-diesel`, which re-exports these macros. Depend on `cqrs-diesel`, not on this crate.
 
 mod attrs;
+mod columns;
 mod master;
 mod replica;
 #[cfg(test)]

@@ -213,7 +213,6 @@ fn wire_value(field: &crate::attrs::Field) -> TokenStream {
 /// them with the model's concrete row type.
 fn store(model: &Model, backend: BackendName) -> TokenStream {
     let ident = &model.ident;
-    let ident_str = ident.to_string();
     let table = &model.table;
     let fields = &model.fields;
     let pk_field = &fields[model.pk];
@@ -241,14 +240,12 @@ fn store(model: &Model, backend: BackendName) -> TokenStream {
     let from_row = quote! {
         |(#(#bindings,)*): #row_ty| #ident { #(#idents: #bindings,)* }
     };
-    let value_arms = fields.iter().enumerate().map(|(i, f)| {
-        let col = &f.column;
-        let field = &f.ident;
-        let ty = &f.ty;
-        quote_spanned! {ty.span()=>
-            #i => out.push_bind_param::<__d::dsl::SqlTypeOf<#table::#col>, #ty>(&self.#field),
-        }
-    });
+    let walkers = crate::columns::walk_methods(
+        ident,
+        table,
+        &db_ty,
+        fields.iter().map(|f| (&f.column, &f.ident, &f.ty)),
+    );
     let single = if backend == BackendName::Postgres {
         quote! {
             const SINGLE_STATEMENT: bool = true;
@@ -281,24 +278,7 @@ fn store(model: &Model, backend: BackendName) -> TokenStream {
                 const UPDATED_INDEX: usize = #updated_index;
                 const TRACKED_INDEXES: &'static [usize] = &[#(#tracked_indexes),*];
 
-                fn walk_table(
-                    out: __d::query_builder::AstPass<'_, '_, #db_ty>,
-                ) -> __d::QueryResult<()> {
-                    __d::query_builder::QueryFragment::<#db_ty>::walk_ast(&#table::table, out)
-                }
-
-                fn walk_value<'b>(
-                    &'b self,
-                    index: usize,
-                    mut out: __d::query_builder::AstPass<'_, 'b, #db_ty>,
-                ) -> __d::QueryResult<()> {
-                    match index {
-                        #(#value_arms)*
-                        _ => ::core::result::Result::Err(__d::result::Error::QueryBuilderError(
-                            ::std::format!("no column {} in {}", index, #ident_str).into(),
-                        )),
-                    }
-                }
+                #walkers
 
                 fn walk_updated<'b>(
                     at: &'b #upd_ty,

@@ -451,15 +451,12 @@ fn store(model: &Model, backend: BackendName) -> TokenStream {
         quote! { <#table::#col as __d::Column>::NAME }
     });
     let (gate, conn_ty, db_ty) = backend.tokens();
-    let value_arms = fields.iter().enumerate().map(|(i, f)| {
-        let col = &f.column;
-        let field = &f.ident;
-        let ty = &f.ty;
-        quote! {
-            #i => out.push_bind_param::<__d::dsl::SqlTypeOf<#table::#col>, #ty>(&self.#field),
-        }
-    });
-    let ident_str = ident.to_string();
+    let walkers = crate::columns::walk_methods(
+        ident,
+        table,
+        &db_ty,
+        fields.iter().map(|f| (&f.column, &f.ident, &f.ty)),
+    );
     quote! {
         #gate! {
             #[automatically_derived]
@@ -469,24 +466,7 @@ fn store(model: &Model, backend: BackendName) -> TokenStream {
                 const PK_INDEX: usize = #pk_index;
                 const REVISION_INDEX: usize = #revision_index;
 
-                fn walk_table(
-                    out: __d::query_builder::AstPass<'_, '_, #db_ty>,
-                ) -> __d::QueryResult<()> {
-                    __d::query_builder::QueryFragment::<#db_ty>::walk_ast(&#table::table, out)
-                }
-
-                fn walk_value<'b>(
-                    &'b self,
-                    index: usize,
-                    mut out: __d::query_builder::AstPass<'_, 'b, #db_ty>,
-                ) -> __d::QueryResult<()> {
-                    match index {
-                        #(#value_arms)*
-                        _ => ::core::result::Result::Err(__d::result::Error::QueryBuilderError(
-                            ::std::format!("no column {} in {}", index, #ident_str).into(),
-                        )),
-                    }
-                }
+                #walkers
             }
 
             #[automatically_derived]

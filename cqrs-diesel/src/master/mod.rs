@@ -30,6 +30,7 @@ pub use single::SinglePlan;
 #[cfg(feature = "postgres")]
 pub use single::SingleWrite;
 pub use statements::Stmt;
+pub(crate) use statements::push_columns;
 pub use store::{MasterStore, RowFilter, UpdatedAt, UtcWire, decode_key};
 
 use registry::{BlockGuard, PriorSave};

@@ -179,6 +179,7 @@ mod pg {
 
     use super::{Hole, SingleKind, SinglePlan};
     use crate::master::MasterColumns;
+    use crate::master::statements::push_columns;
 
     type Conn = diesel::PgConnection;
 
@@ -210,26 +211,6 @@ mod pg {
     }
 
     impl<M: MasterColumns<Conn>, C> RunQueryDsl<C> for SingleWrite<'_, M> {}
-
-    /// Writes `"a", "b", ...` for the columns at `indexes`, each prefixed by `qualifier.`.
-    fn push_columns(
-        out: &mut AstPass<'_, '_, Pg>,
-        qualifier: Option<&str>,
-        indexes: impl Iterator<Item = usize>,
-        columns: &[&str],
-    ) -> QueryResult<()> {
-        for (n, c) in indexes.enumerate() {
-            if n > 0 {
-                out.push_sql(", ");
-            }
-            if let Some(qualifier) = qualifier {
-                out.push_identifier(qualifier)?;
-                out.push_sql(".");
-            }
-            out.push_identifier(columns[c])?;
-        }
-        Ok(())
-    }
 
     impl<M: MasterColumns<Conn>> QueryFragment<Pg> for SingleWrite<'_, M> {
         fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {

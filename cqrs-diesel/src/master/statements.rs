@@ -141,15 +141,21 @@ impl<M: MasterColumns<C>, C: Connection> Query for CountStmt<'_, M, C> {
 
 impl<M: MasterColumns<C>, C: Connection> diesel::RunQueryDsl<C> for CountStmt<'_, M, C> {}
 
-/// Writes `"a", "b", ...` for the columns at `indexes`.
-fn push_columns<DB: diesel::backend::Backend>(
+/// Writes `"a", "b", ...` for the columns at `indexes`, each prefixed by `qualifier.` when
+/// one is given.
+pub(crate) fn push_columns<DB: diesel::backend::Backend>(
     out: &mut AstPass<'_, '_, DB>,
-    columns: &[&str],
+    qualifier: Option<&str>,
     indexes: impl Iterator<Item = usize>,
+    columns: &[&str],
 ) -> QueryResult<()> {
     for (n, c) in indexes.enumerate() {
         if n > 0 {
             out.push_sql(", ");
+        }
+        if let Some(qualifier) = qualifier {
+            out.push_identifier(qualifier)?;
+            out.push_sql(".");
         }
         out.push_identifier(columns[c])?;
     }
@@ -171,7 +177,7 @@ impl<M: MasterColumns<C>, C: Connection> Stmt<'_, M, C> {
                     out.unsafe_to_cache_prepared();
                 }
                 out.push_sql("SELECT ");
-                push_columns(&mut out, columns, all)?;
+                push_columns(&mut out, None, all, columns)?;
                 out.push_sql(" FROM ");
                 M::walk_table(out.reborrow())?;
                 out.push_sql(" WHERE ");
@@ -201,7 +207,7 @@ impl<M: MasterColumns<C>, C: Connection> Stmt<'_, M, C> {
             } => {
                 out.unsafe_to_cache_prepared();
                 out.push_sql("SELECT ");
-                push_columns(&mut out, columns, all)?;
+                push_columns(&mut out, None, all, columns)?;
                 out.push_sql(" FROM ");
                 M::walk_table(out.reborrow())?;
                 self.walk_filter(filter, out.reborrow())?;
@@ -234,7 +240,7 @@ impl<M: MasterColumns<C>, C: Connection> Stmt<'_, M, C> {
                 out.push_sql("INSERT INTO ");
                 M::walk_table(out.reborrow())?;
                 out.push_sql(" (");
-                push_columns(&mut out, columns, written.iter().copied())?;
+                push_columns(&mut out, None, written.iter().copied(), columns)?;
                 out.push_sql(") VALUES ");
                 for (n, row) in rows.iter().enumerate() {
                     out.push_sql(if n == 0 { "(" } else { ", (" });
@@ -432,7 +438,7 @@ impl<M: MasterColumns<C>, C: Connection> Stmt<'_, M, C> {
     ) -> QueryResult<()> {
         if dialect.returns_rows() {
             out.push_sql(" RETURNING ");
-            push_columns(&mut out, M::COLUMNS, 0..M::COLUMNS.len())?;
+            push_columns(&mut out, None, 0..M::COLUMNS.len(), M::COLUMNS)?;
         }
         Ok(())
     }

@@ -97,7 +97,7 @@ where
         out.push_sql("INSERT INTO ");
         M::walk_table(out.reborrow())?;
         out.push_sql(" (");
-        push_list(&mut out, columns)?;
+        crate::master::push_columns(&mut out, None, 0..columns.len(), columns)?;
         out.push_sql(") VALUES ");
         for (i, row) in self.rows.iter().enumerate() {
             if i > 0 {
@@ -143,16 +143,6 @@ where
         }
         Ok(())
     }
-}
-
-fn push_list<DB: Backend>(out: &mut AstPass<'_, '_, DB>, columns: &[&str]) -> QueryResult<()> {
-    for (c, column) in columns.iter().enumerate() {
-        if c > 0 {
-            out.push_sql(", ");
-        }
-        out.push_identifier(column)?;
-    }
-    Ok(())
 }
 
 #[cfg(feature = "postgres")]
