@@ -18,7 +18,9 @@
 //!
 //! or copy the statement of your backend ([`POSTGRES_UP_SQL`], [`MYSQL_UP_SQL`],
 //! [`SQLITE_UP_SQL`]) into a migration of your own, so that `diesel migration run` creates it
-//! with the rest of your schema.
+//! with the rest of your schema. Keep `body` `NOT NULL`: PostgreSQL's one-statement writes rely
+//! on that constraint to abort a write whose stored values differ from the message built for
+//! it (the write then runs again on the general path).
 
 use std::sync::LazyLock;
 
