@@ -60,10 +60,11 @@ pub enum Error {
     /// A row inserted by [`insert_with_and_publish`](crate::MasterModel::insert_with_and_publish)
     /// came back with another `cqrs_updated` than the time given to the insert: nothing was
     /// written. Set `cqrs_updated` to that time in the insert (replicas order one row's
-    /// messages by it).
+    /// messages by it), in a column that keeps microseconds.
     #[error(
         "a `{cqrs_id}` row was inserted with cqrs_updated {found}, not the time given to the \
-         insert ({expected}): set `cqrs_updated` to that time"
+         insert ({expected}): set `cqrs_updated` to that time, in a column that keeps \
+         microseconds"
     )]
     Unstamped {
         /// The model's `cqrs_id`.

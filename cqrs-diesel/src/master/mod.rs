@@ -281,7 +281,9 @@ pub trait MasterModel: MasterHooks + Sized + 'static {
     ///
     /// On MySQL/MariaDB, which have no `RETURNING`, insert and read the row back by
     /// `LAST_INSERT_ID()` inside `insert`. When the stored `cqrs_updated` is not the time
-    /// given, nothing is written and the error says so.
+    /// given, nothing is written and the error ([`Error::Unstamped`]) says so. `insert` runs
+    /// again when the database aborts the write's own transaction for a conflict with a
+    /// concurrent one (see [`save_and_publish`](Self::save_and_publish)).
     fn insert_with_and_publish<C, F>(conn: &mut C, insert: F) -> Result<Self>
     where
         C: CqrsConnection,
