@@ -499,3 +499,56 @@ proptest! {
         prop_assert_eq!(single, general);
     }
 }
+
+/// The same table with a renamed tracked field, a skipped field and a field whose column has
+/// another name: the one-statement write must use the wire names and the columns.
+#[derive(Debug, Clone, MasterModel)]
+#[cqrs(id = "gadget", table = schema::gadget, tracked(label), backends(postgres))]
+struct RenamedGadget {
+    id: i64,
+    #[cqrs(rename = "title", column = name)]
+    label: String,
+    #[cqrs(skip)]
+    note: Option<String>,
+    weight: f64,
+    ratio: Option<f32>,
+    count: i32,
+    active: bool,
+    cqrs_revision: i32,
+    cqrs_updated: DateTime<Utc>,
+}
+
+#[test]
+fn renamed_skipped_and_tracked_fields_are_sent_as_the_general_path_sends_them() {
+    let row = |label: &str| RenamedGadget {
+        id: 7,
+        label: label.to_owned(),
+        note: Some("not sent".into()),
+        weight: 2.5,
+        ratio: Some(0.5),
+        count: -1,
+        active: true,
+        cqrs_revision: 0,
+        cqrs_updated: epoch(),
+    };
+    let single_db = database("single_renamed_a");
+    let general_db = database("single_renamed_b");
+    let (mut single, mut general) = (single_db.connect(), general_db.connect());
+    let statements = Statements::watch(&mut single);
+    for label in ["first", "second"] {
+        row(label).save_and_publish(&mut single).unwrap();
+        general
+            .transaction(|conn| row(label).save_and_publish(conn))
+            .unwrap();
+    }
+    assert_eq!(statements.take().len(), 2, "one statement per save");
+    let single_bodies: Vec<Value> = outbox(&mut single).into_iter().map(timeless).collect();
+    let general_bodies: Vec<Value> = outbox(&mut general).into_iter().map(timeless).collect();
+    assert_eq!(single_bodies, general_bodies);
+    assert_eq!(
+        single_bodies[1]["previous_data"],
+        serde_json::json!({"title": "first"})
+    );
+    assert_eq!(single_bodies[1]["instance_data"]["title"], "second");
+    assert!(single_bodies[1]["instance_data"].get("note").is_none());
+}
