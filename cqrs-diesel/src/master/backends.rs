@@ -256,8 +256,9 @@ mod mysql {
         fn cqrs_insert_generated(&self, conn: &mut C) -> QueryResult<Self> {
             let now = now::<M, C>();
             insert(&[self], &now, false, false).execute(conn)?;
-            let key: M::Pk = key_from_insert_id(last_insert_id(conn)?)?;
-            first(find_keys::<M>(conn, vec![key])?).ok_or_else(missing_row)
+            // The generated key and the row in one read.
+            M::cqrs_load(conn, Stmt::new(Kind::SelectLastInsert))
+                .and_then(|rows| first(rows).ok_or_else(missing_row))
         }
 
         fn cqrs_insert_many_generated(rows: &[&Self], conn: &mut C) -> QueryResult<Vec<Self>> {

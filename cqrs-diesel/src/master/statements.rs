@@ -71,6 +71,9 @@ pub(crate) struct Filter<M: MasterColumns<C>, C: Connection> {
 pub(crate) enum Kind<'a, M: MasterColumns<C>, C: Connection> {
     /// `SELECT` the rows with these keys, in key order, locked when `lock`.
     Select { keys: Keys<'a, M, C>, lock: bool },
+    /// `SELECT` the row whose key MySQL/MariaDB generated last on this connection
+    /// (`LAST_INSERT_ID()`), in the statement that reads it.
+    SelectLastInsert,
     /// Up to `limit` rows matching `filter`, after the key `after`, in key order.
     Page {
         filter: Filter<M, C>,
@@ -199,6 +202,15 @@ impl<M: MasterColumns<C>, C: Connection> Stmt<'_, M, C> {
                 if *lock && dialect.locks_rows() {
                     out.push_sql(" FOR UPDATE");
                 }
+            }
+            Kind::SelectLastInsert => {
+                out.push_sql("SELECT ");
+                push_columns(&mut out, None, all, columns)?;
+                out.push_sql(" FROM ");
+                M::walk_table(out.reborrow())?;
+                out.push_sql(" WHERE ");
+                out.push_identifier(columns[pk])?;
+                out.push_sql(" = LAST_INSERT_ID()");
             }
             Kind::Page {
                 filter,
