@@ -265,6 +265,7 @@ macro_rules! shared_internal_impl {
 }
 
 /// The outbox statements PostgreSQL and SQLite share (both have `RETURNING`).
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 macro_rules! returning_outbox_impl {
     () => {
         fn outbox_insert(&mut self, entry: &NewOutboxEntry<'_>) -> QueryResult<i64> {

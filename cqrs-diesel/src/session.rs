@@ -35,6 +35,7 @@
 use std::time::Duration;
 
 use diesel::QueryResult;
+#[cfg(any(feature = "mysql", feature = "sqlite"))]
 use diesel::connection::SimpleConnection;
 use diesel::r2d2::{CustomizeConnection, R2D2Connection};
 
@@ -109,6 +110,7 @@ impl SessionSetup {
         }
     }
 
+    #[cfg(any(feature = "sqlite", test))]
     fn sqlite_pragmas(&self) -> String {
         let millis = self.sqlite_busy_timeout.as_millis().min(i32::MAX as u128);
         let mut pragmas = format!("PRAGMA busy_timeout = {millis}; PRAGMA synchronous = NORMAL;");

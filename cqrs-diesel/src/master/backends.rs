@@ -7,7 +7,7 @@ use diesel::connection::Connection;
 use serde_json::Value;
 
 use super::statements::{CountStmt, Filter, Keys, Kind, Stmt};
-use super::{MasterColumns, MasterStore, RowFilter, SinglePlan, UpdatedAt, decode_key};
+use super::{MasterColumns, MasterStore, RowFilter, UpdatedAt, decode_key};
 
 /// The one row a statement of one row returned, if any.
 fn first<T>(rows: Vec<T>) -> Option<T> {
@@ -92,7 +92,7 @@ macro_rules! returning_store {
             fn cqrs_single(
                 &self,
                 conn: &mut $conn,
-                plan: &SinglePlan,
+                plan: &super::SinglePlan,
             ) -> QueryResult<Option<Self>> {
                 MasterColumns::cqrs_single(self, conn, plan)
             }

@@ -20,6 +20,7 @@ mod columns;
 pub(crate) mod fallback;
 pub(crate) mod registry;
 mod single;
+#[cfg(feature = "mysql")]
 pub(crate) mod sql;
 mod statements;
 mod store;

@@ -1,13 +1,10 @@
 //! Helpers of the MySQL/MariaDB statements, which have no `RETURNING`: the keys a multi-row
 //! insert generated, and the errors of a write whose rows are not there afterwards.
 
-use diesel::QueryResult;
-#[cfg(feature = "mysql")]
-use diesel::RunQueryDsl;
+use diesel::{QueryResult, RunQueryDsl};
 
 /// The key MySQL/MariaDB generated for the session's last insert (`LAST_INSERT_ID()`: the
 /// first row's, for a multi-row insert).
-#[cfg(feature = "mysql")]
 pub(crate) fn last_insert_id(conn: &mut diesel::MysqlConnection) -> QueryResult<u64> {
     diesel::select(diesel::dsl::sql::<
         diesel::sql_types::Unsigned<diesel::sql_types::BigInt>,
@@ -18,7 +15,6 @@ pub(crate) fn last_insert_id(conn: &mut diesel::MysqlConnection) -> QueryResult<
 /// When a multi-row insert's generated keys are consecutive (`innodb_autoinc_lock_mode` 0 or
 /// 1, MariaDB's default), the step between them (`auto_increment_increment`); `None` with
 /// interleaved allocation (mode 2, MySQL 8's default), where they may have gaps.
-#[cfg(feature = "mysql")]
 pub(crate) fn consecutive_insert_ids(
     conn: &mut diesel::MysqlConnection,
 ) -> QueryResult<Option<u64>> {

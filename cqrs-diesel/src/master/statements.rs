@@ -22,8 +22,11 @@ use super::MasterColumns;
 /// What differs between backends in the master's statements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Dialect {
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     Postgres,
+    #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
     Mysql,
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     Sqlite,
 }
 
@@ -40,6 +43,8 @@ impl Dialect {
 /// The keys a `SELECT` reads: those of rows, or decoded ones.
 pub(crate) enum Keys<'a, M: MasterColumns<C>, C: Connection> {
     Rows(&'a [&'a M]),
+    // Decoded keys read back by MySQL/MariaDB.
+    #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
     Owned(Vec<M::Pk>),
 }
 
@@ -73,6 +78,7 @@ pub(crate) enum Kind<'a, M: MasterColumns<C>, C: Connection> {
     Select { keys: Keys<'a, M, C>, lock: bool },
     /// `SELECT` the row whose key MySQL/MariaDB generated last on this connection
     /// (`LAST_INSERT_ID()`), in the statement that reads it.
+    #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
     SelectLastInsert,
     /// Up to `limit` rows matching `filter`, after the key `after`, in key order.
     Page {

@@ -39,8 +39,10 @@ pub trait ReplicaColumns<DB: Backend>: ReplicaModel {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Dialect {
     /// PostgreSQL and SQLite: `ON CONFLICT (pk) DO UPDATE SET c = excluded.c`.
+    #[cfg_attr(not(any(feature = "postgres", feature = "sqlite")), allow(dead_code))]
     OnConflict,
     /// MySQL/MariaDB: `ON DUPLICATE KEY UPDATE c = VALUES(c)`.
+    #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
     Mysql,
 }
 
