@@ -179,7 +179,7 @@ mod pg {
 
     use super::{Hole, SingleKind, SinglePlan};
     use crate::master::MasterColumns;
-    use crate::master::statements::push_columns;
+    use crate::master::statements::{Dialect, push_columns, push_conflict, push_returning};
 
     type Conn = diesel::PgConnection;
 
@@ -275,34 +275,7 @@ mod pg {
                     out.push_sql(" WHERE (SELECT count(*) FROM \"p\") >= 0");
                 }
                 if kind == SingleKind::Save {
-                    out.push_sql(" ON CONFLICT (");
-                    out.push_identifier(columns[pk])?;
-                    out.push_sql(") DO UPDATE SET ");
-                    for (n, c) in all.clone().filter(|&c| c != pk).enumerate() {
-                        if n > 0 {
-                            out.push_sql(", ");
-                        }
-                        out.push_identifier(columns[c])?;
-                        out.push_sql(" = ");
-                        if c == rev {
-                            M::walk_table(out.reborrow())?;
-                            out.push_sql(".");
-                            out.push_identifier(columns[rev])?;
-                            out.push_sql(" + 1");
-                        } else if c == upd {
-                            // Never at or before the stored time (see the replica's order).
-                            out.push_sql("GREATEST(excluded.");
-                            out.push_identifier(columns[upd])?;
-                            out.push_sql(", ");
-                            M::walk_table(out.reborrow())?;
-                            out.push_sql(".");
-                            out.push_identifier(columns[upd])?;
-                            out.push_sql(" + interval '1 microsecond')");
-                        } else {
-                            out.push_sql("excluded.");
-                            out.push_identifier(columns[c])?;
-                        }
-                    }
+                    push_conflict::<M, Conn>(&mut out, Dialect::Postgres)?;
                     if tracked {
                         // A row inserted by another transaction since "p" found none: its old
                         // values are unknown here, so write nothing (no row comes back) and
@@ -311,8 +284,7 @@ mod pg {
                     }
                 }
             }
-            out.push_sql(" RETURNING ");
-            push_columns(&mut out, None, all.clone(), columns)?;
+            push_returning::<M, Conn>(&mut out, Dialect::Postgres)?;
 
             out.push_sql(
                 "), \"o\" AS (INSERT INTO cqrs_outbox (cqrs_id, routing_key, body) SELECT ",

@@ -185,10 +185,7 @@ impl<M: MasterColumns<C>, C: Connection> Stmt<'_, M, C> {
                 if keys.len() > 1 {
                     out.unsafe_to_cache_prepared();
                 }
-                out.push_sql("SELECT ");
-                push_columns(&mut out, None, all, columns)?;
-                out.push_sql(" FROM ");
-                M::walk_table(out.reborrow())?;
+                push_select_from::<M, C>(&mut out)?;
                 out.push_sql(" WHERE ");
                 out.push_identifier(columns[pk])?;
                 if keys.len() == 1 {
@@ -210,10 +207,7 @@ impl<M: MasterColumns<C>, C: Connection> Stmt<'_, M, C> {
                 }
             }
             Kind::SelectLastInsert => {
-                out.push_sql("SELECT ");
-                push_columns(&mut out, None, all, columns)?;
-                out.push_sql(" FROM ");
-                M::walk_table(out.reborrow())?;
+                push_select_from::<M, C>(&mut out)?;
                 out.push_sql(" WHERE ");
                 out.push_identifier(columns[pk])?;
                 out.push_sql(" = LAST_INSERT_ID()");
@@ -224,10 +218,7 @@ impl<M: MasterColumns<C>, C: Connection> Stmt<'_, M, C> {
                 limit,
             } => {
                 out.unsafe_to_cache_prepared();
-                out.push_sql("SELECT ");
-                push_columns(&mut out, None, all, columns)?;
-                out.push_sql(" FROM ");
-                M::walk_table(out.reborrow())?;
+                push_select_from::<M, C>(&mut out)?;
                 self.walk_filter(filter, out.reborrow())?;
                 if let Some(after) = after {
                     out.push_sql(" AND ");
@@ -275,9 +266,9 @@ impl<M: MasterColumns<C>, C: Connection> Stmt<'_, M, C> {
                     out.push_sql(")");
                 }
                 if *upsert {
-                    self.walk_conflict(out.reborrow(), dialect)?;
+                    push_conflict::<M, C>(&mut out, dialect)?;
                 }
-                self.walk_returning(out.reborrow(), dialect)?;
+                push_returning::<M, C>(&mut out, dialect)?;
             }
             Kind::Update { row, now, bump } => {
                 out.push_sql("UPDATE ");
@@ -297,7 +288,7 @@ impl<M: MasterColumns<C>, C: Connection> Stmt<'_, M, C> {
                         out.push_sql("GREATEST(");
                         M::walk_updated(now, out.reborrow())?;
                         out.push_sql(", ");
-                        self.walk_stored(out.reborrow(), dialect, upd)?;
+                        push_stored::<M, C>(&mut out, dialect, upd)?;
                         out.push_sql(later(dialect));
                     }
                 }
@@ -305,14 +296,14 @@ impl<M: MasterColumns<C>, C: Connection> Stmt<'_, M, C> {
                     out.push_sql(", ");
                     out.push_identifier(columns[rev])?;
                     out.push_sql(" = ");
-                    self.walk_stored(out.reborrow(), dialect, rev)?;
+                    push_stored::<M, C>(&mut out, dialect, rev)?;
                     out.push_sql(" + 1");
                 }
                 out.push_sql(" WHERE ");
                 out.push_identifier(columns[pk])?;
                 out.push_sql(" = ");
                 row.walk_value(pk, out.reborrow())?;
-                self.walk_returning(out.reborrow(), dialect)?;
+                push_returning::<M, C>(&mut out, dialect)?;
             }
             Kind::Delete { row } => {
                 out.push_sql("DELETE FROM ");
@@ -321,7 +312,7 @@ impl<M: MasterColumns<C>, C: Connection> Stmt<'_, M, C> {
                 out.push_identifier(columns[pk])?;
                 out.push_sql(" = ");
                 row.walk_value(pk, out.reborrow())?;
-                self.walk_returning(out.reborrow(), dialect)?;
+                push_returning::<M, C>(&mut out, dialect)?;
             }
         }
         Ok(())
@@ -378,88 +369,96 @@ impl<M: MasterColumns<C>, C: Connection> Stmt<'_, M, C> {
         }
         Ok(())
     }
+}
 
-    /// The stored value of column `c` in an update: qualified by the table where the
-    /// statement could also name the proposed row.
-    fn walk_stored(
-        &self,
-        mut out: AstPass<'_, '_, C::Backend>,
-        dialect: Dialect,
-        c: usize,
-    ) -> QueryResult<()> {
-        if dialect != Dialect::Mysql {
-            M::walk_table(out.reborrow())?;
-            out.push_sql(".");
-        }
-        out.push_identifier(M::COLUMNS[c])
+/// Writes `SELECT <every column> FROM <table>`.
+fn push_select_from<M: MasterColumns<C>, C: Connection>(
+    out: &mut AstPass<'_, '_, C::Backend>,
+) -> QueryResult<()> {
+    out.push_sql("SELECT ");
+    push_columns(out, None, 0..M::COLUMNS.len(), M::COLUMNS)?;
+    out.push_sql(" FROM ");
+    M::walk_table(out.reborrow())
+}
+
+/// The stored value of column `c` in an update: qualified by the table where the statement
+/// could also name the proposed row.
+fn push_stored<M: MasterColumns<C>, C: Connection>(
+    out: &mut AstPass<'_, '_, C::Backend>,
+    dialect: Dialect,
+    c: usize,
+) -> QueryResult<()> {
+    if dialect != Dialect::Mysql {
+        M::walk_table(out.reborrow())?;
+        out.push_sql(".");
     }
+    out.push_identifier(M::COLUMNS[c])
+}
 
-    /// The conflict clause of an upsert: every column but the key from the proposed row, the
-    /// stamp never at or before the stored one, the revision bumped.
-    fn walk_conflict(
-        &self,
-        mut out: AstPass<'_, '_, C::Backend>,
-        dialect: Dialect,
-    ) -> QueryResult<()> {
-        let columns = M::COLUMNS;
-        let (pk, rev, upd) = (M::PK_INDEX, M::REVISION_INDEX, M::UPDATED_INDEX);
-        let proposed = |out: &mut AstPass<'_, '_, C::Backend>, c: usize| -> QueryResult<()> {
-            if dialect == Dialect::Mysql {
-                out.push_sql("VALUES(");
-                out.push_identifier(columns[c])?;
-                out.push_sql(")");
-            } else {
-                out.push_sql("excluded.");
-                out.push_identifier(columns[c])?;
-            }
-            Ok(())
-        };
+/// The conflict clause of an upsert: every column but the key from the proposed row, the
+/// stamp never at or before the stored one, the revision bumped.
+pub(crate) fn push_conflict<M: MasterColumns<C>, C: Connection>(
+    out: &mut AstPass<'_, '_, C::Backend>,
+    dialect: Dialect,
+) -> QueryResult<()> {
+    let columns = M::COLUMNS;
+    let (pk, rev, upd) = (M::PK_INDEX, M::REVISION_INDEX, M::UPDATED_INDEX);
+    let proposed = |out: &mut AstPass<'_, '_, C::Backend>, c: usize| -> QueryResult<()> {
         if dialect == Dialect::Mysql {
-            // On a conflict with any unique key: see `MasterStore::cqrs_upsert` for MySQL.
-            out.push_sql(" ON DUPLICATE KEY UPDATE ");
-        } else {
-            out.push_sql(" ON CONFLICT (");
-            out.push_identifier(columns[pk])?;
-            out.push_sql(") DO UPDATE SET ");
-        }
-        for (n, c) in (0..columns.len())
-            .filter(|&c| c != pk && c != rev)
-            .enumerate()
-        {
-            if n > 0 {
-                out.push_sql(", ");
-            }
+            out.push_sql("VALUES(");
             out.push_identifier(columns[c])?;
-            out.push_sql(" = ");
-            if c == upd && dialect != Dialect::Sqlite {
-                out.push_sql("GREATEST(");
-                proposed(&mut out, c)?;
-                out.push_sql(", ");
-                self.walk_stored(out.reborrow(), dialect, upd)?;
-                out.push_sql(later(dialect));
-            } else {
-                proposed(&mut out, c)?;
-            }
+            out.push_sql(")");
+        } else {
+            out.push_sql("excluded.");
+            out.push_identifier(columns[c])?;
         }
-        out.push_sql(", ");
-        out.push_identifier(columns[rev])?;
+        Ok(())
+    };
+    if dialect == Dialect::Mysql {
+        // On a conflict with any unique key: see `MasterStore::cqrs_upsert` for MySQL.
+        out.push_sql(" ON DUPLICATE KEY UPDATE ");
+    } else {
+        out.push_sql(" ON CONFLICT (");
+        out.push_identifier(columns[pk])?;
+        out.push_sql(") DO UPDATE SET ");
+    }
+    for (n, c) in (0..columns.len())
+        .filter(|&c| c != pk && c != rev)
+        .enumerate()
+    {
+        if n > 0 {
+            out.push_sql(", ");
+        }
+        out.push_identifier(columns[c])?;
         out.push_sql(" = ");
-        self.walk_stored(out.reborrow(), dialect, rev)?;
-        out.push_sql(" + 1");
-        Ok(())
-    }
-
-    fn walk_returning(
-        &self,
-        mut out: AstPass<'_, '_, C::Backend>,
-        dialect: Dialect,
-    ) -> QueryResult<()> {
-        if dialect.returns_rows() {
-            out.push_sql(" RETURNING ");
-            push_columns(&mut out, None, 0..M::COLUMNS.len(), M::COLUMNS)?;
+        if c == upd && dialect != Dialect::Sqlite {
+            out.push_sql("GREATEST(");
+            proposed(out, c)?;
+            out.push_sql(", ");
+            push_stored::<M, C>(out, dialect, upd)?;
+            out.push_sql(later(dialect));
+        } else {
+            proposed(out, c)?;
         }
-        Ok(())
     }
+    out.push_sql(", ");
+    out.push_identifier(columns[rev])?;
+    out.push_sql(" = ");
+    push_stored::<M, C>(out, dialect, rev)?;
+    out.push_sql(" + 1");
+    Ok(())
+}
+
+/// ` RETURNING <every column>` where the backend has it.
+pub(crate) fn push_returning<M: MasterColumns<C>, C: Connection>(
+    out: &mut AstPass<'_, '_, C::Backend>,
+    dialect: Dialect,
+) -> QueryResult<()> {
+    if dialect.returns_rows() {
+        out.push_sql(" RETURNING ");
+        push_columns(out, None, 0..M::COLUMNS.len(), M::COLUMNS)?;
+    }
+    Ok(())
 }
 
 /// The end of `GREATEST(now, stored`: one microsecond after the stored time.
