@@ -18,7 +18,6 @@ use serde_json::{Map, Value};
 use crate::master::{MasterModel, UpdatedAt};
 
 /// What a one-statement write does.
-#[doc(hidden)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SingleKind {
     /// Insert the row or update the stored one (`ON CONFLICT DO UPDATE`), a SAVE.
@@ -48,6 +47,14 @@ const PK_MARKER: &str = "\u{0}cqrs:pk\u{0}";
 /// Stands for `previous_data` in a body template.
 const PREVIOUS_MARKER: &str = "\u{0}cqrs:previous\u{0}";
 
+/// The markers as they appear in a serialized body (JSON strings), with the hole each stands
+/// for.
+const MARKERS_IN_JSON: [(&str, Hole); 3] = [
+    (r#""\u0000cqrs:revision\u0000""#, Hole::Revision),
+    (r#""\u0000cqrs:pk\u0000""#, Hole::Pk),
+    (r#""\u0000cqrs:previous\u0000""#, Hole::Previous),
+];
+
 /// A one-statement write, prepared by generic code for the model's generated statement: the
 /// time it stamps and its message, as text around the holes the statement fills.
 #[doc(hidden)]
@@ -59,7 +66,8 @@ pub struct SinglePlan {
     /// One more than `holes`: `parts[0] hole[0] parts[1] ... parts[n]`.
     pub(crate) parts: Vec<String>,
     pub(crate) holes: Vec<Hole>,
-    /// `previous_data` of a row that did not exist (every tracked field null), as JSON text.
+    /// `previous_data` of a row that did not exist (every tracked field null), as JSON text,
+    /// for a save that reads the old values (empty otherwise).
     pub(crate) previous_nulls: String,
 }
 
@@ -78,39 +86,41 @@ impl SinglePlan {
     ) -> Option<SinglePlan> {
         let revision = Value::String(REVISION_MARKER.to_owned());
         let updated = UpdatedAt::to_wire_utc(&now);
+        let pk = row.cqrs_pk();
+        let nulls = super::tracked_nulls::<M>();
         let (pk, data, previous_data, signal) = match kind {
             SingleKind::Save | SingleKind::InsertGenerated => {
                 let mut data = row.cqrs_instance_data();
                 data.insert("cqrs_revision".to_owned(), revision);
                 data.insert("cqrs_updated".to_owned(), updated);
                 let (pk, previous) = if kind == SingleKind::InsertGenerated {
-                    if !row.cqrs_pk().is_number() {
+                    if !pk.is_number() {
                         return None;
                     }
                     let pk = Value::String(PK_MARKER.to_owned());
                     if let Some(name) = M::PK_WIRE_NAME {
                         data.insert(name.to_owned(), pk.clone());
                     }
-                    (pk, super::tracked_nulls::<M>())
+                    (pk, nulls.clone())
                 } else {
-                    (row.cqrs_pk(), None)
+                    (pk, None)
                 };
                 (pk, data, previous, cqrs_core::SignalType::Save)
             }
             SingleKind::Delete => {
                 let mut data = Map::with_capacity(3);
-                data.insert("id".to_owned(), row.cqrs_pk());
+                data.insert("id".to_owned(), pk.clone());
                 data.insert("cqrs_revision".to_owned(), revision);
                 data.insert("cqrs_updated".to_owned(), updated);
-                (row.cqrs_pk(), data, None, cqrs_core::SignalType::Delete)
+                (pk, data, None, cqrs_core::SignalType::Delete)
             }
         };
-        let nulls = super::tracked_nulls::<M>();
-        let previous_nulls = Value::from(nulls.clone().map(Value::Object)).to_string();
         let mut body = super::body_with_pk(row, pk, signal, data, previous_data, now);
-        if kind == SingleKind::Save && nulls.is_some() {
+        let mut previous_nulls = String::new();
+        if let (SingleKind::Save, Some(nulls)) = (kind, nulls) {
             // The old values of the tracked fields, read by the statement.
             body["previous_data"] = Value::String(PREVIOUS_MARKER.to_owned());
+            previous_nulls = Value::Object(nulls).to_string();
         }
         let (parts, holes) = split_template(&body.to_string())?;
         Some(SinglePlan {
@@ -124,20 +134,15 @@ impl SinglePlan {
     }
 }
 
-/// Cuts a body at its markers (JSON strings of [`REVISION_MARKER`] and [`PK_MARKER`]).
+/// Cuts a body at its markers ([`MARKERS_IN_JSON`]); `None` without a revision marker.
 fn split_template(body: &str) -> Option<(Vec<String>, Vec<Hole>)> {
-    let markers = [
-        (serde_json::to_string(REVISION_MARKER).ok()?, Hole::Revision),
-        (serde_json::to_string(PK_MARKER).ok()?, Hole::Pk),
-        (serde_json::to_string(PREVIOUS_MARKER).ok()?, Hole::Previous),
-    ];
     let mut parts = Vec::with_capacity(3);
     let mut holes = Vec::with_capacity(2);
     let mut rest = body;
     loop {
-        let next = markers
+        let next = MARKERS_IN_JSON
             .iter()
-            .filter_map(|(text, hole)| rest.find(text.as_str()).map(|at| (at, text.len(), *hole)))
+            .filter_map(|(text, hole)| rest.find(text).map(|at| (at, text.len(), *hole)))
             .min_by_key(|(at, _, _)| *at);
         match next {
             Some((at, len, hole)) => {
@@ -379,6 +384,14 @@ mod tests {
         let (parts, holes) = split_template(&body).unwrap();
         assert_eq!(holes, vec![Hole::Revision, Hole::Pk, Hole::Pk]);
         assert_eq!(parts, vec![r#"{"a":"#, r#","id":"#, r#","b":1,"pk":"#, "}"]);
+    }
+
+    #[test]
+    fn the_markers_are_found_as_serde_json_writes_them() {
+        let markers = [REVISION_MARKER, PK_MARKER, PREVIOUS_MARKER];
+        for ((json, _), marker) in MARKERS_IN_JSON.iter().zip(markers) {
+            assert_eq!(*json, serde_json::to_string(marker).unwrap());
+        }
     }
 
     #[test]
