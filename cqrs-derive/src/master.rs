@@ -114,10 +114,14 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
                     );
                     data.insert(
                         "cqrs_updated".to_owned(),
-                        <#updated_ty as ::cqrs_diesel::UpdatedAt>::to_wire_utc(&self.#updated_ident),
+                        ::cqrs_diesel::MasterModel::cqrs_updated_wire(self),
                     );
                     #(#data_inserts)*
                     data
+                }
+
+                fn cqrs_updated_wire(&self) -> __p::serde_json::Value {
+                    <#updated_ty as ::cqrs_diesel::UpdatedAt>::to_wire_utc(&self.#updated_ident)
                 }
 
                 fn cqrs_tracked_data(&self) -> __p::serde_json::Map<String, __p::serde_json::Value> {

@@ -19,6 +19,14 @@ fn missing_row() -> diesel::result::Error {
     diesel::result::Error::NotFound
 }
 
+/// Runs a statement that must return exactly one row of `M`.
+fn load_one<M: MasterColumns<C>, C: Connection>(
+    conn: &mut C,
+    statement: Stmt<'_, M, C>,
+) -> QueryResult<M> {
+    first(M::cqrs_load(conn, statement)?).ok_or_else(missing_row)
+}
+
 /// `filter` with its keys and time decoded for `M`.
 fn decode_filter<M: MasterColumns<C>, C: Connection>(
     filter: &RowFilter,
@@ -124,20 +132,17 @@ macro_rules! returning_store {
 
             fn cqrs_insert(&self, conn: &mut $conn) -> QueryResult<Self> {
                 let now = now::<M, $conn>();
-                M::cqrs_load(conn, insert(&[self], &now, true, false))
-                    .and_then(|rows| first(rows).ok_or_else(missing_row))
+                load_one(conn, insert(&[self], &now, true, false))
             }
 
             fn cqrs_upsert(&self, conn: &mut $conn) -> QueryResult<Self> {
                 let now = now::<M, $conn>();
-                M::cqrs_load(conn, insert(&[self], &now, true, true))
-                    .and_then(|rows| first(rows).ok_or_else(missing_row))
+                load_one(conn, insert(&[self], &now, true, true))
             }
 
             fn cqrs_insert_generated(&self, conn: &mut $conn) -> QueryResult<Self> {
                 let now = now::<M, $conn>();
-                M::cqrs_load(conn, insert(&[self], &now, false, false))
-                    .and_then(|rows| first(rows).ok_or_else(missing_row))
+                load_one(conn, insert(&[self], &now, false, false))
             }
 
             fn cqrs_insert_many_generated(
@@ -257,8 +262,7 @@ mod mysql {
             let now = now::<M, C>();
             insert(&[self], &now, false, false).execute(conn)?;
             // The generated key and the row in one read.
-            M::cqrs_load(conn, Stmt::new(Kind::SelectLastInsert))
-                .and_then(|rows| first(rows).ok_or_else(missing_row))
+            load_one(conn, Stmt::new(Kind::SelectLastInsert))
         }
 
         fn cqrs_insert_many_generated(rows: &[&Self], conn: &mut C) -> QueryResult<Vec<Self>> {

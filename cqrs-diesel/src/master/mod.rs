@@ -166,6 +166,15 @@ pub trait MasterModel: MasterHooks + Sized + 'static {
     /// The tracked fields' current values, under their wire names.
     fn cqrs_tracked_data(&self) -> Map<String, Value>;
 
+    /// `cqrs_updated` as the wire writes it (`...+00:00`), without the rest of the data.
+    #[doc(hidden)]
+    fn cqrs_updated_wire(&self) -> Value {
+        self.cqrs_instance_data()
+            .get("cqrs_updated")
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+
     /// Checks that the wire can carry every payload field exactly
     /// ([`WireValue::check_wire`](cqrs_core::WireValue::check_wire): a NaN or an infinity
     /// cannot be). The error names the field. Every write calls it before its message is
@@ -729,11 +738,7 @@ where
         let expected = UpdatedAt::to_wire_utc(&now);
         for row in &stored {
             row.cqrs_check_values()?;
-            let found = row
-                .cqrs_instance_data()
-                .get("cqrs_updated")
-                .cloned()
-                .unwrap_or(Value::Null);
+            let found = row.cqrs_updated_wire();
             if found != expected {
                 return Err(Error::Unstamped {
                     cqrs_id: M::CQRS_ID,
@@ -813,9 +818,8 @@ where
 fn delete_time<M: MasterModel>(old: &M) -> DateTime<Utc> {
     let now = <DateTime<Utc> as UpdatedAt>::now();
     let stored = old
-        .cqrs_instance_data()
-        .get("cqrs_updated")
-        .and_then(Value::as_str)
+        .cqrs_updated_wire()
+        .as_str()
         .and_then(|at| cqrs_core::parse_timestamp(at).ok())
         .map(|at| at.with_timezone(&Utc));
     match stored {
