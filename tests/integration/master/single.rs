@@ -330,12 +330,22 @@ fn a_stored_time_after_the_clock_still_gets_later_times() {
     let db = database("single_clock");
     let mut conn = db.connect();
     gadget(1, "a").save_and_publish(&mut conn).unwrap();
-    // As if another master's clock ran ahead: the next writes must still stamp later times.
-    diesel::sql_query("UPDATE gadget SET cqrs_updated = '2099-01-01 00:00:00+00:00'")
-        .execute(&mut conn)
+    // As if another master's clock ran ahead (a century, measured from the database's clock,
+    // so that the test does not depend on today's date): the next writes must still stamp
+    // later times.
+    diesel::sql_query(
+        "UPDATE gadget SET cqrs_updated = date_trunc('second', now()) + interval '100 years'",
+    )
+    .execute(&mut conn)
+    .unwrap();
+    let ahead: DateTime<Utc> = schema::gadget::table
+        .select(schema::gadget::cqrs_updated)
+        .first(&mut conn)
         .unwrap();
+    let after = |micros| {
+        cqrs_diesel::wire::format_timestamp(&(ahead + chrono::TimeDelta::microseconds(micros)))
+    };
     let stored = gadget(1, "b").save_and_publish(&mut conn).unwrap();
-    let ahead = DateTime::parse_from_rfc3339("2099-01-01T00:00:00Z").unwrap();
     assert_eq!(
         stored.cqrs_updated,
         ahead + chrono::TimeDelta::microseconds(1)
@@ -346,12 +356,12 @@ fn a_stored_time_after_the_clock_still_gets_later_times() {
     assert_eq!(bodies.len(), 3);
     assert_eq!(
         bodies[1]["instance_data"]["cqrs_updated"],
-        Value::from("2099-01-01 00:00:00.000001+00:00")
+        Value::from(after(1))
     );
     assert_eq!(bodies[1]["instance_data"]["cqrs_revision"], Value::from(1));
     assert_eq!(
         bodies[2]["instance_data"]["cqrs_updated"],
-        Value::from("2099-01-01 00:00:00.000002+00:00")
+        Value::from(after(2))
     );
     assert_eq!(bodies[2]["instance_data"]["cqrs_revision"], Value::from(2));
 }
