@@ -42,6 +42,8 @@ trait Bench: Sized {
     fn plain_delete(conn: &mut Self::Conn, id: i64);
     /// A plain insert whose key the database generates, reading the key back.
     fn plain_insert_generated(conn: &mut Self::Conn, n: i64) -> i64;
+    /// Runs `write` and inserts an outbox row, in one transaction.
+    fn with_outbox_row(conn: &mut Self::Conn, id: i64, write: impl FnOnce(&mut Self::Conn));
     fn teardown(&self);
 }
 
@@ -143,6 +145,24 @@ macro_rules! model {
                 .expect("plain delete");
         }
 
+        /// The floor of any transactional outbox: `write` and the insert of an outbox row of
+        /// the size of ours, in one transaction, with nothing read and nothing checked.
+        pub fn with_outbox_row(conn: &mut Conn, id: i64, write: impl FnOnce(&mut Conn)) {
+            use cqrs_diesel::outbox::cqrs_outbox;
+            conn.transaction::<_, diesel::result::Error, _>(|conn| {
+                write(conn);
+                diesel::insert_into(cqrs_outbox::table)
+                    .values((
+                        cqrs_outbox::cqrs_id.eq("account"),
+                        cqrs_outbox::routing_key.eq("account"),
+                        cqrs_outbox::body.eq(super::floor_body(id)),
+                    ))
+                    .execute(conn)?;
+                Ok(())
+            })
+            .expect("floor write");
+        }
+
         /// The columns of a new row but its key.
         #[allow(clippy::type_complexity)]
         pub fn keyless(
@@ -225,6 +245,15 @@ mod lite {
     returning_insert!(account);
 }
 
+/// An outbox body of the size and shape of a SAVE of the bench's row.
+fn floor_body(id: i64) -> String {
+    format!(
+        r#"{{"signal_type":"SAVE","cqrs_id":"account","instance_data":{{"id":{id},"name":"{}","email":"{}","balance":0,"cqrs_revision":0,"cqrs_updated":"2026-01-01 00:00:00.000000+00:00"}},"instance_pk":{id},"previous_data":null,"correlation_id":null,"expires":null,"retries":0,"meta":null}}"#,
+        name(id, 0),
+        email(id)
+    )
+}
+
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
 }
@@ -249,6 +278,13 @@ macro_rules! delegate_to {
         }
         fn plain_insert_generated(conn: &mut $module::Conn, n: i64) -> i64 {
             $module::plain_insert_generated(conn, n)
+        }
+        fn with_outbox_row(
+            conn: &mut $module::Conn,
+            id: i64,
+            write: impl FnOnce(&mut $module::Conn),
+        ) {
+            $module::with_outbox_row(conn, id, write)
         }
     };
 }
@@ -464,11 +500,22 @@ fn phase<B: Bench + Sync>(
         / rows as f64
 }
 
-/// The phases, plain or ours: microseconds per write per writer for each.
-fn round<B: Bench + Sync>(bench: &B, writers: i64, rows: i64, ours: bool) -> [f64; 5] {
+/// What a round writes with.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// The plain Diesel write, autocommitted.
+    Plain,
+    /// The plain write and an outbox row in one transaction.
+    Floor,
+    /// This library.
+    Ours,
+}
+
+/// The phases of one kind: microseconds per write per writer for each.
+fn round<B: Bench + Sync>(bench: &B, writers: i64, rows: i64, kind: Kind) -> [f64; 5] {
     bench.reset();
-    if ours {
-        [
+    match kind {
+        Kind::Ours => [
             phase(bench, writers, rows, |c, id| {
                 B::untracked(id, 0).save_and_publish(c).expect("create");
             }),
@@ -486,9 +533,27 @@ fn round<B: Bench + Sync>(bench: &B, writers: i64, rows: i64, ours: bool) -> [f6
             phase(bench, writers, rows, |c, n| {
                 B::untracked(0, n).insert_and_publish(c).expect("insert");
             }),
-        ]
-    } else {
-        [
+        ],
+        Kind::Floor => [
+            phase(bench, writers, rows, |c, id| {
+                B::with_outbox_row(c, id, |c| B::plain_insert(c, id));
+            }),
+            phase(bench, writers, rows, |c, id| {
+                B::with_outbox_row(c, id, |c| B::plain_update(c, id, 1));
+            }),
+            phase(bench, writers, rows, |c, id| {
+                B::with_outbox_row(c, id, |c| B::plain_update(c, id, 2));
+            }),
+            phase(bench, writers, rows, |c, id| {
+                B::with_outbox_row(c, id, |c| B::plain_delete(c, id));
+            }),
+            phase(bench, writers, rows, |c, n| {
+                B::with_outbox_row(c, n, |c| {
+                    B::plain_insert_generated(c, n);
+                });
+            }),
+        ],
+        Kind::Plain => [
             phase(bench, writers, rows, B::plain_insert),
             phase(bench, writers, rows, |c, id| B::plain_update(c, id, 1)),
             phase(bench, writers, rows, |c, id| B::plain_update(c, id, 2)),
@@ -496,8 +561,16 @@ fn round<B: Bench + Sync>(bench: &B, writers: i64, rows: i64, ours: bool) -> [f6
             phase(bench, writers, rows, |c, n| {
                 B::plain_insert_generated(c, n);
             }),
-        ]
+        ],
     }
+}
+
+/// Median and range of `ours[r][p] / base[r][p]` over the rounds.
+fn ratio(ours: &[[f64; 5]], base: &[[f64; 5]], p: usize) -> (f64, f64, f64) {
+    let mut ratios: Vec<f64> = ours.iter().zip(base).map(|(o, b)| o[p] / b[p]).collect();
+    let low = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let high = ratios.iter().copied().fold(0.0, f64::max);
+    (median(&mut ratios), low, high)
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -509,34 +582,41 @@ fn run<B: Bench + Sync>(writer_counts: &[i64], rounds: usize, rows: i64) {
     let bench = B::setup();
     for &writers in writer_counts {
         let mut plain = vec![[0.0; 5]; rounds];
+        let mut floor = vec![[0.0; 5]; rounds];
         let mut ours = vec![[0.0; 5]; rounds];
         for r in 0..rounds {
-            plain[r] = round(&bench, writers, rows, false);
-            ours[r] = round(&bench, writers, rows, true);
+            plain[r] = round(&bench, writers, rows, Kind::Plain);
+            floor[r] = round(&bench, writers, rows, Kind::Floor);
+            ours[r] = round(&bench, writers, rows, Kind::Ours);
         }
         println!(
             "\n{} , {writers} writer(s), {rows} rows each, {rounds} rounds \
-             (us per write per writer, median of rounds; cost = ours / plain, median [min-max])",
+             (us per write per writer, median of rounds; cost = ours / plain, floor = the \
+             plain write and an outbox row in one transaction / plain, median [min-max])",
             B::NAME
         );
         println!(
-            "  {:<24} {:>10} {:>10} {:>22}",
-            "write", "plain us", "ours us", "cost"
+            "  {:<24} {:>9} {:>9} {:>9} {:>22} {:>22}",
+            "write", "plain us", "floor us", "ours us", "cost", "floor"
         );
+        let us = |kind: &[[f64; 5]], p: usize| {
+            median(&mut kind.iter().map(|r| r[p]).collect::<Vec<_>>())
+        };
         for (p, phase) in PHASES.iter().enumerate() {
-            let mut ratios: Vec<f64> = (0..rounds).map(|r| ours[r][p] / plain[r][p]).collect();
-            let low = ratios.iter().copied().fold(f64::INFINITY, f64::min);
-            let high = ratios.iter().copied().fold(0.0, f64::max);
-            let mut plain_us: Vec<f64> = plain.iter().map(|r| r[p]).collect();
-            let mut ours_us: Vec<f64> = ours.iter().map(|r| r[p]).collect();
+            let (cost, cost_low, cost_high) = ratio(&ours, &plain, p);
+            let (fl, fl_low, fl_high) = ratio(&floor, &plain, p);
             println!(
-                "  {:<24} {:>10.1} {:>10.1} {:>9.2}x [{:.2}-{:.2}]",
+                "  {:<24} {:>9.1} {:>9.1} {:>9.1} {:>9.2}x [{:.2}-{:.2}] {:>9.2}x [{:.2}-{:.2}]",
                 phase,
-                median(&mut plain_us),
-                median(&mut ours_us),
-                median(&mut ratios),
-                low,
-                high
+                us(&plain, p),
+                us(&floor, p),
+                us(&ours, p),
+                cost,
+                cost_low,
+                cost_high,
+                fl,
+                fl_low,
+                fl_high
             );
         }
     }
