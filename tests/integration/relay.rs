@@ -323,3 +323,111 @@ async fn shutdown_returns_the_stats_and_ends_the_task() {
     assert_eq!(conn.outbox_pending().unwrap(), 0);
     broker.teardown().await;
 }
+
+/// The broker behind `inner`, except that the confirmation of the first message published
+/// is held until `release` is notified.
+#[derive(Clone)]
+struct HoldFirstConfirmation {
+    inner: RabbitMqTransport,
+    published: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    release: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl Transport for HoldFirstConfirmation {
+    type Consumer = RabbitMqConsumer;
+
+    async fn declare(&self, topology: &Topology) -> Result<(), cqrs_diesel::TransportError> {
+        self.inner.declare(topology).await
+    }
+
+    async fn publish(
+        &self,
+        message: &cqrs_diesel::transport::OutgoingMessage,
+    ) -> Result<cqrs_diesel::transport::Confirmation, cqrs_diesel::TransportError> {
+        let confirmation = self.inner.publish(message).await?;
+        let first = self
+            .published
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            == 0;
+        if !first {
+            return Ok(confirmation);
+        }
+        let release = std::sync::Arc::clone(&self.release);
+        Ok(cqrs_diesel::transport::Confirmation::new(async move {
+            release.notified().await;
+            confirmation.await
+        }))
+    }
+
+    async fn consume(
+        &self,
+        queue: &str,
+        prefetch: u16,
+    ) -> Result<RabbitMqConsumer, cqrs_diesel::TransportError> {
+        self.inner.consume(queue, prefetch).await
+    }
+
+    async fn close(&self) {
+        self.inner.close().await
+    }
+}
+
+/// An entry committed while an earlier batch waits for its confirmation is published at once,
+/// not after that confirmation (on the backends whose relay locks its batches, so that the
+/// next batch can be taken while one is in flight).
+async fn a_commit_during_a_pass_does_not_wait_for_earlier_confirmations<D: TestDb>(
+    db: D,
+    tag: &str,
+) {
+    let broker = Broker::new(tag).await;
+    let mut conn = prepare(&db);
+    let mut consumer = broker.consumer().await;
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let transport = HoldFirstConfirmation {
+        inner: broker.transport.clone(),
+        published: Default::default(),
+        release: std::sync::Arc::clone(&release),
+    };
+    let relay = OutboxRelay::new(transport, db.connector())
+        .poll_interval(Duration::from_secs(60))
+        .spawn();
+
+    insert(&mut conn, 0..1, |_| "author".to_owned());
+    notify_commit();
+    assert_eq!(next_body(&mut consumer).await, body(0));
+    // Entry 0 is on the broker, its confirmation held: its batch stays in flight.
+    insert(&mut conn, 1..2, |_| "author".to_owned());
+    notify_commit();
+    let second = tokio::time::timeout(Duration::from_secs(10), next_body(&mut consumer)).await;
+
+    release.notify_one();
+    let stats = tokio::time::timeout(Duration::from_secs(30), relay.shutdown())
+        .await
+        .expect("the relay stops once the held confirmation arrives");
+    assert_eq!(
+        second.ok(),
+        Some(body(1)),
+        "entry 1 was published while entry 0 awaited its confirmation"
+    );
+    assert_eq!(stats.published, 2);
+    assert_eq!(conn.outbox_pending().unwrap(), 0);
+    broker.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_commit_during_a_pass_does_not_wait_for_earlier_confirmations() {
+    a_commit_during_a_pass_does_not_wait_for_earlier_confirmations(
+        PgDb::new("relay_overlap"),
+        "relay_overlap_pg",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_commit_during_a_pass_does_not_wait_for_earlier_confirmations() {
+    a_commit_during_a_pass_does_not_wait_for_earlier_confirmations(
+        MysqlDb::new("relay_overlap"),
+        "relay_overlap_my",
+    )
+    .await;
+}
