@@ -226,14 +226,10 @@ impl<C: CqrsConnection, T: Transport> OutboxRelay<C, T> {
     /// outbox for the next attempt.
     pub async fn drain(&mut self) -> Result<usize> {
         let never = AtomicBool::new(false);
-        self.pass(&never, None).await
+        self.pass(&never).await
     }
 
-    async fn pass(
-        &mut self,
-        stop: &AtomicBool,
-        commits: Option<tokio::sync::watch::Receiver<u64>>,
-    ) -> Result<usize> {
+    async fn pass(&mut self, stop: &AtomicBool) -> Result<usize> {
         let pass = Pass {
             transport: &self.transport,
             connect: &self.connect,
@@ -242,7 +238,6 @@ impl<C: CqrsConnection, T: Transport> OutboxRelay<C, T> {
             depth: self.pipeline_depth,
             counters: &self.counters,
             stop,
-            commits,
         };
         let result = pipeline::run(pass, &mut self.idle).await;
         if result.is_err() {
@@ -278,9 +273,7 @@ impl<C: CqrsConnection, T: Transport> OutboxRelay<C, T> {
 
         loop {
             let result = {
-                // The pass watches commits of its own: those it fetches while its batches are
-                // in flight still wake the loop below once, harmlessly.
-                let pass = self.pass(&stop, Some(commits.clone()));
+                let pass = self.pass(&stop);
                 let mut pass = std::pin::pin!(pass);
                 tokio::select! {
                     result = &mut pass => result,

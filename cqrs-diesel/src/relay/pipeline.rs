@@ -11,10 +11,8 @@
 //!
 //! - **fetch** takes a free connection, begins a transaction and locks the next batch of
 //!   entries in id order (`FOR UPDATE SKIP LOCKED`, so the rows of the batches still in flight,
-//!   and those of other relays, are skipped). After a batch shorter than the batch size (the
-//!   outbox had nothing more to give) it waits: a commit notified while batches are still in
-//!   flight is fetched at once, so that its entries do not wait for the confirmations of the
-//!   batches before them; once every batch is settled, the pass ends.
+//!   and those of other relays, are skipped). It stops after a batch shorter than the batch
+//!   size: the outbox had nothing more to give.
 //! - **publish** publishes the entries batch after batch, in id order, with up to
 //!   `confirm_window` confirmations in flight across batch boundaries.
 //! - **confirm** awaits the confirmations in publish order.
@@ -38,7 +36,7 @@ use std::time::Instant;
 use cqrs_core::{Confirmation, OutgoingMessage, Transport};
 use diesel::connection::{Connection, TransactionManager};
 use diesel::result::ConnectionError;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, mpsc};
 
 use super::handle::Counters;
 use crate::connection::CqrsConnection;
@@ -61,9 +59,6 @@ pub(crate) struct Pass<'a, C, T> {
     pub(crate) counters: &'a Counters,
     /// Set to stop taking new batches (shutdown): the ones in hand are finished.
     pub(crate) stop: &'a AtomicBool,
-    /// Commit notifications: with them, a pass whose batches are still in flight fetches what
-    /// a commit notified meanwhile at once. Without (a drain), it takes what is there.
-    pub(crate) commits: Option<watch::Receiver<u64>>,
 }
 
 /// A batch locked by fetch, on its connection (in its transaction where the backend locks).
@@ -207,7 +202,6 @@ where
         depth,
         counters,
         stop,
-        commits,
     } = pass;
     let depth = if C::RELAY_HOLDS_ROW_LOCKS {
         depth.max(1)
@@ -234,89 +228,41 @@ where
     let free_rx_ref = &mut free_rx;
     let fetch_free_tx = free_tx.clone();
     let fetcher = async move {
-        let mut commits = commits;
-        // Connections the fetcher holds; `depth` of them means no batch is in flight.
-        let mut spare: Vec<Option<C>> = Vec::with_capacity(depth);
-        // Whether the outbox may have more to give at once: the last batch was full, or a
-        // commit was notified since the last fetch.
-        let mut hungry = true;
         loop {
             if stop.load(Ordering::Acquire) || failure.is_set() {
                 break;
             }
-            while let Ok(slot) = free_rx_ref.try_recv() {
-                spare.push(slot);
-            }
-            if !hungry {
-                // The outbox had nothing more. While batches are still in flight, a commit
-                // notified meanwhile is fetched at once, not after the pass (its entries
-                // would otherwise wait for the confirmations of the batches before them).
-                // Once every batch is settled, the pass ends.
-                if spare.len() >= depth {
-                    break;
-                }
-                let Some(notified) = commits.as_mut() else {
-                    match free_rx_ref.recv().await {
-                        Some(slot) => spare.push(slot),
-                        None => break,
-                    }
-                    continue;
-                };
-                let mut closed = false;
-                tokio::select! {
-                    slot = free_rx_ref.recv() => match slot {
-                        Some(slot) => spare.push(slot),
-                        None => break,
-                    },
-                    changed = notified.changed() => match changed {
-                        Ok(()) => hungry = true,
-                        // Nobody can notify any more: settle what is in flight and end.
-                        Err(_) => closed = true,
-                    },
-                }
-                if closed {
-                    commits = None;
-                }
-                continue;
-            }
-            let slot = match spare.pop() {
-                Some(slot) => slot,
-                None => match free_rx_ref.recv().await {
-                    Some(slot) => slot,
-                    None => break,
-                },
+            let Some(slot) = free_rx_ref.recv().await else {
+                break;
             };
             if stop.load(Ordering::Acquire) || failure.is_set() {
-                spare.push(slot);
+                let _ = fetch_free_tx.send(slot);
                 break;
             }
             let connect = Arc::clone(connect);
             let started = Instant::now();
             match blocking(move || fetch(slot, &connect, batch_size)).await {
                 Ok((conn, entries)) if entries.is_empty() => {
-                    spare.push(Some(conn));
-                    hungry = false;
+                    let _ = fetch_free_tx.send(Some(conn));
+                    break;
                 }
                 Ok((conn, entries)) => {
-                    hungry = entries.len() >= batch_size;
+                    let short = entries.len() < batch_size;
                     let fetched = Fetched {
                         conn,
                         entries,
                         started,
                     };
-                    if batch_tx.send(fetched).await.is_err() {
+                    if batch_tx.send(fetched).await.is_err() || short {
                         break;
                     }
                 }
                 Err(error) => {
                     failure.set(error);
-                    spare.push(None);
+                    let _ = fetch_free_tx.send(None);
                     break;
                 }
             }
-        }
-        for slot in spare {
-            let _ = fetch_free_tx.send(slot);
         }
         // Dropping `batch_tx` here lets the publisher finish.
     };
