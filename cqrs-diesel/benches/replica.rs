@@ -59,7 +59,7 @@
 //! `BENCH_ROWS` (5000), `BENCH_UNBATCHED` (1000), `BENCH_ROUNDS` (3), `BENCH_LAG_RATE` (1000),
 //! `BENCH_LAG_SECONDS` (10), `BENCH_WRITERS` (4), `BENCH_E2E_WRITES` (10000),
 //! `BENCH_E2E_ROUNDS` (1), `BENCH_E2E_WORKERS` (1), `BENCH_E2E_BATCH_WAIT_MS` (the
-//! configuration's batch wait, 20 ms).
+//! configuration's batch wait, 5 ms).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
