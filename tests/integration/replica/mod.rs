@@ -87,6 +87,16 @@ impl<D: TestDb> Worker<D> {
         self.handle = Some(runtime.spawn());
     }
 
+    /// Starts a (new) runtime whose batches close at `messages` messages, waiting for them
+    /// as long as a slow machine may need: the messages waiting in the queue are applied in
+    /// one batch, however their deliveries are spread in time.
+    pub fn restart_batched(&mut self, replicas: Replicas<D::Conn>, messages: usize) {
+        let runtime = ConsumerRuntime::new(self.transport.clone(), self.config.clone(), replicas)
+            .batch_size(messages)
+            .batch_wait(Duration::from_secs(10));
+        self.handle = Some(runtime.spawn());
+    }
+
     pub fn queue(&self) -> &str {
         self.config.queue().expect("a replica queue")
     }

@@ -284,7 +284,9 @@ where
     for body in bodies {
         worker.broadcast(body).await;
     }
-    worker.restart(replicas);
+    // With the default wait of a few milliseconds, a loaded machine may deliver the last
+    // messages after the first batch has closed.
+    worker.restart_batched(replicas, bodies.len());
     let stats = worker.wait_settled(bodies.len() as u64).await;
     assert_eq!(stats.batches, 1, "one batch: {stats:?}");
     worker
