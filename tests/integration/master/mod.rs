@@ -27,6 +27,20 @@ use crate::support::{Capture, config_builder};
 
 pub use models::Author;
 
+/// The time the library stamped on a stored row (`cqrs_updated`), read from the row: a time
+/// after it is one after the library's clock, whatever today is.
+pub fn stamped_at<M: cqrs_diesel::MasterModel>(row: &M) -> DateTime<Utc> {
+    let wire = row.cqrs_updated_wire();
+    utc(wire.as_str().expect("cqrs_updated on the wire is a string"))
+}
+
+/// A wire timestamp (`cqrs_updated`) in UTC.
+fn utc(at: &str) -> DateTime<Utc> {
+    cqrs_diesel::wire::parse_timestamp(at)
+        .unwrap_or_else(|e| panic!("cqrs_updated {at:?} parses: {e}"))
+        .with_timezone(&Utc)
+}
+
 /// A test database with the author table and the outbox, an exchange of its own, and a plain
 /// consumer of that exchange.
 pub struct Setup<D: TestDb> {
@@ -106,11 +120,7 @@ pub fn golden_captured_at() -> DateTime<Utc> {
     golden()
         .iter()
         .filter_map(|line| line["instance_data"]["cqrs_updated"].as_str())
-        .map(|at| {
-            cqrs_diesel::wire::parse_timestamp(at)
-                .expect("golden cqrs_updated parses")
-                .with_timezone(&Utc)
-        })
+        .map(utc)
         .max()
         .expect("the fixture has timestamps")
 }

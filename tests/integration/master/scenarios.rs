@@ -260,8 +260,11 @@ where
     M: Author + MasterStore<D::Conn>,
 {
     use chrono::Timelike;
-    // A century after now, whatever today is, at a whole second.
-    let ahead = (chrono::Utc::now() + chrono::Duration::days(36_525))
+    let mut setup = Setup::new::<M>(db).await;
+    let conn = &mut setup.db.connect();
+    let row = pavel::<M>().save_and_publish(conn).unwrap();
+    // A century after the library stamped the row, at a whole second.
+    let ahead = (super::stamped_at(&row) + chrono::Duration::days(36_525))
         .with_nanosecond(0)
         .unwrap();
     let stamp = |micros: i64| {
@@ -269,9 +272,6 @@ where
             .format("%Y-%m-%d %H:%M:%S%.6f+00:00")
             .to_string()
     };
-    let mut setup = Setup::new::<M>(db).await;
-    let conn = &mut setup.db.connect();
-    let row = pavel::<M>().save_and_publish(conn).unwrap();
     setup.db.execute(&format!(
         "UPDATE author SET cqrs_updated = '{}{offset}' WHERE id = 1",
         ahead.format("%Y-%m-%d %H:%M:%S")
