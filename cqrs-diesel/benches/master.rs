@@ -511,7 +511,7 @@ enum Kind {
     Ours,
 }
 
-/// The phases of one kind: microseconds per write per writer for each.
+/// The phases of one kind, in order: microseconds per write per writer for each.
 fn round<B: Bench + Sync>(bench: &B, writers: i64, rows: i64, kind: Kind) -> [f64; 5] {
     bench.reset();
     match kind {
@@ -534,34 +534,27 @@ fn round<B: Bench + Sync>(bench: &B, writers: i64, rows: i64, kind: Kind) -> [f6
                 B::untracked(0, n).insert_and_publish(c).expect("insert");
             }),
         ],
-        Kind::Floor => [
+        Kind::Floor => std::array::from_fn(|p| {
             phase(bench, writers, rows, |c, id| {
-                B::with_outbox_row(c, id, |c| B::plain_insert(c, id));
-            }),
-            phase(bench, writers, rows, |c, id| {
-                B::with_outbox_row(c, id, |c| B::plain_update(c, id, 1));
-            }),
-            phase(bench, writers, rows, |c, id| {
-                B::with_outbox_row(c, id, |c| B::plain_update(c, id, 2));
-            }),
-            phase(bench, writers, rows, |c, id| {
-                B::with_outbox_row(c, id, |c| B::plain_delete(c, id));
-            }),
-            phase(bench, writers, rows, |c, n| {
-                B::with_outbox_row(c, n, |c| {
-                    B::plain_insert_generated(c, n);
-                });
-            }),
-        ],
-        Kind::Plain => [
-            phase(bench, writers, rows, B::plain_insert),
-            phase(bench, writers, rows, |c, id| B::plain_update(c, id, 1)),
-            phase(bench, writers, rows, |c, id| B::plain_update(c, id, 2)),
-            phase(bench, writers, rows, B::plain_delete),
-            phase(bench, writers, rows, |c, n| {
-                B::plain_insert_generated(c, n);
-            }),
-        ],
+                B::with_outbox_row(c, id, |c| plain_write::<B>(p, c, id));
+            })
+        }),
+        Kind::Plain => {
+            std::array::from_fn(|p| phase(bench, writers, rows, |c, id| plain_write::<B>(p, c, id)))
+        }
+    }
+}
+
+/// The plain write of phase `p` (see [`PHASES`]) of row `id` (a number, for a generated key).
+fn plain_write<B: Bench>(p: usize, conn: &mut B::Conn, id: i64) {
+    match p {
+        0 => B::plain_insert(conn, id),
+        1 => B::plain_update(conn, id, 1),
+        2 => B::plain_update(conn, id, 2),
+        3 => B::plain_delete(conn, id),
+        _ => {
+            B::plain_insert_generated(conn, id);
+        }
     }
 }
 
