@@ -2,6 +2,9 @@
 
 use diesel::result::{ConnectionError, Error as DieselError};
 
+use crate::connection::CqrsConnection;
+use crate::db_errors::{self, ErrorClass};
+
 /// What went wrong in a master operation, the outbox relay or a replica apply.
 ///
 /// Every variant says which side failed, so a caller can tell "retry the request" from "fix the
@@ -81,18 +84,13 @@ pub enum Error {
 }
 
 impl Error {
-    /// True when the same call may succeed later without any change: a lost connection, a
-    /// conflict with a concurrent transaction ([`is_conflict`](Self::is_conflict)), or a
-    /// retryable transport error.
+    /// True when the same call may succeed later without any change: the database is
+    /// unavailable ([`is_unavailable`](Self::is_unavailable)), the transaction lost a conflict
+    /// with a concurrent one ([`is_conflict`](Self::is_conflict)), or a retryable transport
+    /// error.
     pub fn is_retryable(&self) -> bool {
-        use diesel::result::DatabaseErrorKind as Kind;
         match self {
-            _ if self.is_conflict() => true,
-            Error::Database(DieselError::DatabaseError(kind, _)) => {
-                matches!(kind, Kind::ClosedConnection | Kind::UnableToSendCommand)
-            }
-            Error::Database(_) => false,
-            Error::Connect(_) => true,
+            Error::Database(_) | Error::Connect(_) => self.is_conflict() || self.is_unavailable(),
             Error::Transport(error) => error.is_retryable(),
             Error::Hook { .. }
             | Error::NotFound { .. }
@@ -103,36 +101,54 @@ impl Error {
     }
 
     /// True when the database refused the statement because of a concurrent transaction: a
-    /// serialization failure, a deadlock (PostgreSQL's `deadlock detected`, MySQL/MariaDB's
-    /// 1213), a lock wait timeout, or SQLite's `database is locked` after its busy timeout.
-    /// The transaction was (or must be) rolled back; running it again may succeed.
+    /// serialization failure (PostgreSQL 40001), a deadlock (PostgreSQL 40P01, MySQL/MariaDB
+    /// 1213), a lock wait timeout (PostgreSQL 55P03, MySQL/MariaDB 1205), or SQLite's busy or
+    /// locked database (`SQLITE_BUSY` after its busy timeout, `SQLITE_LOCKED`). The
+    /// transaction was (or must be) rolled back; running it again may succeed at once.
+    ///
+    /// Decided from the error's code where Diesel keeps it, otherwise from the database's
+    /// fixed text for that code (see the table in `docs/DESIGN.md`, "Backends").
     pub fn is_conflict(&self) -> bool {
+        self.class() == ErrorClass::Conflict
+    }
+
+    /// True when the database cannot take the write now, whatever is written: the connection
+    /// could not be opened or was lost, the database or the transaction is read-only (a
+    /// PostgreSQL standby or `default_transaction_read_only`, MySQL/MariaDB `read_only`), the
+    /// disk or a table is full, the server has too many connections or is shutting down, or a
+    /// SQLite file cannot be opened, read or written. Nothing was written. Reconnect (a new
+    /// connection reaches the writable server after a failover) and try again later; the
+    /// replica worker does so by itself, holding its messages unacknowledged.
+    ///
+    /// Decided from the error alone, like [`is_conflict`](Self::is_conflict). A replica
+    /// worker also asks its connection: on MySQL/MariaDB for the error number, and on every
+    /// backend whether the connection still answers.
+    pub fn is_unavailable(&self) -> bool {
+        self.class() == ErrorClass::Unavailable
+    }
+
+    /// What this error means for whoever would run the statement again.
+    pub(crate) fn class(&self) -> ErrorClass {
         match self {
-            Error::Database(error) => is_conflict(error),
-            _ => false,
+            Error::Database(error) => db_errors::classify(error),
+            Error::Connect(_) => ErrorClass::Unavailable,
+            _ => ErrorClass::Other,
+        }
+    }
+
+    /// Like [`class`](Self::class), for an error just returned by a statement on `conn`: the
+    /// connection is asked too (see [`db_errors::classify_on`]).
+    pub(crate) fn class_on<C: CqrsConnection>(&self, conn: &mut C) -> ErrorClass {
+        match self {
+            Error::Database(error) => db_errors::classify_on(conn, error),
+            _ => self.class(),
         }
     }
 }
 
 /// [`Error::is_conflict`] for a Diesel error.
 pub(crate) fn is_conflict(error: &DieselError) -> bool {
-    use diesel::result::DatabaseErrorKind as Kind;
-    match error {
-        DieselError::DatabaseError(Kind::SerializationFailure, _) => true,
-        DieselError::DatabaseError(Kind::Unknown, info) => {
-            let message = info.message().to_ascii_lowercase();
-            [
-                "deadlock",
-                "lock wait timeout",
-                "lock timeout",
-                "database is locked",
-                "database table is locked",
-            ]
-            .iter()
-            .any(|needle| message.contains(needle))
-        }
-        _ => false,
-    }
+    db_errors::classify(error) == ErrorClass::Conflict
 }
 
 /// `Result` with this crate's [`Error`].
@@ -169,12 +185,37 @@ mod tests {
     }
 
     #[test]
+    fn read_only_and_lost_databases_are_unavailable() {
+        for message in [
+            "The MariaDB server is running with the --read-only option so it cannot execute \
+             this statement",
+            "Server has gone away",
+            "attempt to write a readonly database",
+            "terminating connection due to administrator command",
+        ] {
+            assert!(unknown(message).is_unavailable(), "{message}");
+            assert!(unknown(message).is_retryable(), "{message}");
+            assert!(!unknown(message).is_conflict(), "{message}");
+        }
+        let read_only = Error::Database(DieselError::DatabaseError(
+            Kind::ReadOnlyTransaction,
+            Box::new("cannot execute INSERT in a read-only transaction".to_owned()),
+        ));
+        assert!(read_only.is_unavailable());
+        let refused = Error::Connect(ConnectionError::BadConnection("refused".to_owned()));
+        assert!(refused.is_unavailable());
+        assert!(refused.is_retryable());
+        assert!(!unknown("deadlock detected").is_unavailable());
+    }
+
+    #[test]
     fn bad_values_and_duplicates_are_no_conflicts() {
         for message in [
             "Data too long for column 'bio' at row 1",
             "duplicate key value violates unique constraint",
         ] {
             assert!(!unknown(message).is_conflict(), "{message}");
+            assert!(!unknown(message).is_unavailable(), "{message}");
             assert!(!unknown(message).is_retryable(), "{message}");
         }
     }

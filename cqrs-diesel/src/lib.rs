@@ -33,6 +33,7 @@
 #[cfg(feature = "cli")]
 pub mod cli;
 mod connection;
+mod db_errors;
 mod error;
 mod master;
 pub mod ops;

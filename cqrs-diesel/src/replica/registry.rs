@@ -255,23 +255,27 @@ fn apply_all<C: CqrsConnection>(
     Ok(outcomes)
 }
 
-/// What a failed batch means for the runtime, decided from the error: a lost database or a
-/// transient conflict between transactions is tried again without spending any message's
-/// retries; anything else is a failure of the batch, split to find the failing message.
+/// What a failed batch means for the runtime, decided from the database's error code (see
+/// [`Error::is_unavailable`] and [`Error::is_conflict`]; on MySQL/MariaDB the number is read
+/// back from `conn`, which also tells whether the connection still answers):
+///
+/// - an unavailable database (lost connection, read-only database or transaction, disk full,
+///   too many connections, shutdown) is [`BatchError::Unavailable`]: the runtime holds the batch
+///   unacknowledged and tries it again after a back-off, and `apply` drops the connection, so
+///   the next attempt reconnects (and reaches the writable server after a failover);
+/// - a conflict with a concurrent transaction (serialization failure, deadlock, lock wait
+///   timeout, SQLite busy or locked) is [`BatchError::Conflict`]: the same batch again after a
+///   short pause;
+///
+/// neither spends any message's retries. Anything else is [`BatchError::Failed`], split to
+/// find the failing message.
 fn batch_error<C: CqrsConnection>(error: &Error, conn: &mut C) -> BatchError {
-    use diesel::result::{DatabaseErrorKind as Kind, Error as DieselError};
+    use crate::db_errors::ErrorClass;
     let text = error.to_string();
-    match error {
-        Error::Connect(_)
-        | Error::Database(DieselError::DatabaseError(
-            Kind::ClosedConnection | Kind::UnableToSendCommand,
-            _,
-        )) => BatchError::Unavailable(text),
-        _ if error.is_conflict() => BatchError::Conflict(text),
-        // A statement that failed because the server went away reports all sorts of errors:
-        // a connection that no longer answers makes it an outage, not a bad message.
-        _ if conn.batch_execute("SELECT 1").is_err() => BatchError::Unavailable(text),
-        _ => BatchError::Failed(text),
+    match error.class_on(conn) {
+        ErrorClass::Unavailable => BatchError::Unavailable(text),
+        ErrorClass::Conflict => BatchError::Conflict(text),
+        ErrorClass::Other => BatchError::Failed(text),
     }
 }
 

@@ -11,6 +11,7 @@ mod model_based;
 pub mod models;
 mod process;
 mod scenarios;
+mod unavailable;
 
 use std::time::Duration;
 
