@@ -90,9 +90,48 @@ fn now<M: MasterColumns<C>, C: Connection>() -> M::Updated {
     <M::Updated as UpdatedAt>::now()
 }
 
+/// The time to stamp updated `rows` with where the statement keeps the stamp from going
+/// backwards itself (PostgreSQL: `GREATEST(now, stored + 1 µs)` in SQL): the clock's now.
+#[cfg(feature = "postgres")]
+fn stamp_now<M: MasterColumns<diesel::PgConnection>>(
+    _conn: &mut diesel::PgConnection,
+    _rows: &[&M],
+) -> QueryResult<M::Updated> {
+    Ok(now::<M, diesel::PgConnection>())
+}
+
+/// The time to stamp updated `rows` with on SQLite: the clock's now, but never at or before
+/// the time stored for any of them, so that a row's `cqrs_updated` never goes backwards when
+/// the clock steps back. SQLite stores times as text and has no arithmetic on it at the
+/// microsecond, so the stored times are read first; the write transaction (`BEGIN IMMEDIATE`)
+/// already holds the database's one write lock, so no other writer changes them in between.
+#[cfg(feature = "sqlite")]
+fn stamp_after_stored<M: MasterColumns<diesel::SqliteConnection>>(
+    conn: &mut diesel::SqliteConnection,
+    rows: &[&M],
+) -> QueryResult<M::Updated> {
+    use chrono::{DateTime, TimeDelta, Utc};
+    let now = <DateTime<Utc> as UpdatedAt>::now();
+    let stored = M::cqrs_load(conn, select(Keys::Rows(rows), false))?;
+    let latest = stored
+        .iter()
+        .filter_map(|row| {
+            row.cqrs_updated_wire()
+                .as_str()
+                .and_then(|at| cqrs_core::parse_timestamp(at).ok())
+        })
+        .map(|at| at.with_timezone(&Utc))
+        .max();
+    let at = match latest {
+        Some(latest) if latest >= now => latest + TimeDelta::microseconds(1),
+        _ => now,
+    };
+    Ok(<M::Updated as UpdatedAt>::from_utc(at))
+}
+
 /// `MasterStore` on a backend with `RETURNING` (PostgreSQL, SQLite).
 macro_rules! returning_store {
-    ($feature:literal, $conn:ty) => {
+    ($feature:literal, $conn:ty, $stamp:ident) => {
         #[cfg(feature = $feature)]
         impl<M: MasterColumns<$conn>> MasterStore<$conn> for M {
             const SINGLE_STATEMENT: bool = <M as MasterColumns<$conn>>::SINGLE_STATEMENT;
@@ -121,7 +160,7 @@ macro_rules! returning_store {
             }
 
             fn cqrs_update(&self, conn: &mut $conn, bump: bool) -> QueryResult<Option<Self>> {
-                let now = now::<M, $conn>();
+                let now = $stamp::<M>(conn, &[self])?;
                 let update = Stmt::new(Kind::Update {
                     row: self,
                     now: &now,
@@ -136,7 +175,7 @@ macro_rules! returning_store {
             }
 
             fn cqrs_upsert(&self, conn: &mut $conn) -> QueryResult<Self> {
-                let now = now::<M, $conn>();
+                let now = $stamp::<M>(conn, &[self])?;
                 load_one(conn, insert(&[self], &now, true, true))
             }
 
@@ -173,7 +212,7 @@ macro_rules! returning_store {
                 if rows.is_empty() {
                     return Ok(Vec::new());
                 }
-                let now = now::<M, $conn>();
+                let now = $stamp::<M>(conn, rows)?;
                 M::cqrs_load(conn, insert(rows, &now, true, true))
             }
 
@@ -193,8 +232,8 @@ macro_rules! returning_store {
     };
 }
 
-returning_store!("postgres", diesel::PgConnection);
-returning_store!("sqlite", diesel::SqliteConnection);
+returning_store!("postgres", diesel::PgConnection, stamp_now);
+returning_store!("sqlite", diesel::SqliteConnection, stamp_after_stored);
 
 #[cfg(feature = "mysql")]
 mod mysql {

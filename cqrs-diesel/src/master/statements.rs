@@ -690,7 +690,8 @@ mod tests {
              GREATEST(VALUES(`cqrs_updated`), `cqrs_updated` + INTERVAL 1 MICROSECOND), \
              `cqrs_revision` = `cqrs_revision` + 1"
         );
-        // SQLite serialises writers and reads the clock inside the write transaction.
+        // SQLite: the stamp is bound as computed after reading the stored time under the write
+        // lock (`stamp_after_stored`), so the statement takes it as it is.
         assert_eq!(
             sqlite,
             "INSERT INTO `note` (`id`, `text`, `cqrs_revision`, `cqrs_updated`) VALUES (?, ?, \
