@@ -40,7 +40,7 @@ pub use config::{Config, ConfigBuilder, QueueType, TlsSettings};
 pub use consumer::{
     Applied, Applier, BatchError, ConsumerHandle, ConsumerRuntime, ConsumerStats,
     DEAD_LETTER_AT_HEADER, DEAD_LETTER_REASON_HEADER, DEAD_LETTER_ROUTING_KEY_HEADER, Incoming,
-    ModelPolicy, shutdown_signal,
+    ModelPolicy, SEQ_HEADER, parse_seq, shutdown_signal,
 };
 pub use encoding::{ValueError, WireValue, format_timestamp, parse_timestamp};
 pub use error::{Error, JsonType, Result};

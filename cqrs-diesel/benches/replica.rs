@@ -1077,6 +1077,7 @@ async fn profile(drain: &Drain<'_>, messages: &[OutgoingMessage]) -> Result<(), 
             payload,
             direct: false,
             received_at: Utc::now(),
+            seq: None,
         };
         let item = drain.replicas.prepare(&incoming)?;
         prepare += parsed.elapsed();

@@ -19,6 +19,29 @@ pub struct Incoming {
     pub direct: bool,
     /// When this process received it.
     pub received_at: DateTime<Utc>,
+    /// The master's outbox sequence number ([`SEQ_HEADER`]), when the message carried one.
+    pub seq: Option<i64>,
+}
+
+/// The AMQP header in which a cqrs-diesel master's relay sends the id of the message's outbox
+/// entry, as decimal text. The ids of one row's messages rise in the order of its writes,
+/// across deletes and re-creates and whatever the master's clocks say, so a replica orders by
+/// it when a message and its row's state both have one. django-cqrs reads only the body and
+/// ignores it; the body is the same with and without it. Retries and dead letters keep it.
+pub const SEQ_HEADER: &str = "x-cqrs-seq";
+
+/// Reads a [`SEQ_HEADER`] value: `Ok(None)` when absent, an error naming the header when it is
+/// not a non-negative integer.
+pub fn parse_seq(value: Option<&str>) -> Result<Option<i64>, String> {
+    match value {
+        None => Ok(None),
+        Some(text) => match text.trim().parse::<i64>() {
+            Ok(seq) if seq >= 0 => Ok(Some(seq)),
+            _ => Err(format!(
+                "header {SEQ_HEADER}: expected a non-negative integer, found {text:?}"
+            )),
+        },
+    }
 }
 
 /// Per-model settings the runtime applies (`None` fields take the configuration's values).

@@ -5,7 +5,8 @@ use serde_json::Value;
 
 use super::Context;
 use crate::payload::Payload;
-use crate::transport::{OutgoingMessage, dead_letter_routing_key};
+use super::apply::SEQ_HEADER;
+use crate::transport::{Delivery, OutgoingMessage, dead_letter_routing_key};
 
 /// The header of a dead letter holding why it was dead-lettered (a string).
 pub const DEAD_LETTER_REASON_HEADER: &str = "x-cqrs-dead-letter-reason";
@@ -26,11 +27,11 @@ const MAX_REASON_LEN: usize = 1000;
 /// configured dead-letter expiration and the reason headers.
 pub(crate) fn dead_letter(
     ctx: &Context,
-    body: &[u8],
-    routing_key: &str,
+    delivery: &Delivery,
     bound_cqrs_id: Option<&str>,
     reason: &str,
 ) -> OutgoingMessage {
+    let (body, routing_key) = (delivery.body(), delivery.routing_key());
     let message = match bound_cqrs_id {
         Some(cqrs_id) => OutgoingMessage::new(
             dead_letter_routing_key(&ctx.dead_letter_queue, cqrs_id),
@@ -42,7 +43,7 @@ pub(crate) fn dead_letter(
         Some(ttl) => message.with_expiration(ttl),
         None => message,
     };
-    message
+    let message = message
         .with_header(DEAD_LETTER_REASON_HEADER, shorten(reason))
         .with_header(
             DEAD_LETTER_AT_HEADER,
@@ -51,7 +52,12 @@ pub(crate) fn dead_letter(
                 .now()
                 .to_rfc3339_opts(SecondsFormat::Millis, true),
         )
-        .with_header(DEAD_LETTER_ROUTING_KEY_HEADER, routing_key)
+        .with_header(DEAD_LETTER_ROUTING_KEY_HEADER, routing_key);
+    // The master's sequence travels on, so that a dead letter sent again keeps its place.
+    match delivery.header(SEQ_HEADER) {
+        Some(seq) => message.with_header(SEQ_HEADER, seq),
+        None => message,
+    }
 }
 
 /// `text`, cut to at most [`MAX_REASON_LEN`] bytes on a character boundary.

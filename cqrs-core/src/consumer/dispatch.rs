@@ -105,10 +105,24 @@ pub(crate) fn route<A: Applier>(
     if policy.only_direct_syncs && payload.is_sync() && !direct {
         return Routed::Ignore { delivery, label };
     }
+    let seq = match super::apply::parse_seq(delivery.header(super::apply::SEQ_HEADER)) {
+        Ok(seq) => seq,
+        Err(reason) => {
+            return reject(
+                ctx,
+                delivery,
+                label,
+                Some(&cqrs_id),
+                Rejection::Malformed,
+                reason,
+            );
+        }
+    };
     let incoming = Incoming {
         payload,
         direct,
         received_at,
+        seq,
     };
     let prepared = std::panic::catch_unwind(AssertUnwindSafe(|| applier.prepare(&incoming)))
         .unwrap_or_else(|panic| {
@@ -146,13 +160,7 @@ fn reject<P>(
     why: Rejection,
     reason: String,
 ) -> Routed<P> {
-    let message = dead_letter(
-        ctx,
-        delivery.body(),
-        delivery.routing_key(),
-        bound_cqrs_id,
-        &reason,
-    );
+    let message = dead_letter(ctx, &delivery, bound_cqrs_id, &reason);
     Routed::Reject {
         pending: Pending::dead_letter(delivery, message, label.clone(), &reason),
         label,

@@ -31,7 +31,7 @@ mod tests;
 
 use std::sync::Arc;
 
-pub use apply::{Applied, Applier, BatchError, Incoming, ModelPolicy};
+pub use apply::{Applied, Applier, BatchError, Incoming, ModelPolicy, SEQ_HEADER, parse_seq};
 pub use dead_letter::{
     DEAD_LETTER_AT_HEADER, DEAD_LETTER_REASON_HEADER, DEAD_LETTER_ROUTING_KEY_HEADER,
 };

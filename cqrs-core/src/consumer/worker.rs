@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::Context;
-use super::apply::{Applied, Applier, BatchError, Incoming};
+use super::apply::{Applied, Applier, BatchError, Incoming, SEQ_HEADER};
 use super::dead_letter::{Label, dead_letter};
 use super::dispatch::panic_message;
 use super::retry::{AfterFailure, after_failure};
@@ -315,19 +315,18 @@ impl<A: Applier> Worker<A> {
                     direct_routing_key(&self.ctx.queue, &payload.cqrs_id),
                     payload.to_vec(),
                 );
+                // A retry keeps the master's sequence: it is the same write.
+                let message = match incoming.seq {
+                    Some(seq) => message.with_header(SEQ_HEADER, seq.to_string()),
+                    None => message,
+                };
                 Scheduled {
                     due: Instant::now() + delay,
                     pending: Pending::retry(delivery, message, label, retries),
                 }
             }
             AfterFailure::DeadLetter { reason } => {
-                let message = dead_letter(
-                    &self.ctx,
-                    delivery.body(),
-                    delivery.routing_key(),
-                    Some(&payload.cqrs_id),
-                    &reason,
-                );
+                let message = dead_letter(&self.ctx, &delivery, Some(&payload.cqrs_id), &reason);
                 Scheduled {
                     due: Instant::now(),
                     pending: Pending::dead_letter(delivery, message, label, &reason),

@@ -10,8 +10,8 @@ use super::{Cli, CliError, Report};
 use crate::connection::CqrsConnection;
 use cqrs_core::{
     Confirmation, DEAD_LETTER_AT_HEADER, DEAD_LETTER_REASON_HEADER, DEAD_LETTER_ROUTING_KEY_HEADER,
-    Delivery, Expiry, OutgoingMessage, Payload, RabbitMqTransport, Topology, Transport,
-    direct_routing_key,
+    Delivery, Expiry, OutgoingMessage, Payload, RabbitMqTransport, SEQ_HEADER, Topology,
+    Transport, direct_routing_key,
 };
 
 /// The transport, the replica queue, the dead-letter queue and how many dead letters wait.
@@ -172,6 +172,11 @@ pub(super) async fn retry<C: CqrsConnection>(cli: &Cli<C>) -> Result<Report, Cli
             direct_routing_key(&dlq.queue, &payload.cqrs_id),
             payload.to_vec(),
         );
+        // Sent again, the write keeps its place in its row's order.
+        let message = match delivery.header(SEQ_HEADER) {
+            Some(seq) => message.with_header(SEQ_HEADER, seq),
+            None => message,
+        };
         match dlq.transport.publish(&message).await {
             Ok(confirmation) => in_flight.push_back((delivery, confirmation, label)),
             Err(error) => {

@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use cqrs_core::{Confirmation, OutgoingMessage, Transport};
+use cqrs_core::{Confirmation, OutgoingMessage, SEQ_HEADER, Transport};
 use diesel::connection::{Connection, TransactionManager};
 use diesel::result::ConnectionError;
 use tokio::sync::{Semaphore, mpsc};
@@ -291,7 +291,9 @@ where
                     break;
                 };
                 permit.forget();
-                let message = OutgoingMessage::new(entry.routing_key, entry.body.into_bytes());
+                // The entry's id orders the row's messages on replicas (`SEQ_HEADER`).
+                let message = OutgoingMessage::new(entry.routing_key, entry.body.into_bytes())
+                    .with_header(SEQ_HEADER, entry.id.to_string());
                 match transport.publish(&message).await {
                     Ok(confirmation) => {
                         let _ = flow_tx.send(Flow::Sent(confirmation));

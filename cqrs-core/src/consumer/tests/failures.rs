@@ -359,3 +359,38 @@ async fn a_failed_retry_publish_keeps_the_message_and_tries_again() {
     assert_eq!(stats.retried, 1);
     assert_eq!(inner.unacked_count("q"), Some(0));
 }
+
+/// A cqrs-diesel master's message keeps its `x-cqrs-seq` when it is retried and when it is
+/// dead-lettered, so that a replica still places it by the master's order.
+#[tokio::test(start_paused = true)]
+async fn a_retry_and_a_dead_letter_keep_the_master_sequence() {
+    use crate::consumer::SEQ_HEADER;
+    let (config, transport) = broker(
+        Config::builder()
+            .max_retries(Some(1))
+            .retry_delay(Duration::from_millis(10)),
+    )
+    .await;
+    for (pk, seq) in [(1, "41"), (2, "42")] {
+        let message =
+            OutgoingMessage::new("author", body("author", pk, 1)).with_header(SEQ_HEADER, seq);
+        transport.publish_confirmed(&message).await.unwrap();
+    }
+    let recorder = Recorder::default().with(|s| {
+        s.fail_first.insert("1".to_owned());
+        s.fail.insert("2".to_owned());
+    });
+    let handle = ConsumerRuntime::new(transport.clone(), config, recorder.clone()).spawn();
+    eventually("one applied, one dead-lettered", || {
+        handle.stats().dead_lettered == 1 && recorder.applied_pks().contains(&"1".to_owned())
+    })
+    .await;
+    handle.shutdown().await.unwrap();
+
+    let applied = recorder.applied();
+    let (_, retry, _) = applied.iter().find(|(_, item, _)| item.pk == "1").unwrap();
+    assert_eq!((retry.retries, retry.seq), (1, Some(41)));
+    let dead = take_all(&transport, "dead_letter_q").await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].header(SEQ_HEADER), Some("42"));
+}

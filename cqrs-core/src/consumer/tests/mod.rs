@@ -34,6 +34,7 @@ struct Item {
     direct: bool,
     signal: SignalType,
     expires: Expiry,
+    seq: Option<i64>,
 }
 
 /// One call of `apply`.
@@ -146,6 +147,7 @@ impl Applier for Recorder {
             direct: incoming.direct,
             signal: payload.signal_type,
             expires: payload.expires,
+            seq: incoming.seq,
         })
     }
 

@@ -176,3 +176,27 @@ async fn starting_without_a_queue_is_a_configuration_error() {
         other => panic!("expected a configuration error, got {other:?}"),
     }
 }
+
+/// A sequence header that is not a non-negative integer cannot be placed in its row's order:
+/// the message is dead-lettered at once, the reason naming the header.
+#[tokio::test(start_paused = true)]
+async fn a_malformed_sequence_header_is_dead_lettered_with_its_reason() {
+    use crate::consumer::SEQ_HEADER;
+    let (config, transport) = broker(Config::builder()).await;
+    for seq in ["-1", "twelve"] {
+        let message =
+            OutgoingMessage::new("author", body("author", 1, 1)).with_header(SEQ_HEADER, seq);
+        transport.publish_confirmed(&message).await.unwrap();
+    }
+    let recorder = Recorder::default();
+    let handle = ConsumerRuntime::new(transport.clone(), config, recorder.clone()).spawn();
+    eventually("both dead-lettered", || handle.stats().dead_lettered == 2).await;
+    let stats = handle.shutdown().await.unwrap();
+
+    assert!(recorder.calls().is_empty(), "nothing reached apply");
+    assert_eq!(stats.malformed, 2);
+    for letter in take_all(&transport, "dead_letter_q").await {
+        let reason = letter.header(DEAD_LETTER_REASON_HEADER).unwrap();
+        assert!(reason.contains(SEQ_HEADER), "{reason}");
+    }
+}
