@@ -111,7 +111,8 @@ pub trait CqrsConnection: Connection + sealed::Sealed + Send + 'static {
     fn run_replica_migrations(&mut self) -> crate::Result<()>;
 
     /// Deletes the tombstones (states of deleted rows) of deletes older than `before` (by their
-    /// `cqrs_updated`), and returns how many. A tombstone only matters while a SAVE older than
+    /// `cqrs_updated`), forgets as old a DELETE kept as the floor of a live row's life, and
+    /// returns how many tombstones it deleted. A tombstone only matters while a SAVE older than
     /// its DELETE can still arrive: keep them at least as long as messages live
     /// (`CQRS_MESSAGE_TTL`, plus the longest outage you want to ride out), and call this
     /// periodically, for example daily with `before` = now - 30 days.
@@ -193,6 +194,8 @@ fn placeholders<'a>(cqrs_id: &'a str, keys: &'a [String]) -> Vec<NewState<'a>> {
             revision: PLACEHOLDER,
             updated_us: PLACEHOLDER,
             deleted: true,
+            seq: None,
+            floor_us: None,
         })
         .collect()
 }
@@ -205,11 +208,15 @@ macro_rules! shared_impl {
             before: chrono::DateTime<chrono::Utc>,
         ) -> QueryResult<usize> {
             use crate::replica::state::cqrs_replica_state::dsl;
+            let before = before.timestamp_micros();
+            diesel::update(dsl::cqrs_replica_state.filter(dsl::floor_us.lt(before)))
+                .set(dsl::floor_us.eq(None::<i64>))
+                .execute(self)?;
             diesel::delete(
                 dsl::cqrs_replica_state.filter(
                     dsl::deleted
                         .eq(true)
-                        .and(dsl::updated_us.lt(before.timestamp_micros()))
+                        .and(dsl::updated_us.lt(before))
                         .and(dsl::updated_us.ne(crate::replica::state::PLACEHOLDER)),
                 ),
             )
@@ -329,6 +336,8 @@ mod pg {
                     dsl::revision.eq(excluded(dsl::revision)),
                     dsl::updated_us.eq(excluded(dsl::updated_us)),
                     dsl::deleted.eq(excluded(dsl::deleted)),
+                    dsl::seq.eq(excluded(dsl::seq)),
+                    dsl::floor_us.eq(excluded(dsl::floor_us)),
                 ))
                 .execute(self)
         }
@@ -402,7 +411,7 @@ mod mysql {
 
         fn replica_state_record(&mut self, entries: &[NewState<'_>]) -> QueryResult<usize> {
             use crate::replica::state::cqrs_replica_state::dsl;
-            use diesel::sql_types::{BigInt, Bool};
+            use diesel::sql_types::{BigInt, Bool, Nullable};
             if entries.is_empty() {
                 return Ok(0);
             }
@@ -414,6 +423,8 @@ mod mysql {
                     dsl::revision.eq(diesel::dsl::sql::<BigInt>("VALUES(`revision`)")),
                     dsl::updated_us.eq(diesel::dsl::sql::<BigInt>("VALUES(`updated_us`)")),
                     dsl::deleted.eq(diesel::dsl::sql::<Bool>("VALUES(`deleted`)")),
+                    dsl::seq.eq(diesel::dsl::sql::<Nullable<BigInt>>("VALUES(`seq`)")),
+                    dsl::floor_us.eq(diesel::dsl::sql::<Nullable<BigInt>>("VALUES(`floor_us`)")),
                 ))
                 .execute(self)
         }
@@ -543,6 +554,8 @@ mod sqlite {
                         dsl::revision.eq(excluded(dsl::revision)),
                         dsl::updated_us.eq(excluded(dsl::updated_us)),
                         dsl::deleted.eq(excluded(dsl::deleted)),
+                        dsl::seq.eq(excluded(dsl::seq)),
+                        dsl::floor_us.eq(excluded(dsl::floor_us)),
                     ))
                     .execute(self)?;
             }

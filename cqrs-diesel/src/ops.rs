@@ -278,6 +278,8 @@ where
                     revision: row.cqrs_revision().unwrap_or(0),
                     updated_us,
                     deleted: false,
+                    seq: None,
+                    floor_us: None,
                 })
                 .collect();
             conn.replica_state_record(&states)?;

@@ -4,20 +4,22 @@
 //! [`Replicas`], and run the [`ConsumerRuntime`](cqrs_core::ConsumerRuntime) with it (or let
 //! [`consumer!`](crate::consumer) generate a `run_consumer()`).
 //!
-//! Each batch of messages is applied in one transaction. The replica ranks the messages of one
-//! primary key in one total order (`cqrs_updated`, then `cqrs_revision`: see the `order` module and
-//! docs/DESIGN.md) and keeps, per key, the rank of the last message it applied in
-//! `cqrs_replica_state` (create it with
+//! Each batch of messages is applied in one transaction. The replica places the messages of one
+//! primary key in one order (a cqrs-diesel master's outbox sequence, `x-cqrs-seq`, when both the
+//! message and the row's state have one; otherwise the revision within a life of the row, and
+//! the time only at a DELETE: see the `order` module and docs/DESIGN.md) and keeps, per key, what
+//! it last applied in `cqrs_replica_state` (create it with
 //! [`CqrsConnection::run_replica_migrations`](crate::CqrsConnection::run_replica_migrations)).
 //! Per batch and model:
 //!
-//! 1. the message that decides each row is the batch's highest-ranked one; the others are
+//! 1. the state rows of the batch's keys are locked (`SELECT ... FOR UPDATE` on PostgreSQL and
+//!    MySQL/MariaDB; SQLite has one writer);
+//! 2. each row's messages are decided one after the other, in the order received, against the
+//!    state the ones before them left; those applied and then overtaken in the batch are
 //!    reported as superseded;
-//! 2. the state rows of those keys are locked (`SELECT ... FOR UPDATE` on PostgreSQL and
-//!    MySQL/MariaDB; SQLite has one writer) and each winner is compared with its row's state;
-//! 3. the winners that rank above it are written with one upsert statement (SAVE, SYNC) or one
-//!    delete (DELETE), and their states are recorded. A SYNC also applies at an equal rank, to
-//!    rewrite values that drifted; a DELETE's state is its tombstone.
+//! 3. the last message applied of each row is written with one upsert statement (SAVE, SYNC) or
+//!    one delete (DELETE) for the batch, and the states are recorded. A SYNC also applies at the
+//!    stored revision, to rewrite values that drifted; a DELETE's state is its tombstone.
 //!
 //! So a late, duplicated or retried copy of any message changes nothing, and several replica
 //! processes applying the same rows converge as one does.

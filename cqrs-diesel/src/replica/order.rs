@@ -1,44 +1,68 @@
-//! The one order in which a replica ranks the messages of one primary key, and the decisions
-//! it implies: which message of a batch decides a row, and whether that message changes what
-//! the replica holds.
+//! The one order in which a replica places the messages of one primary key, and the decisions
+//! it implies: whether a message changes what the replica holds, and which message of a batch
+//! decides a row.
 //!
 //! # The order
 //!
-//! A message's rank is `(cqrs_updated, cqrs_revision)`, compared in that order, then by signal
-//! (SAVE < SYNC < DELETE) when both are equal:
+//! A row has *lives*: it is created, updated, deleted, maybe created again. django-cqrs masters
+//! start every life at revision 0 and stamp `cqrs_updated` with the clock of whichever host ran
+//! the write, so revisions cannot order lives and times cannot order the writes of one life
+//! (two hosts' clocks differ; a stamp is taken before the row lock). Hence:
 //!
-//! - **Lives are ordered by time.** A row deleted and created again starts a new life, and
-//!   django-cqrs masters start it again at revision 0: only `cqrs_updated` can tell that the
-//!   new life's SAVE r0 comes after the old life's DELETE r6. A DELETE carries the time of the
-//!   delete, after every write of the life it ends; the next life's writes come after it.
-//! - **Within a life, time and revision rise together** on a master whose `cqrs_updated` never
-//!   goes backwards for one row (this project's master guarantees it; see docs/DESIGN.md for
-//!   django-cqrs masters); equal times fall back to the revision.
-//! - **Signals break exact ties** so that the order is total: a SYNC of the same state as a
-//!   SAVE repairs the row, a DELETE at the same rank as a live row removes it.
+//! 1. **The outbox sequence decides when both sides carry it.** A cqrs-diesel master's relay
+//!    sends each message with the id of its outbox entry (`x-cqrs-seq`). Writes of one row hold
+//!    its lock while they insert their entry, so the ids of one row's messages rise in the order
+//!    of the writes, across lives, whatever the clocks say. A message whose sequence is above the
+//!    highest one applied to the row is later; below, earlier; equal, the same message.
+//! 2. **Otherwise the revision decides within a life.** Between the row's live state and a
+//!    message stamped after the DELETE that began the row's life (its *floor*), the higher
+//!    revision wins; at an equal revision SAVE < SYNC < DELETE (a SYNC of the stored state
+//!    rewrites values that drifted, a DELETE removes the row). Times are not compared.
+//! 3. **Time only tells lives apart, at a DELETE.** A message stamped after a DELETE the replica
+//!    applied belongs to a later life: it applies over the tombstone. A message stamped at or
+//!    before it belongs to a life that DELETE ended: it changes nothing, neither the tombstone
+//!    nor (through the floor the next life keeps) the row of a later life.
 //!
-//! The replica keeps, per primary key, the rank of the last message it applied and whether that
-//! was a DELETE (the replica state table). A message is applied when it ranks above that state
-//! (a SYNC also at an equal rank, to rewrite values that drifted); otherwise it changes
-//! nothing. The final state is therefore that of the highest-ranked message delivered, whatever
-//! the duplication, reordering and batching: a late copy of any earlier message ranks below
-//! the state it would overwrite.
-
-use std::cmp::Ordering;
+//! The replica keeps per primary key the last message it applied, the highest sequence seen and
+//! the floor (the replica state table), and applies a message when [`decide`] says so. The
+//! messages of one batch are decided one after the other in the order received ([`fold`]), so
+//! a batch does what the same messages applied one by one would do, and only the last one
+//! applied is written.
+//!
+//! docs/DESIGN.md lists the conditions under which a message without a sequence can still be
+//! misplaced, and the property tests below generate histories right up to them.
 
 use cqrs_core::SignalType;
 
-/// Where a message, or the state a replica keeps, stands in the order of one primary key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) struct Rank {
-    /// `cqrs_updated`, in microseconds since the Unix epoch (0 when the message had none).
-    pub(crate) updated_us: i64,
+/// One message of a primary key, as far as its order is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Message {
+    /// SAVE, SYNC or DELETE.
+    pub(crate) signal: SignalType,
     /// `cqrs_revision`.
     pub(crate) revision: i64,
+    /// `cqrs_updated`, in microseconds since the Unix epoch.
+    pub(crate) updated_us: i64,
+    /// The master's outbox sequence number (`x-cqrs-seq`), when it sent one.
+    pub(crate) seq: Option<i64>,
 }
 
-/// What the replica holds for one primary key: the rank of the last message applied, and
-/// whether it deleted the row.
+/// What the replica keeps for a primary key it has applied messages to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct State {
+    /// The revision of the last message applied.
+    pub(crate) revision: i64,
+    /// Its `cqrs_updated`.
+    pub(crate) updated_us: i64,
+    /// Whether it was a DELETE (the state is then the row's tombstone).
+    pub(crate) deleted: bool,
+    /// The highest sequence number among the messages applied.
+    pub(crate) seq: Option<i64>,
+    /// For a live row: `cqrs_updated` of the DELETE applied before its life began.
+    pub(crate) floor_us: Option<i64>,
+}
+
+/// What the replica holds for one primary key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Stored {
     /// Nothing is known of this key.
@@ -46,261 +70,146 @@ pub(crate) enum Stored {
     /// A row written before the replica kept states (an upgraded replica): only its revision
     /// is known, and it decides as the revision guard always did.
     LegacyRow { revision: i64 },
-    /// The last message applied: a live row, or a DELETE's tombstone.
-    State { rank: Rank, deleted: bool },
+    /// What the replica applied.
+    State(State),
 }
 
 /// What applying a message does, before any statement runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verdict {
-    /// It ranks above what is stored: write (or delete) the row.
+    /// It comes after what is stored: write (or delete) the row.
     Apply,
-    /// It is the state already stored.
+    /// It is the message already applied.
     Duplicate,
-    /// A live row of a higher rank is stored.
+    /// A later message of the live row is stored.
     Old,
-    /// A DELETE of a higher rank is stored: the row stays deleted.
+    /// A later DELETE is stored: the row stays deleted.
     Tombstoned,
 }
 
-fn signal_weight(signal: SignalType) -> u8 {
-    match signal {
-        SignalType::Save => 0,
-        SignalType::Sync => 1,
-        SignalType::Delete => 2,
-    }
-}
-
-/// The total order of two messages of one primary key.
-pub(crate) fn compare(a: (Rank, SignalType), b: (Rank, SignalType)) -> Ordering {
-    a.0.cmp(&b.0)
-        .then_with(|| signal_weight(a.1).cmp(&signal_weight(b.1)))
-}
-
-/// Whether a message (`signal` at `rank`) changes what is `stored`.
-pub(crate) fn decide(signal: SignalType, rank: Rank, stored: Stored) -> Verdict {
-    match stored {
-        Stored::Nothing => Verdict::Apply,
-        Stored::LegacyRow { revision } => match signal {
-            SignalType::Save if rank.revision == revision => Verdict::Duplicate,
-            SignalType::Save if rank.revision < revision => Verdict::Old,
-            SignalType::Save | SignalType::Sync | SignalType::Delete => Verdict::Apply,
-        },
-        Stored::State {
-            rank: stored_rank,
-            deleted,
-        } => {
-            // The stored state's signal, for the tie-break: a DELETE's, or at most a SYNC's.
-            let stored_signal = if deleted {
-                SignalType::Delete
-            } else {
-                SignalType::Sync
+/// Whether `message` changes what is `stored` (see the module's documentation).
+pub(crate) fn decide(message: Message, stored: Stored) -> Verdict {
+    let state = match stored {
+        Stored::Nothing => return Verdict::Apply,
+        Stored::LegacyRow { revision } => {
+            return match message.signal {
+                SignalType::Save if message.revision == revision => Verdict::Duplicate,
+                SignalType::Save if message.revision < revision => Verdict::Old,
+                SignalType::Save | SignalType::Sync | SignalType::Delete => Verdict::Apply,
             };
-            match compare((rank, signal), (stored_rank, stored_signal)) {
-                Ordering::Greater => Verdict::Apply,
-                Ordering::Equal if signal == SignalType::Sync => Verdict::Apply,
-                Ordering::Equal => Verdict::Duplicate,
-                Ordering::Less if deleted => Verdict::Tombstoned,
-                Ordering::Less if rank == stored_rank => Verdict::Duplicate,
-                Ordering::Less => Verdict::Old,
-            }
         }
+        Stored::State(state) => state,
+    };
+    let earlier = if state.deleted {
+        Verdict::Tombstoned
+    } else {
+        Verdict::Old
+    };
+
+    // 1. The master's own sequence, when both sides have one.
+    if let (Some(incoming), Some(applied)) = (message.seq, state.seq) {
+        return match incoming.cmp(&applied) {
+            std::cmp::Ordering::Greater => Verdict::Apply,
+            std::cmp::Ordering::Equal
+                if message.signal == SignalType::Sync && !state.deleted =>
+            {
+                Verdict::Apply
+            }
+            std::cmp::Ordering::Equal => Verdict::Duplicate,
+            std::cmp::Ordering::Less => earlier,
+        };
+    }
+
+    // 3. A DELETE the replica applied separates lives by time.
+    let floor = if state.deleted {
+        Some(state.updated_us)
+    } else {
+        state.floor_us
+    };
+    if let Some(floor) = floor
+        && message.updated_us <= floor
+    {
+        let same_delete = state.deleted
+            && message.signal == SignalType::Delete
+            && message.revision == state.revision
+            && message.updated_us == state.updated_us;
+        return if same_delete {
+            Verdict::Duplicate
+        } else {
+            earlier
+        };
+    }
+    if state.deleted {
+        // Stamped after the tombstone: a later life.
+        return Verdict::Apply;
+    }
+
+    // 2. The live row's life: the revision decides; at an equal one a SAVE is the stored
+    // message again, a SYNC rewrites it, a DELETE removes it.
+    match message.revision.cmp(&state.revision) {
+        std::cmp::Ordering::Greater => Verdict::Apply,
+        std::cmp::Ordering::Less => Verdict::Old,
+        std::cmp::Ordering::Equal => match message.signal {
+            SignalType::Save => Verdict::Duplicate,
+            SignalType::Sync | SignalType::Delete => Verdict::Apply,
+        },
     }
 }
 
-/// The index of the message that decides the row among `messages` (the highest ranked; the
-/// first of equals).
-pub(crate) fn winner(
-    messages: impl IntoIterator<Item = (usize, Rank, SignalType)>,
-) -> Option<usize> {
-    let mut best: Option<(usize, Rank, SignalType)> = None;
-    for (i, rank, signal) in messages {
-        match best {
-            Some((_, best_rank, best_signal))
-                if compare((rank, signal), (best_rank, best_signal)) != Ordering::Greater => {}
-            _ => best = Some((i, rank, signal)),
-        }
+/// The state a key is in once `message` is applied over `stored`.
+pub(crate) fn after(message: Message, stored: Stored) -> State {
+    let (seq, floor_us) = match stored {
+        Stored::Nothing | Stored::LegacyRow { .. } => (None, None),
+        Stored::State(state) => (
+            state.seq,
+            if state.deleted {
+                Some(state.updated_us)
+            } else {
+                state.floor_us
+            },
+        ),
+    };
+    let deleted = message.signal == SignalType::Delete;
+    State {
+        revision: message.revision,
+        updated_us: message.updated_us,
+        deleted,
+        seq: seq.max(message.seq),
+        // A tombstone is its own floor.
+        floor_us: if deleted { None } else { floor_us },
     }
-    best.map(|(i, _, _)| i)
+}
+
+/// The messages of one key, decided one after the other over what was stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Folded {
+    /// Each message's verdict against the state the messages before it left.
+    pub(crate) verdicts: Vec<Verdict>,
+    /// The last message applied: the one whose effect the row ends with.
+    pub(crate) winner: Option<usize>,
+    /// The state the key ends in.
+    pub(crate) end: Stored,
+}
+
+/// Decides `messages` (one key's, in the order received) one after the other, from `stored`.
+pub(crate) fn fold(stored: Stored, messages: impl IntoIterator<Item = Message>) -> Folded {
+    let mut end = stored;
+    let mut winner = None;
+    let mut verdicts = Vec::new();
+    for (i, message) in messages.into_iter().enumerate() {
+        let verdict = decide(message, end);
+        if verdict == Verdict::Apply {
+            end = Stored::State(after(message, end));
+            winner = Some(i);
+        }
+        verdicts.push(verdict);
+    }
+    Folded {
+        verdicts,
+        winner,
+        end,
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use proptest::prelude::*;
-
-    use super::*;
-
-    /// The state a replica keeps after applying `signal` at `rank`.
-    fn after(signal: SignalType, rank: Rank) -> Stored {
-        Stored::State {
-            rank,
-            deleted: signal == SignalType::Delete,
-        }
-    }
-
-    fn rank(updated_us: i64, revision: i64) -> Rank {
-        Rank {
-            updated_us,
-            revision,
-        }
-    }
-
-    /// Folds `deliveries` into a state, in batches: per batch the winner, then the verdict.
-    fn replay(deliveries: &[(Rank, SignalType)], batch: usize) -> Stored {
-        let mut stored = Stored::Nothing;
-        for chunk in deliveries.chunks(batch.max(1)) {
-            let Some(w) = winner(chunk.iter().enumerate().map(|(i, (r, s))| (i, *r, *s))) else {
-                continue;
-            };
-            let (rank, signal) = chunk[w];
-            if decide(signal, rank, stored) == Verdict::Apply {
-                stored = after(signal, rank);
-            }
-        }
-        stored
-    }
-
-    #[test]
-    fn a_row_deleted_and_created_again_in_one_batch_is_kept() {
-        // SAVE r0, SAVE r5, DELETE r6, then the new life's SAVE r0, 1 ms later.
-        let history = [
-            (rank(1_000, 0), SignalType::Save),
-            (rank(2_000, 5), SignalType::Save),
-            (rank(3_000, 6), SignalType::Delete),
-            (rank(4_000, 0), SignalType::Save),
-        ];
-        let stored = replay(&history, 100);
-        assert_eq!(stored, after(SignalType::Save, rank(4_000, 0)));
-    }
-
-    #[test]
-    fn a_late_save_of_an_earlier_life_does_not_resurrect_the_row() {
-        let history = [
-            (rank(1_000, 0), SignalType::Save),
-            (rank(2_000, 5), SignalType::Save),
-            (rank(3_000, 6), SignalType::Delete),
-            (rank(4_000, 0), SignalType::Save),
-            (rank(5_000, 1), SignalType::Delete),
-            (rank(2_000, 5), SignalType::Save), // a late copy of the first life's r5
-        ];
-        for batch in 1..=history.len() {
-            let stored = replay(&history, batch);
-            assert_eq!(
-                stored,
-                after(SignalType::Delete, rank(5_000, 1)),
-                "batch {batch}"
-            );
-        }
-    }
-
-    #[test]
-    fn a_sync_of_the_stored_state_is_applied_again() {
-        let stored = after(SignalType::Save, rank(10, 3));
-        assert_eq!(
-            decide(SignalType::Sync, rank(10, 3), stored),
-            Verdict::Apply
-        );
-        assert_eq!(
-            decide(SignalType::Save, rank(10, 3), stored),
-            Verdict::Duplicate
-        );
-        assert_eq!(decide(SignalType::Save, rank(9, 4), stored), Verdict::Old);
-    }
-
-    #[test]
-    fn an_older_message_after_a_delete_is_tombstoned() {
-        let stored = after(SignalType::Delete, rank(10, 3));
-        assert_eq!(
-            decide(SignalType::Save, rank(9, 2), stored),
-            Verdict::Tombstoned
-        );
-        assert_eq!(
-            decide(SignalType::Sync, rank(9, 2), stored),
-            Verdict::Tombstoned
-        );
-        assert_eq!(
-            decide(SignalType::Delete, rank(10, 3), stored),
-            Verdict::Duplicate
-        );
-        assert_eq!(
-            decide(SignalType::Save, rank(11, 0), stored),
-            Verdict::Apply
-        );
-    }
-
-    #[test]
-    fn an_upgraded_replica_row_decides_by_revision() {
-        let stored = Stored::LegacyRow { revision: 4 };
-        assert_eq!(decide(SignalType::Save, rank(1, 3), stored), Verdict::Old);
-        assert_eq!(
-            decide(SignalType::Save, rank(1, 4), stored),
-            Verdict::Duplicate
-        );
-        assert_eq!(decide(SignalType::Save, rank(1, 5), stored), Verdict::Apply);
-        assert_eq!(decide(SignalType::Sync, rank(1, 2), stored), Verdict::Apply);
-    }
-
-    type Messages = Vec<(Rank, SignalType)>;
-
-    /// One key's history as a master writes it: lives of SAVEs with rising revisions, each
-    /// but maybe the last ended by a DELETE at revision + 1, time rising throughout.
-    fn history() -> impl Strategy<Value = Vec<(Rank, SignalType)>> {
-        prop::collection::vec((1usize..6, any::<bool>(), 1i64..1_000_000), 1..5).prop_map(|lives| {
-            let mut out = Vec::new();
-            let mut now = 1_000_000_000i64;
-            let last = lives.len() - 1;
-            for (n, (saves, sync, step)) in lives.into_iter().enumerate() {
-                for revision in 0..saves as i64 {
-                    now += step;
-                    out.push((rank(now, revision), SignalType::Save));
-                    if sync && revision == 0 {
-                        out.push((rank(now, revision), SignalType::Sync));
-                    }
-                }
-                if n < last {
-                    now += step;
-                    out.push((rank(now, saves as i64), SignalType::Delete));
-                }
-            }
-            out
-        })
-    }
-
-    /// A delivery of `history`: every message at least once, some twice, in an order where
-    /// each message moves back by up to `displacement` places (late copies and retries).
-    fn delivery() -> impl Strategy<Value = (Messages, Messages, usize)> {
-        history().prop_flat_map(|history| {
-            let n = history.len();
-            (
-                Just(history),
-                prop::collection::vec((any::<bool>(), 0usize..8), n),
-                1usize..12,
-            )
-                .prop_map(|(history, noise, batch)| {
-                    let mut keyed: Vec<(usize, (Rank, SignalType))> = Vec::new();
-                    for (i, (&message, (twice, late))) in history.iter().zip(noise).enumerate() {
-                        keyed.push((i * 10 + late * 10, message));
-                        if twice {
-                            keyed.push((i * 10 + 5, message));
-                        }
-                    }
-                    keyed.sort_by_key(|(at, _)| *at);
-                    let delivered = keyed.into_iter().map(|(_, m)| m).collect();
-                    (history, delivered, batch)
-                })
-        })
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(2_000))]
-
-        /// The replica ends at the master's last message, whatever the duplication, reordering
-        /// and batch boundaries.
-        #[test]
-        fn the_replica_ends_at_the_last_message((history, delivered, batch) in delivery()) {
-            let (rank, signal) = *history.last().unwrap();
-            let expected = after(signal, rank);
-            prop_assert_eq!(replay(&delivered, batch), expected);
-        }
-    }
-}
+mod tests;

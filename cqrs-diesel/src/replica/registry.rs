@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::connection::CqrsConnection;
 use crate::error::Error;
 use crate::replica::model::{CustomReplica, MessageInfo, ReplicaModel, ReplicaStore, key_text};
-use crate::replica::order::{self, Rank, Stored, Verdict};
+use crate::replica::order::{self, Stored, Verdict};
 use crate::replica::sql::rows_per_statement;
 use crate::replica::state::NewState;
 
@@ -28,17 +28,20 @@ pub struct Prepared {
     key_text: String,
     revision: i64,
     updated_us: i64,
+    seq: Option<i64>,
     key: Box<dyn Any + Send + Sync>,
     row: Option<Box<dyn Any + Send + Sync>>,
     payload: Payload,
 }
 
 impl Prepared {
-    /// Where this message stands in the order of its primary key's messages.
-    fn rank(&self) -> Rank {
-        Rank {
-            updated_us: self.updated_us,
+    /// What the order of its primary key's messages needs of this message.
+    fn ordered(&self) -> order::Message {
+        order::Message {
+            signal: self.signal,
             revision: self.revision,
+            updated_us: self.updated_us,
+            seq: self.seq,
         }
     }
 }
@@ -50,6 +53,7 @@ impl std::fmt::Debug for Prepared {
             .field("signal", &self.signal)
             .field("pk", &self.key_text)
             .field("revision", &self.revision)
+            .field("seq", &self.seq)
             .finish_non_exhaustive()
     }
 }
@@ -407,6 +411,7 @@ fn decode_message<M: ReplicaModel>(incoming: &Incoming) -> Result<Prepared, Stri
         key_text: key_text(&payload.instance_pk),
         revision,
         updated_us,
+        seq: incoming.seq,
         key: Box::new(key),
         row,
         payload: payload.clone(),
@@ -458,21 +463,11 @@ where
         let conn = conn.ok_or_else(|| Error::Task("a replica model without a database".into()))?;
         let mut outcomes = vec![Applied::Superseded; items.len()];
 
-        // 1. The message that decides each row: the batch's highest-ranked one.
+        // 1. The messages of each row, in the order received.
         let mut by_key: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
         for (i, item) in items.iter().enumerate() {
             by_key.entry(item.key_text.as_str()).or_default().push(i);
         }
-        // (the winner, every message of its row)
-        let winners: Vec<(usize, &[usize])> = by_key
-            .values()
-            .filter_map(|indexes| {
-                let ranked = indexes
-                    .iter()
-                    .map(|&i| (i, items[i].rank(), items[i].signal));
-                order::winner(ranked).map(|w| (w, indexes.as_slice()))
-            })
-            .collect();
 
         // 2. What the replica holds for those keys, locked until the transaction ends. Every
         // process locks keys in one order (sorted), so that two cannot wait for each other.
@@ -484,38 +479,53 @@ where
                 first_seen.push(state.pk.clone());
                 stored.insert(state.pk, Stored::Nothing);
             } else {
-                let rank = Rank {
-                    updated_us: state.updated_us,
+                let kept = order::State {
                     revision: state.revision,
+                    updated_us: state.updated_us,
+                    deleted: state.deleted,
+                    seq: state.seq,
+                    floor_us: state.floor_us,
                 };
-                let deleted = state.deleted;
-                stored.insert(state.pk, Stored::State { rank, deleted });
+                stored.insert(state.pk, Stored::State(kept));
             }
         }
         first_seen.sort_unstable();
-        legacy_rows::<M, C>(items, &winners, &first_seen, &mut stored, conn)?;
+        legacy_rows::<M, C>(items, &by_key, &first_seen, &mut stored, conn)?;
 
-        // 3. The winners that rank above what is stored are written, and their states kept.
+        // 3. Each row's messages decided one after the other; the last one applied is written,
+        // and the state it leaves kept.
         let mut writes = Vec::new();
         let mut deletes = Vec::new();
-        for &(i, same_key) in &winners {
+        let mut ends = Vec::new();
+        for (key, indexes) in &by_key {
+            let before = stored.get(*key).copied().unwrap_or(Stored::Nothing);
+            let folded = order::fold(before, indexes.iter().map(|&i| items[i].ordered()));
+            for (&i, &verdict) in indexes.iter().zip(&folded.verdicts) {
+                outcomes[i] = match verdict {
+                    Verdict::Apply => Applied::Superseded,
+                    Verdict::Duplicate => Applied::Duplicate,
+                    Verdict::Old => Applied::SkippedOld,
+                    Verdict::Tombstoned => Applied::Tombstoned,
+                };
+                if verdict != Verdict::Apply {
+                    log_skipped(M::CQRS_ID, items[i], before, outcomes[i]);
+                }
+            }
+            let (Some(w), Stored::State(end)) = (folded.winner, folded.end) else {
+                continue;
+            };
+            let i = indexes[w];
             let item = items[i];
-            let before = stored
-                .get(item.key_text.as_str())
-                .copied()
-                .unwrap_or(Stored::Nothing);
-            let verdict = order::decide(item.signal, item.rank(), before);
-            let batch_saves = same_key
+            let batch_saves = indexes
                 .iter()
                 .filter(|&&j| items[j].signal == SignalType::Save)
                 .map(|&j| items[j].revision);
-            outcomes[i] = outcome(M::CQRS_ID, item, before, verdict, batch_saves, counters);
-            if verdict == Verdict::Apply {
-                match item.signal {
-                    SignalType::Save | SignalType::Sync => writes.push(i),
-                    SignalType::Delete => deletes.push(i),
-                }
+            outcomes[i] = outcome(M::CQRS_ID, item, before, batch_saves, counters);
+            match item.signal {
+                SignalType::Save | SignalType::Sync => writes.push(i),
+                SignalType::Delete => deletes.push(i),
             }
+            ends.push((i, end));
         }
         for chunk in writes.chunks(rows_per_statement(M::COLUMN_COUNT)) {
             let rows: Vec<&M> = chunk
@@ -531,15 +541,16 @@ where
                 .collect::<Result<_, _>>()?;
             M::cqrs_delete_keys(&keys, conn)?;
         }
-        let states: Vec<NewState<'_>> = writes
+        let states: Vec<NewState<'_>> = ends
             .iter()
-            .chain(&deletes)
-            .map(|&i| NewState {
+            .map(|&(i, end)| NewState {
                 cqrs_id: M::CQRS_ID,
                 pk: &items[i].key_text,
-                revision: items[i].revision,
-                updated_us: items[i].updated_us,
-                deleted: items[i].signal == SignalType::Delete,
+                revision: end.revision,
+                updated_us: end.updated_us,
+                deleted: end.deleted,
+                seq: end.seq,
+                floor_us: end.floor_us,
             })
             .collect();
         for chunk in states.chunks(1000) {
@@ -554,7 +565,7 @@ where
 /// the first time (`first_seen`, sorted) need the look-up.
 fn legacy_rows<M, C>(
     items: &[&Prepared],
-    winners: &[(usize, &[usize])],
+    by_key: &BTreeMap<&str, Vec<usize>>,
     first_seen: &[String],
     stored: &mut HashMap<String, Stored>,
     conn: &mut C,
@@ -567,8 +578,8 @@ where
         return Ok(());
     }
     let mut keys = Vec::with_capacity(first_seen.len());
-    for &(i, _) in winners {
-        if first_seen.binary_search(&items[i].key_text).is_ok() {
+    for text in first_seen {
+        if let Some(&i) = by_key.get(text.as_str()).and_then(|indexes| indexes.first()) {
             keys.push(downcast_key::<M>(items[i])?.clone());
         }
     }
@@ -579,26 +590,26 @@ where
     Ok(())
 }
 
-/// What applying (or not) `item` over `before` did, counted and logged; `batch_saves` are the
-/// revisions of the batch's SAVEs of the same row (no gap is counted for them).
+/// What applying `item` over `before` (the row as it was before the batch) did, counted and
+/// logged; `batch_saves` are the revisions of the batch's SAVEs of the same row (no gap is
+/// counted for them).
 fn outcome(
     cqrs_id: &'static str,
     item: &Prepared,
     before: Stored,
-    verdict: Verdict,
     batch_saves: impl Iterator<Item = i64>,
     counters: &Counters,
 ) -> Applied {
     let live = match before {
         Stored::Nothing => None,
         Stored::LegacyRow { revision } => Some(revision),
-        Stored::State { rank, deleted } => (!deleted).then_some(rank.revision),
+        Stored::State(state) => (!state.deleted).then_some(state.revision),
     };
     let key = item.key_text.as_str();
     let incoming = item.revision;
-    let applied = match (verdict, item.signal) {
-        (Verdict::Apply, SignalType::Delete) => Applied::Deleted,
-        (Verdict::Apply, SignalType::Sync) => {
+    let applied = match item.signal {
+        SignalType::Delete => Applied::Deleted,
+        SignalType::Sync => {
             if let Some(stored) = live.filter(|&stored| stored > incoming) {
                 counters.downgrades.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(
@@ -611,7 +622,7 @@ fn outcome(
             }
             Applied::Synced
         }
-        (Verdict::Apply, SignalType::Save) => match live {
+        SignalType::Save => match live {
             None => Applied::Created,
             Some(stored) => {
                 let seen: Vec<i64> = batch_saves.collect();
@@ -619,17 +630,22 @@ fn outcome(
                 Applied::Updated
             }
         },
-        (Verdict::Duplicate, _) => Applied::Duplicate,
-        (Verdict::Old, _) => Applied::SkippedOld,
-        (Verdict::Tombstoned, _) => Applied::Tombstoned,
     };
-    match applied {
-        Applied::SkippedOld | Applied::Duplicate | Applied::Tombstoned => {
-            tracing::debug!(cqrs_id, pk = key, incoming, stored = ?before, outcome = ?applied, "not applied");
-        }
-        _ => tracing::trace!(cqrs_id, pk = key, incoming, outcome = ?applied, "applied"),
-    }
+    tracing::trace!(cqrs_id, pk = key, incoming, outcome = ?applied, "applied");
     applied
+}
+
+/// Logs a message that changed nothing, and why.
+fn log_skipped(cqrs_id: &'static str, item: &Prepared, before: Stored, outcome: Applied) {
+    tracing::debug!(
+        cqrs_id,
+        pk = item.key_text.as_str(),
+        incoming = item.revision,
+        seq = item.seq,
+        stored = ?before,
+        outcome = ?outcome,
+        "not applied"
+    );
 }
 
 /// Counts and logs the revisions between the stored one and the applied one that this replica

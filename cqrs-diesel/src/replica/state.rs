@@ -1,6 +1,8 @@
-//! The replica state table: for every row a replica has applied a message to, the rank of that
-//! message and whether it was a DELETE (see [`order`](super::order)). A DELETE's state is its
-//! tombstone: it keeps a late SAVE of an earlier life from bringing the row back.
+//! The replica state table: for every row a replica has applied a message to, where the last
+//! message applied stands in the row's order and whether it was a DELETE (see
+//! [`order`](super::order)). A DELETE's state is its tombstone: it keeps a late SAVE of an
+//! earlier life from bringing the row back; a live row keeps the time of the DELETE before its
+//! life (`floor_us`) for the same reason.
 
 use diesel::prelude::*;
 
@@ -17,6 +19,11 @@ diesel::table! {
         updated_us -> BigInt,
         /// Whether it was a DELETE.
         deleted -> Bool,
+        /// The highest outbox sequence number (`x-cqrs-seq`) among the messages applied, if
+        /// any carried one.
+        seq -> Nullable<BigInt>,
+        /// For a live row: the `cqrs_updated` of the last DELETE applied before its life.
+        floor_us -> Nullable<BigInt>,
     }
 }
 
@@ -30,6 +37,8 @@ pub struct NewState<'a> {
     pub revision: i64,
     pub updated_us: i64,
     pub deleted: bool,
+    pub seq: Option<i64>,
+    pub floor_us: Option<i64>,
 }
 
 /// A state as stored.
@@ -41,6 +50,8 @@ pub struct StoredState {
     pub revision: i64,
     pub updated_us: i64,
     pub deleted: bool,
+    pub seq: Option<i64>,
+    pub floor_us: Option<i64>,
 }
 
 /// The rank a placeholder state holds: below every message, so that the first one wins. The
@@ -62,6 +73,9 @@ pub const POSTGRES_REPLICA_UP_SQL: &str = concat!(
     include_str!(
         "../../migrations/postgres-replica/2026-12-01-000000_create_cqrs_replica_state/up.sql"
     ),
+    include_str!(
+        "../../migrations/postgres-replica/2026-12-07-000000_cqrs_replica_state_order/up.sql"
+    ),
 );
 /// The replica migrations for MySQL/MariaDB, to copy into your own migrations (in this order).
 pub const MYSQL_REPLICA_UP_SQL: &str = concat!(
@@ -69,12 +83,18 @@ pub const MYSQL_REPLICA_UP_SQL: &str = concat!(
     include_str!(
         "../../migrations/mysql-replica/2026-12-01-000000_create_cqrs_replica_state/up.sql"
     ),
+    include_str!(
+        "../../migrations/mysql-replica/2026-12-07-000000_cqrs_replica_state_order/up.sql"
+    ),
 );
 /// The replica migrations for SQLite, to copy into your own migrations (in this order).
 pub const SQLITE_REPLICA_UP_SQL: &str = concat!(
     include_str!("../../migrations/sqlite-replica/2026-11-28-100000_create_cqrs_tombstone/up.sql"),
     include_str!(
         "../../migrations/sqlite-replica/2026-12-01-000000_create_cqrs_replica_state/up.sql"
+    ),
+    include_str!(
+        "../../migrations/sqlite-replica/2026-12-07-000000_cqrs_replica_state_order/up.sql"
     ),
 );
 

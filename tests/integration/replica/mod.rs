@@ -119,6 +119,18 @@ impl<D: TestDb> Worker<D> {
         self.publish(&key, body).await;
     }
 
+    /// Publishes a broadcast as a cqrs-diesel master's relay does: with the outbox entry's id
+    /// in the `x-cqrs-seq` header.
+    pub async fn broadcast_with_seq(&self, body: &Value, seq: i64) {
+        let key = body["cqrs_id"].as_str().expect("cqrs_id").to_owned();
+        let message = OutgoingMessage::new(key, body.to_string().into_bytes())
+            .with_header(cqrs_diesel::wire::SEQ_HEADER, seq.to_string());
+        self.transport
+            .publish_confirmed(&message)
+            .await
+            .expect("publish");
+    }
+
     /// Publishes a message aimed at this worker's queue only.
     pub async fn direct(&self, body: &Value) {
         let key = direct_routing_key(self.queue(), body["cqrs_id"].as_str().expect("cqrs_id"));

@@ -14,6 +14,23 @@ pub trait AuthorRow: std::fmt::Debug + Send + Sync + 'static {
     fn revision(&self) -> i32;
     /// Every field but `cqrs_updated` as the master writes it in `instance_data`.
     fn wire_fields(&self) -> serde_json::Value;
+    /// `cqrs_updated` as the master writes it in `instance_data`.
+    fn updated_wire(&self) -> serde_json::Value;
+    /// The replica's states of `author` rows: (pk, revision, `cqrs_updated` in µs, deleted).
+    fn load_states(conn: &mut Self::Conn) -> Vec<(String, i64, i64, bool)>;
+}
+
+/// A row of `cqrs_replica_state`, read with plain SQL.
+#[derive(diesel::QueryableByName)]
+struct StateRow {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pk: String,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    revision: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    updated_us: i64,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    deleted: bool,
 }
 
 pub use crate::authors::{
@@ -57,6 +74,22 @@ macro_rules! author_row {
                     "external_id": self.external_id.to_string(),
                     "bio": self.bio,
                 })
+            }
+            fn updated_wire(&self) -> serde_json::Value {
+                use cqrs_diesel::__private::UtcWire;
+                self.cqrs_updated.to_wire_utc()
+            }
+            fn load_states(conn: &mut $conn) -> Vec<(String, i64, i64, bool)> {
+                use diesel::RunQueryDsl;
+                diesel::sql_query(
+                    "SELECT pk, revision, updated_us, deleted FROM cqrs_replica_state \
+                     WHERE cqrs_id = 'author' ORDER BY pk",
+                )
+                .load::<StateRow>(conn)
+                .expect("load the replica states")
+                .into_iter()
+                .map(|row| (row.pk, row.revision, row.updated_us, row.deleted))
+                .collect()
             }
         }
     };

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use cqrs_diesel::{ReplicaStore, Replicas};
 
 use super::models::{AuthorRow, MysqlAuthorReplica, PgAuthorReplica, SqliteAuthorReplica};
-use super::{Worker, author, author_at, author_delete};
+use super::{Worker, author, author_at, author_delete, author_delete_at};
 use crate::db::{MysqlDb, PgDb, SqliteDb, TestDb};
 
 fn rows<D, M>(worker: &Worker<D>) -> HashMap<i32, (String, i32)>
@@ -47,32 +47,39 @@ where
     assert_eq!(stats.skipped_old, 1);
     assert_eq!(stats.duplicates, 1);
 
-    // Phase 3: a SYNC of the master's row as it is now (a later cqrs_updated) lowers a
-    // revision (a repair); DELETE; a late SAVE cannot resurrect.
+    // Phase 3: a SYNC at the stored revision rewrites the row (a repair of drifted values); a
+    // SYNC below it changes nothing, even stamped later (within a life the revision decides,
+    // not the clocks); DELETE; a late SAVE cannot resurrect.
     worker
         .broadcast(&author_at(
             "SYNC",
             2,
             "b-synced",
-            2,
+            3,
             "2026-11-28 18:25:00.000000+00:00",
         ))
         .await;
+    worker
+        .broadcast(&author_at(
+            "SYNC",
+            2,
+            "b-lower",
+            2,
+            "2026-11-28 18:26:00.000000+00:00",
+        ))
+        .await;
     worker.broadcast(&author_delete(3, 1)).await;
-    worker.wait_settled(9).await;
+    worker.wait_settled(10).await;
     worker.broadcast(&author("SAVE", 3, "c0-late", 0)).await;
-    let stats = worker.wait_settled(10).await;
+    let stats = worker.wait_settled(11).await;
     assert_eq!(stats.synced, 1);
     assert_eq!(stats.deleted, 1);
-    assert_eq!(stats.tombstoned, 1, "{stats:?}");
-    // A late copy of an older SYNC changes nothing.
-    worker.broadcast(&author("SYNC", 2, "b-old-sync", 3)).await;
-    let stats = worker.wait_settled(11).await;
     assert_eq!(stats.skipped_old, 2, "{stats:?}");
+    assert_eq!(stats.tombstoned, 1, "{stats:?}");
 
     let stored = rows::<D, M>(&worker);
     assert_eq!(stored.get(&1), Some(&("a1".to_owned(), 1)));
-    assert_eq!(stored.get(&2), Some(&("b-synced".to_owned(), 2)));
+    assert_eq!(stored.get(&2), Some(&("b-synced".to_owned(), 3)));
     assert_eq!(stored.get(&3), None, "no resurrection after DELETE");
 
     // A row created again after its deletion (revision 0, but later) does come back.
@@ -344,6 +351,131 @@ where
     assert_eq!(rows::<D, M>(&worker).get(&1), None, "no resurrection");
 }
 
+/// `2026-11-28 18:21:00` plus `micros`, as a `cqrs_updated`.
+fn at(micros: i64) -> String {
+    let base = chrono::DateTime::parse_from_rfc3339("2026-11-28T18:21:00Z")
+        .expect("a valid time")
+        .with_timezone(&chrono::Utc);
+    cqrs_diesel::wire::format_timestamp(&(base + chrono::Duration::microseconds(micros)))
+}
+
+/// A django-cqrs master on two web hosts, the second one's clock 2 s behind the first's: host A
+/// creates and renames each row, then host B renames it again, half a second later. The second
+/// rename is stamped 1.5 s before the first; the replica must end at it (revision 2) for every
+/// row, as the master and django-cqrs's own replica do.
+async fn two_hosts_with_skewed_clocks_end_at_the_last_revision<D, M>(db: D)
+where
+    D: TestDb,
+    M: AuthorRow<Conn = D::Conn> + ReplicaStore<D::Conn>,
+{
+    let replicas = Replicas::new(db.connector()).register::<M>();
+    let worker = Worker::start(db, M::DDL, replicas).await;
+    const SECOND: i64 = 1_000_000;
+    for id in 1..=20i64 {
+        let start = id * 10 * SECOND;
+        let host_a = |real: i64| at(start + real);
+        let host_b = |real: i64| at(start + real - 2 * SECOND);
+        worker
+            .broadcast(&author_at("SAVE", id, "created on A", 0, &host_a(0)))
+            .await;
+        worker
+            .broadcast(&author_at("SAVE", id, "renamed on A", 1, &host_a(SECOND)))
+            .await;
+        worker
+            .broadcast(&author_at(
+                "SAVE",
+                id,
+                "renamed on B",
+                2,
+                &host_b(SECOND + SECOND / 2),
+            ))
+            .await;
+    }
+    let stats = worker.wait_settled(60).await;
+    let stored = rows::<D, M>(&worker);
+    for id in 1..=20 {
+        assert_eq!(
+            stored.get(&id),
+            Some(&("renamed on B".to_owned(), 2)),
+            "row {id}: {stats:?}"
+        );
+    }
+}
+
+/// Two processes of a django-cqrs master update one row at once: each stamps `cqrs_updated`
+/// before it takes the row lock, so the update that commits second (revision 2) carries the
+/// earlier stamp. Delivered in the order of the commits or the other way round, the replica ends
+/// at revision 2.
+async fn concurrent_updates_whose_stamps_commit_out_of_order_end_at_the_later_revision<D, M>(db: D)
+where
+    D: TestDb,
+    M: AuthorRow<Conn = D::Conn> + ReplicaStore<D::Conn>,
+{
+    let replicas = Replicas::new(db.connector()).register::<M>();
+    let worker = Worker::start(db, M::DDL, replicas).await;
+    for id in [1i64, 2] {
+        worker
+            .broadcast(&author_at("SAVE", id, "created", 0, &at(0)))
+            .await;
+    }
+    worker.wait_settled(2).await;
+    // Row 1 in the order of the commits, row 2 with the later revision first.
+    let first = |id| author_at("SAVE", id, "committed first", 1, &at(20_000));
+    let second = |id| author_at("SAVE", id, "committed second", 2, &at(10_000));
+    worker.broadcast(&first(1)).await;
+    worker.broadcast(&second(1)).await;
+    worker.broadcast(&second(2)).await;
+    worker.broadcast(&first(2)).await;
+    let stats = worker.wait_settled(6).await;
+    let stored = rows::<D, M>(&worker);
+    for id in [1, 2] {
+        assert_eq!(
+            stored.get(&id),
+            Some(&("committed second".to_owned(), 2)),
+            "row {id}: {stats:?}"
+        );
+    }
+    assert_eq!(
+        stats.skipped_old, 1,
+        "the late revision 1 of row 2: {stats:?}"
+    );
+}
+
+/// A cqrs-diesel master whose clock stepped back between a delete and the re-create: the
+/// re-create is stamped before the DELETE, which time alone would take for a late message of
+/// the deleted life (docs/DESIGN.md, case A). Its `x-cqrs-seq` places it after the DELETE, and
+/// a late copy of the DELETE then changes nothing.
+async fn the_master_sequence_orders_a_recreate_stamped_before_its_delete<D, M>(db: D)
+where
+    D: TestDb,
+    M: AuthorRow<Conn = D::Conn> + ReplicaStore<D::Conn>,
+{
+    let replicas = Replicas::new(db.connector()).register::<M>();
+    let worker = Worker::start(db, M::DDL, replicas).await;
+    let delete = author_delete_at(1, 1, &at(20_000_000));
+    worker
+        .broadcast_with_seq(&author_at("SAVE", 1, "first life", 0, &at(10_000_000)), 7)
+        .await;
+    worker.wait_settled(1).await;
+    worker.broadcast_with_seq(&delete, 8).await;
+    worker.wait_settled(2).await;
+    worker
+        .broadcast_with_seq(&author_at("SAVE", 1, "second life", 0, &at(5_000_000)), 9)
+        .await;
+    worker.broadcast_with_seq(&delete, 8).await;
+    let stats = worker.wait_settled(4).await;
+    assert_eq!(
+        rows::<D, M>(&worker).get(&1),
+        Some(&("second life".to_owned(), 0)),
+        "{stats:?}"
+    );
+    assert_eq!(stats.created, 2, "{stats:?}");
+    assert_eq!(
+        stats.skipped_old, 1,
+        "the late copy of the DELETE: {stats:?}"
+    );
+}
+
 macro_rules! on_every_backend {
     ($scenario:ident) => {
         mod $scenario {
@@ -375,3 +507,6 @@ on_every_backend!(consecutive_revisions_in_one_batch_are_no_gap);
 on_every_backend!(a_row_deleted_and_created_again_in_one_batch_is_kept);
 on_every_backend!(a_late_copy_of_an_earlier_life_does_not_resurrect_the_row);
 on_every_backend!(a_late_copy_of_an_earlier_life_in_the_same_batch_does_not_resurrect_the_row);
+on_every_backend!(two_hosts_with_skewed_clocks_end_at_the_last_revision);
+on_every_backend!(concurrent_updates_whose_stamps_commit_out_of_order_end_at_the_later_revision);
+on_every_backend!(the_master_sequence_orders_a_recreate_stamped_before_its_delete);

@@ -1,0 +1,1 @@
+ALTER TABLE cqrs_replica_state DROP COLUMN seq, DROP COLUMN floor_us;
