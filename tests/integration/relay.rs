@@ -323,3 +323,48 @@ async fn shutdown_returns_the_stats_and_ends_the_task() {
     assert_eq!(conn.outbox_pending().unwrap(), 0);
     broker.teardown().await;
 }
+
+/// Each message goes out with its outbox entry's id in `x-cqrs-seq`, rising in publication
+/// order, and its body byte for byte as stored (django-cqrs reads only the body).
+async fn each_message_carries_its_outbox_id_and_its_body_unchanged<D: TestDb>(db: D, tag: &str) {
+    let broker = Broker::new(tag).await;
+    let mut conn = prepare(&db);
+    insert(&mut conn, 0..20, |_| "author".to_owned());
+    let mut consumer = broker.consumer().await;
+    OutboxRelay::new(broker.transport.clone(), db.connector())
+        .drain()
+        .await
+        .unwrap();
+    let mut previous = 0i64;
+    for n in 0..20 {
+        let delivery = tokio::time::timeout(Duration::from_secs(20), consumer.next())
+            .await
+            .expect("a delivery")
+            .expect("consumer open")
+            .expect("no consumer error");
+        let seq = delivery.header(cqrs_diesel::wire::SEQ_HEADER);
+        let seq: i64 = seq
+            .and_then(|seq| seq.parse().ok())
+            .expect("an x-cqrs-seq id");
+        assert!(seq > previous, "ids rise: {seq} after {previous}");
+        previous = seq;
+        assert_eq!(delivery.body(), body(n).as_bytes());
+        delivery.ack().await.unwrap();
+    }
+    broker.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_message_carries_its_outbox_id_and_its_body_unchanged_on_postgres() {
+    each_message_carries_its_outbox_id_and_its_body_unchanged(PgDb::new("rseq"), "rseq").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_message_carries_its_outbox_id_and_its_body_unchanged_on_mariadb() {
+    each_message_carries_its_outbox_id_and_its_body_unchanged(MysqlDb::new("rseq"), "rseq").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_message_carries_its_outbox_id_and_its_body_unchanged_on_sqlite() {
+    each_message_carries_its_outbox_id_and_its_body_unchanged(SqliteDb::new("rseq"), "rseq").await;
+}
