@@ -960,7 +960,11 @@ where
         return Ok(false);
     }
     let queued = write(conn, |conn| -> Result<bool> {
-        let stored = row.cqrs_find(conn, false)?.ok_or_else(|| Error::NotFound {
+        // Locked, as every write of the row is, until the entry is queued: a concurrent update
+        // or delete then commits either before the read (and the SYNC carries its result) or
+        // after the entry (and gets the later outbox id), never in between, where the SYNC
+        // would carry the older state with the later id.
+        let stored = row.cqrs_find(conn, true)?.ok_or_else(|| Error::NotFound {
             cqrs_id: M::CQRS_ID,
             pk: pk_key(row),
         })?;

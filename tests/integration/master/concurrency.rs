@@ -98,3 +98,103 @@ async fn concurrent_creates_on_mariadb_set_up_by_session_setup_all_succeed() {
 async fn concurrent_creates_on_sqlite_all_succeed() {
     check::<_, SqliteAuthor>(SqliteDb::new("concurrent"), |_| {}).await;
 }
+
+/// The outbox's entries as (id, signal, pk), in id order.
+fn outbox_entries<C>(conn: &mut C) -> Vec<(i64, String, i64)>
+where
+    C: cqrs_diesel::diesel::connection::LoadConnection,
+    C::Backend: cqrs_diesel::diesel::backend::Backend,
+    cqrs_diesel::diesel::query_builder::SqlQuery:
+        cqrs_diesel::diesel::query_dsl::LoadQuery<'static, C, OutboxRow>,
+{
+    use cqrs_diesel::diesel::RunQueryDsl;
+    cqrs_diesel::diesel::sql_query("SELECT id, body FROM cqrs_outbox ORDER BY id")
+        .load::<OutboxRow>(conn)
+        .expect("read the outbox")
+        .into_iter()
+        .map(|row| {
+            let body: serde_json::Value = serde_json::from_str(&row.body).expect("a JSON body");
+            let signal = body["signal_type"].as_str().unwrap_or_default().to_owned();
+            (
+                row.id,
+                signal,
+                body["instance_pk"].as_i64().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+#[derive(cqrs_diesel::diesel::QueryableByName)]
+struct OutboxRow {
+    #[diesel(sql_type = cqrs_diesel::diesel::sql_types::BigInt)]
+    id: i64,
+    #[diesel(sql_type = cqrs_diesel::diesel::sql_types::Text)]
+    body: String,
+}
+
+/// `cqrs_sync` and `delete_and_publish` of one row at the same moment, 60 times: the SYNC is
+/// queued before the DELETE (it read the row first) or not at all (the row was gone), never
+/// after it, where its outbox id would place the deleted row's state after its DELETE.
+fn a_sync_racing_a_delete_is_never_queued_after_it<D, M>(db: D)
+where
+    D: TestDb,
+    D::Conn: cqrs_diesel::diesel::connection::LoadConnection,
+    cqrs_diesel::diesel::query_builder::SqlQuery:
+        cqrs_diesel::diesel::query_dsl::LoadQuery<'static, D::Conn, OutboxRow>,
+    M: Author + MasterStore<D::Conn>,
+{
+    use cqrs_diesel::CqrsConnection;
+    db.execute(M::DDL);
+    let mut conn = db.connect();
+    conn.run_outbox_migrations().expect("outbox migrations");
+    const ROWS: i32 = 60;
+    for id in 1..=ROWS {
+        author::<M>(id).save_and_publish(&mut conn).expect("create");
+    }
+    let barrier = std::sync::Barrier::new(2);
+    std::thread::scope(|scope| {
+        let (mut deleter, mut syncer) = (db.connect(), db.connect());
+        let barrier = &barrier;
+        scope.spawn(move || {
+            for id in 1..=ROWS {
+                barrier.wait();
+                author::<M>(id)
+                    .delete_and_publish(&mut deleter)
+                    .unwrap_or_else(|e| panic!("delete {id}: {e}"));
+            }
+        });
+        scope.spawn(move || {
+            for id in 1..=ROWS {
+                barrier.wait();
+                // The row may be gone already: then nothing is queued.
+                let _ = author::<M>(id).cqrs_sync(&mut syncer, None);
+            }
+        });
+    });
+    let entries = outbox_entries(&mut conn);
+    for id in 1..=ROWS {
+        let of = |signal: &str| {
+            entries
+                .iter()
+                .find(|(_, s, pk)| s == signal && *pk == i64::from(id))
+                .map(|(entry, ..)| *entry)
+        };
+        let delete = of("DELETE").expect("a DELETE entry");
+        if let Some(sync) = of("SYNC") {
+            assert!(
+                sync < delete,
+                "row {id}: SYNC entry {sync} after DELETE entry {delete}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_sync_racing_a_delete_is_never_queued_after_it_on_postgres() {
+    a_sync_racing_a_delete_is_never_queued_after_it::<_, PgAuthor>(PgDb::new("syncrace"));
+}
+
+#[test]
+fn a_sync_racing_a_delete_is_never_queued_after_it_on_mariadb() {
+    a_sync_racing_a_delete_is_never_queued_after_it::<_, MysqlAuthor>(MysqlDb::new("syncrace"));
+}
