@@ -67,8 +67,8 @@ pub mod transport {
 /// and how one value is written and read ([`WireValue`], timestamps).
 pub mod wire {
     pub use cqrs_core::{
-        Expiry, JsonType, Payload, SEQ_HEADER, SignalType, ValueError, WireValue,
-        format_timestamp, parse_seq, parse_timestamp,
+        Expiry, JsonType, Payload, SEQ_HEADER, SignalType, ValueError, WireValue, format_timestamp,
+        parse_seq, parse_timestamp,
     };
 }
 

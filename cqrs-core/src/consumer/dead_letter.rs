@@ -4,8 +4,8 @@ use chrono::SecondsFormat;
 use serde_json::Value;
 
 use super::Context;
-use crate::payload::Payload;
 use super::apply::SEQ_HEADER;
+use crate::payload::Payload;
 use crate::transport::{Delivery, OutgoingMessage, dead_letter_routing_key};
 
 /// The header of a dead letter holding why it was dead-lettered (a string).

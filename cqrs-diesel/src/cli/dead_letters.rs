@@ -10,8 +10,8 @@ use super::{Cli, CliError, Report};
 use crate::connection::CqrsConnection;
 use cqrs_core::{
     Confirmation, DEAD_LETTER_AT_HEADER, DEAD_LETTER_REASON_HEADER, DEAD_LETTER_ROUTING_KEY_HEADER,
-    Delivery, Expiry, OutgoingMessage, Payload, RabbitMqTransport, SEQ_HEADER, Topology,
-    Transport, direct_routing_key,
+    Delivery, Expiry, OutgoingMessage, Payload, RabbitMqTransport, SEQ_HEADER, Topology, Transport,
+    direct_routing_key,
 };
 
 /// The transport, the replica queue, the dead-letter queue and how many dead letters wait.

@@ -110,9 +110,7 @@ pub(crate) fn decide(message: Message, stored: Stored) -> Verdict {
     if let (Some(incoming), Some(applied)) = (message.seq, state.seq) {
         return match incoming.cmp(&applied) {
             std::cmp::Ordering::Greater => Verdict::Apply,
-            std::cmp::Ordering::Equal
-                if message.signal == SignalType::Sync && !state.deleted =>
-            {
+            std::cmp::Ordering::Equal if message.signal == SignalType::Sync && !state.deleted => {
                 Verdict::Apply
             }
             std::cmp::Ordering::Equal => Verdict::Duplicate,

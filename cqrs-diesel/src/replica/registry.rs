@@ -579,7 +579,10 @@ where
     }
     let mut keys = Vec::with_capacity(first_seen.len());
     for text in first_seen {
-        if let Some(&i) = by_key.get(text.as_str()).and_then(|indexes| indexes.first()) {
+        if let Some(&i) = by_key
+            .get(text.as_str())
+            .and_then(|indexes| indexes.first())
+        {
             keys.push(downcast_key::<M>(items[i])?.clone());
         }
     }

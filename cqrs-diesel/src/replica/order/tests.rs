@@ -71,7 +71,12 @@ fn equal_stamps_within_a_life_fall_to_the_revision() {
 
 #[test]
 fn a_row_deleted_and_created_again_in_one_batch_is_kept() {
-    let history = [save(0, 1_000), save(5, 2_000), delete(6, 3_000), save(0, 4_000)];
+    let history = [
+        save(0, 1_000),
+        save(5, 2_000),
+        delete(6, 3_000),
+        save(0, 4_000),
+    ];
     let folded = fold(Stored::Nothing, history);
     assert_eq!(folded.winner, Some(3));
     assert_eq!(outcome(folded.end), as_applied(history[3]));
@@ -195,7 +200,12 @@ fn limit_a_recreate_stamped_before_its_delete_waits_for_a_later_stamp() {
 /// life's next write.
 #[test]
 fn limit_a_recreate_that_overtakes_its_delete_waits_for_the_next_write() {
-    let history = [save(0, 1_000), save(3, 2_000), save(0, 4_000), delete(4, 3_000)];
+    let history = [
+        save(0, 1_000),
+        save(3, 2_000),
+        save(0, 4_000),
+        delete(4, 3_000),
+    ];
     let folded = fold(Stored::Nothing, history);
     assert_eq!(folded.verdicts[2], Verdict::Old);
     assert_eq!(folded.verdicts[3], Verdict::Apply);
@@ -228,9 +238,7 @@ fn django_history() -> impl Strategy<Value = History> {
             let mut real = 1_000_000_000i64;
             let last_life = lives.len() - 1;
             for (n, life) in lives.into_iter().enumerate() {
-                let floor = messages
-                    .last()
-                    .map_or(i64::MIN, |m: &Message| m.updated_us);
+                let floor = messages.last().map_or(i64::MIN, |m: &Message| m.updated_us);
                 let mut revision = 0;
                 let mut highest = floor;
                 let mut stored_stamp = 0;
@@ -365,7 +373,9 @@ proptest! {
 fn sample<T: std::fmt::Debug>(strategy: impl Strategy<Value = T>, count: usize) -> Vec<T> {
     let mut runner = TestRunner::new_with_rng(
         Config::default(),
-        proptest::test_runner::TestRng::deterministic_rng(proptest::test_runner::RngAlgorithm::ChaCha),
+        proptest::test_runner::TestRng::deterministic_rng(
+            proptest::test_runner::RngAlgorithm::ChaCha,
+        ),
     );
     (0..count)
         .map(|_| strategy.new_tree(&mut runner).unwrap().current())
@@ -430,9 +440,9 @@ fn the_generators_reach_the_hard_cases() {
     let recreated_earlier = own
         .iter()
         .filter(|(h, _)| {
-            h.messages.windows(2).any(|w| {
-                w[0].signal == SignalType::Delete && w[1].updated_us <= w[0].updated_us
-            })
+            h.messages
+                .windows(2)
+                .any(|w| w[0].signal == SignalType::Delete && w[1].updated_us <= w[0].updated_us)
         })
         .count();
     let overtaken_delete = own
@@ -445,7 +455,10 @@ fn the_generators_reach_the_hard_cases() {
         })
         .count();
     for (name, count) in [
-        ("a re-create stamped at or before its delete", recreated_earlier),
+        (
+            "a re-create stamped at or before its delete",
+            recreated_earlier,
+        ),
         ("a re-create delivered before its delete", overtaken_delete),
     ] {
         assert!(count >= 100, "{name}: {count} of 1000 histories");
