@@ -117,6 +117,10 @@ enum Signal {
     Delete,
 }
 
+/// The master's final state: per key, its revision, `cqrs_updated` and values, or `None`
+/// when the key's last message was a DELETE.
+type Rows = BTreeMap<i32, Option<(i64, DateTime<Utc>, Fields)>>;
+
 /// One message of the master.
 #[derive(Clone)]
 struct Message {
@@ -323,7 +327,7 @@ struct Case {
 impl Case {
     /// The master's final state: per key, the effect of its last message (a row, or no row
     /// after a DELETE).
-    fn expected(&self) -> BTreeMap<i32, Option<(i64, DateTime<Utc>, Fields)>> {
+    fn expected(&self) -> Rows {
         let mut out = BTreeMap::new();
         for message in &self.messages {
             // Messages are in the master's order, so the last one of a key wins.
@@ -357,7 +361,7 @@ impl Case {
 
     /// The final state of the history's keys (see [`expected`](Self::expected)) and of the
     /// junk's: a row with its values where `backend` applies it, none where it dead-letters it.
-    fn expected_on(&self, backend: Backend) -> BTreeMap<i32, Option<(i64, DateTime<Utc>, Fields)>> {
+    fn expected_on(&self, backend: Backend) -> Rows {
         let mut out = self.expected();
         for junk in &self.junk {
             let row = (!junk.dead_lettered(backend)).then(|| (0, base(), junk.fields().clone()));
@@ -897,13 +901,12 @@ fn deliver(
     (spread, copies, cuts): DeliveryPlan,
     junk: &[(u64, usize)],
 ) -> Vec<Chunk> {
-    let n = messages.len();
     let mut order: Vec<(u64, usize)> = Vec::new();
-    for i in 0..n {
+    for (i, message) in messages.iter().enumerate() {
         match copies.get(i) {
             Some(noise) => {
                 for (c, noise) in noise.iter().enumerate() {
-                    let on_time = c == 0 && messages[i].signal == Signal::Delete;
+                    let on_time = c == 0 && message.signal == Signal::Delete;
                     let noise = if on_time { 0 } else { *noise };
                     order.push((i as u64 * 1_000 + noise * spread, i));
                 }
@@ -1162,7 +1165,7 @@ where
 fn compare<M: AuthorRow>(
     backend: Backend,
     rows: &[M],
-    expected: &BTreeMap<i32, Option<(i64, DateTime<Utc>, Fields)>>,
+    expected: &Rows,
     junk: &BTreeSet<i32>,
 ) -> Result<(), String> {
     let key = |id: &i32| {
