@@ -267,7 +267,7 @@ where
             .zip(updated.chunks(per_statement))
         {
             M::cqrs_write(rows, conn)?;
-            // As a SYNC would: the record's rank is the row's state from now on.
+            // As a SYNC would: the record is the row's state from now on (no sequence, no floor).
             let states: Vec<NewState<'_>> = rows
                 .iter()
                 .zip(keys)

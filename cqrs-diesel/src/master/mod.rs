@@ -813,8 +813,8 @@ where
 }
 
 /// The `cqrs_updated` of a DELETE: now, but never at or before the deleted row's own time, so
-/// that the DELETE ranks above every message of the life it ends (replicas rank one row's
-/// messages by time first).
+/// that replicas placing a message without `x-cqrs-seq` see the DELETE after every write of
+/// the life it ends (time separates lives at a DELETE: docs/DESIGN.md).
 fn delete_time<M: MasterModel>(old: &M) -> DateTime<Utc> {
     let now = <DateTime<Utc> as UpdatedAt>::now();
     let stored = old

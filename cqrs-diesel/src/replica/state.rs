@@ -54,8 +54,9 @@ pub struct StoredState {
     pub floor_us: Option<i64>,
 }
 
-/// The rank a placeholder state holds: below every message, so that the first one wins. The
-/// replica writes placeholders for keys it meets for the first time, to have a row to lock.
+/// The revision and time a placeholder state holds (never a message's), read as no state at
+/// all, so that the first message wins. The replica writes placeholders for keys it meets for
+/// the first time, to have a row to lock.
 pub(crate) const PLACEHOLDER: i64 = i64::MIN;
 
 impl StoredState {
