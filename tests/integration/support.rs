@@ -108,6 +108,55 @@ pub async fn cleanup(exchange: &str, queues: &[&str]) {
     let _ = connection.close(200, "cleanup".into()).await;
 }
 
+/// A new exclusive, auto-deleted queue named after `prefix`, bound to `exchange` with
+/// `binding_key`, and a consumer of it without acknowledgements, on a channel of `connection`.
+pub async fn exclusive_consumer(
+    connection: &Connection,
+    exchange: &str,
+    binding_key: &str,
+    prefix: &str,
+) -> (lapin::Channel, lapin::Consumer) {
+    use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+    use lapin::types::FieldTable;
+    let channel = connection.create_channel().await.expect("channel");
+    let queue = unique(prefix);
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare the exclusive queue");
+    channel
+        .queue_bind(
+            queue.as_str().into(),
+            exchange.into(),
+            binding_key.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("bind the exclusive queue");
+    let consumer = channel
+        .basic_consume(
+            queue.as_str().into(),
+            prefix.into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume the exclusive queue");
+    (channel, consumer)
+}
+
 /// A plain lapin consumer of everything published to one exchange (an exclusive queue bound
 /// with `#`), to check what our code published without using our code to read it.
 pub struct Capture {
@@ -118,45 +167,8 @@ pub struct Capture {
 impl Capture {
     /// Binds a new exclusive queue to `exchange`, which must exist.
     pub async fn bind(exchange: &str) -> Capture {
-        use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
-        use lapin::types::FieldTable;
         let connection = raw_connection().await;
-        let channel = connection.create_channel().await.expect("channel");
-        let queue = unique("capture");
-        channel
-            .queue_declare(
-                queue.as_str().into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("declare the capture queue");
-        channel
-            .queue_bind(
-                queue.as_str().into(),
-                exchange.into(),
-                "#".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("bind the capture queue");
-        let consumer = channel
-            .basic_consume(
-                queue.as_str().into(),
-                "capture".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("consume the capture queue");
+        let (_, consumer) = exclusive_consumer(&connection, exchange, "#", "capture").await;
         Capture {
             _connection: connection,
             consumer,

@@ -51,7 +51,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, NaiveDate, SubsecRound, TimeZone, Utc};
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use cqrs_diesel::diesel::result::{DatabaseErrorKind, Error as DieselError};
 use cqrs_diesel::transport::{OutgoingMessage, direct_routing_key};
 use cqrs_diesel::wire::{SEQ_HEADER, parse_seq, parse_timestamp};
@@ -91,15 +91,22 @@ const PREFETCH_ONE: u16 = 64;
 /// The tests of this binary share the master clock: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// The master clock of this process, installed with `set_clock` on first use.
-fn master_clock() -> &'static ManualClock {
+/// Where a case's master clock starts: a fixed instant, not today's date.
+fn case_start() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0)
+        .single()
+        .expect("a valid time")
+}
+
+/// The master clock of this process, installed with `set_clock` on first use (every test of
+/// this binary moves this one clock). Messages are queued without a TTL (`expires: null`): the
+/// replicas read expiry against the system's clock, which the master's does not follow.
+pub(crate) fn master_clock() -> &'static ManualClock {
     static CLOCK: OnceLock<ManualClock> = OnceLock::new();
     CLOCK.get_or_init(|| {
-        let clock = ManualClock::new(Utc::now());
+        let clock = ManualClock::new(case_start());
         cqrs_diesel::set_clock(clock.clock());
-        // The default TTL, whatever the environment says: a case starts its clock a day
-        // ahead of the system's (see `run_case`), so no step back makes a message expire.
-        cqrs_diesel::set_message_ttl(Some(Duration::from_secs(86_400)));
+        cqrs_diesel::set_message_ttl(None);
         clock
     })
 }
@@ -769,45 +776,10 @@ struct Tap {
 impl Tap {
     async fn bind(exchange: &str) -> Tap {
         use futures_util::StreamExt;
-        use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
-        use lapin::types::{AMQPValue, FieldTable};
+        use lapin::types::AMQPValue;
         let connection = support::raw_connection().await;
-        let channel = connection.create_channel().await.expect("a channel");
-        let queue = support::unique("mm_tap");
-        channel
-            .queue_declare(
-                queue.as_str().into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("declare the tap queue");
-        channel
-            .queue_bind(
-                queue.as_str().into(),
-                exchange.into(),
-                "author".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("bind the tap queue");
-        let mut consumer = channel
-            .basic_consume(
-                queue.as_str().into(),
-                "tap".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("consume the tap queue");
+        let (channel, mut consumer) =
+            support::exclusive_consumer(&connection, exchange, "author", "mm_tap").await;
         let captured = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&captured);
         tokio::spawn(async move {
@@ -1481,8 +1453,7 @@ fn run_case<S: Side>(
     slots: &RefCell<[u64; 3]>,
 ) -> Result<(), String> {
     let clock = master_clock();
-    // A day ahead of the system clock: steps back never make a message expire (TTL one day).
-    let base = (Utc::now() + chrono::Duration::days(1)).trunc_subsecs(0);
+    let base = case_start();
     clock.set(base);
 
     let master = S::db("mm_master");
