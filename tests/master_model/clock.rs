@@ -3,7 +3,7 @@
 //! SQLite reads the stored time under its write lock).
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use cqrs_diesel::{CqrsConnection, ManualClock, MasterModel};
+use cqrs_diesel::{CqrsConnection, MasterModel};
 use uuid::Uuid;
 
 use crate::db::{MysqlDb, PgDb, SqliteDb, TestDb};
@@ -32,8 +32,8 @@ where
     let _clock = crate::SERIAL
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let clock = ManualClock::new(noon());
-    cqrs_diesel::set_clock(clock.clock());
+    let clock = crate::master_clock();
+    clock.set(noon());
     db.execute(M::DDL);
     let mut conn = db.connect();
     conn.run_outbox_migrations().expect("outbox migrations");
@@ -70,7 +70,6 @@ where
             "{row:?} must be stamped after {before}"
         );
     }
-    cqrs_diesel::set_clock(cqrs_diesel::Clock::system());
 }
 
 #[test]
