@@ -1945,23 +1945,8 @@ impl Writer {
             return Ok(());
         }
         match self.rng.u32(..100) {
-            0..=54 => {
-                let item = random_item(&mut self.rng, id);
-                self.probe = Probe::Row(item.clone());
-                item.save_and_publish(&mut self.conn)?;
-                self.count(Op::Update);
-            }
-            55..=74 => {
-                let first = random_item(&mut self.rng, id);
-                let second = random_item(&mut self.rng, id);
-                self.probe = Probe::Row(second.clone());
-                cqrs_diesel::atomic(&mut self.conn, |c| -> Result<(), TxError> {
-                    first.save_and_publish(c)?;
-                    second.save_and_publish(c)?;
-                    Ok(())
-                })?;
-                self.count(Op::AtomicDoubleUpdate);
-            }
+            0..=54 => self.update(id, Op::Update)?,
+            55..=74 => self.atomic_double_update(id, Op::AtomicDoubleUpdate)?,
             _ => {
                 self.probe = Probe::Absent(id);
                 let deleted = random_item(&mut self.rng, id).delete_and_publish(&mut self.conn)?;
@@ -2074,27 +2059,36 @@ impl Writer {
         Ok(())
     }
 
+    /// Saves new values of row `id`, counted as `op`.
+    fn update(&mut self, id: i64, op: Op) -> Result<(), TxError> {
+        let item = random_item(&mut self.rng, id);
+        self.probe = Probe::Row(item.clone());
+        item.save_and_publish(&mut self.conn)?;
+        self.count(op);
+        Ok(())
+    }
+
+    /// Saves row `id` twice in one `atomic` block (one revision, one message), counted as
+    /// `op`.
+    fn atomic_double_update(&mut self, id: i64, op: Op) -> Result<(), TxError> {
+        let first = random_item(&mut self.rng, id);
+        let second = random_item(&mut self.rng, id);
+        self.probe = Probe::Row(second.clone());
+        cqrs_diesel::atomic(&mut self.conn, |c| -> Result<(), TxError> {
+            first.save_and_publish(c)?;
+            second.save_and_publish(c)?;
+            Ok(())
+        })?;
+        self.count(op);
+        Ok(())
+    }
+
     /// The hot rows: every thread updates them, so their updates contend for the row lock.
     fn hot_op(&mut self) -> Result<(), TxError> {
         let id = self.hot[self.rng.usize(..self.hot.len())];
         match self.rng.u32(..100) {
-            0..=69 => {
-                let item = random_item(&mut self.rng, id);
-                self.probe = Probe::Row(item.clone());
-                item.save_and_publish(&mut self.conn)?;
-                self.count(Op::HotUpdate);
-            }
-            70..=84 => {
-                let first = random_item(&mut self.rng, id);
-                let second = random_item(&mut self.rng, id);
-                self.probe = Probe::Row(second.clone());
-                cqrs_diesel::atomic(&mut self.conn, |c| -> Result<(), TxError> {
-                    first.save_and_publish(c)?;
-                    second.save_and_publish(c)?;
-                    Ok(())
-                })?;
-                self.count(Op::HotAtomicUpdate);
-            }
+            0..=69 => self.update(id, Op::HotUpdate)?,
+            70..=84 => self.atomic_double_update(id, Op::HotAtomicUpdate)?,
             _ => {
                 let item = self.rolled_back_item(id);
                 expect_rollback(self.conn.transaction(|c| -> Result<(), TxError> {
