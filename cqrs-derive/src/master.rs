@@ -2,7 +2,7 @@
 //! serialization, and one `MasterStore` implementation (the model's statements) per backend.
 
 use proc_macro2::TokenStream;
-use quote::{format_ident, quote, quote_spanned};
+use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 
 use crate::attrs::{BackendName, Model};
@@ -225,55 +225,33 @@ fn store(model: &Model, backend: BackendName) -> TokenStream {
     let upd_col = &fields[model.updated].column;
     let (pk_index, revision_index, updated_index) = (model.pk, model.revision, model.updated);
     let tracked_indexes = &model.tracked;
-    let (gate, conn_ty, db_ty) = backend.tokens();
+    let (gate, _, db_ty) = backend.tokens();
 
     let columns = fields.iter().map(|f| {
         let col = &f.column;
         quote! { <#table::#col as __d::Column>::NAME }
     });
-    let sql_types = fields.iter().map(|f| {
-        let col = &f.column;
-        quote! { __d::dsl::SqlTypeOf<#table::#col> }
+    // Each field read by its column's name, spanned at its type: a type Diesel cannot read
+    // from its column is reported at that field.
+    let reads = fields.iter().map(|f| {
+        let (col, field, ty) = (&f.column, &f.ident, &f.ty);
+        quote_spanned! {ty.span()=>
+            #field: __d::row::NamedRow::get::<__d::dsl::SqlTypeOf<#table::#col>, #ty>(
+                row,
+                <#table::#col as __d::Column>::NAME,
+            )?,
+        }
     });
-    let types: Vec<&syn::Type> = fields.iter().map(|f| &f.ty).collect();
-    let bindings: Vec<proc_macro2::Ident> = (0..fields.len())
-        .map(|i| format_ident!("__f{}", i))
-        .collect();
-    let idents: Vec<&proc_macro2::Ident> = fields.iter().map(|f| &f.ident).collect();
-    let row_ty = quote! { (#(#types,)*) };
-    let from_row = quote! {
-        |(#(#bindings,)*): #row_ty| #ident { #(#idents: #bindings,)* }
-    };
     let walkers = crate::columns::walk_methods(
         ident,
         table,
         &db_ty,
         fields.iter().map(|f| (&f.column, &f.ident, &f.ty)),
     );
-    let single = if backend == BackendName::Postgres {
-        quote! {
-            const SINGLE_STATEMENT: bool = true;
-
-            fn cqrs_single(
-                &self,
-                conn: &mut #conn_ty,
-                plan: &__p::SinglePlan,
-            ) -> __d::QueryResult<::core::option::Option<Self>> {
-                let now = <#upd_ty as ::cqrs_diesel::UpdatedAt>::from_utc(plan.now());
-                __p::SingleWrite::new(self, plan, &now)
-                    .get_result::<#row_ty>(conn)
-                    .optional()
-                    .map(|row| row.map(#from_row))
-            }
-        }
-    } else {
-        TokenStream::new()
-    };
     quote! {
         #gate! {
             #[automatically_derived]
-            impl __p::MasterColumns<#conn_ty> for #ident {
-                type RowSqlType = (#(#sql_types,)*);
+            impl __p::MasterColumns<#db_ty> for #ident {
                 type Updated = #upd_ty;
                 type Pk = #pk_ty;
                 const COLUMNS: &'static [&'static str] = &[#(#columns),*];
@@ -302,15 +280,11 @@ fn store(model: &Model, backend: BackendName) -> TokenStream {
                     ::core::clone::Clone::clone(&self.#pk_ident)
                 }
 
-                fn cqrs_load(
-                    conn: &mut #conn_ty,
-                    statement: __p::Stmt<'_, Self, #conn_ty>,
-                ) -> __d::QueryResult<::std::vec::Vec<Self>> {
-                    let rows = statement.load::<#row_ty>(conn)?;
-                    ::core::result::Result::Ok(rows.into_iter().map(#from_row).collect())
+                fn from_row<'a>(
+                    row: &impl __d::row::NamedRow<'a, #db_ty>,
+                ) -> __d::deserialize::Result<Self> {
+                    ::core::result::Result::Ok(#ident { #(#reads)* })
                 }
-
-                #single
             }
         }
     }

@@ -8,6 +8,7 @@ use diesel::connection::{Connection, TransactionManager};
 use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 
+use crate::master::exec::{Blocking, Exec};
 use crate::outbox::{NewOutboxEntry, OutboxEntry};
 use crate::replica::state::{NewState, StoredState};
 
@@ -18,7 +19,7 @@ mod sealed {
     use diesel::QueryResult;
     use diesel::connection::{Connection, TransactionManager};
 
-    use crate::outbox::{NewOutboxEntry, OutboxEntry};
+    use crate::outbox::OutboxEntry;
     use crate::replica::state::{NewState, StoredState};
 
     pub trait Sealed: Connection {
@@ -35,16 +36,6 @@ mod sealed {
 
         /// Forgets every state of `cqrs_id` (`bulk-load --clear`).
         fn replica_state_clear(&mut self, cqrs_id: &str) -> QueryResult<usize>;
-
-        fn outbox_insert(&mut self, entry: &NewOutboxEntry<'_>) -> QueryResult<i64>;
-
-        /// Inserts an entry whose id the caller does not need: one statement on every backend
-        /// (MySQL/MariaDB need a second one to read an id back).
-        fn outbox_push(&mut self, entry: &NewOutboxEntry<'_>) -> QueryResult<()>;
-
-        fn outbox_update_body(&mut self, id: i64, body: &str) -> QueryResult<usize>;
-
-        fn outbox_contains(&mut self, id: i64) -> QueryResult<bool>;
 
         /// Selects and locks up to `limit` outbox entries in id order, skipping entries another
         /// relay holds (`FOR UPDATE SKIP LOCKED` on PostgreSQL and MySQL/MariaDB; SQLite serialises
@@ -71,7 +62,13 @@ mod sealed {
 /// `MysqlConnection` or `SqliteConnection` (each behind its cargo feature).
 ///
 /// A pooled connection (`r2d2::PooledConnection`) derefs to one of these: pass `&mut *pooled`.
-pub trait CqrsConnection: Connection + sealed::Sealed + Send + 'static {
+pub trait CqrsConnection:
+    Connection
+    + sealed::Sealed
+    + Exec<Backend = <Self as Connection>::Backend, Mode = Blocking>
+    + Send
+    + 'static
+{
     /// The backend, for logs and for code that must differ.
     const BACKEND: Backend;
 
@@ -154,6 +151,19 @@ pub enum DbConn<'a> {
     /// A SQLite connection.
     #[cfg(feature = "sqlite")]
     Sqlite(&'a mut diesel::SqliteConnection),
+    /// An async PostgreSQL connection (diesel-async).
+    #[cfg(all(feature = "async", feature = "postgres"))]
+    AsyncPg(&'a mut diesel_async::AsyncPgConnection),
+    /// An async MySQL/MariaDB connection (diesel-async).
+    #[cfg(all(feature = "async", feature = "mysql"))]
+    AsyncMysql(&'a mut diesel_async::AsyncMysqlConnection),
+    /// A SQLite connection wrapped for async code (diesel-async).
+    #[cfg(all(feature = "async", feature = "sqlite"))]
+    AsyncSqlite(
+        &'a mut diesel_async::sync_connection_wrapper::SyncConnectionWrapper<
+            diesel::SqliteConnection,
+        >,
+    ),
 }
 
 impl std::fmt::Debug for DbConn<'_> {
@@ -165,6 +175,12 @@ impl std::fmt::Debug for DbConn<'_> {
             DbConn::Mysql(_) => "Mysql",
             #[cfg(feature = "sqlite")]
             DbConn::Sqlite(_) => "Sqlite",
+            #[cfg(all(feature = "async", feature = "postgres"))]
+            DbConn::AsyncPg(_) => "AsyncPg",
+            #[cfg(all(feature = "async", feature = "mysql"))]
+            DbConn::AsyncMysql(_) => "AsyncMysql",
+            #[cfg(all(feature = "async", feature = "sqlite"))]
+            DbConn::AsyncSqlite(_) => "AsyncSqlite",
         };
         f.debug_tuple("DbConn").field(&name).finish()
     }
@@ -224,13 +240,10 @@ macro_rules! shared_impl {
         }
 
         fn outbox_insert_many(&mut self, entries: &[NewOutboxEntry<'_>]) -> QueryResult<usize> {
-            use crate::outbox::cqrs_outbox::dsl;
-            if entries.is_empty() {
-                return Ok(0);
-            }
-            diesel::insert_into(dsl::cqrs_outbox)
-                .values(entries)
-                .execute(self)
+            crate::master::exec::run_ready(async {
+                Ok(crate::outbox::write::push_many(self, entries).await?)
+            })
+            .map_err(crate::master::as_diesel_error)
         }
 
         fn outbox_pending(&mut self) -> QueryResult<i64> {
@@ -243,27 +256,6 @@ macro_rules! shared_impl {
 /// The library's own statements every backend writes the same way.
 macro_rules! shared_internal_impl {
     () => {
-        fn outbox_push(&mut self, entry: &NewOutboxEntry<'_>) -> QueryResult<()> {
-            use crate::outbox::cqrs_outbox::dsl;
-            diesel::insert_into(dsl::cqrs_outbox)
-                .values(entry.columns())
-                .execute(self)
-                .map(drop)
-        }
-
-        fn outbox_update_body(&mut self, id: i64, body: &str) -> QueryResult<usize> {
-            use crate::outbox::cqrs_outbox::dsl;
-            diesel::update(dsl::cqrs_outbox.filter(dsl::id.eq(id)))
-                .set(dsl::body.eq(body))
-                .execute(self)
-        }
-
-        fn outbox_contains(&mut self, id: i64) -> QueryResult<bool> {
-            use crate::outbox::cqrs_outbox::dsl;
-            use diesel::dsl::{exists, select};
-            select(exists(dsl::cqrs_outbox.filter(dsl::id.eq(id)))).get_result(self)
-        }
-
         fn replica_state_clear(&mut self, cqrs_id: &str) -> QueryResult<usize> {
             use crate::replica::state::cqrs_replica_state::dsl;
             diesel::delete(dsl::cqrs_replica_state.filter(dsl::cqrs_id.eq(cqrs_id))).execute(self)
@@ -275,14 +267,6 @@ macro_rules! shared_internal_impl {
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 macro_rules! returning_outbox_impl {
     () => {
-        fn outbox_insert(&mut self, entry: &NewOutboxEntry<'_>) -> QueryResult<i64> {
-            use crate::outbox::cqrs_outbox::dsl;
-            diesel::insert_into(dsl::cqrs_outbox)
-                .values(entry.columns())
-                .returning(dsl::id)
-                .get_result(self)
-        }
-
         fn outbox_delete(&mut self, ids: &[i64]) -> QueryResult<usize> {
             use crate::outbox::cqrs_outbox::dsl;
             if ids.is_empty() {
@@ -379,7 +363,6 @@ mod pg {
 mod mysql {
     use super::*;
     use diesel::MysqlConnection;
-    use diesel::sql_types::{BigInt, Unsigned};
 
     impl sealed::Sealed for MysqlConnection {
         shared_internal_impl!();
@@ -427,15 +410,6 @@ mod mysql {
                     dsl::floor_us.eq(diesel::dsl::sql::<Nullable<BigInt>>("VALUES(`floor_us`)")),
                 ))
                 .execute(self)
-        }
-
-        fn outbox_insert(&mut self, entry: &NewOutboxEntry<'_>) -> QueryResult<i64> {
-            self.outbox_push(entry)?;
-            let id: u64 = diesel::select(diesel::dsl::sql::<Unsigned<BigInt>>("LAST_INSERT_ID()"))
-                .get_result(self)?;
-            i64::try_from(id).map_err(|_| {
-                DieselError::DeserializationError("LAST_INSERT_ID() does not fit in i64".into())
-            })
         }
 
         fn outbox_delete(&mut self, ids: &[i64]) -> QueryResult<usize> {

@@ -78,6 +78,23 @@ pub enum Error {
         expected: String,
     },
 
+    /// An earlier write on this connection was abandoned inside its transaction (its future
+    /// was dropped, for example by a timeout or a client that went away, or it panicked), and
+    /// the connection still holds that transaction open. Nothing of it was committed, and this
+    /// write refused to run inside it, where it would never be committed either. Drop the
+    /// connection (a pool discards such connections by itself) or roll the transaction back
+    /// before writing on it again.
+    #[error(
+        "an earlier write on this connection was abandoned inside its transaction; drop the \
+         connection or roll that transaction back"
+    )]
+    AbandonedTransaction,
+
+    /// The connection's transaction state is unknown: a `BEGIN`, `COMMIT` or `ROLLBACK` on it
+    /// was cancelled half way, or a rollback failed. Drop the connection and open a new one.
+    #[error("the connection's transaction state is unknown; drop it and open a new one")]
+    BrokenConnection,
+
     /// A blocking database task panicked or was cancelled; this is a bug, please report it.
     #[error("a database task did not finish: {0}")]
     Task(String),
@@ -96,6 +113,8 @@ impl Error {
             | Error::NotFound { .. }
             | Error::UnrepresentableValue { .. }
             | Error::Unstamped { .. }
+            | Error::AbandonedTransaction
+            | Error::BrokenConnection
             | Error::Task(_) => false,
         }
     }

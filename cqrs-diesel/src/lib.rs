@@ -88,9 +88,11 @@ pub use error::{Error, Result};
 /// The transport-level error of [`cqrs_core`] (broker, configuration, wire), which this crate's
 /// [`Error`] wraps as [`Error::Transport`].
 pub use cqrs_core::Error as TransportError;
+#[cfg(feature = "async")]
+pub use master::atomic_async;
 pub use master::{
-    HookError, MasterHooks, MasterModel, MasterStore, RowFilter, UpdatedAt, atomic, set_clock,
-    set_message_ttl,
+    Awaiting, Blocking, Dialect, DialectKind, Exec, HookError, MasterHooks, MasterModel,
+    MasterStore, Mode, Ret, RowFilter, UpdatedAt, WriteFuture, atomic, set_clock, set_message_ttl,
 };
 pub use relay::{OutboxRelay, RelayHandle, RelayStats};
 pub use session::SessionSetup;
@@ -112,10 +114,10 @@ pub use diesel;
 /// What generated code needs, under one path (as serde does). Not a public API.
 #[doc(hidden)]
 pub mod __private {
-    #[cfg(feature = "postgres")]
-    pub use crate::master::SingleWrite;
+    #[cfg(feature = "async")]
+    pub use crate::master::AsyncBody;
     pub use crate::master::fallback::{FallbackResult, fallback_error};
-    pub use crate::master::{MasterColumns, SinglePlan, Stmt, UtcWire, decode_key};
+    pub use crate::master::{MasterColumns, SinglePlan, UtcWire, decode_key};
     pub use crate::replica::sql::{ReplicaColumns, Upsert};
     pub use chrono;
     pub use cqrs_core::WireValue;

@@ -107,6 +107,9 @@ impl SessionSetup {
             }
             #[cfg(feature = "sqlite")]
             DbConn::Sqlite(conn) => conn.batch_execute(&self.sqlite_pragmas()),
+            // `C` is a sync connection: never an async one.
+            #[allow(unreachable_patterns)]
+            _ => Ok(()),
         }
     }
 

@@ -42,8 +42,7 @@ macro_rules! __cqrs_master_fallback {
         }
 
         #[automatically_derived]
-        impl<C: $crate::CqrsConnection> $crate::__private::MasterColumns<C> for $model {
-            type RowSqlType = ();
+        impl<DB: $crate::Dialect> $crate::__private::MasterColumns<DB> for $model {
             type Updated = $crate::__private::chrono::DateTime<$crate::__private::chrono::Utc>;
             type Pk = i64;
             const COLUMNS: &'static [&'static str] = &[];
@@ -53,37 +52,36 @@ macro_rules! __cqrs_master_fallback {
             const TRACKED_INDEXES: &'static [usize] = &[];
 
             fn walk_table(
-                _: $crate::__private::diesel::query_builder::AstPass<'_, '_, C::Backend>,
+                _: $crate::__private::diesel::query_builder::AstPass<'_, '_, DB>,
             ) -> $crate::__private::FallbackResult<()> {
                 $crate::__private::fallback_error()
             }
             fn walk_value<'b>(
                 &'b self,
                 _: usize,
-                _: $crate::__private::diesel::query_builder::AstPass<'_, 'b, C::Backend>,
+                _: $crate::__private::diesel::query_builder::AstPass<'_, 'b, DB>,
             ) -> $crate::__private::FallbackResult<()> {
                 $crate::__private::fallback_error()
             }
             fn walk_updated<'b>(
                 _: &'b Self::Updated,
-                _: $crate::__private::diesel::query_builder::AstPass<'_, 'b, C::Backend>,
+                _: $crate::__private::diesel::query_builder::AstPass<'_, 'b, DB>,
             ) -> $crate::__private::FallbackResult<()> {
                 $crate::__private::fallback_error()
             }
             fn walk_key<'b>(
                 _: &'b i64,
-                _: $crate::__private::diesel::query_builder::AstPass<'_, 'b, C::Backend>,
+                _: $crate::__private::diesel::query_builder::AstPass<'_, 'b, DB>,
             ) -> $crate::__private::FallbackResult<()> {
                 $crate::__private::fallback_error()
             }
             fn cqrs_key(&self) -> i64 {
                 0
             }
-            fn cqrs_load(
-                _: &mut C,
-                _: $crate::__private::Stmt<'_, Self, C>,
-            ) -> $crate::__private::FallbackResult<Vec<Self>> {
-                $crate::__private::fallback_error()
+            fn from_row<'a>(
+                _: &impl $crate::__private::diesel::row::NamedRow<'a, DB>,
+            ) -> $crate::__private::diesel::deserialize::Result<Self> {
+                ::core::result::Result::Err("this model's #[derive(MasterModel)] failed to expand".into())
             }
         }
     };

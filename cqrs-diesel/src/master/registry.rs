@@ -1,12 +1,15 @@
 //! What [`atomic`](crate::atomic) remembers about the saves in its transaction, so that
 //! several saves of one row bump the revision once and publish once.
 //!
-//! The state is per thread and per connection (Diesel connections are used by one thread at a
-//! time, and the transaction closure runs on the caller's thread). It exists only while an
+//! The state is per connection, keyed by the connection's address (an async write may move
+//! between threads at every await, so it cannot be per thread). It exists only while an
 //! `atomic` block is running, so it can never outlive the transaction it describes.
+//!
+//! Beside it, the connections on which a write was abandoned inside its transaction (its future
+//! dropped, or a panic): see [`abandon`].
 
-use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard};
 
 use serde_json::{Map, Value};
 
@@ -21,8 +24,42 @@ pub(crate) struct PriorSave {
 
 type Key = (&'static str, String);
 
-thread_local! {
-    static BLOCKS: RefCell<HashMap<usize, HashMap<Key, PriorSave>>> = RefCell::new(HashMap::new());
+/// The open `atomic` blocks, by connection.
+static BLOCKS: Mutex<Option<HashMap<usize, HashMap<Key, PriorSave>>>> = Mutex::new(None);
+
+/// Connections left inside a transaction by an abandoned write.
+static ABANDONED: Mutex<Option<HashSet<usize>>> = Mutex::new(None);
+
+/// Runs `f` on the map behind `lock` (created on first use; a panic elsewhere while it was
+/// held leaves it as it was, which is still consistent: every change is one call).
+fn with<K, T>(lock: &Mutex<Option<K>>, f: impl FnOnce(&mut K) -> T) -> T
+where
+    K: Default,
+{
+    let mut guard: MutexGuard<'_, Option<K>> = match lock.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    f(guard.get_or_insert_with(K::default))
+}
+
+/// Records that a write on `connection` was abandoned inside its transaction or savepoint:
+/// the connection still holds it open, and nothing the write did was committed. Writes on the
+/// connection refuse to run inside that transaction ([`is_abandoned`]); a pool discards such a
+/// connection anyway (diesel-async's pools do not hand out a connection with an open
+/// transaction).
+pub(crate) fn abandon(connection: usize) {
+    with(&ABANDONED, |set| set.insert(connection));
+}
+
+/// Whether a write was abandoned on `connection` (see [`abandon`]).
+pub(crate) fn is_abandoned(connection: usize) -> bool {
+    with(&ABANDONED, |set| set.contains(&connection))
+}
+
+/// Forgets an abandoned write on `connection`: its transaction is closed now.
+pub(crate) fn forget_abandoned(connection: usize) {
+    with(&ABANDONED, |set| set.remove(&connection));
 }
 
 /// Marks the outermost `atomic` block on one connection; dropping it forgets the block.
@@ -34,7 +71,7 @@ pub(crate) struct BlockGuard {
 impl BlockGuard {
     /// Enters a block on `connection` (its address). Nested blocks share the outer one's state.
     pub(crate) fn enter(connection: usize) -> BlockGuard {
-        let owner = BLOCKS.with(|blocks| match blocks.borrow_mut().entry(connection) {
+        let owner = with(&BLOCKS, |blocks| match blocks.entry(connection) {
             std::collections::hash_map::Entry::Occupied(_) => false,
             std::collections::hash_map::Entry::Vacant(slot) => {
                 slot.insert(HashMap::new());
@@ -53,21 +90,20 @@ impl BlockGuard {
 impl Drop for BlockGuard {
     fn drop(&mut self) {
         if self.owner {
-            BLOCKS.with(|blocks| blocks.borrow_mut().remove(&self.connection));
+            with(&BLOCKS, |blocks| blocks.remove(&self.connection));
         }
     }
 }
 
 /// Whether an `atomic` block is open on `connection`.
 pub(crate) fn in_block(connection: usize) -> bool {
-    BLOCKS.with(|blocks| blocks.borrow().contains_key(&connection))
+    with(&BLOCKS, |blocks| blocks.contains_key(&connection))
 }
 
 /// The prior save of `(cqrs_id, pk)` in the block open on `connection`, if any.
 pub(crate) fn prior(connection: usize, cqrs_id: &'static str, pk: &str) -> Option<PriorSave> {
-    BLOCKS.with(|blocks| {
+    with(&BLOCKS, |blocks| {
         blocks
-            .borrow()
             .get(&connection)?
             .get(&(cqrs_id, pk.to_owned()))
             .cloned()
@@ -76,8 +112,8 @@ pub(crate) fn prior(connection: usize, cqrs_id: &'static str, pk: &str) -> Optio
 
 /// Records a save of `(cqrs_id, pk)` in the block open on `connection` (no-op outside blocks).
 pub(crate) fn record(connection: usize, cqrs_id: &'static str, pk: String, save: PriorSave) {
-    BLOCKS.with(|blocks| {
-        if let Some(block) = blocks.borrow_mut().get_mut(&connection) {
+    with(&BLOCKS, |blocks| {
+        if let Some(block) = blocks.get_mut(&connection) {
             block.insert((cqrs_id, pk), save);
         }
     });
@@ -85,8 +121,8 @@ pub(crate) fn record(connection: usize, cqrs_id: &'static str, pk: String, save:
 
 /// Forgets `(cqrs_id, pk)` in the block open on `connection` (after a delete).
 pub(crate) fn forget(connection: usize, cqrs_id: &'static str, pk: &str) {
-    BLOCKS.with(|blocks| {
-        if let Some(block) = blocks.borrow_mut().get_mut(&connection) {
+    with(&BLOCKS, |blocks| {
+        if let Some(block) = blocks.get_mut(&connection) {
             block.remove(&(cqrs_id, pk.to_owned()));
         }
     });
@@ -105,6 +141,8 @@ mod tests {
 
     #[test]
     fn state_exists_only_inside_the_outermost_block() {
+        // Addresses no real connection has (they are aligned), so that tests running at the
+        // same time in this process never share one.
         assert!(!in_block(1));
         record(1, "a", "1".into(), save(7));
         assert!(
@@ -131,5 +169,15 @@ mod tests {
         assert!(!in_block(1));
         let _again = BlockGuard::enter(1);
         assert!(prior(1, "a", "1").is_none(), "a new block starts empty");
+    }
+
+    #[test]
+    fn an_abandoned_write_is_remembered_until_forgotten() {
+        assert!(!is_abandoned(3));
+        abandon(3);
+        assert!(is_abandoned(3));
+        assert!(!is_abandoned(5));
+        forget_abandoned(3);
+        assert!(!is_abandoned(3));
     }
 }

@@ -87,7 +87,7 @@ impl SinglePlan {
         let revision = Value::String(REVISION_MARKER.to_owned());
         let updated = UpdatedAt::to_wire_utc(&now);
         let pk = row.cqrs_pk();
-        let nulls = super::tracked_nulls::<M>();
+        let nulls = super::body::tracked_nulls::<M>();
         let (pk, data, previous_data, signal) = match kind {
             SingleKind::Save | SingleKind::InsertGenerated => {
                 let mut data = row.cqrs_instance_data();
@@ -115,7 +115,7 @@ impl SinglePlan {
                 (pk, data, None, cqrs_core::SignalType::Delete)
             }
         };
-        let mut body = super::body_with_pk(row, pk, signal, data, previous_data, now);
+        let mut body = super::body::body_with_pk(row, pk, signal, data, previous_data, now);
         let mut previous_nulls = String::new();
         if let (SingleKind::Save, Some(nulls)) = (kind, nulls) {
             // The old values of the tracked fields, read by the statement.
@@ -173,51 +173,38 @@ pub(crate) fn refused(error: &diesel::result::Error) -> bool {
 }
 
 #[cfg(feature = "postgres")]
-pub use pg::SingleWrite;
+pub(crate) use pg::SingleWrite;
 
 #[cfg(feature = "postgres")]
 mod pg {
+    use diesel::QueryResult;
     use diesel::pg::Pg;
-    use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+    use diesel::query_builder::{AstPass, QueryFragment};
     use diesel::sql_types::Text;
-    use diesel::{QueryResult, RunQueryDsl};
 
     use super::{Hole, SingleKind, SinglePlan};
     use crate::master::MasterColumns;
-    use crate::master::statements::{Dialect, push_columns, push_conflict, push_returning};
-
-    type Conn = diesel::PgConnection;
+    use crate::master::exec::DialectKind;
+    use crate::master::statements::{push_columns, push_conflict, push_returning};
 
     /// The one statement of a [`SinglePlan`] for one row: its result is the row as stored (as
     /// it was, for a delete), or nothing when a delete found no row.
     #[doc(hidden)]
-    pub struct SingleWrite<'a, M: MasterColumns<Conn>> {
+    pub(crate) struct SingleWrite<'a, M: MasterColumns<Pg>> {
         row: &'a M,
         plan: &'a SinglePlan,
         now: &'a M::Updated,
     }
 
-    impl<'a, M: MasterColumns<Conn>> SingleWrite<'a, M> {
+    impl<'a, M: MasterColumns<Pg>> SingleWrite<'a, M> {
         /// The statement writing `row` as `plan` says, stamping `now` (the plan's time in the
         /// model's type).
-        pub fn new(row: &'a M, plan: &'a SinglePlan, now: &'a M::Updated) -> Self {
+        pub(crate) fn new(row: &'a M, plan: &'a SinglePlan, now: &'a M::Updated) -> Self {
             SingleWrite { row, plan, now }
         }
     }
 
-    impl<M: MasterColumns<Conn>> QueryId for SingleWrite<'_, M> {
-        type QueryId = ();
-        // One SQL text per model and kind: Diesel keeps it prepared, keyed by that text.
-        const HAS_STATIC_QUERY_ID: bool = false;
-    }
-
-    impl<M: MasterColumns<Conn>> Query for SingleWrite<'_, M> {
-        type SqlType = M::RowSqlType;
-    }
-
-    impl<M: MasterColumns<Conn>, C> RunQueryDsl<C> for SingleWrite<'_, M> {}
-
-    impl<M: MasterColumns<Conn>> QueryFragment<Pg> for SingleWrite<'_, M> {
+    impl<M: MasterColumns<Pg>> QueryFragment<Pg> for SingleWrite<'_, M> {
         fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
             let columns = M::COLUMNS;
             let all = 0..columns.len();
@@ -280,7 +267,7 @@ mod pg {
                     out.push_sql(" WHERE (SELECT count(*) FROM \"p\") >= 0");
                 }
                 if kind == SingleKind::Save {
-                    push_conflict::<M, Conn>(&mut out, Dialect::Postgres)?;
+                    push_conflict::<M, Pg>(&mut out, DialectKind::Postgres)?;
                     if tracked {
                         // A row inserted by another transaction since "p" found none: its old
                         // values are unknown here, so write nothing (no row comes back) and
@@ -289,7 +276,7 @@ mod pg {
                     }
                 }
             }
-            push_returning::<M, Conn>(&mut out, Dialect::Postgres)?;
+            push_returning::<M, Pg>(&mut out, DialectKind::Postgres)?;
 
             out.push_sql(
                 "), \"o\" AS (INSERT INTO cqrs_outbox (cqrs_id, routing_key, body) SELECT ",

@@ -1,29 +1,54 @@
 //! Helpers of the MySQL/MariaDB statements, which have no `RETURNING`: the keys a multi-row
 //! insert generated, and the errors of a write whose rows are not there afterwards.
 
-use diesel::{QueryResult, RunQueryDsl};
+use diesel::QueryResult;
+use diesel::deserialize::QueryableByName;
+use diesel::row::NamedRow;
+
+use super::exec::{Dialect, Exec, Int, Sql};
 
 /// The key MySQL/MariaDB generated for the session's last insert (`LAST_INSERT_ID()`: the
 /// first row's, for a multi-row insert).
-pub(crate) fn last_insert_id(conn: &mut diesel::MysqlConnection) -> QueryResult<u64> {
-    diesel::select(diesel::dsl::sql::<
-        diesel::sql_types::Unsigned<diesel::sql_types::BigInt>,
-    >("LAST_INSERT_ID()"))
-    .get_result(conn)
+pub(crate) async fn last_insert_id<E: Exec>(conn: &mut E) -> QueryResult<u64> {
+    let ids: Vec<Int> = conn.load(Sql("SELECT LAST_INSERT_ID() AS n")).await?;
+    let id = ids
+        .first()
+        .map(|id| id.0)
+        .ok_or(diesel::result::Error::NotFound)?;
+    u64::try_from(id).map_err(|_| {
+        diesel::result::Error::DeserializationError(format!("LAST_INSERT_ID() {id}").into())
+    })
+}
+
+/// The two settings that decide whether a multi-row insert's keys are consecutive.
+struct AutoIncrement {
+    mode: i64,
+    step: i64,
+}
+
+impl<DB: Dialect> QueryableByName<DB> for AutoIncrement {
+    fn build<'a>(row: &impl NamedRow<'a, DB>) -> diesel::deserialize::Result<Self> {
+        Ok(AutoIncrement {
+            mode: DB::read_i64(row, "mode")?,
+            step: DB::read_i64(row, "n")?,
+        })
+    }
 }
 
 /// When a multi-row insert's generated keys are consecutive (`innodb_autoinc_lock_mode` 0 or
 /// 1, MariaDB's default), the step between them (`auto_increment_increment`); `None` with
 /// interleaved allocation (mode 2, MySQL 8's default), where they may have gaps.
-pub(crate) fn consecutive_insert_ids(
-    conn: &mut diesel::MysqlConnection,
-) -> QueryResult<Option<u64>> {
-    use diesel::sql_types::BigInt;
-    let (mode, step): (i64, i64) = diesel::select((
-        diesel::dsl::sql::<BigInt>("@@innodb_autoinc_lock_mode"),
-        diesel::dsl::sql::<BigInt>("@@auto_increment_increment"),
-    ))
-    .get_result(conn)?;
+pub(crate) async fn consecutive_insert_ids<E: Exec>(conn: &mut E) -> QueryResult<Option<u64>> {
+    let settings: Vec<AutoIncrement> = conn
+        .load(Sql(
+            "SELECT CAST(@@innodb_autoinc_lock_mode AS UNSIGNED) AS mode, \
+             CAST(@@auto_increment_increment AS UNSIGNED) AS n",
+        ))
+        .await?;
+    let AutoIncrement { mode, step } = settings
+        .into_iter()
+        .next()
+        .ok_or(diesel::result::Error::NotFound)?;
     Ok((mode <= 1).then(|| u64::try_from(step.max(1)).unwrap_or(1)))
 }
 
@@ -41,7 +66,6 @@ pub(crate) fn insert_id_range(first: u64, step: u64, count: usize) -> QueryResul
         })
         .collect()
 }
-
 /// A generated key as the model's key type (an integer type; any other fails here).
 pub(crate) fn key_from_insert_id<T: cqrs_core::WireValue>(id: u64) -> QueryResult<T> {
     T::from_wire(&serde_json::Value::from(id)).map_err(|error| {

@@ -13,42 +13,20 @@
 use std::marker::PhantomData;
 
 use diesel::QueryResult;
-use diesel::connection::Connection;
-use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
-use diesel::sql_types::BigInt;
+use diesel::query_builder::{AstPass, QueryFragment};
 
 use super::MasterColumns;
-
-/// What differs between backends in the master's statements.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Dialect {
-    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
-    Postgres,
-    #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
-    Mysql,
-    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
-    Sqlite,
-}
-
-impl Dialect {
-    fn locks_rows(self) -> bool {
-        self != Dialect::Sqlite
-    }
-
-    fn returns_rows(self) -> bool {
-        self != Dialect::Mysql
-    }
-}
+use super::exec::{Dialect, DialectKind};
 
 /// The keys a `SELECT` reads: those of rows, or decoded ones.
-pub(crate) enum Keys<'a, M: MasterColumns<C>, C: Connection> {
+pub(crate) enum Keys<'a, M: MasterColumns<DB>, DB: Dialect> {
     Rows(&'a [&'a M]),
     // Decoded keys read back by MySQL/MariaDB.
     #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
     Owned(Vec<M::Pk>),
 }
 
-impl<M: MasterColumns<C>, C: Connection> Keys<'_, M, C> {
+impl<M: MasterColumns<DB>, DB: Dialect> Keys<'_, M, DB> {
     fn len(&self) -> usize {
         match self {
             Keys::Rows(rows) => rows.len(),
@@ -56,7 +34,7 @@ impl<M: MasterColumns<C>, C: Connection> Keys<'_, M, C> {
         }
     }
 
-    fn walk<'b>(&'b self, n: usize, out: AstPass<'_, 'b, C::Backend>) -> QueryResult<()> {
+    fn walk<'b>(&'b self, n: usize, out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
         match self {
             Keys::Rows(rows) => rows[n].walk_value(M::PK_INDEX, out),
             Keys::Owned(keys) => M::walk_key(&keys[n], out),
@@ -65,7 +43,7 @@ impl<M: MasterColumns<C>, C: Connection> Keys<'_, M, C> {
 }
 
 /// A [`RowFilter`](super::RowFilter) with its keys and time decoded for the model.
-pub(crate) struct Filter<M: MasterColumns<C>, C: Connection> {
+pub(crate) struct Filter<M: MasterColumns<DB>, DB: Dialect> {
     pub(crate) pks: Option<Vec<M::Pk>>,
     pub(crate) pk_from: Option<M::Pk>,
     pub(crate) pk_to: Option<M::Pk>,
@@ -73,21 +51,21 @@ pub(crate) struct Filter<M: MasterColumns<C>, C: Connection> {
     pub(crate) sql: Option<String>,
 }
 
-pub(crate) enum Kind<'a, M: MasterColumns<C>, C: Connection> {
+pub(crate) enum Kind<'a, M: MasterColumns<DB>, DB: Dialect> {
     /// `SELECT` the rows with these keys, in key order, locked when `lock`.
-    Select { keys: Keys<'a, M, C>, lock: bool },
+    Select { keys: Keys<'a, M, DB>, lock: bool },
     /// `SELECT` the row whose key MySQL/MariaDB generated last on this connection
     /// (`LAST_INSERT_ID()`), in the statement that reads it.
     #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
     SelectLastInsert,
     /// Up to `limit` rows matching `filter`, after the key `after`, in key order.
     Page {
-        filter: Filter<M, C>,
+        filter: Filter<M, DB>,
         after: Option<M::Pk>,
         limit: i64,
     },
     /// How many rows match `filter`.
-    Count { filter: Filter<M, C> },
+    Count { filter: Filter<M, DB> },
     /// `INSERT` these rows stamped `now`, with their keys unless the database generates them;
     /// with `upsert`, a row whose key exists is updated instead, its revision bumped.
     Insert {
@@ -110,45 +88,19 @@ pub(crate) enum Kind<'a, M: MasterColumns<C>, C: Connection> {
 /// One master statement of model `M` on connection type `C`. Statements that change rows
 /// return them as stored (`RETURNING`) where the backend can.
 #[doc(hidden)]
-pub struct Stmt<'a, M: MasterColumns<C>, C: Connection> {
-    pub(crate) kind: Kind<'a, M, C>,
-    pub(crate) connection: PhantomData<C>,
+pub(crate) struct Stmt<'a, M: MasterColumns<DB>, DB: Dialect> {
+    pub(crate) kind: Kind<'a, M, DB>,
+    pub(crate) connection: PhantomData<DB>,
 }
 
-impl<'a, M: MasterColumns<C>, C: Connection> Stmt<'a, M, C> {
-    pub(crate) fn new(kind: Kind<'a, M, C>) -> Self {
+impl<'a, M: MasterColumns<DB>, DB: Dialect> Stmt<'a, M, DB> {
+    pub(crate) fn new(kind: Kind<'a, M, DB>) -> Self {
         Stmt {
             kind,
             connection: PhantomData,
         }
     }
 }
-
-impl<M: MasterColumns<C>, C: Connection> QueryId for Stmt<'_, M, C> {
-    type QueryId = ();
-    // Keyed by SQL text (see the module's documentation).
-    const HAS_STATIC_QUERY_ID: bool = false;
-}
-
-impl<M: MasterColumns<C>, C: Connection> Query for Stmt<'_, M, C> {
-    type SqlType = M::RowSqlType;
-}
-
-impl<M: MasterColumns<C>, C: Connection> diesel::RunQueryDsl<C> for Stmt<'_, M, C> {}
-
-/// A [`Kind::Count`] statement, whose result is one number.
-pub(crate) struct CountStmt<'a, M: MasterColumns<C>, C: Connection>(pub(crate) Stmt<'a, M, C>);
-
-impl<M: MasterColumns<C>, C: Connection> QueryId for CountStmt<'_, M, C> {
-    type QueryId = ();
-    const HAS_STATIC_QUERY_ID: bool = false;
-}
-
-impl<M: MasterColumns<C>, C: Connection> Query for CountStmt<'_, M, C> {
-    type SqlType = BigInt;
-}
-
-impl<M: MasterColumns<C>, C: Connection> diesel::RunQueryDsl<C> for CountStmt<'_, M, C> {}
 
 /// Writes `"a", "b", ...` for the columns at `indexes`, each prefixed by `qualifier.` when
 /// one is given.
@@ -171,12 +123,9 @@ pub(crate) fn push_columns<DB: diesel::backend::Backend>(
     Ok(())
 }
 
-impl<M: MasterColumns<C>, C: Connection> Stmt<'_, M, C> {
-    pub(crate) fn walk<'b>(
-        &'b self,
-        mut out: AstPass<'_, 'b, C::Backend>,
-        dialect: Dialect,
-    ) -> QueryResult<()> {
+impl<M: MasterColumns<DB>, DB: Dialect> Stmt<'_, M, DB> {
+    fn walk<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        let dialect = DB::KIND;
         let columns = M::COLUMNS;
         let all = 0..columns.len();
         let (pk, rev, upd) = (M::PK_INDEX, M::REVISION_INDEX, M::UPDATED_INDEX);
@@ -185,7 +134,7 @@ impl<M: MasterColumns<C>, C: Connection> Stmt<'_, M, C> {
                 if keys.len() > 1 {
                     out.unsafe_to_cache_prepared();
                 }
-                push_select_from::<M, C>(&mut out)?;
+                push_select_from::<M, DB>(&mut out)?;
                 out.push_sql(" WHERE ");
                 out.push_identifier(columns[pk])?;
                 if keys.len() == 1 {
@@ -207,7 +156,7 @@ impl<M: MasterColumns<C>, C: Connection> Stmt<'_, M, C> {
                 }
             }
             Kind::SelectLastInsert => {
-                push_select_from::<M, C>(&mut out)?;
+                push_select_from::<M, DB>(&mut out)?;
                 out.push_sql(" WHERE ");
                 out.push_identifier(columns[pk])?;
                 out.push_sql(" = LAST_INSERT_ID()");
@@ -218,7 +167,7 @@ impl<M: MasterColumns<C>, C: Connection> Stmt<'_, M, C> {
                 limit,
             } => {
                 out.unsafe_to_cache_prepared();
-                push_select_from::<M, C>(&mut out)?;
+                push_select_from::<M, DB>(&mut out)?;
                 self.walk_filter(filter, out.reborrow())?;
                 if let Some(after) = after {
                     out.push_sql(" AND ");
@@ -232,7 +181,7 @@ impl<M: MasterColumns<C>, C: Connection> Stmt<'_, M, C> {
             }
             Kind::Count { filter } => {
                 out.unsafe_to_cache_prepared();
-                out.push_sql("SELECT COUNT(*) FROM ");
+                out.push_sql("SELECT COUNT(*) AS n FROM ");
                 M::walk_table(out.reborrow())?;
                 self.walk_filter(filter, out.reborrow())?;
             }
@@ -266,9 +215,9 @@ impl<M: MasterColumns<C>, C: Connection> Stmt<'_, M, C> {
                     out.push_sql(")");
                 }
                 if *upsert {
-                    push_conflict::<M, C>(&mut out, dialect)?;
+                    push_conflict::<M, DB>(&mut out, dialect)?;
                 }
-                push_returning::<M, C>(&mut out, dialect)?;
+                push_returning::<M, DB>(&mut out, dialect)?;
             }
             Kind::Update { row, now, bump } => {
                 out.push_sql("UPDATE ");
@@ -282,13 +231,13 @@ impl<M: MasterColumns<C>, C: Connection> Stmt<'_, M, C> {
                     out.push_sql(" = ");
                     if c != upd {
                         row.walk_value(c, out.reborrow())?;
-                    } else if dialect == Dialect::Sqlite {
+                    } else if dialect == DialectKind::Sqlite {
                         M::walk_updated(now, out.reborrow())?;
                     } else {
                         out.push_sql("GREATEST(");
                         M::walk_updated(now, out.reborrow())?;
                         out.push_sql(", ");
-                        push_stored::<M, C>(&mut out, dialect, upd)?;
+                        push_stored::<M, DB>(&mut out, dialect, upd)?;
                         out.push_sql(later(dialect));
                     }
                 }
@@ -296,14 +245,14 @@ impl<M: MasterColumns<C>, C: Connection> Stmt<'_, M, C> {
                     out.push_sql(", ");
                     out.push_identifier(columns[rev])?;
                     out.push_sql(" = ");
-                    push_stored::<M, C>(&mut out, dialect, rev)?;
+                    push_stored::<M, DB>(&mut out, dialect, rev)?;
                     out.push_sql(" + 1");
                 }
                 out.push_sql(" WHERE ");
                 out.push_identifier(columns[pk])?;
                 out.push_sql(" = ");
                 row.walk_value(pk, out.reborrow())?;
-                push_returning::<M, C>(&mut out, dialect)?;
+                push_returning::<M, DB>(&mut out, dialect)?;
             }
             Kind::Delete { row } => {
                 out.push_sql("DELETE FROM ");
@@ -312,7 +261,7 @@ impl<M: MasterColumns<C>, C: Connection> Stmt<'_, M, C> {
                 out.push_identifier(columns[pk])?;
                 out.push_sql(" = ");
                 row.walk_value(pk, out.reborrow())?;
-                push_returning::<M, C>(&mut out, dialect)?;
+                push_returning::<M, DB>(&mut out, dialect)?;
             }
         }
         Ok(())
@@ -321,8 +270,8 @@ impl<M: MasterColumns<C>, C: Connection> Stmt<'_, M, C> {
     /// ` WHERE ...` of a filter (always a `WHERE`, so that more conditions can follow).
     fn walk_filter<'b>(
         &'b self,
-        filter: &'b Filter<M, C>,
-        mut out: AstPass<'_, 'b, C::Backend>,
+        filter: &'b Filter<M, DB>,
+        mut out: AstPass<'_, 'b, DB>,
     ) -> QueryResult<()> {
         let columns = M::COLUMNS;
         let pk = columns[M::PK_INDEX];
@@ -372,8 +321,8 @@ impl<M: MasterColumns<C>, C: Connection> Stmt<'_, M, C> {
 }
 
 /// Writes `SELECT <every column> FROM <table>`.
-fn push_select_from<M: MasterColumns<C>, C: Connection>(
-    out: &mut AstPass<'_, '_, C::Backend>,
+fn push_select_from<M: MasterColumns<DB>, DB: Dialect>(
+    out: &mut AstPass<'_, '_, DB>,
 ) -> QueryResult<()> {
     out.push_sql("SELECT ");
     push_columns(out, None, 0..M::COLUMNS.len(), M::COLUMNS)?;
@@ -383,12 +332,12 @@ fn push_select_from<M: MasterColumns<C>, C: Connection>(
 
 /// The stored value of column `c` in an update: qualified by the table where the statement
 /// could also name the proposed row.
-fn push_stored<M: MasterColumns<C>, C: Connection>(
-    out: &mut AstPass<'_, '_, C::Backend>,
-    dialect: Dialect,
+fn push_stored<M: MasterColumns<DB>, DB: Dialect>(
+    out: &mut AstPass<'_, '_, DB>,
+    dialect: DialectKind,
     c: usize,
 ) -> QueryResult<()> {
-    if dialect != Dialect::Mysql {
+    if dialect != DialectKind::Mysql {
         M::walk_table(out.reborrow())?;
         out.push_sql(".");
     }
@@ -397,14 +346,14 @@ fn push_stored<M: MasterColumns<C>, C: Connection>(
 
 /// The conflict clause of an upsert: every column but the key from the proposed row, the
 /// stamp never at or before the stored one, the revision bumped.
-pub(crate) fn push_conflict<M: MasterColumns<C>, C: Connection>(
-    out: &mut AstPass<'_, '_, C::Backend>,
-    dialect: Dialect,
+pub(crate) fn push_conflict<M: MasterColumns<DB>, DB: Dialect>(
+    out: &mut AstPass<'_, '_, DB>,
+    dialect: DialectKind,
 ) -> QueryResult<()> {
     let columns = M::COLUMNS;
     let (pk, rev, upd) = (M::PK_INDEX, M::REVISION_INDEX, M::UPDATED_INDEX);
-    let proposed = |out: &mut AstPass<'_, '_, C::Backend>, c: usize| -> QueryResult<()> {
-        if dialect == Dialect::Mysql {
+    let proposed = |out: &mut AstPass<'_, '_, DB>, c: usize| -> QueryResult<()> {
+        if dialect == DialectKind::Mysql {
             out.push_sql("VALUES(");
             out.push_identifier(columns[c])?;
             out.push_sql(")");
@@ -414,7 +363,7 @@ pub(crate) fn push_conflict<M: MasterColumns<C>, C: Connection>(
         }
         Ok(())
     };
-    if dialect == Dialect::Mysql {
+    if dialect == DialectKind::Mysql {
         // On a conflict with any unique key: see `MasterStore::cqrs_upsert` for MySQL.
         out.push_sql(" ON DUPLICATE KEY UPDATE ");
     } else {
@@ -431,11 +380,11 @@ pub(crate) fn push_conflict<M: MasterColumns<C>, C: Connection>(
         }
         out.push_identifier(columns[c])?;
         out.push_sql(" = ");
-        if c == upd && dialect != Dialect::Sqlite {
+        if c == upd && dialect != DialectKind::Sqlite {
             out.push_sql("GREATEST(");
             proposed(out, c)?;
             out.push_sql(", ");
-            push_stored::<M, C>(out, dialect, upd)?;
+            push_stored::<M, DB>(out, dialect, upd)?;
             out.push_sql(later(dialect));
         } else {
             proposed(out, c)?;
@@ -444,15 +393,15 @@ pub(crate) fn push_conflict<M: MasterColumns<C>, C: Connection>(
     out.push_sql(", ");
     out.push_identifier(columns[rev])?;
     out.push_sql(" = ");
-    push_stored::<M, C>(out, dialect, rev)?;
+    push_stored::<M, DB>(out, dialect, rev)?;
     out.push_sql(" + 1");
     Ok(())
 }
 
 /// ` RETURNING <every column>` where the backend has it.
-pub(crate) fn push_returning<M: MasterColumns<C>, C: Connection>(
-    out: &mut AstPass<'_, '_, C::Backend>,
-    dialect: Dialect,
+pub(crate) fn push_returning<M: MasterColumns<DB>, DB: Dialect>(
+    out: &mut AstPass<'_, '_, DB>,
+    dialect: DialectKind,
 ) -> QueryResult<()> {
     if dialect.returns_rows() {
         out.push_sql(" RETURNING ");
@@ -462,49 +411,18 @@ pub(crate) fn push_returning<M: MasterColumns<C>, C: Connection>(
 }
 
 /// The end of `GREATEST(now, stored`: one microsecond after the stored time.
-fn later(dialect: Dialect) -> &'static str {
+fn later(dialect: DialectKind) -> &'static str {
     match dialect {
-        Dialect::Mysql => " + INTERVAL 1 MICROSECOND)",
+        DialectKind::Mysql => " + INTERVAL 1 MICROSECOND)",
         _ => " + interval '1 microsecond')",
     }
 }
 
-macro_rules! fragment {
-    ($feature:literal, $conn:ty, $backend:ty, $dialect:expr) => {
-        #[cfg(feature = $feature)]
-        impl<M: MasterColumns<$conn>> QueryFragment<$backend> for Stmt<'_, M, $conn> {
-            fn walk_ast<'b>(&'b self, out: AstPass<'_, 'b, $backend>) -> QueryResult<()> {
-                self.walk(out, $dialect)
-            }
-        }
-
-        #[cfg(feature = $feature)]
-        impl<M: MasterColumns<$conn>> QueryFragment<$backend> for CountStmt<'_, M, $conn> {
-            fn walk_ast<'b>(&'b self, out: AstPass<'_, 'b, $backend>) -> QueryResult<()> {
-                self.0.walk(out, $dialect)
-            }
-        }
-    };
+impl<M: MasterColumns<DB>, DB: Dialect> QueryFragment<DB> for Stmt<'_, M, DB> {
+    fn walk_ast<'b>(&'b self, out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        self.walk(out)
+    }
 }
-
-fragment!(
-    "postgres",
-    diesel::PgConnection,
-    diesel::pg::Pg,
-    Dialect::Postgres
-);
-fragment!(
-    "mysql",
-    diesel::MysqlConnection,
-    diesel::mysql::Mysql,
-    Dialect::Mysql
-);
-fragment!(
-    "sqlite",
-    diesel::SqliteConnection,
-    diesel::sqlite::Sqlite,
-    Dialect::Sqlite
-);
 
 #[cfg(all(test, feature = "postgres", feature = "mysql", feature = "sqlite"))]
 mod tests {
@@ -558,9 +476,8 @@ mod tests {
     }
 
     macro_rules! columns {
-        ($conn:ty, $backend:ty) => {
-            impl MasterColumns<$conn> for Note {
-                type RowSqlType = ();
+        ($backend:ty) => {
+            impl MasterColumns<$backend> for Note {
                 type Updated = NaiveDateTime;
                 type Pk = i64;
                 const COLUMNS: &'static [&'static str] =
@@ -579,7 +496,7 @@ mod tests {
                     index: usize,
                     mut out: AstPass<'_, 'b, $backend>,
                 ) -> QueryResult<()> {
-                    use diesel::sql_types::{Integer, Text};
+                    use diesel::sql_types::{BigInt, Integer, Text};
                     match index {
                         0 => out.push_bind_param::<BigInt, i64>(&self.id),
                         1 => out.push_bind_param::<Text, String>(&self.text),
@@ -601,23 +518,25 @@ mod tests {
                     key: &'b i64,
                     mut out: AstPass<'_, 'b, $backend>,
                 ) -> QueryResult<()> {
-                    out.push_bind_param::<BigInt, i64>(key)
+                    out.push_bind_param::<diesel::sql_types::BigInt, i64>(key)
                 }
 
                 fn cqrs_key(&self) -> i64 {
                     self.id
                 }
 
-                fn cqrs_load(_: &mut $conn, _: Stmt<'_, Self, $conn>) -> QueryResult<Vec<Self>> {
-                    Err(diesel::result::Error::NotFound)
+                fn from_row<'a>(
+                    _: &impl diesel::row::NamedRow<'a, $backend>,
+                ) -> diesel::deserialize::Result<Self> {
+                    Err("not read in these tests".into())
                 }
             }
         };
     }
 
-    columns!(diesel::PgConnection, diesel::pg::Pg);
-    columns!(diesel::MysqlConnection, diesel::mysql::Mysql);
-    columns!(diesel::SqliteConnection, diesel::sqlite::Sqlite);
+    columns!(diesel::pg::Pg);
+    columns!(diesel::mysql::Mysql);
+    columns!(diesel::sqlite::Sqlite);
 
     fn row(id: i64) -> Note {
         Note {
@@ -642,14 +561,14 @@ mod tests {
         let (rows, with_key, upsert) = kind();
         let refs: Vec<&Note> = rows.iter().collect();
         let now = NaiveDateTime::default();
-        fn insert<'a, C: Connection>(
+        fn insert<'a, DB: Dialect>(
             rows: &'a [&'a Note],
             now: &'a NaiveDateTime,
             with_key: bool,
             upsert: bool,
-        ) -> Stmt<'a, Note, C>
+        ) -> Stmt<'a, Note, DB>
         where
-            Note: MasterColumns<C, Updated = NaiveDateTime>,
+            Note: MasterColumns<DB, Updated = NaiveDateTime>,
         {
             Stmt::new(Kind::Insert {
                 rows,
@@ -659,13 +578,11 @@ mod tests {
             })
         }
         [
-            text::<diesel::pg::Pg, _>(&insert::<diesel::PgConnection>(
+            text::<diesel::pg::Pg, _>(&insert::<diesel::pg::Pg>(&refs, &now, with_key, upsert)),
+            text::<diesel::mysql::Mysql, _>(&insert::<diesel::mysql::Mysql>(
                 &refs, &now, with_key, upsert,
             )),
-            text::<diesel::mysql::Mysql, _>(&insert::<diesel::MysqlConnection>(
-                &refs, &now, with_key, upsert,
-            )),
-            text::<diesel::sqlite::Sqlite, _>(&insert::<diesel::SqliteConnection>(
+            text::<diesel::sqlite::Sqlite, _>(&insert::<diesel::sqlite::Sqlite>(
                 &refs, &now, with_key, upsert,
             )),
         ]
@@ -719,7 +636,7 @@ mod tests {
         let single = [&one];
         let pair = [&one, &two];
         let insert = |rows| {
-            Stmt::<Note, diesel::PgConnection>::new(Kind::Insert {
+            Stmt::<Note, diesel::pg::Pg>::new(Kind::Insert {
                 rows,
                 now: &now,
                 with_key: true,
@@ -729,8 +646,7 @@ mod tests {
         let pg = diesel::pg::Pg;
         assert!(insert(&single).is_safe_to_cache_prepared(&pg).unwrap());
         assert!(!insert(&pair).is_safe_to_cache_prepared(&pg).unwrap());
-        let select =
-            |keys| Stmt::<Note, diesel::PgConnection>::new(Kind::Select { keys, lock: true });
+        let select = |keys| Stmt::<Note, diesel::pg::Pg>::new(Kind::Select { keys, lock: true });
         assert!(
             select(Keys::Rows(&single))
                 .is_safe_to_cache_prepared(&pg)
@@ -745,9 +661,9 @@ mod tests {
 
     #[test]
     fn locked_reads_lock_where_the_backend_has_row_locks() {
-        fn select<'a, C: Connection>(rows: &'a [&'a Note]) -> Stmt<'a, Note, C>
+        fn select<'a, DB: Dialect>(rows: &'a [&'a Note]) -> Stmt<'a, Note, DB>
         where
-            Note: MasterColumns<C>,
+            Note: MasterColumns<DB>,
         {
             Stmt::new(Kind::Select {
                 keys: Keys::Rows(rows),
@@ -756,11 +672,11 @@ mod tests {
         }
         let one = row(1);
         let rows = [&one];
-        let pg = diesel::debug_query::<diesel::pg::Pg, _>(&select::<diesel::PgConnection>(&rows))
-            .to_string();
+        let pg =
+            diesel::debug_query::<diesel::pg::Pg, _>(&select::<diesel::pg::Pg>(&rows)).to_string();
         assert!(pg.contains("WHERE \"id\" = $1 FOR UPDATE"), "{pg}");
         let sqlite = diesel::debug_query::<diesel::sqlite::Sqlite, _>(&select::<
-            diesel::SqliteConnection,
+            diesel::sqlite::Sqlite,
         >(&rows))
         .to_string();
         assert!(!sqlite.contains("FOR UPDATE"), "{sqlite}");

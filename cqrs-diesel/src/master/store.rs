@@ -1,83 +1,43 @@
-//! The statements `#[derive(MasterModel)]` generates for each backend, and the timestamp
-//! types `cqrs_updated` may have.
+//! The bound of master writes ([`MasterStore`]), the rows operator commands select, and the
+//! timestamp types `cqrs_updated` may have.
 
 use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
 use cqrs_core::WireValue;
 use diesel::QueryResult;
 use serde_json::Value;
 
-use crate::connection::CqrsConnection;
-use crate::master::{MasterModel, SinglePlan};
+use super::columns::MasterColumns;
+use super::exec::{Exec, Mode, Ret};
+use super::rows;
 
-/// The statements of one model on one backend: implemented by this crate for every model
-/// that `#[derive(MasterModel)]` describes on that backend (its `MasterColumns`), from
-/// statements built by generic code. The master operations of [`MasterModel`] are written
-/// with them; operator tools may call them directly (`cqrs_select_page`, `cqrs_count`).
-pub trait MasterStore<C: CqrsConnection>: MasterModel {
+/// The bound of every master write on connection `C`: implemented for every model that
+/// `#[derive(MasterModel)]` describes on `C`'s backend (`backends(...)`), sync or async.
+/// Operator tools may call its reads directly.
+pub trait MasterStore<C: Exec>: MasterColumns<C::Backend> {
     /// Reads the stored row with this row's primary key, locking it (`FOR UPDATE`, where the
     /// backend has it) when `lock` is set.
-    fn cqrs_find(&self, conn: &mut C, lock: bool) -> QueryResult<Option<Self>>;
-
-    /// Updates the stored row with this row's values and `cqrs_updated = now`, and
-    /// `cqrs_revision = cqrs_revision + 1` when `bump` is set. `None` when no row matched.
-    fn cqrs_update(&self, conn: &mut C, bump: bool) -> QueryResult<Option<Self>>;
-
-    /// Inserts this row with `cqrs_updated = now`.
-    fn cqrs_insert(&self, conn: &mut C) -> QueryResult<Self>;
-
-    /// Inserts this row or, when its primary key exists, updates the stored row with its
-    /// values and `cqrs_revision = cqrs_revision + 1`, in one statement; `cqrs_updated = now`
-    /// (never at or before the stored time). Returns the row as stored.
-    fn cqrs_upsert(&self, conn: &mut C) -> QueryResult<Self>;
-
-    /// Inserts this row without its primary key, which the database generates (an identity or
-    /// serial column, `AUTO_INCREMENT`, SQLite's `INTEGER PRIMARY KEY`), with
-    /// `cqrs_updated = now`. Returns the row as stored, its new key included.
-    fn cqrs_insert_generated(&self, conn: &mut C) -> QueryResult<Self>;
-
-    /// [`cqrs_insert_generated`](Self::cqrs_insert_generated) for several rows: one statement,
-    /// the stored rows returned in the order of `rows`.
-    fn cqrs_insert_many_generated(rows: &[&Self], conn: &mut C) -> QueryResult<Vec<Self>>;
-
-    /// Deletes the stored row with this row's primary key and returns it as it was.
-    fn cqrs_delete(&self, conn: &mut C) -> QueryResult<Option<Self>>;
-
-    /// Inserts the rows with one statement.
-    fn cqrs_insert_many(rows: &[&Self], conn: &mut C) -> QueryResult<Vec<Self>>;
-
-    /// Reads (and with `lock`, locks) the stored rows with these rows' primary keys.
-    fn cqrs_find_many(rows: &[&Self], conn: &mut C, lock: bool) -> QueryResult<Vec<Self>>;
-
-    /// Updates the rows, which must exist and be distinct, with one statement, bumping each
-    /// revision in SQL.
-    fn cqrs_update_many(rows: &[&Self], conn: &mut C) -> QueryResult<Vec<Self>>;
-
-    /// Whether [`cqrs_single`](Self::cqrs_single) writes on this backend.
-    #[doc(hidden)]
-    const SINGLE_STATEMENT: bool = false;
-
-    /// Runs `plan` as one statement (see [`SinglePlan`]): the row as stored, or as it was for
-    /// a delete (`None` when no row had the key).
-    #[doc(hidden)]
-    fn cqrs_single(&self, conn: &mut C, plan: &SinglePlan) -> QueryResult<Option<Self>> {
-        let _ = (conn, plan);
-        Err(diesel::result::Error::QueryBuilderError(
-            "no one-statement writes on this backend".into(),
-        ))
+    fn cqrs_find<'a>(&'a self, conn: &'a mut C, lock: bool) -> Ret<'a, C, Option<Self>> {
+        <C::Mode as Mode>::ret(async move { Ok(rows::find(conn, self, lock).await?) })
     }
 
     /// How many rows match `filter` (for operator commands' progress).
-    fn cqrs_count(conn: &mut C, filter: &RowFilter) -> QueryResult<i64>;
+    fn cqrs_count<'a>(conn: &'a mut C, filter: &'a RowFilter) -> Ret<'a, C, i64> {
+        <C::Mode as Mode>::ret(async move { Ok(rows::count::<Self, C>(conn, filter).await?) })
+    }
 
     /// Up to `limit` rows matching `filter`, in primary-key order, after the key `after`
     /// (keyset paging, for operator commands).
-    fn cqrs_select_page(
-        conn: &mut C,
-        filter: &RowFilter,
-        after: Option<&Value>,
+    fn cqrs_select_page<'a>(
+        conn: &'a mut C,
+        filter: &'a RowFilter,
+        after: Option<&'a Value>,
         limit: i64,
-    ) -> QueryResult<Vec<Self>>;
+    ) -> Ret<'a, C, Vec<Self>> {
+        <C::Mode as Mode>::ret(async move { Ok(rows::page(conn, filter, after, limit).await?) })
+    }
 }
+
+impl<C: Exec, M: MasterColumns<C::Backend>> MasterStore<C> for M {}
 
 /// Which rows an operator command selects. Every condition given must hold.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -118,7 +78,7 @@ pub trait UpdatedAt: Sized {
 
 impl UpdatedAt for DateTime<Utc> {
     fn now() -> Self {
-        super::now().trunc_subsecs(6)
+        super::body::now().trunc_subsecs(6)
     }
 
     fn from_utc(at: DateTime<Utc>) -> Self {
@@ -132,7 +92,7 @@ impl UpdatedAt for DateTime<Utc> {
 
 impl UpdatedAt for NaiveDateTime {
     fn now() -> Self {
-        super::now().trunc_subsecs(6).naive_utc()
+        super::body::now().trunc_subsecs(6).naive_utc()
     }
 
     fn from_utc(at: DateTime<Utc>) -> Self {

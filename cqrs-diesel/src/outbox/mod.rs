@@ -27,6 +27,8 @@ use std::sync::LazyLock;
 use diesel::prelude::*;
 use tokio::sync::watch;
 
+pub(crate) mod write;
+
 diesel::table! {
     /// The outbox table created by this crate's migrations.
     cqrs_outbox (id) {
@@ -51,26 +53,6 @@ pub struct NewOutboxEntry<'a> {
     pub routing_key: &'a str,
     /// The JSON body.
     pub body: &'a str,
-}
-
-impl<'a> NewOutboxEntry<'a> {
-    /// The entry as a tuple of column assignments: Diesel caches the prepared statement of
-    /// such an insert, and not of a derived `Insertable`'s (whose values may be `DEFAULT`).
-    #[allow(clippy::type_complexity)]
-    pub(crate) fn columns(
-        &self,
-    ) -> (
-        diesel::dsl::Eq<cqrs_outbox::cqrs_id, &'a str>,
-        diesel::dsl::Eq<cqrs_outbox::routing_key, &'a str>,
-        diesel::dsl::Eq<cqrs_outbox::body, &'a str>,
-    ) {
-        use diesel::ExpressionMethods;
-        (
-            cqrs_outbox::cqrs_id.eq(self.cqrs_id),
-            cqrs_outbox::routing_key.eq(self.routing_key),
-            cqrs_outbox::body.eq(self.body),
-        )
-    }
 }
 
 /// An outbox entry waiting to be published.

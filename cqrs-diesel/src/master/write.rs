@@ -1,0 +1,650 @@
+//! The master writes, each written once as `async` code over [`Exec`] and run by a sync
+//! connection (whose futures are ready at once) or an async one: the transaction and its
+//! conflict retries, the one-statement path, and what each write queues.
+
+use std::time::Duration;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use cqrs_core::{SignalType, direct_routing_key};
+use serde_json::{Map, Value};
+
+use super::body::{delete_body, now, save_body, tracked_nulls};
+use super::columns::MasterColumns;
+use super::exec::{Dialect, DialectKind, Exec};
+use super::registry::{self, BlockGuard, PriorSave};
+use super::single::{self, SingleKind, SinglePlan};
+use super::{MasterModel, UpdatedAt, rows};
+use crate::error::{Error, Result};
+use crate::outbox::{self, NewOutboxEntry, write as queue};
+
+/// How many times a write that owns its transaction runs again after a conflict.
+const CONFLICT_RETRIES: u32 = 5;
+
+/// Rows per statement: within every backend's limit on bound parameters (SQLite's 32766 is the
+/// lowest), and at most 1000 so that one statement stays a reasonable size.
+pub(crate) fn rows_per_statement(columns: usize) -> usize {
+    (30_000 / columns.max(1)).clamp(1, 1000)
+}
+
+/// The connection's identity while it lives: its address.
+pub(crate) fn connection_key<C>(conn: &mut C) -> usize {
+    std::ptr::from_mut(conn) as usize
+}
+
+/// A transaction (or a savepoint of the caller's) that a write opened. Dropped before
+/// [`end`](Tx::end), because the write's future was dropped at an await or the write panicked,
+/// it marks the connection as holding an abandoned transaction ([`registry::abandon`]), so
+/// that no later write runs inside it.
+pub(crate) struct Tx {
+    key: usize,
+    /// Whether this is the connection's top-level transaction (no caller's transaction).
+    owned: bool,
+    open: bool,
+}
+
+impl Tx {
+    /// Opens a write transaction, or a savepoint when one is open. Refuses to run inside a
+    /// transaction an abandoned write left open, or on a connection whose transaction state is
+    /// unknown.
+    pub(crate) async fn begin<E: Exec>(conn: &mut E) -> Result<Tx> {
+        let key = connection_key(conn);
+        let depth = conn.depth();
+        if registry::is_abandoned(key) {
+            if depth > 0 {
+                return Err(Error::AbandonedTransaction);
+            }
+            // Closed since (rolled back by the application, or another connection lives at
+            // this address now).
+            registry::forget_abandoned(key);
+        }
+        if depth == 0 && conn.broken() {
+            return Err(Error::BrokenConnection);
+        }
+        conn.begin().await?;
+        Ok(Tx {
+            key,
+            owned: depth == 0,
+            open: true,
+        })
+    }
+
+    /// Commits when `result` is a success, rolls back otherwise; returns `result`, or the
+    /// commit's error.
+    pub(crate) async fn end<E, T, Err>(
+        mut self,
+        conn: &mut E,
+        result: std::result::Result<T, Err>,
+    ) -> std::result::Result<T, Err>
+    where
+        E: Exec,
+        Err: From<diesel::result::Error>,
+    {
+        let outcome = match result {
+            Ok(value) => conn.commit().await.map(|()| value).map_err(Err::from),
+            Err(error) => {
+                if let Err(rollback) = conn.rollback().await {
+                    tracing::warn!(%rollback, "rolling back a failed write failed");
+                }
+                Err(error)
+            }
+        };
+        self.open = false;
+        outcome
+    }
+}
+
+impl Drop for Tx {
+    fn drop(&mut self) {
+        if self.open {
+            registry::abandon(self.key);
+            tracing::warn!(
+                "a write was abandoned inside its transaction; nothing of it was committed, \
+                 and the connection must be dropped or rolled back before the next write"
+            );
+        }
+    }
+}
+
+/// Runs `$body` (an expression evaluated anew for each attempt, whose value is a future of
+/// `Result<T>`) in a write transaction on `$conn`. When that transaction is the write's own
+/// (no transaction was open) and the database aborted it for a conflict with a concurrent one
+/// (a deadlock, a serialization failure, a lock timeout: [`Error::is_conflict`]), it runs
+/// again, up to [`CONFLICT_RETRIES`] times, after a pause of a few milliseconds that grows
+/// each time. Inside the caller's transaction it runs once: a conflict may have rolled back
+/// more than this write (InnoDB rolls back the whole transaction), so only the caller can run
+/// it again.
+macro_rules! in_write_transaction {
+    ($exec:ty, $conn:ident, $body:expr) => {{
+        let mut attempt = 0_u32;
+        loop {
+            let tx = Tx::begin(&mut *$conn).await?;
+            let owned = tx.owned;
+            let result = $body.await;
+            match tx.end(&mut *$conn, result).await {
+                Err(error) if owned && attempt < CONFLICT_RETRIES && error.is_conflict() => {
+                    attempt += 1;
+                    tracing::debug!(
+                        attempt,
+                        %error,
+                        "a write conflicted with a concurrent transaction; running it again"
+                    );
+                    <$exec as Exec>::pause(Duration::from_millis(u64::from(attempt) * 2)).await;
+                }
+                result => break result,
+            }
+        }
+    }};
+}
+
+/// After a write: wake the relays unless the commit is still to come in an `atomic` block,
+/// whose end wakes them. Inside a caller's plain transaction the relay may wake before the
+/// commit; it then looks again shortly after (see the relay's idle back-off).
+fn after_write<C>(conn: &mut C) {
+    if !registry::in_block(connection_key(conn)) {
+        outbox::notify_commit();
+    }
+}
+
+fn pk_key<M: MasterModel>(row: &M) -> String {
+    row.cqrs_pk().to_string()
+}
+
+/// Runs a write of `kind` as one statement when the backend and the model allow it (see
+/// [`single`]): outside any transaction (the statement is its own), for a model that publishes
+/// with the default hooks and, for a save, tracks no field (whose old values the message needs
+/// before it is built) unless PostgreSQL can read them in the statement. `None` when it did not
+/// run, or refused itself because a stored value differed from the one its message was built
+/// from, or met a concurrent transaction: then the caller writes on the general path, which
+/// handles all of these.
+async fn write_single<M, E>(row: &M, conn: &mut E, kind: SingleKind) -> Result<Option<Option<M>>>
+where
+    E: Exec,
+    M: MasterColumns<E::Backend>,
+{
+    if E::Backend::KIND != DialectKind::Postgres
+        || M::CUSTOM_HOOKS
+        || !M::PRODUCE
+        || (kind == SingleKind::Save && !M::TRACKED_FIELDS.is_empty() && !M::TRACKED_IN_SQL)
+        || conn.depth() > 0
+        || registry::is_abandoned(connection_key(conn))
+        || conn.broken()
+    {
+        return Ok(None);
+    }
+    let Some(plan) = SinglePlan::new(row, kind, now().trunc_subsecs(6)) else {
+        return Ok(None);
+    };
+    match E::Backend::single(conn, row, &plan).await {
+        Ok(stored) => Ok(Some(stored)),
+        Err(error) if single::refused(&error) || crate::error::is_conflict(&error) => {
+            tracing::debug!(
+                cqrs_id = M::CQRS_ID,
+                %error,
+                "the one-statement write did not apply; writing on the general path"
+            );
+            Ok(None)
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+pub(crate) async fn save<M, E>(row: &M, conn: &mut E) -> Result<M>
+where
+    E: Exec,
+    M: MasterColumns<E::Backend>,
+{
+    // Before the database sees it: some backends would store a NaN, others refuse it with
+    // their own words, or turn it into NULL.
+    row.cqrs_check_values()?;
+    if let Some(Some(stored)) = write_single(row, conn, SingleKind::Save).await? {
+        after_write(conn);
+        return Ok(stored);
+    }
+    let key = connection_key(conn);
+    let stored = in_write_transaction!(E, conn, save_in_transaction(row, conn, key))?;
+    after_write(conn);
+    Ok(stored)
+}
+
+async fn save_in_transaction<M, E>(row: &M, conn: &mut E, key: usize) -> Result<M>
+where
+    E: Exec,
+    M: MasterColumns<E::Backend>,
+{
+    let pk = pk_key(row);
+    // A prior save in this `atomic` block, unless a savepoint rolled it back since.
+    let prior = match registry::prior(key, M::CQRS_ID, &pk) {
+        Some(prior) if queue::contains(conn, prior.outbox_id).await? => Some(prior),
+        _ => None,
+    };
+    let (stored, previous_data) = match &prior {
+        Some(prior) => {
+            let stored = match rows::update(conn, row, false).await? {
+                Some(stored) => stored,
+                None => rows::insert_one(conn, row).await?,
+            };
+            (stored, prior.previous_data.clone())
+        }
+        None if M::TRACKED_FIELDS.is_empty() => (rows::upsert(conn, row).await?, None),
+        None => match rows::find(conn, row, true).await? {
+            Some(old) => {
+                let stored =
+                    rows::update(conn, row, true)
+                        .await?
+                        .ok_or_else(|| Error::NotFound {
+                            cqrs_id: M::CQRS_ID,
+                            pk: pk.clone(),
+                        })?;
+                (stored, Some(old.cqrs_tracked_data()))
+            }
+            None => (rows::insert_one(conn, row).await?, tracked_nulls::<M>()),
+        },
+    };
+    if !M::PRODUCE {
+        return Ok(stored);
+    }
+    let body = save_body(&stored, conn, SignalType::Save, previous_data.clone())?;
+    match prior {
+        Some(prior) => {
+            queue::update_body(conn, prior.outbox_id, &body).await?;
+        }
+        None => queue_new_save::<M, E>(conn, key, pk, &body, previous_data).await?,
+    }
+    Ok(stored)
+}
+
+/// Queues the SAVE `body` of a row that has no message in this `atomic` block yet.
+async fn queue_new_save<M: MasterModel, E: Exec>(
+    conn: &mut E,
+    key: usize,
+    pk: String,
+    body: &str,
+    previous_data: Option<Map<String, Value>>,
+) -> Result<()> {
+    let entry = NewOutboxEntry {
+        cqrs_id: M::CQRS_ID,
+        routing_key: M::CQRS_ID,
+        body,
+    };
+    // Only an `atomic` block needs the entry's id, to rewrite it on the next save.
+    if registry::in_block(key) {
+        let outbox_id = queue::insert(conn, &entry).await?;
+        registry::record(
+            key,
+            M::CQRS_ID,
+            pk,
+            PriorSave {
+                outbox_id,
+                previous_data,
+            },
+        );
+    } else {
+        queue::push(conn, &entry).await?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn insert_generated<M, E>(row: &M, conn: &mut E) -> Result<M>
+where
+    E: Exec,
+    M: MasterColumns<E::Backend>,
+{
+    row.cqrs_check_values()?;
+    if let Some(Some(stored)) = write_single(row, conn, SingleKind::InsertGenerated).await? {
+        after_write(conn);
+        return Ok(stored);
+    }
+    let key = connection_key(conn);
+    let stored = in_write_transaction!(E, conn, insert_generated_once(row, conn, key))?;
+    after_write(conn);
+    Ok(stored)
+}
+
+async fn insert_generated_once<M, E>(row: &M, conn: &mut E, key: usize) -> Result<M>
+where
+    E: Exec,
+    M: MasterColumns<E::Backend>,
+{
+    let stored = rows::insert_generated(conn, row).await?;
+    if M::PRODUCE {
+        let previous_data = tracked_nulls::<M>();
+        let body = save_body(&stored, conn, SignalType::Save, previous_data.clone())?;
+        queue_new_save::<M, E>(conn, key, pk_key(&stored), &body, previous_data).await?;
+    }
+    Ok(stored)
+}
+
+/// Runs the caller's `insert` in a write transaction, checks the stamp of every row it
+/// returns, and queues their SAVEs.
+pub(crate) async fn insert_with<M, E, F>(conn: &mut E, mut insert: F) -> Result<Vec<M>>
+where
+    E: Exec,
+    M: MasterColumns<E::Backend>,
+    F: FnMut(&mut E, DateTime<Utc>) -> diesel::QueryResult<Vec<M>> + Send,
+{
+    let stored = in_write_transaction!(E, conn, insert_with_once(conn, &mut insert))?;
+    after_write(conn);
+    Ok(stored)
+}
+
+async fn insert_with_once<M, E, F>(conn: &mut E, insert: &mut F) -> Result<Vec<M>>
+where
+    E: Exec,
+    M: MasterColumns<E::Backend>,
+    F: FnMut(&mut E, DateTime<Utc>) -> diesel::QueryResult<Vec<M>> + Send,
+{
+    let now = now().trunc_subsecs(6);
+    let stored = insert(conn, now)?;
+    let expected = UpdatedAt::to_wire_utc(&now);
+    for row in &stored {
+        row.cqrs_check_values()?;
+        let found = row.cqrs_updated_wire();
+        if found != expected {
+            return Err(Error::Unstamped {
+                cqrs_id: M::CQRS_ID,
+                found: found.to_string(),
+                expected: expected.to_string(),
+            });
+        }
+    }
+    if M::PRODUCE {
+        queue_saves(conn, &stored, |_| tracked_nulls::<M>()).await?;
+    }
+    Ok(stored)
+}
+
+pub(crate) async fn delete<M, E>(row: &M, conn: &mut E) -> Result<bool>
+where
+    E: Exec,
+    M: MasterColumns<E::Backend>,
+{
+    if let Some(old) = write_single(row, conn, SingleKind::Delete).await? {
+        let deleted = old.is_some();
+        if deleted {
+            after_write(conn);
+        }
+        return Ok(deleted);
+    }
+    let key = connection_key(conn);
+    let deleted = in_write_transaction!(E, conn, delete_once(row, conn, key))?;
+    if deleted {
+        after_write(conn);
+    }
+    Ok(deleted)
+}
+
+async fn delete_once<M, E>(row: &M, conn: &mut E, key: usize) -> Result<bool>
+where
+    E: Exec,
+    M: MasterColumns<E::Backend>,
+{
+    let Some(old) = rows::delete(conn, row).await? else {
+        return Ok(false);
+    };
+    registry::forget(key, M::CQRS_ID, &pk_key(&old));
+    if M::PRODUCE {
+        let body = delete_body(&old);
+        queue::push(
+            conn,
+            &NewOutboxEntry {
+                cqrs_id: M::CQRS_ID,
+                routing_key: M::CQRS_ID,
+                body: &body,
+            },
+        )
+        .await?;
+    }
+    Ok(true)
+}
+
+/// Queues a SAVE of each stored row, with the `previous_data` `previous` gives it.
+async fn queue_saves<M, E>(
+    conn: &mut E,
+    stored: &[M],
+    previous: impl Fn(&M) -> Option<Map<String, Value>>,
+) -> Result<()>
+where
+    M: MasterModel,
+    E: Exec,
+{
+    let mut bodies = Vec::with_capacity(stored.len());
+    for row in stored {
+        bodies.push(save_body(row, conn, SignalType::Save, previous(row))?);
+    }
+    let entries: Vec<NewOutboxEntry<'_>> = bodies
+        .iter()
+        .map(|body| NewOutboxEntry {
+            cqrs_id: M::CQRS_ID,
+            routing_key: M::CQRS_ID,
+            body,
+        })
+        .collect();
+    for chunk in entries.chunks(rows_per_statement(3)) {
+        queue::push_many(conn, chunk).await?;
+    }
+    Ok(())
+}
+
+/// How a bulk insert writes one batch of rows: with their keys, or with generated ones.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum BulkInsert {
+    WithKeys,
+    GeneratedKeys,
+}
+
+/// Inserts `rows`, one statement per batch, and queues a SAVE per stored row, in one write
+/// transaction.
+pub(crate) async fn bulk_insert<M, E>(conn: &mut E, rows: &[M], how: BulkInsert) -> Result<Vec<M>>
+where
+    E: Exec,
+    M: MasterColumns<E::Backend>,
+{
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    rows.iter().try_for_each(MasterModel::cqrs_check_values)?;
+    let stored = in_write_transaction!(E, conn, bulk_insert_once(conn, rows, how))?;
+    after_write(conn);
+    Ok(stored)
+}
+
+async fn bulk_insert_once<M, E>(conn: &mut E, rows: &[M], how: BulkInsert) -> Result<Vec<M>>
+where
+    E: Exec,
+    M: MasterColumns<E::Backend>,
+{
+    let mut all = Vec::with_capacity(rows.len());
+    for chunk in rows.chunks(rows_per_statement(M::COLUMN_COUNT)) {
+        let refs: Vec<&M> = chunk.iter().collect();
+        let stored = match how {
+            BulkInsert::WithKeys => rows::insert_many(conn, &refs).await?,
+            BulkInsert::GeneratedKeys => rows::insert_many_generated(conn, &refs).await?,
+        };
+        if M::PRODUCE {
+            queue_saves(conn, &stored, |_| tracked_nulls::<M>()).await?;
+        }
+        all.extend(stored);
+    }
+    Ok(all)
+}
+
+pub(crate) async fn bulk_update<M, E>(conn: &mut E, rows: &[M]) -> Result<Vec<M>>
+where
+    E: Exec,
+    M: MasterColumns<E::Backend>,
+{
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    rows.iter().try_for_each(MasterModel::cqrs_check_values)?;
+    // One statement cannot update a row twice: the last occurrence of a primary key wins.
+    let mut seen = std::collections::HashSet::with_capacity(rows.len());
+    let mut unique: Vec<&M> = rows
+        .iter()
+        .rev()
+        .filter(|row| seen.insert(pk_key(*row)))
+        .collect();
+    unique.reverse();
+    let stored = in_write_transaction!(E, conn, bulk_update_once(conn, &unique))?;
+    after_write(conn);
+    Ok(stored)
+}
+
+async fn bulk_update_once<M, E>(conn: &mut E, unique: &[&M]) -> Result<Vec<M>>
+where
+    E: Exec,
+    M: MasterColumns<E::Backend>,
+{
+    let mut all = Vec::with_capacity(unique.len());
+    for chunk in unique.chunks(rows_per_statement(M::COLUMN_COUNT)) {
+        // Lock the rows and read their tracked values before the update.
+        let old: std::collections::HashMap<String, M> = rows::find_many(conn, chunk, true)
+            .await?
+            .into_iter()
+            .map(|row| (pk_key(&row), row))
+            .collect();
+        let existing: Vec<&M> = chunk
+            .iter()
+            .copied()
+            .filter(|row| old.contains_key(&pk_key(*row)))
+            .collect();
+        if existing.is_empty() {
+            continue;
+        }
+        let stored = rows::update_many(conn, &existing).await?;
+        if M::PRODUCE {
+            queue_saves(conn, &stored, |row| {
+                if M::TRACKED_FIELDS.is_empty() {
+                    None
+                } else {
+                    old.get(&pk_key(row)).map(MasterModel::cqrs_tracked_data)
+                }
+            })
+            .await?;
+        }
+        all.extend(stored);
+    }
+    Ok(all)
+}
+
+pub(crate) async fn sync<M, E>(row: &M, conn: &mut E, queue: Option<&str>) -> Result<bool>
+where
+    E: Exec,
+    M: MasterColumns<E::Backend>,
+{
+    if !M::PRODUCE {
+        return Ok(false);
+    }
+    let queued = in_write_transaction!(E, conn, sync_once(row, conn, queue))?;
+    if queued {
+        after_write(conn);
+    }
+    Ok(queued)
+}
+
+async fn sync_once<M, E>(row: &M, conn: &mut E, queue: Option<&str>) -> Result<bool>
+where
+    E: Exec,
+    M: MasterColumns<E::Backend>,
+{
+    // Locked, as every write of the row is, until the entry is queued: a concurrent update or
+    // delete then commits either before the read (and the SYNC carries its result) or after
+    // the entry (and gets the later outbox id), never in between, where the SYNC would carry
+    // the older state with the later id.
+    let stored = rows::find(conn, row, true)
+        .await?
+        .ok_or_else(|| Error::NotFound {
+            cqrs_id: M::CQRS_ID,
+            pk: pk_key(row),
+        })?;
+    if !stored.is_sync_instance() {
+        return Ok(false);
+    }
+    // A row read from the database has no previous values: `null`, as django-cqrs sends from
+    // its `cqrs_sync` and `cqrs_diff_sync` commands.
+    let body = save_body(&stored, conn, SignalType::Sync, None)?;
+    let routing_key = match queue {
+        Some(queue) => direct_routing_key(queue, M::CQRS_ID),
+        None => M::CQRS_ID.to_owned(),
+    };
+    queue::push(
+        conn,
+        &NewOutboxEntry {
+            cqrs_id: M::CQRS_ID,
+            routing_key: &routing_key,
+            body: &body,
+        },
+    )
+    .await?;
+    Ok(true)
+}
+
+/// An `atomic` block open on a connection: its registry entry and its transaction.
+pub(crate) struct Block {
+    guard: BlockGuard,
+    tx: Tx,
+    top_level: bool,
+}
+
+impl Block {
+    /// Opens the block: a transaction (a savepoint when one is open) in which saves of one row
+    /// bump and publish once.
+    pub(crate) async fn begin<E: Exec>(conn: &mut E) -> Result<Block> {
+        let top_level = conn.depth() == 0;
+        let guard = BlockGuard::enter(connection_key(conn));
+        let tx = Tx::begin(conn).await?;
+        Ok(Block {
+            guard,
+            tx,
+            top_level,
+        })
+    }
+
+    /// Commits or rolls back with `result`, closes the block and, after the outermost block's
+    /// commit, wakes the relays.
+    pub(crate) async fn end<E, T, Err>(
+        self,
+        conn: &mut E,
+        result: std::result::Result<T, Err>,
+    ) -> std::result::Result<T, Err>
+    where
+        E: Exec,
+        Err: From<diesel::result::Error>,
+    {
+        let Block {
+            guard,
+            tx,
+            top_level,
+        } = self;
+        let result = tx.end(conn, result).await;
+        let committed = guard.is_owner() && top_level && result.is_ok();
+        drop(guard);
+        if committed {
+            outbox::notify_commit();
+        }
+        result
+    }
+}
+
+/// A crate error as the Diesel error an `atomic` block's caller can receive.
+pub(crate) fn as_diesel_error(error: Error) -> diesel::result::Error {
+    match error {
+        Error::Database(error) => error,
+        other => diesel::result::Error::QueryBuilderError(other.to_string().into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_stay_under_every_backends_parameter_limit() {
+        for columns in [1, 3, 9, 32, 100] {
+            let rows = rows_per_statement(columns);
+            assert!(rows * columns <= 32_766, "{columns} columns -> {rows} rows");
+            assert!((1..=1000).contains(&rows));
+        }
+        assert_eq!(rows_per_statement(0), 1000);
+    }
+}
