@@ -3,10 +3,17 @@
 
 use std::path::PathBuf;
 
-use cqrs_diesel::CqrsConnection;
+use std::future::Future;
+
+use cqrs_diesel::diesel::SqliteConnection as SyncSqlite;
 use cqrs_diesel::diesel::connection::SimpleConnection;
 use cqrs_diesel::diesel::result::ConnectionError;
 use cqrs_diesel::diesel::{Connection, MysqlConnection, PgConnection, SqliteConnection};
+use cqrs_diesel::{Awaiting, CqrsConnection, Exec};
+use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+use diesel_async::{
+    AsyncConnection, AsyncMysqlConnection, AsyncPgConnection, SimpleAsyncConnection,
+};
 
 use crate::support::unique;
 
@@ -25,6 +32,12 @@ pub fn mysql_url() -> String {
 /// A test database: a place to connect to, and a factory relays can call from other threads.
 pub trait TestDb: Send + Sync {
     type Conn: CqrsConnection;
+    /// The diesel-async connection to the same database.
+    type AsyncConn: Exec<Mode = Awaiting, Backend = <Self::Conn as Exec>::Backend>
+        + diesel_async::AsyncConnection;
+
+    /// A new async connection, set up as [`connect`](Self::connect) sets up a sync one.
+    fn connect_async(&self) -> impl Future<Output = Self::AsyncConn> + Send;
 
     /// A connector that can be moved into a relay.
     fn connector(&self) -> Box<dyn Fn() -> Result<Self::Conn, ConnectionError> + Send + Sync>;
@@ -62,6 +75,20 @@ impl PgDb {
 
 impl TestDb for PgDb {
     type Conn = PgConnection;
+    type AsyncConn = AsyncPgConnection;
+
+    fn connect_async(&self) -> impl Future<Output = AsyncPgConnection> + Send {
+        let schema = self.schema.clone();
+        async move {
+            let mut conn = AsyncPgConnection::establish(&pg_url())
+                .await
+                .expect("PostgreSQL accepts async connections");
+            conn.batch_execute(&format!("SET search_path TO \"{schema}\""))
+                .await
+                .expect("set the search path");
+            conn
+        }
+    }
 
     fn process_env(&self) -> Vec<(&'static str, String)> {
         vec![
@@ -116,6 +143,16 @@ impl MysqlDb {
 
 impl TestDb for MysqlDb {
     type Conn = MysqlConnection;
+    type AsyncConn = AsyncMysqlConnection;
+
+    fn connect_async(&self) -> impl Future<Output = AsyncMysqlConnection> + Send {
+        let url = self.url();
+        async move {
+            AsyncMysqlConnection::establish(&url)
+                .await
+                .expect("MariaDB accepts async connections")
+        }
+    }
 
     fn process_env(&self) -> Vec<(&'static str, String)> {
         vec![
@@ -154,6 +191,11 @@ impl SqliteDb {
 
 impl TestDb for SqliteDb {
     type Conn = SqliteConnection;
+    type AsyncConn = SyncConnectionWrapper<SyncSqlite>;
+
+    fn connect_async(&self) -> impl Future<Output = Self::AsyncConn> + Send {
+        std::future::ready(SyncConnectionWrapper::new(self.connect()))
+    }
 
     fn process_env(&self) -> Vec<(&'static str, String)> {
         vec![

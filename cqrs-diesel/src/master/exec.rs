@@ -225,13 +225,20 @@ pub type WriteFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a
 /// ([`Awaiting`]).
 pub trait Mode {
     /// What a write method returns.
-    type Ret<'a, T: Send + 'a>;
+    type Ret<'a, T: Send + 'a>: Send + 'a;
 
     /// Turns a write into what the write method returns.
     #[doc(hidden)]
     fn ret<'a, T: Send + 'a>(
         write: impl Future<Output = Result<T>> + Send + 'a,
     ) -> Self::Ret<'a, T>;
+
+    /// What a write method returned, as a future of its result whatever the mode: for code
+    /// written once for sync and async connections
+    /// (`C::Mode::settle(row.save_and_publish(conn)).await`).
+    fn settle<'a, T: Send + 'a>(
+        ret: Self::Ret<'a, T>,
+    ) -> impl Future<Output = Result<T>> + Send + 'a;
 }
 
 /// Sync connections: a write method returns its [`Result`].
@@ -243,6 +250,10 @@ impl Mode for Blocking {
 
     fn ret<'a, T: Send + 'a>(write: impl Future<Output = Result<T>> + Send + 'a) -> Result<T> {
         run_ready(write)
+    }
+
+    fn settle<'a, T: Send + 'a>(ret: Result<T>) -> impl Future<Output = Result<T>> + Send + 'a {
+        std::future::ready(ret)
     }
 }
 
@@ -257,6 +268,12 @@ impl Mode for Awaiting {
         write: impl Future<Output = Result<T>> + Send + 'a,
     ) -> WriteFuture<'a, T> {
         Box::pin(write)
+    }
+
+    fn settle<'a, T: Send + 'a>(
+        ret: WriteFuture<'a, T>,
+    ) -> impl Future<Output = Result<T>> + Send + 'a {
+        ret
     }
 }
 

@@ -11,6 +11,7 @@ mod ops;
 mod outage;
 mod scenarios;
 mod session;
+pub mod side;
 mod single;
 mod unique;
 

@@ -1,17 +1,18 @@
-//! Each scenario is written once, generic over the backend, and run on all three.
+//! Each scenario is written once, generic over the backend and the side (sync or async
+//! connections), and run on all six.
 
 use std::time::Duration;
 
 use chrono::{NaiveDate, TimeZone, Utc};
-use cqrs_diesel::diesel::Connection;
+use cqrs_diesel::MasterStore;
 use cqrs_diesel::diesel::result::Error as DieselError;
-use cqrs_diesel::{MasterStore, atomic};
 use serde_json::Value;
 use uuid::Uuid;
 
 use super::models::{MysqlAuthor, PgAuthor, SqliteAuthor};
-use super::{Author, Setup, WAIT, assert_same_message, golden, reload};
-use crate::db::{MysqlDb, PgDb, SqliteDb, TestDb};
+use super::side::{Side, on_every_backend_and_side, reload, w};
+use super::{Author, Setup, WAIT, assert_same_message, golden};
+use crate::db::{MysqlDb, PgDb, TestDb};
 
 fn uuid(s: &str) -> Uuid {
     Uuid::parse_str(s).expect("a UUID literal")
@@ -61,32 +62,33 @@ fn bulk<M: Author>(id: i32, name: &str, external_id: &str) -> M {
 }
 
 /// The fixture's sequence, step by step, through the outbox, the relay and the broker.
-async fn golden_sequence<D, M>(db: D)
+async fn golden_sequence<D, M, X>(db: D)
 where
     D: TestDb,
-    M: Author + MasterStore<D::Conn>,
+    X: Side<D>,
+    M: Author + MasterStore<X::Conn>,
 {
     let mut setup = Setup::new::<M>(db).await;
-    let conn = &mut setup.db.connect();
+    let conn = &mut X::open(&setup.db).await;
 
-    let created = pavel::<M>().save_and_publish(conn).unwrap();
+    let created = w!(X::Conn, pavel::<M>().save_and_publish(conn)).unwrap();
     assert_eq!(created.revision(), 0);
     let mut renamed = created.clone();
     renamed.set_name("Pasha");
-    let renamed = renamed.save_and_publish(conn).unwrap();
+    let renamed = w!(X::Conn, renamed.save_and_publish(conn)).unwrap();
     assert_eq!(
         renamed.revision(),
         1,
         "the update bumped the revision in SQL"
     );
 
-    let maxim = maxim::<M>().save_and_publish(conn).unwrap();
-    assert!(maxim.cqrs_sync(conn, Some("replica_b")).unwrap());
-    assert!(maxim.cqrs_sync(conn, None).unwrap());
-    assert!(maxim.delete_and_publish(conn).unwrap());
-    assert!(reload(conn, &maxim).is_none());
+    let maxim = w!(X::Conn, maxim::<M>().save_and_publish(conn)).unwrap();
+    assert!(w!(X::Conn, maxim.cqrs_sync(conn, Some("replica_b"))).unwrap());
+    assert!(w!(X::Conn, maxim.cqrs_sync(conn, None)).unwrap());
+    assert!(w!(X::Conn, maxim.delete_and_publish(conn)).unwrap());
+    assert!(reload(conn, &maxim).await.is_none());
     assert!(
-        !maxim.delete_and_publish(conn).unwrap(),
+        !w!(X::Conn, maxim.delete_and_publish(conn)).unwrap(),
         "deleting a missing row publishes nothing"
     );
 
@@ -94,13 +96,13 @@ where
         bulk::<M>(100, "bulk0", "ecb45e93-729f-4786-ad73-823f377f908b"),
         bulk::<M>(101, "bulk1", "440cdbd8-932a-487e-a982-0d1ef4b1a43c"),
     ];
-    let created = M::bulk_create_and_publish(conn, &rows).unwrap();
+    let created = w!(X::Conn, M::bulk_create_and_publish(conn, &rows)).unwrap();
     assert_eq!(created.len(), 2);
     let mut changed = created.clone();
     for row in &mut changed {
         row.set_active(false);
     }
-    let updated = M::bulk_update_and_publish(conn, &changed).unwrap();
+    let updated = w!(X::Conn, M::bulk_update_and_publish(conn, &changed)).unwrap();
     assert!(updated.iter().all(|row| row.revision() == 1));
 
     assert_eq!(setup.outbox_len(), 10);
@@ -138,33 +140,38 @@ where
 }
 
 /// A rolled-back transaction writes neither the row nor its message.
-async fn rollback_publishes_nothing<D, M>(db: D)
+async fn rollback_publishes_nothing<D, M, X>(db: D)
 where
     D: TestDb,
-    M: Author + MasterStore<D::Conn>,
+    X: Side<D>,
+    M: Author + MasterStore<X::Conn>,
 {
     let mut setup = Setup::new::<M>(db).await;
-    let conn = &mut setup.db.connect();
-    let result: Result<(), DieselError> = conn.transaction(|conn| {
-        pavel::<M>().save_and_publish(conn).unwrap();
-        maxim::<M>().save_and_publish(conn).unwrap();
-        Err(DieselError::RollbackTransaction)
-    });
+    let conn = &mut X::open(&setup.db).await;
+    let result: cqrs_diesel::Result<()> = X::transaction(conn, |conn| {
+        Box::pin(async move {
+            w!(X::Conn, pavel::<M>().save_and_publish(conn)).unwrap();
+            w!(X::Conn, maxim::<M>().save_and_publish(conn)).unwrap();
+            Err(DieselError::RollbackTransaction.into())
+        })
+    })
+    .await;
     assert!(result.is_err());
-    let result: Result<(), cqrs_diesel::Error> = atomic(conn, |conn| {
-        pavel::<M>().save_and_publish(conn)?;
-        Err(cqrs_diesel::Error::Database(
-            DieselError::RollbackTransaction,
-        ))
-    });
+    let result: cqrs_diesel::Result<()> = X::atomic(conn, |conn| {
+        Box::pin(async move {
+            w!(X::Conn, pavel::<M>().save_and_publish(conn))?;
+            Err(DieselError::RollbackTransaction.into())
+        })
+    })
+    .await;
     assert!(result.is_err());
-    assert!(reload(conn, &pavel::<M>()).is_none());
+    assert!(reload(conn, &pavel::<M>()).await.is_none());
     assert_eq!(setup.outbox_len(), 0);
     assert_eq!(setup.drain().await, 0);
     assert!(setup.capture.is_quiet_for(Duration::from_millis(500)).await);
 
     // A write after the rollback is published alone.
-    pavel::<M>().save_and_publish(conn).unwrap();
+    w!(X::Conn, pavel::<M>().save_and_publish(conn)).unwrap();
     assert_eq!(setup.drain().await, 1);
     let got = setup.capture.take(1, WAIT).await;
     assert_eq!(got[0].1["instance_pk"], 1);
@@ -172,25 +179,29 @@ where
 
 /// Several saves of one row in an `atomic` block bump once and publish once, with the final
 /// state and the values from before the block.
-async fn atomic_saves_publish_once<D, M>(db: D)
+async fn atomic_saves_publish_once<D, M, X>(db: D)
 where
     D: TestDb,
-    M: Author + MasterStore<D::Conn>,
+    X: Side<D>,
+    M: Author + MasterStore<X::Conn>,
 {
     let mut setup = Setup::new::<M>(db).await;
-    let conn = &mut setup.db.connect();
-    let stored = pavel::<M>().save_and_publish(conn).unwrap();
-    let stored = atomic(conn, |conn| -> cqrs_diesel::Result<M> {
-        let mut row = stored.clone();
-        row.set_name("Pasha");
-        let row = row.save_and_publish(conn)?;
-        let mut row = row.clone();
-        row.set_name("Pashka");
-        let row = row.save_and_publish(conn)?;
-        // Another row in the same block is its own message.
-        maxim::<M>().save_and_publish(conn)?;
-        Ok(row)
+    let conn = &mut X::open(&setup.db).await;
+    let stored = w!(X::Conn, pavel::<M>().save_and_publish(conn)).unwrap();
+    let stored = X::atomic(conn, move |conn| {
+        Box::pin(async move {
+            let mut row = stored.clone();
+            row.set_name("Pasha");
+            let row = w!(X::Conn, row.save_and_publish(conn))?;
+            let mut row = row.clone();
+            row.set_name("Pashka");
+            let row = w!(X::Conn, row.save_and_publish(conn))?;
+            // Another row in the same block is its own message.
+            w!(X::Conn, maxim::<M>().save_and_publish(conn))?;
+            Ok(row)
+        })
     })
+    .await
     .unwrap();
     assert_eq!(stored.revision(), 1, "bumped once");
     assert_eq!(stored.name(), "Pashka");
@@ -206,28 +217,33 @@ where
     // Outside a block, each save is a revision of its own.
     let mut row = stored.clone();
     row.set_name("P1");
-    let row = row.save_and_publish(conn).unwrap();
-    let row = row.save_and_publish(conn).unwrap();
+    let row = w!(X::Conn, row.save_and_publish(conn)).unwrap();
+    let row = w!(X::Conn, row.save_and_publish(conn)).unwrap();
     assert_eq!(row.revision(), 3);
 }
 
 /// A float the wire cannot carry (NaN, an infinity) is refused by every write, with an error
 /// naming the field, and nothing is written or queued.
-async fn non_finite_floats_are_refused_at_write_time<D, M>(db: D)
+async fn non_finite_floats_are_refused_at_write_time<D, M, X>(db: D)
 where
     D: TestDb,
-    M: Author + MasterStore<D::Conn>,
+    X: Side<D>,
+    M: Author + MasterStore<X::Conn>,
 {
     let setup = Setup::new::<M>(db).await;
-    let conn = &mut setup.db.connect();
-    let stored = maxim::<M>().save_and_publish(conn).unwrap();
+    let conn = &mut X::open(&setup.db).await;
+    let stored = w!(X::Conn, maxim::<M>().save_and_publish(conn)).unwrap();
     let before = setup.outbox_len();
     for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
         let mut row = pavel::<M>();
         row.set_score(bad);
         let refused = [
-            row.clone().save_and_publish(conn).map(|_| ()),
-            M::bulk_create_and_publish(conn, std::slice::from_ref(&row)).map(|_| ()),
+            w!(X::Conn, row.save_and_publish(conn)).map(|_| ()),
+            w!(
+                X::Conn,
+                M::bulk_create_and_publish(conn, std::slice::from_ref(&row))
+            )
+            .map(|_| ()),
         ];
         for error in refused {
             match error {
@@ -237,15 +253,21 @@ where
                 other => panic!("{bad}: expected UnrepresentableValue, got {other:?}"),
             }
         }
-        assert!(reload(conn, &row).is_none(), "{bad}: no row was written");
+        assert!(
+            reload(conn, &row).await.is_none(),
+            "{bad}: no row was written"
+        );
         let mut update = stored.clone();
         update.set_score(bad);
-        let error = M::bulk_update_and_publish(conn, &[update]).unwrap_err();
+        let error = w!(X::Conn, M::bulk_update_and_publish(conn, &[update])).unwrap_err();
         assert!(
             matches!(error, cqrs_diesel::Error::UnrepresentableValue { .. }),
             "{error:?}"
         );
-        assert_eq!(reload(conn, &stored).map(|row| row.revision()), Some(0));
+        assert_eq!(
+            reload(conn, &stored).await.map(|row| row.revision()),
+            Some(0)
+        );
     }
     assert_eq!(setup.outbox_len(), before, "nothing was queued");
 }
@@ -254,15 +276,16 @@ where
 /// stamped later than now (by a writer whose clock is ahead, or who took the row lock first)
 /// is stamped one microsecond later on its next update, and its DELETE later still, so the
 /// replica, which ranks one row's messages by time first, keeps them in revision order.
-async fn cqrs_updated_never_goes_backwards<D, M>(db: D, offset: &str)
+async fn cqrs_updated_never_goes_backwards<D, M, X>(db: D, offset: &str)
 where
     D: TestDb,
-    M: Author + MasterStore<D::Conn>,
+    X: Side<D>,
+    M: Author + MasterStore<X::Conn>,
 {
     use chrono::Timelike;
     let mut setup = Setup::new::<M>(db).await;
-    let conn = &mut setup.db.connect();
-    let row = pavel::<M>().save_and_publish(conn).unwrap();
+    let conn = &mut X::open(&setup.db).await;
+    let row = w!(X::Conn, pavel::<M>().save_and_publish(conn)).unwrap();
     // A century after the library stamped the row, at a whole second.
     let ahead = (super::stamped_at(&row) + chrono::Duration::days(36_525))
         .with_nanosecond(0)
@@ -278,9 +301,13 @@ where
     ));
     let mut renamed = row.clone();
     renamed.set_name("Pasha");
-    renamed.save_and_publish(conn).unwrap();
-    M::bulk_update_and_publish(conn, &[renamed.clone()]).unwrap();
-    renamed.delete_and_publish(conn).unwrap();
+    w!(X::Conn, renamed.save_and_publish(conn)).unwrap();
+    w!(
+        X::Conn,
+        M::bulk_update_and_publish(conn, &[renamed.clone()])
+    )
+    .unwrap();
+    w!(X::Conn, renamed.delete_and_publish(conn)).unwrap();
     assert_eq!(setup.drain().await, 4);
     let got = setup.capture.take(4, WAIT).await;
     let times: Vec<String> = got
@@ -301,44 +328,51 @@ where
 
 mod cqrs_updated_never_goes_backwards {
     use super::*;
+    use crate::master::side::{Async, Blocking};
 
+    // An explicit offset: the session's time zone is no input of the test.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn postgres() {
-        // An explicit offset: the session's time zone is no input of the test.
-        super::cqrs_updated_never_goes_backwards::<_, PgAuthor>(PgDb::new("m"), "+00:00").await;
+    async fn postgres_sync() {
+        super::cqrs_updated_never_goes_backwards::<_, PgAuthor, Blocking>(PgDb::new("m"), "+00:00")
+            .await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn mariadb() {
-        // DATETIME(6) holds UTC here (the model's `cqrs_updated` is a UTC NaiveDateTime).
-        super::cqrs_updated_never_goes_backwards::<_, MysqlAuthor>(MysqlDb::new("m"), "").await;
+    async fn postgres_async() {
+        super::cqrs_updated_never_goes_backwards::<_, PgAuthor, Async>(PgDb::new("m"), "+00:00")
+            .await;
+    }
+
+    // DATETIME(6) holds UTC here (the model's `cqrs_updated` is a UTC NaiveDateTime).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mariadb_sync() {
+        super::cqrs_updated_never_goes_backwards::<_, MysqlAuthor, Blocking>(MysqlDb::new("m"), "")
+            .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mariadb_async() {
+        super::cqrs_updated_never_goes_backwards::<_, MysqlAuthor, Async>(MysqlDb::new("m"), "")
+            .await;
     }
 }
 
-macro_rules! on_every_backend {
-    ($scenario:ident) => {
-        mod $scenario {
-            use super::*;
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$scenario::<_, PgAuthor>(PgDb::new("m")).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn mariadb() {
-                super::$scenario::<_, MysqlAuthor>(MysqlDb::new("m")).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$scenario::<_, SqliteAuthor>(SqliteDb::new("m")).await;
-            }
-        }
-    };
-}
-
-on_every_backend!(golden_sequence);
-on_every_backend!(rollback_publishes_nothing);
-on_every_backend!(atomic_saves_publish_once);
-on_every_backend!(non_finite_floats_are_refused_at_write_time);
+on_every_backend_and_side!(golden_sequence, PgAuthor, MysqlAuthor, SqliteAuthor);
+on_every_backend_and_side!(
+    rollback_publishes_nothing,
+    PgAuthor,
+    MysqlAuthor,
+    SqliteAuthor
+);
+on_every_backend_and_side!(
+    atomic_saves_publish_once,
+    PgAuthor,
+    MysqlAuthor,
+    SqliteAuthor
+);
+on_every_backend_and_side!(
+    non_finite_floats_are_refused_at_write_time,
+    PgAuthor,
+    MysqlAuthor,
+    SqliteAuthor
+);

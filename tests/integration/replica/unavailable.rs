@@ -53,6 +53,16 @@ impl PgDatabase {
 
 impl TestDb for PgDatabase {
     type Conn = PgConnection;
+    type AsyncConn = diesel_async::AsyncPgConnection;
+
+    fn connect_async(&self) -> impl std::future::Future<Output = Self::AsyncConn> + Send {
+        let url = self.url();
+        async move {
+            <diesel_async::AsyncPgConnection as diesel_async::AsyncConnection>::establish(&url)
+                .await
+                .expect("PostgreSQL accepts async connections")
+        }
+    }
 
     fn connector(&self) -> Box<dyn Fn() -> Result<PgConnection, ConnectionError> + Send + Sync> {
         let url = self.url();

@@ -1,0 +1,180 @@
+//! How a scenario writes: through sync Diesel connections or diesel-async ones. Each master
+//! scenario is written once, generic over [`Side`], and run with both ([`Blocking`],
+//! [`Async`]) on every backend: one scenario body, two executors.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use cqrs_diesel::diesel::Connection;
+use cqrs_diesel::{Exec, MasterStore, Mode, Ret};
+use futures_util::FutureExt;
+
+use crate::db::TestDb;
+
+/// The body of a transaction: a future borrowing the connection.
+pub type Body<'c, T> = Pin<Box<dyn Future<Output = cqrs_diesel::Result<T>> + Send + 'c>>;
+
+/// What a write method returned on `C`, settled: the result of a sync write, the awaited
+/// result of an async one.
+pub async fn done<'a, C: Exec, T: Send + 'a>(ret: Ret<'a, C, T>) -> cqrs_diesel::Result<T> {
+    <C::Mode as Mode>::settle(ret).await
+}
+
+/// Settles a write method's result on connection type `$conn` (see [`done`]).
+macro_rules! w {
+    ($conn:ty, $write:expr) => {
+        $crate::master::side::done::<$conn, _>($write).await
+    };
+}
+pub(crate) use w;
+
+/// One way of reaching a test database's master.
+pub trait Side<D: TestDb>: Send + Sync + 'static {
+    /// For test names and messages.
+    const NAME: &'static str;
+
+    /// The connection writes go through.
+    type Conn: Exec<Backend = <D::Conn as Exec>::Backend>;
+
+    /// A new connection.
+    fn open(db: &D) -> impl Future<Output = Self::Conn> + Send;
+
+    /// Runs `body` in [`cqrs_diesel::atomic`] (sync) or [`cqrs_diesel::atomic_async`].
+    fn atomic<'a, T: Send + 'static>(
+        conn: &'a mut Self::Conn,
+        body: impl for<'c> FnOnce(&'c mut Self::Conn) -> Body<'c, T> + Send + 'static,
+    ) -> impl Future<Output = cqrs_diesel::Result<T>> + Send + 'a;
+
+    /// Runs `body` in a plain Diesel transaction (Diesel's or diesel-async's `transaction`).
+    fn transaction<'a, T: Send + 'static>(
+        conn: &'a mut Self::Conn,
+        body: impl for<'c> FnOnce(&'c mut Self::Conn) -> Body<'c, T> + Send + 'static,
+    ) -> impl Future<Output = cqrs_diesel::Result<T>> + Send + 'a;
+
+    /// Runs a writer of its own, concurrently with the others: on a blocking thread for sync
+    /// connections, as a task for async ones.
+    fn spawn<T: Send + 'static>(
+        writer: impl Future<Output = T> + Send + 'static,
+    ) -> tokio::task::JoinHandle<T>;
+}
+
+/// Sync connections (`PgConnection`, `MysqlConnection`, `SqliteConnection`).
+pub struct Blocking;
+
+/// A sync connection's write, which is ready at once.
+fn ready<T>(body: impl Future<Output = T>) -> T {
+    body.now_or_never()
+        .expect("a write on a sync connection is ready at once")
+}
+
+impl<D: TestDb> Side<D> for Blocking {
+    const NAME: &'static str = "sync";
+    type Conn = D::Conn;
+
+    fn open(db: &D) -> impl Future<Output = D::Conn> + Send {
+        std::future::ready(db.connect())
+    }
+
+    fn atomic<'a, T: Send + 'static>(
+        conn: &'a mut D::Conn,
+        body: impl for<'c> FnOnce(&'c mut D::Conn) -> Body<'c, T> + Send + 'static,
+    ) -> impl Future<Output = cqrs_diesel::Result<T>> + Send + 'a {
+        std::future::ready(cqrs_diesel::atomic(conn, |conn| ready(body(conn))))
+    }
+
+    fn transaction<'a, T: Send + 'static>(
+        conn: &'a mut D::Conn,
+        body: impl for<'c> FnOnce(&'c mut D::Conn) -> Body<'c, T> + Send + 'static,
+    ) -> impl Future<Output = cqrs_diesel::Result<T>> + Send + 'a {
+        std::future::ready(conn.transaction(|conn| ready(body(conn))))
+    }
+
+    fn spawn<T: Send + 'static>(
+        writer: impl Future<Output = T> + Send + 'static,
+    ) -> tokio::task::JoinHandle<T> {
+        tokio::task::spawn_blocking(move || ready(writer))
+    }
+}
+
+/// diesel-async connections (`AsyncPgConnection`, `AsyncMysqlConnection`,
+/// `SyncConnectionWrapper<SqliteConnection>`).
+pub struct Async;
+
+impl<D: TestDb> Side<D> for Async {
+    const NAME: &'static str = "async";
+    type Conn = D::AsyncConn;
+
+    fn open(db: &D) -> impl Future<Output = D::AsyncConn> + Send {
+        db.connect_async()
+    }
+
+    fn atomic<'a, T: Send + 'static>(
+        conn: &'a mut D::AsyncConn,
+        body: impl for<'c> FnOnce(&'c mut D::AsyncConn) -> Body<'c, T> + Send + 'static,
+    ) -> impl Future<Output = cqrs_diesel::Result<T>> + Send + 'a {
+        cqrs_diesel::atomic_async(conn, async move |conn| body(conn).await)
+    }
+
+    fn transaction<'a, T: Send + 'static>(
+        conn: &'a mut D::AsyncConn,
+        body: impl for<'c> FnOnce(&'c mut D::AsyncConn) -> Body<'c, T> + Send + 'static,
+    ) -> impl Future<Output = cqrs_diesel::Result<T>> + Send + 'a {
+        diesel_async::AsyncConnection::transaction(conn, async move |conn| body(conn).await)
+    }
+
+    fn spawn<T: Send + 'static>(
+        writer: impl Future<Output = T> + Send + 'static,
+    ) -> tokio::task::JoinHandle<T> {
+        tokio::spawn(writer)
+    }
+}
+
+/// Reads the stored row back.
+pub async fn reload<C: Exec, M: MasterStore<C> + Send>(conn: &mut C, row: &M) -> Option<M> {
+    done::<C, _>(row.cqrs_find(conn, false))
+        .await
+        .expect("read the row back")
+}
+
+/// Runs `$scenario::<D, M, X>(db)` for both sides on every backend, as one test module per
+/// scenario holding `{postgres,mariadb,sqlite}_{sync,async}`.
+macro_rules! on_every_backend_and_side {
+    ($scenario:ident, $pg:ty, $mysql:ty, $sqlite:ty) => {
+        mod $scenario {
+            use super::*;
+            use $crate::db::{MysqlDb, PgDb, SqliteDb};
+            use $crate::master::side::{Async, Blocking};
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres_sync() {
+                super::$scenario::<_, $pg, Blocking>(PgDb::new("m")).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres_async() {
+                super::$scenario::<_, $pg, Async>(PgDb::new("m")).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn mariadb_sync() {
+                super::$scenario::<_, $mysql, Blocking>(MysqlDb::new("m")).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn mariadb_async() {
+                super::$scenario::<_, $mysql, Async>(MysqlDb::new("m")).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite_sync() {
+                super::$scenario::<_, $sqlite, Blocking>(SqliteDb::new("m")).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite_async() {
+                super::$scenario::<_, $sqlite, Async>(SqliteDb::new("m")).await;
+            }
+        }
+    };
+}
+pub(crate) use on_every_backend_and_side;
