@@ -5,10 +5,11 @@
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
-use cqrs_diesel::{MasterModel, MasterStore};
+use cqrs_diesel::{Exec, MasterModel, MasterStore};
 
+use super::side::{Side, done, on_every_backend_and_side, w};
 use super::{Setup, WAIT};
-use crate::db::{MysqlDb, PgDb, SqliteDb, TestDb};
+use crate::db::{PgDb, TestDb};
 
 /// What the tests need from a note model on any backend.
 trait Note: MasterModel + Clone + std::fmt::Debug + Send + Sync + 'static {
@@ -101,31 +102,34 @@ async fn setup<D: TestDb, M: Note>(db: D) -> Setup<D> {
     Setup::new_with_ddl(db).await
 }
 
-/// Every key in the table.
-fn stored_keys<C: cqrs_diesel::CqrsConnection, M: Note + MasterStore<C>>(
-    conn: &mut C,
-) -> BTreeSet<i64> {
-    M::cqrs_select_page(conn, &Default::default(), None, i64::MAX)
+/// Every row in the table.
+async fn stored<C: Exec, M: Note + MasterStore<C>>(conn: &mut C) -> Vec<M> {
+    let all = Default::default();
+    done::<C, _>(M::cqrs_select_page(conn, &all, None, i64::MAX))
+        .await
         .unwrap()
-        .iter()
-        .map(Note::id)
-        .collect()
 }
 
-async fn single_insert<D, M>(db: D)
+/// Every key in the table.
+async fn stored_keys<C: Exec, M: Note + MasterStore<C>>(conn: &mut C) -> BTreeSet<i64> {
+    stored::<C, M>(conn).await.iter().map(Note::id).collect()
+}
+
+async fn single_insert<D, M, X>(db: D)
 where
     D: TestDb + 'static,
-    M: Note + MasterStore<D::Conn>,
+    X: Side<D>,
+    M: Note + MasterStore<X::Conn>,
 {
     let mut setup = setup::<D, M>(db).await;
-    let mut conn = setup.db.connect();
-    let first = M::new("first").insert_and_publish(&mut conn).unwrap();
-    let second = M::new("second").insert_and_publish(&mut conn).unwrap();
+    let conn = &mut X::open(&setup.db).await;
+    let first = w!(X::Conn, M::new("first").insert_and_publish(conn)).unwrap();
+    let second = w!(X::Conn, M::new("second").insert_and_publish(conn)).unwrap();
     assert!(first.id() > 0, "{first:?}");
     assert_ne!(first.id(), second.id());
     assert_eq!((first.text(), second.text()), ("first", "second"));
     assert_eq!(
-        stored_keys::<_, M>(&mut conn),
+        stored_keys::<_, M>(conn).await,
         BTreeSet::from([first.id(), second.id()])
     );
 
@@ -142,70 +146,73 @@ where
     }
 }
 
-async fn bulk_insert<D, M>(db: D)
+async fn bulk_insert<D, M, X>(db: D)
 where
     D: TestDb + 'static,
-    M: Note + MasterStore<D::Conn>,
+    X: Side<D>,
+    M: Note + MasterStore<X::Conn>,
 {
     let setup = setup::<D, M>(db).await;
-    let mut conn = setup.db.connect();
+    let conn = &mut X::open(&setup.db).await;
     let rows: Vec<M> = (0..50).map(|i| M::new(&format!("note {i}"))).collect();
-    let stored = M::bulk_insert_and_publish(&mut conn, &rows).unwrap();
+    let stored = w!(X::Conn, M::bulk_insert_and_publish(conn, &rows)).unwrap();
     let texts: Vec<&str> = stored.iter().map(Note::text).collect();
     let expected: Vec<String> = (0..50).map(|i| format!("note {i}")).collect();
     assert_eq!(texts, expected, "the rows come back in the order given");
     let keys: BTreeSet<i64> = stored.iter().map(Note::id).collect();
     assert_eq!(keys.len(), 50, "every row has a key of its own");
-    assert_eq!(stored_keys::<_, M>(&mut conn), keys);
+    assert_eq!(stored_keys::<_, M>(conn).await, keys);
     assert_eq!(setup.outbox_len(), 50);
 }
 
-/// 8 threads insert single rows and batches at once: no key is given twice, none is lost,
-/// and each thread gets back the keys of its own rows.
-async fn concurrent_inserts<D, M>(db: D)
+/// 8 writers (threads with sync connections, tasks with async ones) insert single rows and
+/// batches at once: no key is given twice, none is lost, and each writer gets back the keys
+/// of its own rows.
+async fn concurrent_inserts<D, M, X>(db: D)
 where
     D: TestDb + 'static,
-    M: Note + MasterStore<D::Conn>,
+    X: Side<D>,
+    M: Note + MasterStore<X::Conn>,
 {
-    const THREADS: usize = 8;
+    const WRITERS: usize = 8;
     const SINGLES: usize = 20;
     const BATCH: usize = 10;
     let setup = setup::<D, M>(db).await;
-    let returned: Vec<(String, i64)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..THREADS)
-            .map(|thread| {
-                let mut conn = setup.db.connect();
-                scope.spawn(move || {
-                    let mut out = Vec::new();
-                    for i in 0..SINGLES {
-                        let row = M::new(&format!("t{thread} single {i}"))
-                            .insert_and_publish(&mut conn)
-                            .unwrap_or_else(|e| panic!("insert: {e}"));
-                        out.push((row.text().to_owned(), row.id()));
-                    }
-                    let batch: Vec<M> = (0..BATCH)
-                        .map(|i| M::new(&format!("t{thread} batch {i}")))
-                        .collect();
-                    for row in M::bulk_insert_and_publish(&mut conn, &batch)
-                        .unwrap_or_else(|e| panic!("bulk insert: {e}"))
-                    {
-                        out.push((row.text().to_owned(), row.id()));
-                    }
-                    out
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|handle| handle.join().expect("writer thread"))
-            .collect()
-    });
-    let total = THREADS * (SINGLES + BATCH);
+    let mut handles = Vec::new();
+    for writer in 0..WRITERS {
+        let mut conn = X::open(&setup.db).await;
+        handles.push(X::spawn(async move {
+            let conn = &mut conn;
+            let mut out = Vec::new();
+            for i in 0..SINGLES {
+                let row = w!(
+                    X::Conn,
+                    M::new(&format!("w{writer} single {i}")).insert_and_publish(conn)
+                )
+                .unwrap_or_else(|e| panic!("insert: {e}"));
+                out.push((row.text().to_owned(), row.id()));
+            }
+            let batch: Vec<M> = (0..BATCH)
+                .map(|i| M::new(&format!("w{writer} batch {i}")))
+                .collect();
+            for row in w!(X::Conn, M::bulk_insert_and_publish(conn, &batch))
+                .unwrap_or_else(|e| panic!("bulk insert: {e}"))
+            {
+                out.push((row.text().to_owned(), row.id()));
+            }
+            out
+        }));
+    }
+    let mut returned: Vec<(String, i64)> = Vec::new();
+    for handle in handles {
+        returned.extend(handle.await.expect("writer"));
+    }
+    let total = WRITERS * (SINGLES + BATCH);
     assert_eq!(returned.len(), total);
     let keys: BTreeSet<i64> = returned.iter().map(|(_, id)| *id).collect();
     assert_eq!(keys.len(), total, "no key was returned twice");
-    let mut conn = setup.db.connect();
-    let stored = M::cqrs_select_page(&mut conn, &Default::default(), None, i64::MAX).unwrap();
+    let conn = &mut X::open(&setup.db).await;
+    let stored = stored::<_, M>(conn).await;
     assert_eq!(stored.len(), total, "no row was lost");
     for row in &stored {
         assert!(
@@ -216,83 +223,35 @@ where
     assert_eq!(setup.outbox_len(), total as i64);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_generated_key_comes_back_with_the_row_and_its_message_on_postgres() {
-    single_insert::<_, PgNote>(PgDb::new("genkey")).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_generated_key_comes_back_with_the_row_and_its_message_on_mariadb() {
-    single_insert::<_, MysqlNote>(MysqlDb::new("genkey")).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_generated_key_comes_back_with_the_row_and_its_message_on_sqlite() {
-    single_insert::<_, SqliteNote>(SqliteDb::new("genkey")).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bulk_inserts_return_every_row_in_order_with_its_key_on_postgres() {
-    bulk_insert::<_, PgNote>(PgDb::new("genkey_bulk")).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bulk_inserts_return_every_row_in_order_with_its_key_on_mariadb() {
-    bulk_insert::<_, MysqlNote>(MysqlDb::new("genkey_bulk")).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bulk_inserts_return_every_row_in_order_with_its_key_on_sqlite() {
-    bulk_insert::<_, SqliteNote>(SqliteDb::new("genkey_bulk")).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_generated_key_inserts_lose_and_repeat_no_key_on_postgres() {
-    concurrent_inserts::<_, PgNote>(PgDb::new("genkey_conc")).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_generated_key_inserts_lose_and_repeat_no_key_on_mariadb() {
-    concurrent_inserts::<_, MysqlNote>(MysqlDb::new("genkey_conc")).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_generated_key_inserts_lose_and_repeat_no_key_on_sqlite() {
-    concurrent_inserts::<_, SqliteNote>(SqliteDb::new("genkey_conc")).await;
-}
+on_every_backend_and_side!(single_insert, PgNote, MysqlNote, SqliteNote);
+on_every_backend_and_side!(bulk_insert, PgNote, MysqlNote, SqliteNote);
+on_every_backend_and_side!(concurrent_inserts, PgNote, MysqlNote, SqliteNote);
+on_every_backend_and_side!(insert_then_save_in_one_block, PgNote, MysqlNote, SqliteNote);
 
 /// Inside `atomic`, a row inserted with a generated key and saved again is one message with
 /// its final state, as for any other row.
-async fn insert_then_save_in_one_block<D, M>(db: D)
+async fn insert_then_save_in_one_block<D, M, X>(db: D)
 where
     D: TestDb + 'static,
-    M: Note + MasterStore<D::Conn>,
+    X: Side<D>,
+    M: Note + MasterStore<X::Conn>,
 {
     let setup = setup::<D, M>(db).await;
-    let mut conn = setup.db.connect();
-    let saved = cqrs_diesel::atomic(&mut conn, |conn| {
-        let stored = M::new("draft").insert_and_publish(conn)?;
-        stored.save_and_publish(conn)
+    let conn = &mut X::open(&setup.db).await;
+    let saved = X::atomic(conn, |conn| {
+        Box::pin(async move {
+            let stored = w!(X::Conn, M::new("draft").insert_and_publish(conn))?;
+            w!(X::Conn, stored.save_and_publish(conn))
+        })
     })
+    .await
     .unwrap();
     assert_eq!(setup.outbox_len(), 1, "one message for the block");
     assert_eq!(saved.text(), "draft");
-    assert_eq!(stored_keys::<_, M>(&mut conn), BTreeSet::from([saved.id()]));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_generated_key_insert_and_a_save_in_one_atomic_block_are_one_message_on_postgres() {
-    insert_then_save_in_one_block::<_, PgNote>(PgDb::new("genkey_atomic")).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_generated_key_insert_and_a_save_in_one_atomic_block_are_one_message_on_mariadb() {
-    insert_then_save_in_one_block::<_, MysqlNote>(MysqlDb::new("genkey_atomic")).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_generated_key_insert_and_a_save_in_one_atomic_block_are_one_message_on_sqlite() {
-    insert_then_save_in_one_block::<_, SqliteNote>(SqliteDb::new("genkey_atomic")).await;
+    assert_eq!(
+        stored_keys::<_, M>(conn).await,
+        BTreeSet::from([saved.id()])
+    );
 }
 
 /// The master's statements are kept prepared (Diesel re-prepares `UPDATE`s and upserts on every

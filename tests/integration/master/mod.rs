@@ -18,9 +18,7 @@ mod unique;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use cqrs_diesel::{
-    Config, CqrsConnection, MasterStore, OutboxRelay, RabbitMqTransport, Topology, Transport,
-};
+use cqrs_diesel::{Config, CqrsConnection, OutboxRelay, RabbitMqTransport, Topology, Transport};
 use serde_json::Value;
 
 use crate::db::TestDb;
@@ -163,11 +161,6 @@ pub fn assert_same_message(actual: &Value, expected: &Value, what: &str) {
         value["expires"] = Value::Null;
     }
     assert_eq!(actual, expected, "{what}");
-}
-
-/// Reads the stored row back.
-pub fn reload<C: CqrsConnection, M: Author + MasterStore<C>>(conn: &mut C, row: &M) -> Option<M> {
-    row.cqrs_find(conn, false).expect("read the row back")
 }
 
 pub const WAIT: Duration = Duration::from_secs(15);

@@ -30,9 +30,6 @@ pub(crate) use w;
 
 /// One way of reaching a test database's master.
 pub trait Side<D: TestDb>: Send + Sync + 'static {
-    /// For test names and messages.
-    const NAME: &'static str;
-
     /// The connection writes go through.
     type Conn: Exec<Backend = <D::Conn as Exec>::Backend>;
 
@@ -68,7 +65,6 @@ fn ready<T>(body: impl Future<Output = T>) -> T {
 }
 
 impl<D: TestDb> Side<D> for Blocking {
-    const NAME: &'static str = "sync";
     type Conn = D::Conn;
 
     fn open(db: &D) -> impl Future<Output = D::Conn> + Send {
@@ -101,7 +97,6 @@ impl<D: TestDb> Side<D> for Blocking {
 pub struct Async;
 
 impl<D: TestDb> Side<D> for Async {
-    const NAME: &'static str = "async";
     type Conn = D::AsyncConn;
 
     fn open(db: &D) -> impl Future<Output = D::AsyncConn> + Send {
