@@ -118,6 +118,10 @@ pub trait CqrsConnection:
     /// How many entries wait in the outbox (for health checks and tests).
     fn outbox_pending(&mut self) -> QueryResult<i64>;
 
+    /// The first `limit` entries waiting in the outbox, in publication order, without locking
+    /// or removing them (for operators and tests).
+    fn outbox_peek(&mut self, limit: i64) -> QueryResult<Vec<OutboxEntry>>;
+
     /// Queues outbox entries whose bodies you built yourself (for example to replay messages
     /// or to fill the outbox in a benchmark), with one statement; the relay publishes them in
     /// order. Returns how many were written.
@@ -249,6 +253,15 @@ macro_rules! shared_impl {
         fn outbox_pending(&mut self) -> QueryResult<i64> {
             use crate::outbox::cqrs_outbox::dsl;
             dsl::cqrs_outbox.count().get_result(self)
+        }
+
+        fn outbox_peek(&mut self, limit: i64) -> QueryResult<Vec<OutboxEntry>> {
+            use crate::outbox::cqrs_outbox::dsl;
+            dsl::cqrs_outbox
+                .order(dsl::id)
+                .limit(limit)
+                .select(OutboxEntry::as_select())
+                .load(self)
         }
     };
 }

@@ -369,13 +369,11 @@ pub fn atomic<C, T, E, F>(conn: &mut C, f: F) -> std::result::Result<T, E>
 where
     C: CqrsConnection,
     F: FnOnce(&mut C) -> std::result::Result<T, E>,
-    E: From<diesel::result::Error>,
+    E: From<Error>,
 {
-    let block = run_ready(write::Block::begin(conn))
-        .map_err(|error| E::from(write::as_diesel_error(error)))?;
+    let block = run_ready(write::Block::begin(conn))?;
     let result = f(conn);
-    run_ready(async { Ok(block.end(conn, result).await) })
-        .unwrap_or_else(|error| Err(E::from(write::as_diesel_error(error))))
+    run_ready(async { Ok(block.end(conn, result).await) }).unwrap_or_else(|error| Err(error.into()))
 }
 
 /// [`atomic`] on an async connection: `f` is an async closure, as diesel-async's
@@ -404,11 +402,9 @@ where
         + Send
         + 'a,
     T: Send + 'a,
-    E: From<diesel::result::Error> + Send + 'a,
+    E: From<Error> + Send + 'a,
 {
-    let block = write::Block::begin(conn)
-        .await
-        .map_err(|error| E::from(write::as_diesel_error(error)))?;
+    let block = write::Block::begin(conn).await?;
     let result = f(conn).await;
     block.end(conn, result).await
 }

@@ -77,10 +77,14 @@ impl Tx {
     ) -> std::result::Result<T, Err>
     where
         E: Exec,
-        Err: From<diesel::result::Error>,
+        Err: From<Error>,
     {
         let outcome = match result {
-            Ok(value) => conn.commit().await.map(|()| value).map_err(Err::from),
+            Ok(value) => conn
+                .commit()
+                .await
+                .map(|()| value)
+                .map_err(|error| Err::from(Error::from(error))),
             Err(error) => {
                 if let Err(rollback) = conn.rollback().await {
                     tracing::warn!(%rollback, "rolling back a failed write failed");
@@ -609,7 +613,7 @@ impl Block {
     ) -> std::result::Result<T, Err>
     where
         E: Exec,
-        Err: From<diesel::result::Error>,
+        Err: From<Error>,
     {
         let Block {
             guard,
