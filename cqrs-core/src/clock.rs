@@ -36,7 +36,7 @@ pub struct Clock {
 
 impl Clock {
     /// The system clock ([`Utc::now`]).
-    pub fn system() -> Self {
+    pub const fn system() -> Self {
         Self { manual: None }
     }
 

@@ -91,8 +91,8 @@ pub use cqrs_core::Error as TransportError;
 #[cfg(feature = "async")]
 pub use master::atomic_async;
 pub use master::{
-    Awaiting, Blocking, Dialect, DialectKind, Exec, HookError, MasterHooks, MasterModel,
-    MasterStore, Mode, Ret, RowFilter, UpdatedAt, WriteFuture, atomic, set_clock, set_message_ttl,
+    Awaiting, Blocking, Dialect, DialectKind, Exec, HookError, MasterConfig, MasterHooks,
+    MasterModel, MasterStore, Mode, Ret, RowFilter, UpdatedAt, WriteFuture, atomic,
 };
 pub use relay::{OutboxRelay, RelayHandle, RelayStats};
 pub use session::SessionSetup;

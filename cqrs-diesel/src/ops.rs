@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use crate::connection::CqrsConnection;
 use crate::error::{Error, Result};
-use crate::master::{MasterStore, RowFilter, body, instance_data};
+use crate::master::{MasterConfig, MasterStore, RowFilter, body, instance_data};
 use crate::replica::state::NewState;
 use crate::replica::{ReplicaModel, ReplicaStore};
 
@@ -119,7 +119,11 @@ pub trait ReplicaOps<C>: Send + Sync {
     fn clear(&self, conn: &mut C) -> Result<usize>;
 }
 
-struct MasterAdapter<M>(PhantomData<fn() -> M>);
+struct MasterAdapter<M> {
+    /// The clock and TTL of the SYNC bodies `page` builds.
+    config: MasterConfig,
+    model: PhantomData<fn() -> M>,
+}
 
 impl<M, C> MasterOps<C> for MasterAdapter<M>
 where
@@ -166,7 +170,13 @@ where
             let instance_data = instance_data(&row, conn)?;
             let sync_body = (M::PRODUCE && row.is_sync_instance()).then(|| {
                 // Read from the database: no previous values (`null`, as django-cqrs sends).
-                body(&row, SignalType::Sync, instance_data.clone(), None)
+                body(
+                    &self.config,
+                    &row,
+                    SignalType::Sync,
+                    instance_data.clone(),
+                    None,
+                )
             });
             out.push(MasterRow {
                 pk: row.cqrs_pk(),
@@ -307,6 +317,7 @@ where
 pub struct Operations<C: CqrsConnection> {
     masters: BTreeMap<&'static str, Arc<dyn MasterOps<C>>>,
     replicas: BTreeMap<&'static str, Arc<dyn ReplicaOps<C>>>,
+    master_config: MasterConfig,
 }
 
 impl<C: CqrsConnection> Default for Operations<C> {
@@ -314,6 +325,7 @@ impl<C: CqrsConnection> Default for Operations<C> {
         Operations {
             masters: BTreeMap::new(),
             replicas: BTreeMap::new(),
+            master_config: MasterConfig::DEFAULT,
         }
     }
 }
@@ -323,6 +335,7 @@ impl<C: CqrsConnection> Clone for Operations<C> {
         Operations {
             masters: self.masters.clone(),
             replicas: self.replicas.clone(),
+            master_config: self.master_config.clone(),
         }
     }
 }
@@ -333,10 +346,22 @@ impl<C: CqrsConnection> Operations<C> {
         Self::default()
     }
 
+    /// The clock and message TTL of the SYNC messages built for the master models added after
+    /// this call (default [`MasterConfig::DEFAULT`]).
+    pub fn with_master_config(mut self, config: MasterConfig) -> Self {
+        self.master_config = config;
+        self
+    }
+
     /// Adds a master model.
     pub fn master<M: MasterStore<C>>(mut self) -> Self {
-        self.masters
-            .insert(M::CQRS_ID, Arc::new(MasterAdapter::<M>(PhantomData)));
+        self.masters.insert(
+            M::CQRS_ID,
+            Arc::new(MasterAdapter::<M> {
+                config: self.master_config.clone(),
+                model: PhantomData,
+            }),
+        );
         self
     }
 

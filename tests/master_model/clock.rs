@@ -3,7 +3,7 @@
 //! SQLite reads the stored time under its write lock).
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use cqrs_diesel::{CqrsConnection, MasterModel};
+use cqrs_diesel::{CqrsConnection, MasterConfig, MasterModel};
 use uuid::Uuid;
 
 use crate::db::{MysqlDb, PgDb, SqliteDb, TestDb};
@@ -29,32 +29,30 @@ where
     D: TestDb,
     M: Author + cqrs_diesel::MasterStore<D::Conn>,
 {
-    let _clock = crate::SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let clock = crate::master_clock();
-    clock.set(noon());
+    // A clock of this test's own: the other tests of the binary may run at the same time.
+    let clock = cqrs_diesel::ManualClock::new(noon());
+    let master = MasterConfig::new().with_clock(clock.clock());
     db.execute(M::DDL);
     let mut conn = db.connect();
     conn.run_outbox_migrations().expect("outbox migrations");
     let new =
         |id: i32, name: &str| M::new(id, name, None, None, noon(), true, 1.5, Uuid::nil(), None);
 
-    let first = new(1, "at noon").save_and_publish(&mut conn).expect("save");
+    let first = master.save(&new(1, "at noon"), &mut conn).expect("save");
     assert_eq!(stamp(&first), noon());
 
     // An hour back: the update is stamped 1 µs after the stored time, not an hour before it.
     clock.set(noon() - Duration::hours(1));
     let mut row = first.clone();
     row.set_name("an hour earlier");
-    let second = row.save_and_publish(&mut conn).expect("update");
+    let second = master.save(&row, &mut conn).expect("update");
     assert_eq!(second.revision(), 1);
     assert_eq!(stamp(&second), noon() + Duration::microseconds(1));
 
     // Bulk updates too, and a second row created now keeps the clock's time.
     clock.set(noon() - Duration::hours(2));
-    let other = new(2, "created two hours back")
-        .save_and_publish(&mut conn)
+    let other = master
+        .save(&new(2, "created two hours back"), &mut conn)
         .expect("create");
     assert_eq!(stamp(&other), noon() - Duration::hours(2));
     let before = [stamp(&second), stamp(&other)];
@@ -62,7 +60,9 @@ where
     one.set_name("bulk");
     let mut two = other.clone();
     two.set_name("bulk");
-    let updated = M::bulk_update_and_publish(&mut conn, &[one, two]).expect("bulk update");
+    let updated = master
+        .bulk_update(&mut conn, &[one, two])
+        .expect("bulk update");
     assert_eq!(updated.len(), 2);
     for (row, before) in updated.iter().zip(before) {
         assert!(

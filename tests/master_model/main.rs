@@ -20,8 +20,9 @@
 //! dead-lettered. The master never needs its clock for the order: docs/DESIGN.md, "The order of
 //! one row's messages", rule 1.
 //!
-//! Its own test binary, because it sets the process-global master clock
-//! (`cqrs_diesel::set_clock`); its tests run one at a time ([`SERIAL`]).
+//! Its own test binary, whose tests run one at a time ([`SERIAL`]): each case starts several
+//! processes' worth of relays and consumers. Every case has a master clock of its own, handed
+//! to its writes in a [`MasterConfig`].
 //!
 //! `CQRS_MODEL_CASES` sets the cases per test (default [`DEFAULT_CASES`]),
 //! `CQRS_MODEL_SHRINK_ITERS` bounds the shrinking of a failure (default
@@ -48,7 +49,7 @@ mod support;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
@@ -56,7 +57,7 @@ use cqrs_diesel::diesel::result::{DatabaseErrorKind, Error as DieselError};
 use cqrs_diesel::transport::{OutgoingMessage, direct_routing_key};
 use cqrs_diesel::wire::{SEQ_HEADER, parse_seq, parse_timestamp};
 use cqrs_diesel::{
-    Config, ConsumerHandle, ConsumerRuntime, CqrsConnection, Error, ManualClock, MasterModel,
+    Config, ConsumerHandle, ConsumerRuntime, CqrsConnection, Error, ManualClock, MasterConfig,
     MasterStore, OutboxRelay, RabbitMqTransport, RelayHandle, ReplicaStore, Replicas, SessionSetup,
     Topology, Transport,
 };
@@ -88,7 +89,7 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 const PREFETCH_THREE: u16 = 3;
 const PREFETCH_ONE: u16 = 64;
 
-/// The tests of this binary share the master clock: one at a time.
+/// The tests of this binary run one at a time (each is heavy on the databases and the broker).
 static SERIAL: Mutex<()> = Mutex::new(());
 
 /// Where a case's master clock starts: a fixed instant, not today's date.
@@ -98,17 +99,15 @@ fn case_start() -> DateTime<Utc> {
         .expect("a valid time")
 }
 
-/// The master clock of this process, installed with `set_clock` on first use (every test of
-/// this binary moves this one clock). Messages are queued without a TTL (`expires: null`): the
-/// replicas read expiry against the system's clock, which the master's does not follow.
-pub(crate) fn master_clock() -> &'static ManualClock {
-    static CLOCK: OnceLock<ManualClock> = OnceLock::new();
-    CLOCK.get_or_init(|| {
-        let clock = ManualClock::new(case_start());
-        cqrs_diesel::set_clock(clock.clock());
-        cqrs_diesel::set_message_ttl(None);
-        clock
-    })
+/// A case's master: a clock of its own, starting at [`case_start`], and messages queued without
+/// a TTL (`expires: null`): the replicas read expiry against the system's clock, which the
+/// master's does not follow.
+pub(crate) fn case_master() -> (ManualClock, MasterConfig) {
+    let clock = ManualClock::new(case_start());
+    let config = MasterConfig::new()
+        .with_clock(clock.clock())
+        .with_message_ttl(None);
+    (clock, config)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -995,20 +994,21 @@ fn writer<S: Side>(db: &S::Db) -> Result<S::Conn, String> {
     Ok(conn)
 }
 
-fn write_one<S: Side>(conn: &mut S::Conn, write: &Write) -> Result<(), Error> {
+fn write_one<S: Side>(
+    master: &MasterConfig,
+    conn: &mut S::Conn,
+    write: &Write,
+) -> Result<(), Error> {
     let placeholder = Values::placeholder();
     match write {
-        Write::Save(id, values) => values
-            .author::<S::Master>(*id)
-            .save_and_publish(conn)
+        Write::Save(id, values) => master
+            .save(&values.author::<S::Master>(*id), conn)
             .map(drop),
-        Write::Delete(id) => placeholder
-            .author::<S::Master>(*id)
-            .delete_and_publish(conn)
+        Write::Delete(id) => master
+            .delete(&placeholder.author::<S::Master>(*id), conn)
             .map(drop),
-        Write::Sync(id) => placeholder
-            .author::<S::Master>(*id)
-            .cqrs_sync(conn, None)
+        Write::Sync(id) => master
+            .sync(&placeholder.author::<S::Master>(*id), conn, None)
             .map(drop),
     }
 }
@@ -1017,6 +1017,7 @@ struct Harness<'a, S: Side> {
     rt: &'a tokio::runtime::Runtime,
     case: &'a Case,
     clock: &'a ManualClock,
+    master: &'a MasterConfig,
     base: DateTime<Utc>,
     offset: i64,
     conn: S::Conn,
@@ -1071,13 +1072,13 @@ impl<S: Side> Harness<'_, S> {
         match op {
             Op::Save(id, values) => {
                 let write = Write::Save(*id, values.clone());
-                write_one::<S>(&mut self.conn, &write).map_err(|e| fail("save", e))?;
+                write_one::<S>(self.master, &mut self.conn, &write).map_err(|e| fail("save", e))?;
             }
             Op::Delete(id) => {
-                write_one::<S>(&mut self.conn, &Write::Delete(*id))
+                write_one::<S>(self.master, &mut self.conn, &Write::Delete(*id))
                     .map_err(|e| fail("delete", e))?;
             }
-            Op::Sync(id) => match write_one::<S>(&mut self.conn, &Write::Sync(*id)) {
+            Op::Sync(id) => match write_one::<S>(self.master, &mut self.conn, &Write::Sync(*id)) {
                 Ok(()) | Err(Error::NotFound { .. }) => {}
                 Err(error) => return Err(fail("sync", error)),
             },
@@ -1104,7 +1105,8 @@ impl<S: Side> Harness<'_, S> {
                     ));
                 }
                 if !absent.is_empty() {
-                    S::Master::bulk_create_and_publish(&mut self.conn, &absent)
+                    self.master
+                        .bulk_create(&mut self.conn, &absent)
                         .map_err(|e| fail("bulk create", e))?;
                 }
             }
@@ -1118,7 +1120,8 @@ impl<S: Side> Harness<'_, S> {
                     .map(|(id, values)| values.author::<S::Master>(*id))
                     .collect();
                 last.reverse();
-                S::Master::bulk_update_and_publish(&mut self.conn, &last)
+                self.master
+                    .bulk_update(&mut self.conn, &last)
                     .map_err(|e| fail("bulk update", e))?;
             }
             Op::Atomic {
@@ -1133,9 +1136,10 @@ impl<S: Side> Harness<'_, S> {
                     .collect();
                 let mut attempt = 0;
                 loop {
+                    let master = self.master;
                     let result = cqrs_diesel::atomic(&mut self.conn, |conn| {
                         for row in &rows {
-                            row.save_and_publish(conn)?;
+                            master.save(row, conn)?;
                         }
                         Ok::<(), Error>(())
                     });
@@ -1162,11 +1166,12 @@ impl<S: Side> Harness<'_, S> {
 
     fn concurrent(&mut self, n: usize, a: &[Write], b: &[Write]) -> Result<(), String> {
         let barrier = std::sync::Barrier::new(2);
+        let master = self.master;
         let side = |name: &'static str, conn: &mut S::Conn, writes: &[Write]| {
             barrier.wait();
             let mut notes = Vec::new();
             for write in writes {
-                match write_one::<S>(conn, write) {
+                match write_one::<S>(master, conn, write) {
                     Ok(()) => {}
                     Err(error) if expected_error(&error) => notes.push(format!(
                         "#{n}: writer {name}: {write:?} wrote nothing: {error}"
@@ -1452,9 +1457,8 @@ fn run_case<S: Side>(
     case: &Case,
     slots: &RefCell<[u64; 3]>,
 ) -> Result<(), String> {
-    let clock = master_clock();
+    let (clock, master_config) = case_master();
     let base = case_start();
-    clock.set(base);
 
     let master = S::db("mm_master");
     master.execute(<S::Master as Author>::DDL);
@@ -1502,7 +1506,8 @@ fn run_case<S: Side>(
     let mut harness = Harness::<S> {
         rt,
         case,
-        clock,
+        clock: &clock,
+        master: &master_config,
         base,
         offset: 0,
         conn,

@@ -124,7 +124,7 @@ pub use error::CliError;
 use crate::connection::CqrsConnection;
 use crate::ops::{MasterOps, Operations, ReplicaOps};
 use crate::replica::{CustomReplica, ReplicaStore, Replicas};
-use crate::{Config, MasterStore};
+use crate::{Config, MasterConfig, MasterStore};
 use args::{CliArgs, Command, DeadLetters};
 
 pub(crate) type Connect<C> = Arc<dyn Fn() -> Result<C, ConnectionError> + Send + Sync>;
@@ -191,9 +191,9 @@ impl<C: CqrsConnection> Cli<C> {
         connect: impl Fn() -> Result<C, ConnectionError> + Send + Sync + 'static,
     ) -> Self {
         Cli {
+            ops: Operations::new().with_master_config(MasterConfig::from_config(&config)),
             config,
             connect: Some(Arc::new(connect)),
-            ops: Operations::new(),
             consumers: Vec::new(),
             consumer_ids: Vec::new(),
             shutdown: Arc::new(|| Box::pin(crate::shutdown_signal())),
@@ -205,9 +205,9 @@ impl<C: CqrsConnection> Cli<C> {
     /// `relay` report that there is no database.
     pub fn without_database(config: Config) -> Self {
         Cli {
+            ops: Operations::new().with_master_config(MasterConfig::from_config(&config)),
             config,
             connect: None,
-            ops: Operations::new(),
             consumers: Vec::new(),
             consumer_ids: Vec::new(),
             shutdown: Arc::new(|| Box::pin(crate::shutdown_signal())),

@@ -51,11 +51,8 @@ fn key_error(error: crate::Error, input: &Input, line: usize) -> CliError {
 
 /// The header line of the diffs: `<cqrs_id>,<time>` (the time as Python's `str()` of an aware
 /// datetime, as django-cqrs writes it).
-fn diff_header(cqrs_id: &str) -> String {
-    format!(
-        "{cqrs_id},{}",
-        cqrs_core::format_timestamp(&crate::master::now())
-    )
+fn diff_header(cqrs_id: &str, clock: &cqrs_core::Clock) -> String {
+    format!("{cqrs_id},{}", cqrs_core::format_timestamp(&clock.now()))
 }
 
 fn json_line(values: &[Value]) -> String {
@@ -288,11 +285,12 @@ pub(super) async fn diff_master<C: CqrsConnection>(
     cli.check_master(&args.cqrs_id)?;
     let filter = args.filter.to_filter()?;
     let (ops, connect) = (cli.operations(), cli.connect());
+    let clock = cli.config().clock().clone();
     blocking(move || {
         let master = master_of(&ops, &args.cqrs_id)?;
         let mut out = Output::create(&args.output, true)?;
         let mut conn = connect().map_err(CliError::database)?;
-        out.line(&diff_header(master.cqrs_id()))?;
+        out.line(&diff_header(master.cqrs_id(), &clock))?;
         let total = progress_total(|| master.count(&mut conn, &filter));
         let progress = Progress::start("diff-master", Unit::Items("rows"), total);
         let (mut processed, mut written) = (0u64, 0u64);
@@ -419,11 +417,12 @@ pub(super) async fn deleted_diff_replica<C: CqrsConnection>(
 ) -> Result<Report, CliError> {
     cli.check_replica(&args.cqrs_id)?;
     let (ops, connect) = (cli.operations(), cli.connect());
+    let clock = cli.config().clock().clone();
     blocking(move || {
         let replica = replica_of(&ops, &args.cqrs_id)?;
         let mut out = Output::create(&args.output, true)?;
         let mut conn = connect().map_err(CliError::database)?;
-        out.line(&diff_header(replica.cqrs_id()))?;
+        out.line(&diff_header(replica.cqrs_id(), &clock))?;
         let total = progress_total(|| replica.count(&mut conn));
         let progress = Progress::start("deleted-diff-replica", Unit::Items("rows"), total);
         let mut written = 0u64;
@@ -585,10 +584,9 @@ mod tests {
 
     #[test]
     fn diff_headers_are_the_reference_s() {
-        let header = diff_header("author");
-        let (id, time) = header.split_once(',').unwrap();
-        assert_eq!(id, "author");
-        assert!(cqrs_core::parse_timestamp(time).is_ok(), "{time}");
-        assert!(time.ends_with("+00:00"));
+        let at = chrono::DateTime::from_timestamp(1_700_000_000, 123_456_000).unwrap();
+        let clock = cqrs_core::ManualClock::new(at);
+        let header = diff_header("author", &clock.clock());
+        assert_eq!(header, "author,2023-11-14 22:13:20.123456+00:00");
     }
 }

@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 
 mod body;
 mod columns;
+mod config;
 pub(crate) mod exec;
 pub(crate) mod fallback;
 pub(crate) mod registry;
@@ -22,16 +23,15 @@ mod statements;
 mod store;
 mod write;
 
-pub(crate) use body::{body, instance_data, now};
-pub use body::{set_clock, set_message_ttl};
+pub(crate) use body::{body, instance_data};
 pub use columns::MasterColumns;
+pub use config::MasterConfig;
 pub use exec::{Awaiting, Blocking, Dialect, DialectKind, Exec, Mode, Ret, WriteFuture};
 pub use single::SinglePlan;
 pub(crate) use statements::push_columns;
 pub use store::{MasterStore, RowFilter, UpdatedAt, UtcWire, decode_key};
 
 use exec::run_ready;
-use write::BulkInsert;
 pub(crate) use write::as_diesel_error;
 
 /// The error a [`MasterHooks`] method returns; its message ends up in [`Error::Hook`].
@@ -192,7 +192,7 @@ pub trait MasterModel: MasterHooks + Sized + 'static {
         C: Exec,
         Self: MasterStore<C>,
     {
-        <C::Mode as Mode>::ret(write::save(self, conn))
+        config::SYSTEM.save(self, conn)
     }
 
     /// Deletes the row and queues a DELETE message (`instance_data` holds `id`, the stored
@@ -203,7 +203,7 @@ pub trait MasterModel: MasterHooks + Sized + 'static {
         C: Exec,
         Self: MasterStore<C>,
     {
-        <C::Mode as Mode>::ret(write::delete(self, conn))
+        config::SYSTEM.delete(self, conn)
     }
 
     /// Inserts the rows with one statement per batch and queues one SAVE per row. Returns the
@@ -213,7 +213,7 @@ pub trait MasterModel: MasterHooks + Sized + 'static {
         C: Exec,
         Self: MasterStore<C>,
     {
-        <C::Mode as Mode>::ret(write::bulk_insert(conn, rows, BulkInsert::WithKeys))
+        config::SYSTEM.bulk_create(conn, rows)
     }
 
     /// Inserts the row with a primary key the database generates (an identity or `BIGSERIAL`
@@ -238,7 +238,7 @@ pub trait MasterModel: MasterHooks + Sized + 'static {
         C: Exec,
         Self: MasterStore<C>,
     {
-        <C::Mode as Mode>::ret(write::insert_generated(self, conn))
+        config::SYSTEM.insert(self, conn)
     }
 
     /// [`insert_and_publish`](Self::insert_and_publish) for several rows, one statement per
@@ -251,7 +251,7 @@ pub trait MasterModel: MasterHooks + Sized + 'static {
         C: Exec,
         Self: MasterStore<C>,
     {
-        <C::Mode as Mode>::ret(write::bulk_insert(conn, rows, BulkInsert::GeneratedKeys))
+        config::SYSTEM.bulk_insert(conn, rows)
     }
 
     /// Inserts a row with a Diesel statement of yours, typically from an `Insertable` value
@@ -299,13 +299,9 @@ pub trait MasterModel: MasterHooks + Sized + 'static {
         F: FnMut(&mut C, DateTime<Utc>) -> diesel::QueryResult<Self> + Send,
     {
         let mut insert = insert;
-        let mut stored = run_ready(write::insert_with(conn, |conn, now| {
-            insert(conn, now).map(|row| vec![row])
-        }))?;
-        stored.pop().ok_or_else(|| Error::NotFound {
-            cqrs_id: Self::CQRS_ID,
-            pk: "(the row `insert` returned)".to_owned(),
-        })
+        let stored =
+            config::SYSTEM.insert_with(conn, |conn, now| insert(conn, now).map(|row| vec![row]))?;
+        config::one(stored)
     }
 
     /// [`insert_with_and_publish`](Self::insert_with_and_publish) for several rows: `insert`
@@ -318,7 +314,7 @@ pub trait MasterModel: MasterHooks + Sized + 'static {
         Self: MasterStore<C>,
         F: FnMut(&mut C, DateTime<Utc>) -> diesel::QueryResult<Vec<Self>> + Send,
     {
-        run_ready(write::insert_with(conn, insert))
+        config::SYSTEM.insert_with(conn, insert)
     }
 
     /// Updates the rows that exist (others are skipped, as Django's `bulk_update` does) with
@@ -329,7 +325,7 @@ pub trait MasterModel: MasterHooks + Sized + 'static {
         C: Exec,
         Self: MasterStore<C>,
     {
-        <C::Mode as Mode>::ret(write::bulk_update(conn, rows))
+        config::SYSTEM.bulk_update(conn, rows)
     }
 
     /// Queues a SYNC of the row as stored now: to every replica when `queue` is `None`, or only
@@ -341,7 +337,7 @@ pub trait MasterModel: MasterHooks + Sized + 'static {
         C: Exec,
         Self: MasterStore<C>,
     {
-        <C::Mode as Mode>::ret(write::sync(self, conn, queue))
+        config::SYSTEM.sync(self, conn, queue)
     }
 }
 

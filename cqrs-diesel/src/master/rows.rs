@@ -43,8 +43,8 @@ fn returns_rows<DB: Dialect>() -> bool {
 }
 
 /// The time a write stamps, in the model's type.
-fn now<M: MasterColumns<DB>, DB: Dialect>() -> M::Updated {
-    <M::Updated as UpdatedAt>::now()
+fn at<M: MasterColumns<DB>, DB: Dialect>(now: DateTime<Utc>) -> M::Updated {
+    <M::Updated as UpdatedAt>::from_utc(now)
 }
 
 /// The time to stamp updated `rows` with. PostgreSQL and MySQL/MariaDB keep the stamp from
@@ -53,15 +53,14 @@ fn now<M: MasterColumns<DB>, DB: Dialect>() -> M::Updated {
 /// first and the stamp is never at or before any of them; the write transaction (`BEGIN
 /// IMMEDIATE`) already holds the database's one write lock, so no other writer changes them in
 /// between.
-async fn stamp<M, E>(conn: &mut E, rows: &[&M]) -> QueryResult<M::Updated>
+async fn stamp<M, E>(conn: &mut E, rows: &[&M], now: DateTime<Utc>) -> QueryResult<M::Updated>
 where
     E: Exec,
     M: MasterColumns<E::Backend>,
 {
     if E::Backend::KIND != DialectKind::Sqlite {
-        return Ok(now::<M, E::Backend>());
+        return Ok(at::<M, E::Backend>(now));
     }
-    let now = <DateTime<Utc> as UpdatedAt>::now();
     let stored = load(conn, select(Keys::Rows(rows), false)).await?;
     let latest = stored
         .iter()
@@ -125,12 +124,17 @@ where
 
 /// Updates the stored row with `row`'s values and a new stamp, bumping the revision when
 /// `bump` is set; `None` when no row matched.
-pub(crate) async fn update<M, E>(conn: &mut E, row: &M, bump: bool) -> QueryResult<Option<M>>
+pub(crate) async fn update<M, E>(
+    conn: &mut E,
+    row: &M,
+    bump: bool,
+    now: DateTime<Utc>,
+) -> QueryResult<Option<M>>
 where
     E: Exec,
     M: MasterColumns<E::Backend>,
 {
-    let now = stamp(conn, &[row]).await?;
+    let now = stamp(conn, &[row], now).await?;
     let update = Stmt::new(Kind::Update {
         row,
         now: &now,
@@ -144,12 +148,12 @@ where
 }
 
 /// Inserts `row` (with its key) stamped now.
-pub(crate) async fn insert_one<M, E>(conn: &mut E, row: &M) -> QueryResult<M>
+pub(crate) async fn insert_one<M, E>(conn: &mut E, row: &M, now: DateTime<Utc>) -> QueryResult<M>
 where
     E: Exec,
     M: MasterColumns<E::Backend>,
 {
-    let now = now::<M, E::Backend>();
+    let now = at::<M, E::Backend>(now);
     let rows = [row];
     let statement = insert(&rows, &now, true, false);
     if returns_rows::<E::Backend>() {
@@ -161,12 +165,12 @@ where
 
 /// Inserts `row` or, when its key exists, updates the stored row with its values and bumps
 /// the revision, in one statement; the stamp never at or before the stored one.
-pub(crate) async fn upsert<M, E>(conn: &mut E, row: &M) -> QueryResult<M>
+pub(crate) async fn upsert<M, E>(conn: &mut E, row: &M, now: DateTime<Utc>) -> QueryResult<M>
 where
     E: Exec,
     M: MasterColumns<E::Backend>,
 {
-    let now = stamp(conn, &[row]).await?;
+    let now = stamp(conn, &[row], now).await?;
     let rows = [row];
     let statement = insert(&rows, &now, true, true);
     if returns_rows::<E::Backend>() {
@@ -182,12 +186,16 @@ where
 }
 
 /// Inserts `row` without its key, which the database generates; the row as stored.
-pub(crate) async fn insert_generated<M, E>(conn: &mut E, row: &M) -> QueryResult<M>
+pub(crate) async fn insert_generated<M, E>(
+    conn: &mut E,
+    row: &M,
+    now: DateTime<Utc>,
+) -> QueryResult<M>
 where
     E: Exec,
     M: MasterColumns<E::Backend>,
 {
-    let now = now::<M, E::Backend>();
+    let now = at::<M, E::Backend>(now);
     let rows = [row];
     let statement = insert(&rows, &now, false, false);
     if returns_rows::<E::Backend>() {
@@ -202,7 +210,11 @@ where
 
 /// [`insert_generated`] for several rows, in one statement where the keys can be known: the
 /// stored rows in the order of `rows`.
-pub(crate) async fn insert_many_generated<M, E>(conn: &mut E, rows: &[&M]) -> QueryResult<Vec<M>>
+pub(crate) async fn insert_many_generated<M, E>(
+    conn: &mut E,
+    rows: &[&M],
+    now: DateTime<Utc>,
+) -> QueryResult<Vec<M>>
 where
     E: Exec,
     M: MasterColumns<E::Backend>,
@@ -210,20 +222,20 @@ where
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    let now = now::<M, E::Backend>();
+    let stamped = at::<M, E::Backend>(now);
     if returns_rows::<E::Backend>() {
         // The rows come back in the order of the VALUES list.
-        return load(conn, insert(rows, &now, false, false)).await;
+        return load(conn, insert(rows, &stamped, false, false)).await;
     }
     let Some(step) = sql::consecutive_insert_ids(conn).await? else {
         // Interleaved auto-increment: a multi-row insert's keys may have gaps.
         let mut stored = Vec::with_capacity(rows.len());
         for row in rows {
-            stored.push(insert_generated(conn, *row).await?);
+            stored.push(insert_generated(conn, *row, now).await?);
         }
         return Ok(stored);
     };
-    conn.execute(insert(rows, &now, false, false)).await?;
+    conn.execute(insert(rows, &stamped, false, false)).await?;
     let first_id = sql::last_insert_id(conn).await?;
     let keys = sql::insert_id_range(first_id, step, rows.len())?
         .into_iter()
@@ -253,7 +265,11 @@ where
 }
 
 /// Inserts the rows (with their keys) in one statement.
-pub(crate) async fn insert_many<M, E>(conn: &mut E, rows: &[&M]) -> QueryResult<Vec<M>>
+pub(crate) async fn insert_many<M, E>(
+    conn: &mut E,
+    rows: &[&M],
+    now: DateTime<Utc>,
+) -> QueryResult<Vec<M>>
 where
     E: Exec,
     M: MasterColumns<E::Backend>,
@@ -261,7 +277,7 @@ where
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    let now = now::<M, E::Backend>();
+    let now = at::<M, E::Backend>(now);
     let statement = insert(rows, &now, true, false);
     if returns_rows::<E::Backend>() {
         return load(conn, statement).await;
@@ -272,7 +288,11 @@ where
 
 /// Updates the rows, which must exist and be distinct, in one statement, bumping each
 /// revision in SQL.
-pub(crate) async fn update_many<M, E>(conn: &mut E, rows: &[&M]) -> QueryResult<Vec<M>>
+pub(crate) async fn update_many<M, E>(
+    conn: &mut E,
+    rows: &[&M],
+    now: DateTime<Utc>,
+) -> QueryResult<Vec<M>>
 where
     E: Exec,
     M: MasterColumns<E::Backend>,
@@ -280,7 +300,7 @@ where
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    let now = stamp(conn, rows).await?;
+    let now = stamp(conn, rows, now).await?;
     let statement = insert(rows, &now, true, true);
     if returns_rows::<E::Backend>() {
         return load(conn, statement).await;

@@ -80,6 +80,7 @@ impl SinglePlan {
     /// The plan of `kind` for `row`; `None` when it cannot be written in one statement (a
     /// generated key that is not an integer).
     pub(crate) fn new<M: MasterModel>(
+        config: &super::config::MasterConfig,
         row: &M,
         kind: SingleKind,
         now: DateTime<Utc>,
@@ -115,7 +116,7 @@ impl SinglePlan {
                 (pk, data, None, cqrs_core::SignalType::Delete)
             }
         };
-        let mut body = super::body::body_with_pk(row, pk, signal, data, previous_data, now);
+        let mut body = super::body::body_with_pk(config, row, pk, signal, data, previous_data, now);
         let mut previous_nulls = String::new();
         if let (SingleKind::Save, Some(nulls)) = (kind, nulls) {
             // The old values of the tracked fields, read by the statement.

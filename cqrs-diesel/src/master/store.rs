@@ -1,7 +1,7 @@
 //! The bound of master writes ([`MasterStore`]), the rows operator commands select, and the
 //! timestamp types `cqrs_updated` may have.
 
-use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
+use chrono::{DateTime, NaiveDateTime, Utc};
 use cqrs_core::WireValue;
 use diesel::QueryResult;
 use serde_json::Value;
@@ -66,9 +66,6 @@ pub fn decode_key<T: WireValue>(value: &Value) -> QueryResult<T> {
 /// A type the `cqrs_updated` field may have: `chrono::DateTime<Utc>` (PostgreSQL
 /// `timestamptz`, SQLite) or `chrono::NaiveDateTime` holding UTC (MySQL/MariaDB `DATETIME(6)`).
 pub trait UpdatedAt: Sized {
-    /// The current time, at the microsecond precision databases store.
-    fn now() -> Self;
-
     /// The same instant in this type.
     fn from_utc(at: DateTime<Utc>) -> Self;
 
@@ -77,10 +74,6 @@ pub trait UpdatedAt: Sized {
 }
 
 impl UpdatedAt for DateTime<Utc> {
-    fn now() -> Self {
-        super::body::now().trunc_subsecs(6)
-    }
-
     fn from_utc(at: DateTime<Utc>) -> Self {
         at
     }
@@ -91,10 +84,6 @@ impl UpdatedAt for DateTime<Utc> {
 }
 
 impl UpdatedAt for NaiveDateTime {
-    fn now() -> Self {
-        super::body::now().trunc_subsecs(6).naive_utc()
-    }
-
     fn from_utc(at: DateTime<Utc>) -> Self {
         at.naive_utc()
     }
@@ -133,13 +122,6 @@ impl<T: UtcWire> UtcWire for Option<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::Timelike;
-
-    #[test]
-    fn now_is_truncated_to_microseconds() {
-        assert_eq!(<DateTime<Utc> as UpdatedAt>::now().nanosecond() % 1000, 0);
-        assert_eq!(<NaiveDateTime as UpdatedAt>::now().nanosecond() % 1000, 0);
-    }
 
     #[test]
     fn naive_timestamps_are_written_as_utc() {

@@ -4,12 +4,13 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, Utc};
 use cqrs_core::{SignalType, direct_routing_key};
 use serde_json::{Map, Value};
 
-use super::body::{delete_body, now, save_body, tracked_nulls};
+use super::body::{delete_body, save_body, tracked_nulls};
 use super::columns::MasterColumns;
+use super::config::MasterConfig;
 use super::exec::{Dialect, DialectKind, Exec};
 use super::registry::{self, BlockGuard, PriorSave};
 use super::single::{self, SingleKind, SinglePlan};
@@ -160,7 +161,12 @@ fn pk_key<M: MasterModel>(row: &M) -> String {
 /// run, or refused itself because a stored value differed from the one its message was built
 /// from, or met a concurrent transaction: then the caller writes on the general path, which
 /// handles all of these.
-async fn write_single<M, E>(row: &M, conn: &mut E, kind: SingleKind) -> Result<Option<Option<M>>>
+async fn write_single<M, E>(
+    config: &MasterConfig,
+    row: &M,
+    conn: &mut E,
+    kind: SingleKind,
+) -> Result<Option<Option<M>>>
 where
     E: Exec,
     M: MasterColumns<E::Backend>,
@@ -175,7 +181,7 @@ where
     {
         return Ok(None);
     }
-    let Some(plan) = SinglePlan::new(row, kind, now().trunc_subsecs(6)) else {
+    let Some(plan) = SinglePlan::new(config, row, kind, config.now()) else {
         return Ok(None);
     };
     match E::Backend::single(conn, row, &plan).await {
@@ -192,7 +198,7 @@ where
     }
 }
 
-pub(crate) async fn save<M, E>(row: &M, conn: &mut E) -> Result<M>
+pub(crate) async fn save<M, E>(config: &MasterConfig, row: &M, conn: &mut E) -> Result<M>
 where
     E: Exec,
     M: MasterColumns<E::Backend>,
@@ -200,17 +206,22 @@ where
     // Before the database sees it: some backends would store a NaN, others refuse it with
     // their own words, or turn it into NULL.
     row.cqrs_check_values()?;
-    if let Some(Some(stored)) = write_single(row, conn, SingleKind::Save).await? {
+    if let Some(Some(stored)) = write_single(config, row, conn, SingleKind::Save).await? {
         after_write(conn);
         return Ok(stored);
     }
     let key = connection_key(conn);
-    let stored = in_write_transaction!(E, conn, save_in_transaction(row, conn, key))?;
+    let stored = in_write_transaction!(E, conn, save_in_transaction(config, row, conn, key))?;
     after_write(conn);
     Ok(stored)
 }
 
-async fn save_in_transaction<M, E>(row: &M, conn: &mut E, key: usize) -> Result<M>
+async fn save_in_transaction<M, E>(
+    config: &MasterConfig,
+    row: &M,
+    conn: &mut E,
+    key: usize,
+) -> Result<M>
 where
     E: Exec,
     M: MasterColumns<E::Backend>,
@@ -223,31 +234,41 @@ where
     };
     let (stored, previous_data) = match &prior {
         Some(prior) => {
-            let stored = match rows::update(conn, row, false).await? {
+            let stored = match rows::update(conn, row, false, config.now()).await? {
                 Some(stored) => stored,
-                None => rows::insert_one(conn, row).await?,
+                None => rows::insert_one(conn, row, config.now()).await?,
             };
             (stored, prior.previous_data.clone())
         }
-        None if M::TRACKED_FIELDS.is_empty() => (rows::upsert(conn, row).await?, None),
+        None if M::TRACKED_FIELDS.is_empty() => {
+            (rows::upsert(conn, row, config.now()).await?, None)
+        }
         None => match rows::find(conn, row, true).await? {
             Some(old) => {
-                let stored =
-                    rows::update(conn, row, true)
-                        .await?
-                        .ok_or_else(|| Error::NotFound {
-                            cqrs_id: M::CQRS_ID,
-                            pk: pk.clone(),
-                        })?;
+                let stored = rows::update(conn, row, true, config.now())
+                    .await?
+                    .ok_or_else(|| Error::NotFound {
+                        cqrs_id: M::CQRS_ID,
+                        pk: pk.clone(),
+                    })?;
                 (stored, Some(old.cqrs_tracked_data()))
             }
-            None => (rows::insert_one(conn, row).await?, tracked_nulls::<M>()),
+            None => (
+                rows::insert_one(conn, row, config.now()).await?,
+                tracked_nulls::<M>(),
+            ),
         },
     };
     if !M::PRODUCE {
         return Ok(stored);
     }
-    let body = save_body(&stored, conn, SignalType::Save, previous_data.clone())?;
+    let body = save_body(
+        config,
+        &stored,
+        conn,
+        SignalType::Save,
+        previous_data.clone(),
+    )?;
     match prior {
         Some(prior) => {
             queue::update_body(conn, prior.outbox_id, &body).await?;
@@ -288,31 +309,47 @@ async fn queue_new_save<M: MasterModel, E: Exec>(
     Ok(())
 }
 
-pub(crate) async fn insert_generated<M, E>(row: &M, conn: &mut E) -> Result<M>
+pub(crate) async fn insert_generated<M, E>(
+    config: &MasterConfig,
+    row: &M,
+    conn: &mut E,
+) -> Result<M>
 where
     E: Exec,
     M: MasterColumns<E::Backend>,
 {
     row.cqrs_check_values()?;
-    if let Some(Some(stored)) = write_single(row, conn, SingleKind::InsertGenerated).await? {
+    if let Some(Some(stored)) = write_single(config, row, conn, SingleKind::InsertGenerated).await?
+    {
         after_write(conn);
         return Ok(stored);
     }
     let key = connection_key(conn);
-    let stored = in_write_transaction!(E, conn, insert_generated_once(row, conn, key))?;
+    let stored = in_write_transaction!(E, conn, insert_generated_once(config, row, conn, key))?;
     after_write(conn);
     Ok(stored)
 }
 
-async fn insert_generated_once<M, E>(row: &M, conn: &mut E, key: usize) -> Result<M>
+async fn insert_generated_once<M, E>(
+    config: &MasterConfig,
+    row: &M,
+    conn: &mut E,
+    key: usize,
+) -> Result<M>
 where
     E: Exec,
     M: MasterColumns<E::Backend>,
 {
-    let stored = rows::insert_generated(conn, row).await?;
+    let stored = rows::insert_generated(conn, row, config.now()).await?;
     if M::PRODUCE {
         let previous_data = tracked_nulls::<M>();
-        let body = save_body(&stored, conn, SignalType::Save, previous_data.clone())?;
+        let body = save_body(
+            config,
+            &stored,
+            conn,
+            SignalType::Save,
+            previous_data.clone(),
+        )?;
         queue_new_save::<M, E>(conn, key, pk_key(&stored), &body, previous_data).await?;
     }
     Ok(stored)
@@ -320,24 +357,32 @@ where
 
 /// Runs the caller's `insert` in a write transaction, checks the stamp of every row it
 /// returns, and queues their SAVEs.
-pub(crate) async fn insert_with<M, E, F>(conn: &mut E, mut insert: F) -> Result<Vec<M>>
+pub(crate) async fn insert_with<M, E, F>(
+    config: &MasterConfig,
+    conn: &mut E,
+    mut insert: F,
+) -> Result<Vec<M>>
 where
     E: Exec,
     M: MasterColumns<E::Backend>,
     F: FnMut(&mut E, DateTime<Utc>) -> diesel::QueryResult<Vec<M>> + Send,
 {
-    let stored = in_write_transaction!(E, conn, insert_with_once(conn, &mut insert))?;
+    let stored = in_write_transaction!(E, conn, insert_with_once(config, conn, &mut insert))?;
     after_write(conn);
     Ok(stored)
 }
 
-async fn insert_with_once<M, E, F>(conn: &mut E, insert: &mut F) -> Result<Vec<M>>
+async fn insert_with_once<M, E, F>(
+    config: &MasterConfig,
+    conn: &mut E,
+    insert: &mut F,
+) -> Result<Vec<M>>
 where
     E: Exec,
     M: MasterColumns<E::Backend>,
     F: FnMut(&mut E, DateTime<Utc>) -> diesel::QueryResult<Vec<M>> + Send,
 {
-    let now = now().trunc_subsecs(6);
+    let now = config.now();
     let stored = insert(conn, now)?;
     let expected = UpdatedAt::to_wire_utc(&now);
     for row in &stored {
@@ -352,17 +397,17 @@ where
         }
     }
     if M::PRODUCE {
-        queue_saves(conn, &stored, |_| tracked_nulls::<M>()).await?;
+        queue_saves(config, conn, &stored, |_| tracked_nulls::<M>()).await?;
     }
     Ok(stored)
 }
 
-pub(crate) async fn delete<M, E>(row: &M, conn: &mut E) -> Result<bool>
+pub(crate) async fn delete<M, E>(config: &MasterConfig, row: &M, conn: &mut E) -> Result<bool>
 where
     E: Exec,
     M: MasterColumns<E::Backend>,
 {
-    if let Some(old) = write_single(row, conn, SingleKind::Delete).await? {
+    if let Some(old) = write_single(config, row, conn, SingleKind::Delete).await? {
         let deleted = old.is_some();
         if deleted {
             after_write(conn);
@@ -370,14 +415,14 @@ where
         return Ok(deleted);
     }
     let key = connection_key(conn);
-    let deleted = in_write_transaction!(E, conn, delete_once(row, conn, key))?;
+    let deleted = in_write_transaction!(E, conn, delete_once(config, row, conn, key))?;
     if deleted {
         after_write(conn);
     }
     Ok(deleted)
 }
 
-async fn delete_once<M, E>(row: &M, conn: &mut E, key: usize) -> Result<bool>
+async fn delete_once<M, E>(config: &MasterConfig, row: &M, conn: &mut E, key: usize) -> Result<bool>
 where
     E: Exec,
     M: MasterColumns<E::Backend>,
@@ -387,7 +432,7 @@ where
     };
     registry::forget(key, M::CQRS_ID, &pk_key(&old));
     if M::PRODUCE {
-        let body = delete_body(&old);
+        let body = delete_body(config, &old);
         queue::push(
             conn,
             &NewOutboxEntry {
@@ -403,6 +448,7 @@ where
 
 /// Queues a SAVE of each stored row, with the `previous_data` `previous` gives it.
 async fn queue_saves<M, E>(
+    config: &MasterConfig,
     conn: &mut E,
     stored: &[M],
     previous: impl Fn(&M) -> Option<Map<String, Value>>,
@@ -413,7 +459,13 @@ where
 {
     let mut bodies = Vec::with_capacity(stored.len());
     for row in stored {
-        bodies.push(save_body(row, conn, SignalType::Save, previous(row))?);
+        bodies.push(save_body(
+            config,
+            row,
+            conn,
+            SignalType::Save,
+            previous(row),
+        )?);
     }
     let entries: Vec<NewOutboxEntry<'_>> = bodies
         .iter()
@@ -438,7 +490,12 @@ pub(crate) enum BulkInsert {
 
 /// Inserts `rows`, one statement per batch, and queues a SAVE per stored row, in one write
 /// transaction.
-pub(crate) async fn bulk_insert<M, E>(conn: &mut E, rows: &[M], how: BulkInsert) -> Result<Vec<M>>
+pub(crate) async fn bulk_insert<M, E>(
+    config: &MasterConfig,
+    conn: &mut E,
+    rows: &[M],
+    how: BulkInsert,
+) -> Result<Vec<M>>
 where
     E: Exec,
     M: MasterColumns<E::Backend>,
@@ -447,12 +504,17 @@ where
         return Ok(Vec::new());
     }
     rows.iter().try_for_each(MasterModel::cqrs_check_values)?;
-    let stored = in_write_transaction!(E, conn, bulk_insert_once(conn, rows, how))?;
+    let stored = in_write_transaction!(E, conn, bulk_insert_once(config, conn, rows, how))?;
     after_write(conn);
     Ok(stored)
 }
 
-async fn bulk_insert_once<M, E>(conn: &mut E, rows: &[M], how: BulkInsert) -> Result<Vec<M>>
+async fn bulk_insert_once<M, E>(
+    config: &MasterConfig,
+    conn: &mut E,
+    rows: &[M],
+    how: BulkInsert,
+) -> Result<Vec<M>>
 where
     E: Exec,
     M: MasterColumns<E::Backend>,
@@ -461,18 +523,24 @@ where
     for chunk in rows.chunks(rows_per_statement(M::COLUMN_COUNT)) {
         let refs: Vec<&M> = chunk.iter().collect();
         let stored = match how {
-            BulkInsert::WithKeys => rows::insert_many(conn, &refs).await?,
-            BulkInsert::GeneratedKeys => rows::insert_many_generated(conn, &refs).await?,
+            BulkInsert::WithKeys => rows::insert_many(conn, &refs, config.now()).await?,
+            BulkInsert::GeneratedKeys => {
+                rows::insert_many_generated(conn, &refs, config.now()).await?
+            }
         };
         if M::PRODUCE {
-            queue_saves(conn, &stored, |_| tracked_nulls::<M>()).await?;
+            queue_saves(config, conn, &stored, |_| tracked_nulls::<M>()).await?;
         }
         all.extend(stored);
     }
     Ok(all)
 }
 
-pub(crate) async fn bulk_update<M, E>(conn: &mut E, rows: &[M]) -> Result<Vec<M>>
+pub(crate) async fn bulk_update<M, E>(
+    config: &MasterConfig,
+    conn: &mut E,
+    rows: &[M],
+) -> Result<Vec<M>>
 where
     E: Exec,
     M: MasterColumns<E::Backend>,
@@ -489,12 +557,16 @@ where
         .filter(|row| seen.insert(pk_key(*row)))
         .collect();
     unique.reverse();
-    let stored = in_write_transaction!(E, conn, bulk_update_once(conn, &unique))?;
+    let stored = in_write_transaction!(E, conn, bulk_update_once(config, conn, &unique))?;
     after_write(conn);
     Ok(stored)
 }
 
-async fn bulk_update_once<M, E>(conn: &mut E, unique: &[&M]) -> Result<Vec<M>>
+async fn bulk_update_once<M, E>(
+    config: &MasterConfig,
+    conn: &mut E,
+    unique: &[&M],
+) -> Result<Vec<M>>
 where
     E: Exec,
     M: MasterColumns<E::Backend>,
@@ -515,9 +587,9 @@ where
         if existing.is_empty() {
             continue;
         }
-        let stored = rows::update_many(conn, &existing).await?;
+        let stored = rows::update_many(conn, &existing, config.now()).await?;
         if M::PRODUCE {
-            queue_saves(conn, &stored, |row| {
+            queue_saves(config, conn, &stored, |row| {
                 if M::TRACKED_FIELDS.is_empty() {
                     None
                 } else {
@@ -531,7 +603,12 @@ where
     Ok(all)
 }
 
-pub(crate) async fn sync<M, E>(row: &M, conn: &mut E, queue: Option<&str>) -> Result<bool>
+pub(crate) async fn sync<M, E>(
+    config: &MasterConfig,
+    row: &M,
+    conn: &mut E,
+    queue: Option<&str>,
+) -> Result<bool>
 where
     E: Exec,
     M: MasterColumns<E::Backend>,
@@ -539,14 +616,19 @@ where
     if !M::PRODUCE {
         return Ok(false);
     }
-    let queued = in_write_transaction!(E, conn, sync_once(row, conn, queue))?;
+    let queued = in_write_transaction!(E, conn, sync_once(config, row, conn, queue))?;
     if queued {
         after_write(conn);
     }
     Ok(queued)
 }
 
-async fn sync_once<M, E>(row: &M, conn: &mut E, queue: Option<&str>) -> Result<bool>
+async fn sync_once<M, E>(
+    config: &MasterConfig,
+    row: &M,
+    conn: &mut E,
+    queue: Option<&str>,
+) -> Result<bool>
 where
     E: Exec,
     M: MasterColumns<E::Backend>,
@@ -566,7 +648,7 @@ where
     }
     // A row read from the database has no previous values: `null`, as django-cqrs sends from
     // its `cqrs_sync` and `cqrs_diff_sync` commands.
-    let body = save_body(&stored, conn, SignalType::Sync, None)?;
+    let body = save_body(config, &stored, conn, SignalType::Sync, None)?;
     let routing_key = match queue {
         Some(queue) => direct_routing_key(queue, M::CQRS_ID),
         None => M::CQRS_ID.to_owned(),

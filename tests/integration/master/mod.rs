@@ -3,6 +3,7 @@
 
 mod cancel;
 mod concurrency;
+mod config;
 mod decimal;
 mod generated_keys;
 mod hooks;
