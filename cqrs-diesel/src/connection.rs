@@ -8,7 +8,7 @@ use diesel::connection::{Connection, TransactionManager};
 use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 
-use crate::master::exec::{Blocking, Exec};
+use crate::exec::{Blocking, Exec};
 use crate::outbox::{NewOutboxEntry, OutboxEntry};
 use crate::replica::state::{NewState, StoredState};
 
@@ -244,7 +244,7 @@ macro_rules! shared_impl {
         }
 
         fn outbox_insert_many(&mut self, entries: &[NewOutboxEntry<'_>]) -> QueryResult<usize> {
-            crate::master::exec::run_ready(async {
+            crate::exec::run_ready(async {
                 Ok(crate::outbox::write::push_many(self, entries).await?)
             })
             .map_err(crate::master::as_diesel_error)

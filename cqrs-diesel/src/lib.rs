@@ -35,6 +35,7 @@ pub mod cli;
 mod connection;
 mod db_errors;
 mod error;
+mod exec;
 mod master;
 pub mod ops;
 pub mod outbox;

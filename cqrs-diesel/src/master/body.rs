@@ -6,9 +6,9 @@ use cqrs_core::{Payload, SignalType};
 use serde_json::{Map, Value};
 
 use super::config::MasterConfig;
-use super::exec::Exec;
 use super::{HookError, MasterModel, UpdatedAt};
 use crate::error::{Error, Result};
+use crate::exec::Exec;
 
 /// `previous_data` of a row that did not exist: every tracked field null (`None` without
 /// tracked fields).

@@ -6,11 +6,11 @@ use std::time::Duration;
 use chrono::{DateTime, SubsecRound, Utc};
 use cqrs_core::Clock;
 
-use super::exec::{Exec, Mode, Ret};
 use super::write::{self, BulkInsert};
 use super::{MasterModel, MasterStore};
 use crate::connection::CqrsConnection;
 use crate::error::{Error, Result};
+use crate::exec::{Exec, Mode, Ret};
 
 /// What master writes read from outside the database: the clock they stamp rows and messages
 /// with, and the time to live written into the `expires` of their messages.
@@ -174,7 +174,7 @@ impl MasterConfig {
         M: MasterStore<C>,
         F: FnMut(&mut C, DateTime<Utc>) -> diesel::QueryResult<Vec<M>> + Send,
     {
-        super::exec::run_ready(write::insert_with(self, conn, insert))
+        crate::exec::run_ready(write::insert_with(self, conn, insert))
     }
 }
 

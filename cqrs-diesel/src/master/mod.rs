@@ -11,28 +11,28 @@ use crate::connection::{CqrsConnection, DbConn};
 use crate::error::{Error, Result};
 
 mod body;
-mod columns;
+pub(crate) mod columns;
 mod config;
-pub(crate) mod exec;
 pub(crate) mod fallback;
 pub(crate) mod registry;
 mod rows;
-mod single;
+pub(crate) mod single;
 pub(crate) mod sql;
 mod statements;
 mod store;
+pub(crate) mod tx;
 mod write;
 
+pub use crate::exec::{Awaiting, Blocking, Dialect, DialectKind, Exec, Mode, Ret, WriteFuture};
 pub(crate) use body::{body, instance_data};
 pub use columns::MasterColumns;
 pub use config::MasterConfig;
-pub use exec::{Awaiting, Blocking, Dialect, DialectKind, Exec, Mode, Ret, WriteFuture};
 pub use single::SinglePlan;
 pub(crate) use statements::push_columns;
 pub use store::{MasterStore, RowFilter, UpdatedAt, UtcWire, decode_key};
 
-use exec::run_ready;
-pub(crate) use write::as_diesel_error;
+use crate::exec::run_ready;
+pub(crate) use tx::as_diesel_error;
 
 /// The error a [`MasterHooks`] method returns; its message ends up in [`Error::Hook`].
 pub type HookError = Box<dyn std::error::Error + Send + Sync>;
@@ -367,7 +367,7 @@ where
     F: FnOnce(&mut C) -> std::result::Result<T, E>,
     E: From<Error>,
 {
-    let block = run_ready(write::Block::begin(conn))?;
+    let block = run_ready(tx::Block::begin(conn))?;
     let result = f(conn);
     run_ready(async { Ok(block.end(conn, result).await) }).unwrap_or_else(|error| Err(error.into()))
 }
@@ -400,7 +400,7 @@ where
     T: Send + 'a,
     E: From<Error> + Send + 'a,
 {
-    let block = write::Block::begin(conn).await?;
+    let block = tx::Block::begin(conn).await?;
     let result = f(conn).await;
     block.end(conn, result).await
 }

@@ -6,10 +6,10 @@ use chrono::{DateTime, TimeDelta, Utc};
 use diesel::QueryResult;
 use serde_json::Value;
 
-use super::columns::{Loaded, MasterColumns};
-use super::exec::{Dialect, DialectKind, Exec, Int};
+use super::columns::{Loaded, MasterColumns, RowOf};
 use super::statements::{Filter, Keys, Kind, Stmt};
 use super::{RowFilter, UpdatedAt, decode_key, sql};
+use crate::exec::{Dialect, DialectKind, Exec, Int};
 
 /// The error of a write that must return its row and returned none.
 fn missing_row() -> diesel::result::Error {
@@ -17,24 +17,19 @@ fn missing_row() -> diesel::result::Error {
 }
 
 /// Runs a statement returning rows of `M`.
-async fn load<M, E>(conn: &mut E, statement: Stmt<'_, M, E::Backend>) -> QueryResult<Vec<M>>
-where
-    E: Exec,
-    M: MasterColumns<E::Backend>,
-{
+async fn load<M: RowOf<E>, E: Exec>(
+    conn: &mut E,
+    statement: Stmt<'_, M, E::Backend>,
+) -> QueryResult<Vec<M>> {
     let rows: Vec<Loaded<M>> = conn.load(statement).await?;
     Ok(rows.into_iter().map(|row| row.0).collect())
 }
 
 /// Runs a statement returning at most one row of `M`.
-async fn load_first<M, E>(
+async fn load_first<M: RowOf<E>, E: Exec>(
     conn: &mut E,
     statement: Stmt<'_, M, E::Backend>,
-) -> QueryResult<Option<M>>
-where
-    E: Exec,
-    M: MasterColumns<E::Backend>,
-{
+) -> QueryResult<Option<M>> {
     Ok(load(conn, statement).await?.into_iter().next())
 }
 
@@ -53,11 +48,11 @@ fn at<M: MasterColumns<DB>, DB: Dialect>(now: DateTime<Utc>) -> M::Updated {
 /// first and the stamp is never at or before any of them; the write transaction (`BEGIN
 /// IMMEDIATE`) already holds the database's one write lock, so no other writer changes them in
 /// between.
-async fn stamp<M, E>(conn: &mut E, rows: &[&M], now: DateTime<Utc>) -> QueryResult<M::Updated>
-where
-    E: Exec,
-    M: MasterColumns<E::Backend>,
-{
+async fn stamp<M: RowOf<E>, E: Exec>(
+    conn: &mut E,
+    rows: &[&M],
+    now: DateTime<Utc>,
+) -> QueryResult<M::Updated> {
     if E::Backend::KIND != DialectKind::Sqlite {
         return Ok(at::<M, E::Backend>(now));
     }
@@ -101,21 +96,21 @@ fn insert<'a, M: MasterColumns<DB>, DB: Dialect>(
 
 /// Reads the stored row with `row`'s key, locking it (`FOR UPDATE`, where the backend has it)
 /// when `lock` is set.
-pub(crate) async fn find<M, E>(conn: &mut E, row: &M, lock: bool) -> QueryResult<Option<M>>
-where
-    E: Exec,
-    M: MasterColumns<E::Backend>,
-{
+pub(crate) async fn find<M: RowOf<E>, E: Exec>(
+    conn: &mut E,
+    row: &M,
+    lock: bool,
+) -> QueryResult<Option<M>> {
     let rows = [row];
     load_first(conn, select(Keys::Rows(&rows), lock)).await
 }
 
 /// Reads (and with `lock`, locks) the stored rows with these rows' keys, in key order.
-pub(crate) async fn find_many<M, E>(conn: &mut E, rows: &[&M], lock: bool) -> QueryResult<Vec<M>>
-where
-    E: Exec,
-    M: MasterColumns<E::Backend>,
-{
+pub(crate) async fn find_many<M: RowOf<E>, E: Exec>(
+    conn: &mut E,
+    rows: &[&M],
+    lock: bool,
+) -> QueryResult<Vec<M>> {
     if rows.is_empty() {
         return Ok(Vec::new());
     }
@@ -124,16 +119,12 @@ where
 
 /// Updates the stored row with `row`'s values and a new stamp, bumping the revision when
 /// `bump` is set; `None` when no row matched.
-pub(crate) async fn update<M, E>(
+pub(crate) async fn update<M: RowOf<E>, E: Exec>(
     conn: &mut E,
     row: &M,
     bump: bool,
     now: DateTime<Utc>,
-) -> QueryResult<Option<M>>
-where
-    E: Exec,
-    M: MasterColumns<E::Backend>,
-{
+) -> QueryResult<Option<M>> {
     let now = stamp(conn, &[row], now).await?;
     let update = Stmt::new(Kind::Update {
         row,
@@ -148,11 +139,11 @@ where
 }
 
 /// Inserts `row` (with its key) stamped now.
-pub(crate) async fn insert_one<M, E>(conn: &mut E, row: &M, now: DateTime<Utc>) -> QueryResult<M>
-where
-    E: Exec,
-    M: MasterColumns<E::Backend>,
-{
+pub(crate) async fn insert_one<M: RowOf<E>, E: Exec>(
+    conn: &mut E,
+    row: &M,
+    now: DateTime<Utc>,
+) -> QueryResult<M> {
     let now = at::<M, E::Backend>(now);
     let rows = [row];
     let statement = insert(&rows, &now, true, false);
@@ -165,11 +156,11 @@ where
 
 /// Inserts `row` or, when its key exists, updates the stored row with its values and bumps
 /// the revision, in one statement; the stamp never at or before the stored one.
-pub(crate) async fn upsert<M, E>(conn: &mut E, row: &M, now: DateTime<Utc>) -> QueryResult<M>
-where
-    E: Exec,
-    M: MasterColumns<E::Backend>,
-{
+pub(crate) async fn upsert<M: RowOf<E>, E: Exec>(
+    conn: &mut E,
+    row: &M,
+    now: DateTime<Utc>,
+) -> QueryResult<M> {
     let now = stamp(conn, &[row], now).await?;
     let rows = [row];
     let statement = insert(&rows, &now, true, true);
@@ -186,15 +177,11 @@ where
 }
 
 /// Inserts `row` without its key, which the database generates; the row as stored.
-pub(crate) async fn insert_generated<M, E>(
+pub(crate) async fn insert_generated<M: RowOf<E>, E: Exec>(
     conn: &mut E,
     row: &M,
     now: DateTime<Utc>,
-) -> QueryResult<M>
-where
-    E: Exec,
-    M: MasterColumns<E::Backend>,
-{
+) -> QueryResult<M> {
     let now = at::<M, E::Backend>(now);
     let rows = [row];
     let statement = insert(&rows, &now, false, false);
@@ -210,15 +197,11 @@ where
 
 /// [`insert_generated`] for several rows, in one statement where the keys can be known: the
 /// stored rows in the order of `rows`.
-pub(crate) async fn insert_many_generated<M, E>(
+pub(crate) async fn insert_many_generated<M: RowOf<E>, E: Exec>(
     conn: &mut E,
     rows: &[&M],
     now: DateTime<Utc>,
-) -> QueryResult<Vec<M>>
-where
-    E: Exec,
-    M: MasterColumns<E::Backend>,
-{
+) -> QueryResult<Vec<M>> {
     if rows.is_empty() {
         return Ok(Vec::new());
     }
@@ -248,11 +231,7 @@ where
 }
 
 /// Deletes the stored row with `row`'s key and returns it as it was.
-pub(crate) async fn delete<M, E>(conn: &mut E, row: &M) -> QueryResult<Option<M>>
-where
-    E: Exec,
-    M: MasterColumns<E::Backend>,
-{
+pub(crate) async fn delete<M: RowOf<E>, E: Exec>(conn: &mut E, row: &M) -> QueryResult<Option<M>> {
     let statement = Stmt::new(Kind::Delete { row });
     if returns_rows::<E::Backend>() {
         return load_first(conn, statement).await;
@@ -265,15 +244,11 @@ where
 }
 
 /// Inserts the rows (with their keys) in one statement.
-pub(crate) async fn insert_many<M, E>(
+pub(crate) async fn insert_many<M: RowOf<E>, E: Exec>(
     conn: &mut E,
     rows: &[&M],
     now: DateTime<Utc>,
-) -> QueryResult<Vec<M>>
-where
-    E: Exec,
-    M: MasterColumns<E::Backend>,
-{
+) -> QueryResult<Vec<M>> {
     if rows.is_empty() {
         return Ok(Vec::new());
     }
@@ -288,15 +263,11 @@ where
 
 /// Updates the rows, which must exist and be distinct, in one statement, bumping each
 /// revision in SQL.
-pub(crate) async fn update_many<M, E>(
+pub(crate) async fn update_many<M: RowOf<E>, E: Exec>(
     conn: &mut E,
     rows: &[&M],
     now: DateTime<Utc>,
-) -> QueryResult<Vec<M>>
-where
-    E: Exec,
-    M: MasterColumns<E::Backend>,
-{
+) -> QueryResult<Vec<M>> {
     if rows.is_empty() {
         return Ok(Vec::new());
     }
@@ -327,11 +298,10 @@ fn decode_filter<M: MasterColumns<DB>, DB: Dialect>(
 }
 
 /// How many rows match `filter`.
-pub(crate) async fn count<M, E>(conn: &mut E, filter: &RowFilter) -> QueryResult<i64>
-where
-    E: Exec,
-    M: MasterColumns<E::Backend>,
-{
+pub(crate) async fn count<M: RowOf<E>, E: Exec>(
+    conn: &mut E,
+    filter: &RowFilter,
+) -> QueryResult<i64> {
     let statement: Stmt<'_, M, E::Backend> = Stmt::new(Kind::Count {
         filter: decode_filter(filter)?,
     });
@@ -340,16 +310,12 @@ where
 }
 
 /// Up to `limit` rows matching `filter`, in key order, after the key `after`.
-pub(crate) async fn page<M, E>(
+pub(crate) async fn page<M: RowOf<E>, E: Exec>(
     conn: &mut E,
     filter: &RowFilter,
     after: Option<&Value>,
     limit: i64,
-) -> QueryResult<Vec<M>>
-where
-    E: Exec,
-    M: MasterColumns<E::Backend>,
-{
+) -> QueryResult<Vec<M>> {
     let statement = Stmt::new(Kind::Page {
         filter: decode_filter(filter)?,
         after: after.map(decode_key).transpose()?,

@@ -184,8 +184,8 @@ mod pg {
     use diesel::sql_types::Text;
 
     use super::{Hole, SingleKind, SinglePlan};
+    use crate::exec::DialectKind;
     use crate::master::MasterColumns;
-    use crate::master::exec::DialectKind;
     use crate::master::statements::{push_columns, push_conflict, push_returning};
 
     /// The one statement of a [`SinglePlan`] for one row: its result is the row as stored (as

@@ -5,7 +5,7 @@ use diesel::QueryResult;
 use diesel::deserialize::QueryableByName;
 use diesel::row::NamedRow;
 
-use super::exec::{Dialect, Exec, Int, Sql};
+use crate::exec::{Dialect, Exec, Int, Sql};
 
 /// The key MySQL/MariaDB generated for the session's last insert (`LAST_INSERT_ID()`: the
 /// first row's, for a multi-row insert).

@@ -7,8 +7,8 @@ use diesel::QueryResult;
 use serde_json::Value;
 
 use super::columns::MasterColumns;
-use super::exec::{Exec, Mode, Ret};
 use super::rows;
+use crate::exec::{Exec, Mode, Ret};
 
 /// The bound of every master write on connection `C`: implemented for every model that
 /// `#[derive(MasterModel)]` describes on `C`'s backend (`backends(...)`), sync or async.

@@ -2,143 +2,25 @@
 //! connection (whose futures are ready at once) or an async one: the transaction and its
 //! conflict retries, the one-statement path, and what each write queues.
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use cqrs_core::{SignalType, direct_routing_key};
 use serde_json::{Map, Value};
 
 use super::body::{delete_body, save_body, tracked_nulls};
-use super::columns::MasterColumns;
+use super::columns::RowOf;
 use super::config::MasterConfig;
-use super::exec::{Dialect, DialectKind, Exec};
-use super::registry::{self, BlockGuard, PriorSave};
+use super::registry::{self, PriorSave};
 use super::single::{self, SingleKind, SinglePlan};
+use super::tx::{connection_key, in_write_transaction};
 use super::{MasterModel, UpdatedAt, rows};
 use crate::error::{Error, Result};
+use crate::exec::{Dialect, DialectKind, Exec};
 use crate::outbox::{self, NewOutboxEntry, write as queue};
-
-/// How many times a write that owns its transaction runs again after a conflict.
-const CONFLICT_RETRIES: u32 = 5;
 
 /// Rows per statement: within every backend's limit on bound parameters (SQLite's 32766 is the
 /// lowest), and at most 1000 so that one statement stays a reasonable size.
 pub(crate) fn rows_per_statement(columns: usize) -> usize {
     (30_000 / columns.max(1)).clamp(1, 1000)
-}
-
-/// The connection's identity while it lives: its address.
-pub(crate) fn connection_key<C>(conn: &mut C) -> usize {
-    std::ptr::from_mut(conn) as usize
-}
-
-/// A transaction (or a savepoint of the caller's) that a write opened. Dropped before
-/// [`end`](Tx::end), because the write's future was dropped at an await or the write panicked,
-/// it marks the connection as holding an abandoned transaction ([`registry::abandon`]), so
-/// that no later write runs inside it.
-pub(crate) struct Tx {
-    key: usize,
-    /// Whether this is the connection's top-level transaction (no caller's transaction).
-    owned: bool,
-    open: bool,
-}
-
-impl Tx {
-    /// Opens a write transaction, or a savepoint when one is open. Refuses to run inside a
-    /// transaction an abandoned write left open, or on a connection whose transaction state is
-    /// unknown.
-    pub(crate) async fn begin<E: Exec>(conn: &mut E) -> Result<Tx> {
-        let key = connection_key(conn);
-        let depth = conn.depth();
-        if registry::is_abandoned(key) {
-            if depth > 0 {
-                return Err(Error::AbandonedTransaction);
-            }
-            // Closed since (rolled back by the application, or another connection lives at
-            // this address now).
-            registry::forget_abandoned(key);
-        }
-        if depth == 0 && conn.broken() {
-            return Err(Error::BrokenConnection);
-        }
-        conn.begin().await?;
-        Ok(Tx {
-            key,
-            owned: depth == 0,
-            open: true,
-        })
-    }
-
-    /// Commits when `result` is a success, rolls back otherwise; returns `result`, or the
-    /// commit's error.
-    pub(crate) async fn end<E, T, Err>(
-        mut self,
-        conn: &mut E,
-        result: std::result::Result<T, Err>,
-    ) -> std::result::Result<T, Err>
-    where
-        E: Exec,
-        Err: From<Error>,
-    {
-        let outcome = match result {
-            Ok(value) => conn
-                .commit()
-                .await
-                .map(|()| value)
-                .map_err(|error| Err::from(Error::from(error))),
-            Err(error) => {
-                if let Err(rollback) = conn.rollback().await {
-                    tracing::warn!(%rollback, "rolling back a failed write failed");
-                }
-                Err(error)
-            }
-        };
-        self.open = false;
-        outcome
-    }
-}
-
-impl Drop for Tx {
-    fn drop(&mut self) {
-        if self.open {
-            registry::abandon(self.key);
-            tracing::warn!(
-                "a write was abandoned inside its transaction; nothing of it was committed, \
-                 and the connection must be dropped or rolled back before the next write"
-            );
-        }
-    }
-}
-
-/// Runs `$body` (an expression evaluated anew for each attempt, whose value is a future of
-/// `Result<T>`) in a write transaction on `$conn`. When that transaction is the write's own
-/// (no transaction was open) and the database aborted it for a conflict with a concurrent one
-/// (a deadlock, a serialization failure, a lock timeout: [`Error::is_conflict`]), it runs
-/// again, up to [`CONFLICT_RETRIES`] times, after a pause of a few milliseconds that grows
-/// each time. Inside the caller's transaction it runs once: a conflict may have rolled back
-/// more than this write (InnoDB rolls back the whole transaction), so only the caller can run
-/// it again.
-macro_rules! in_write_transaction {
-    ($exec:ty, $conn:ident, $body:expr) => {{
-        let mut attempt = 0_u32;
-        loop {
-            let tx = Tx::begin(&mut *$conn).await?;
-            let owned = tx.owned;
-            let result = $body.await;
-            match tx.end(&mut *$conn, result).await {
-                Err(error) if owned && attempt < CONFLICT_RETRIES && error.is_conflict() => {
-                    attempt += 1;
-                    tracing::debug!(
-                        attempt,
-                        %error,
-                        "a write conflicted with a concurrent transaction; running it again"
-                    );
-                    <$exec as Exec>::pause(Duration::from_millis(u64::from(attempt) * 2)).await;
-                }
-                result => break result,
-            }
-        }
-    }};
 }
 
 /// After a write: wake the relays unless the commit is still to come in an `atomic` block,
@@ -161,16 +43,12 @@ fn pk_key<M: MasterModel>(row: &M) -> String {
 /// run, or refused itself because a stored value differed from the one its message was built
 /// from, or met a concurrent transaction: then the caller writes on the general path, which
 /// handles all of these.
-async fn write_single<M, E>(
+async fn write_single<M: RowOf<E>, E: Exec>(
     config: &MasterConfig,
     row: &M,
     conn: &mut E,
     kind: SingleKind,
-) -> Result<Option<Option<M>>>
-where
-    E: Exec,
-    M: MasterColumns<E::Backend>,
-{
+) -> Result<Option<Option<M>>> {
     if E::Backend::KIND != DialectKind::Postgres
         || M::CUSTOM_HOOKS
         || !M::PRODUCE
@@ -198,11 +76,11 @@ where
     }
 }
 
-pub(crate) async fn save<M, E>(config: &MasterConfig, row: &M, conn: &mut E) -> Result<M>
-where
-    E: Exec,
-    M: MasterColumns<E::Backend>,
-{
+pub(crate) async fn save<M: RowOf<E>, E: Exec>(
+    config: &MasterConfig,
+    row: &M,
+    conn: &mut E,
+) -> Result<M> {
     // Before the database sees it: some backends would store a NaN, others refuse it with
     // their own words, or turn it into NULL.
     row.cqrs_check_values()?;
@@ -216,16 +94,12 @@ where
     Ok(stored)
 }
 
-async fn save_in_transaction<M, E>(
+async fn save_in_transaction<M: RowOf<E>, E: Exec>(
     config: &MasterConfig,
     row: &M,
     conn: &mut E,
     key: usize,
-) -> Result<M>
-where
-    E: Exec,
-    M: MasterColumns<E::Backend>,
-{
+) -> Result<M> {
     let pk = pk_key(row);
     // A prior save in this `atomic` block, unless a savepoint rolled it back since.
     let prior = match registry::prior(key, M::CQRS_ID, &pk) {
@@ -309,15 +183,11 @@ async fn queue_new_save<M: MasterModel, E: Exec>(
     Ok(())
 }
 
-pub(crate) async fn insert_generated<M, E>(
+pub(crate) async fn insert_generated<M: RowOf<E>, E: Exec>(
     config: &MasterConfig,
     row: &M,
     conn: &mut E,
-) -> Result<M>
-where
-    E: Exec,
-    M: MasterColumns<E::Backend>,
-{
+) -> Result<M> {
     row.cqrs_check_values()?;
     if let Some(Some(stored)) = write_single(config, row, conn, SingleKind::InsertGenerated).await?
     {
@@ -330,16 +200,12 @@ where
     Ok(stored)
 }
 
-async fn insert_generated_once<M, E>(
+async fn insert_generated_once<M: RowOf<E>, E: Exec>(
     config: &MasterConfig,
     row: &M,
     conn: &mut E,
     key: usize,
-) -> Result<M>
-where
-    E: Exec,
-    M: MasterColumns<E::Backend>,
-{
+) -> Result<M> {
     let stored = rows::insert_generated(conn, row, config.now()).await?;
     if M::PRODUCE {
         let previous_data = tracked_nulls::<M>();
@@ -357,14 +223,12 @@ where
 
 /// Runs the caller's `insert` in a write transaction, checks the stamp of every row it
 /// returns, and queues their SAVEs.
-pub(crate) async fn insert_with<M, E, F>(
+pub(crate) async fn insert_with<M: RowOf<E>, E: Exec, F>(
     config: &MasterConfig,
     conn: &mut E,
     mut insert: F,
 ) -> Result<Vec<M>>
 where
-    E: Exec,
-    M: MasterColumns<E::Backend>,
     F: FnMut(&mut E, DateTime<Utc>) -> diesel::QueryResult<Vec<M>> + Send,
 {
     let stored = in_write_transaction!(E, conn, insert_with_once(config, conn, &mut insert))?;
@@ -372,14 +236,12 @@ where
     Ok(stored)
 }
 
-async fn insert_with_once<M, E, F>(
+async fn insert_with_once<M: RowOf<E>, E: Exec, F>(
     config: &MasterConfig,
     conn: &mut E,
     insert: &mut F,
 ) -> Result<Vec<M>>
 where
-    E: Exec,
-    M: MasterColumns<E::Backend>,
     F: FnMut(&mut E, DateTime<Utc>) -> diesel::QueryResult<Vec<M>> + Send,
 {
     let now = config.now();
@@ -402,11 +264,11 @@ where
     Ok(stored)
 }
 
-pub(crate) async fn delete<M, E>(config: &MasterConfig, row: &M, conn: &mut E) -> Result<bool>
-where
-    E: Exec,
-    M: MasterColumns<E::Backend>,
-{
+pub(crate) async fn delete<M: RowOf<E>, E: Exec>(
+    config: &MasterConfig,
+    row: &M,
+    conn: &mut E,
+) -> Result<bool> {
     if let Some(old) = write_single(config, row, conn, SingleKind::Delete).await? {
         let deleted = old.is_some();
         if deleted {
@@ -422,11 +284,12 @@ where
     Ok(deleted)
 }
 
-async fn delete_once<M, E>(config: &MasterConfig, row: &M, conn: &mut E, key: usize) -> Result<bool>
-where
-    E: Exec,
-    M: MasterColumns<E::Backend>,
-{
+async fn delete_once<M: RowOf<E>, E: Exec>(
+    config: &MasterConfig,
+    row: &M,
+    conn: &mut E,
+    key: usize,
+) -> Result<bool> {
     let Some(old) = rows::delete(conn, row).await? else {
         return Ok(false);
     };
@@ -490,16 +353,12 @@ pub(crate) enum BulkInsert {
 
 /// Inserts `rows`, one statement per batch, and queues a SAVE per stored row, in one write
 /// transaction.
-pub(crate) async fn bulk_insert<M, E>(
+pub(crate) async fn bulk_insert<M: RowOf<E>, E: Exec>(
     config: &MasterConfig,
     conn: &mut E,
     rows: &[M],
     how: BulkInsert,
-) -> Result<Vec<M>>
-where
-    E: Exec,
-    M: MasterColumns<E::Backend>,
-{
+) -> Result<Vec<M>> {
     if rows.is_empty() {
         return Ok(Vec::new());
     }
@@ -509,16 +368,12 @@ where
     Ok(stored)
 }
 
-async fn bulk_insert_once<M, E>(
+async fn bulk_insert_once<M: RowOf<E>, E: Exec>(
     config: &MasterConfig,
     conn: &mut E,
     rows: &[M],
     how: BulkInsert,
-) -> Result<Vec<M>>
-where
-    E: Exec,
-    M: MasterColumns<E::Backend>,
-{
+) -> Result<Vec<M>> {
     let mut all = Vec::with_capacity(rows.len());
     for chunk in rows.chunks(rows_per_statement(M::COLUMN_COUNT)) {
         let refs: Vec<&M> = chunk.iter().collect();
@@ -536,15 +391,11 @@ where
     Ok(all)
 }
 
-pub(crate) async fn bulk_update<M, E>(
+pub(crate) async fn bulk_update<M: RowOf<E>, E: Exec>(
     config: &MasterConfig,
     conn: &mut E,
     rows: &[M],
-) -> Result<Vec<M>>
-where
-    E: Exec,
-    M: MasterColumns<E::Backend>,
-{
+) -> Result<Vec<M>> {
     if rows.is_empty() {
         return Ok(Vec::new());
     }
@@ -562,15 +413,11 @@ where
     Ok(stored)
 }
 
-async fn bulk_update_once<M, E>(
+async fn bulk_update_once<M: RowOf<E>, E: Exec>(
     config: &MasterConfig,
     conn: &mut E,
     unique: &[&M],
-) -> Result<Vec<M>>
-where
-    E: Exec,
-    M: MasterColumns<E::Backend>,
-{
+) -> Result<Vec<M>> {
     let mut all = Vec::with_capacity(unique.len());
     for chunk in unique.chunks(rows_per_statement(M::COLUMN_COUNT)) {
         // Lock the rows and read their tracked values before the update.
@@ -603,16 +450,12 @@ where
     Ok(all)
 }
 
-pub(crate) async fn sync<M, E>(
+pub(crate) async fn sync<M: RowOf<E>, E: Exec>(
     config: &MasterConfig,
     row: &M,
     conn: &mut E,
     queue: Option<&str>,
-) -> Result<bool>
-where
-    E: Exec,
-    M: MasterColumns<E::Backend>,
-{
+) -> Result<bool> {
     if !M::PRODUCE {
         return Ok(false);
     }
@@ -623,16 +466,12 @@ where
     Ok(queued)
 }
 
-async fn sync_once<M, E>(
+async fn sync_once<M: RowOf<E>, E: Exec>(
     config: &MasterConfig,
     row: &M,
     conn: &mut E,
     queue: Option<&str>,
-) -> Result<bool>
-where
-    E: Exec,
-    M: MasterColumns<E::Backend>,
-{
+) -> Result<bool> {
     // Locked, as every write of the row is, until the entry is queued: a concurrent update or
     // delete then commits either before the read (and the SYNC carries its result) or after
     // the entry (and gets the later outbox id), never in between, where the SYNC would carry
@@ -663,61 +502,6 @@ where
     )
     .await?;
     Ok(true)
-}
-
-/// An `atomic` block open on a connection: its registry entry and its transaction.
-pub(crate) struct Block {
-    guard: BlockGuard,
-    tx: Tx,
-    top_level: bool,
-}
-
-impl Block {
-    /// Opens the block: a transaction (a savepoint when one is open) in which saves of one row
-    /// bump and publish once.
-    pub(crate) async fn begin<E: Exec>(conn: &mut E) -> Result<Block> {
-        let top_level = conn.depth() == 0;
-        let guard = BlockGuard::enter(connection_key(conn));
-        let tx = Tx::begin(conn).await?;
-        Ok(Block {
-            guard,
-            tx,
-            top_level,
-        })
-    }
-
-    /// Commits or rolls back with `result`, closes the block and, after the outermost block's
-    /// commit, wakes the relays.
-    pub(crate) async fn end<E, T, Err>(
-        self,
-        conn: &mut E,
-        result: std::result::Result<T, Err>,
-    ) -> std::result::Result<T, Err>
-    where
-        E: Exec,
-        Err: From<Error>,
-    {
-        let Block {
-            guard,
-            tx,
-            top_level,
-        } = self;
-        let result = tx.end(conn, result).await;
-        let committed = guard.is_owner() && top_level && result.is_ok();
-        drop(guard);
-        if committed {
-            outbox::notify_commit();
-        }
-        result
-    }
-}
-
-/// A crate error as the Diesel error an `atomic` block's caller can receive.
-pub(crate) fn as_diesel_error(error: Error) -> diesel::result::Error {
-    match error {
-        Error::Database(error) => error,
-        other => diesel::result::Error::QueryBuilderError(other.to_string().into()),
-    }
 }
 
 #[cfg(test)]

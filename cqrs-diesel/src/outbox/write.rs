@@ -6,7 +6,7 @@ use diesel::QueryResult;
 use diesel::query_builder::{AstPass, QueryFragment};
 
 use super::NewOutboxEntry;
-use crate::master::exec::{Dialect, Exec, Int};
+use crate::exec::{Dialect, Exec, Int};
 
 /// One outbox statement.
 enum Stmt<'a> {

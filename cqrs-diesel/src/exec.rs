@@ -21,10 +21,10 @@ use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::row::NamedRow;
 use diesel::sql_types::Untyped;
 
-use super::columns::{Loaded, MasterColumns};
-use super::single::SinglePlan;
 use crate::connection::DbConn;
 use crate::error::{Error, Result};
+use crate::master::SinglePlan;
+use crate::master::columns::MasterColumns;
 
 /// The backends the master side writes to, as the statements tell them apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,7 +100,7 @@ macro_rules! dialect {
                 column: &str,
             ) -> diesel::deserialize::Result<i64> {
                 let value = NamedRow::get::<$int, $rust>(row, column)?;
-                Ok(widen(value)?)
+                widen(value)
             }
 
             fn bind_text<'b>(out: &mut AstPass<'_, 'b, Self>, value: &'b str) -> QueryResult<()> {
@@ -122,21 +122,19 @@ dialect!(
     DialectKind::Postgres,
     diesel::sql_types::BigInt,
     i64,
-    fn single<'a, M, E>(
+    async fn single<'a, M, E>(
         conn: &'a mut E,
         row: &'a M,
         plan: &'a SinglePlan,
-    ) -> impl Future<Output = QueryResult<Option<M>>> + Send + 'a
+    ) -> QueryResult<Option<M>>
     where
         M: MasterColumns<Self>,
         E: Exec<Backend = Self>,
     {
-        async move {
-            let now = <M::Updated as super::UpdatedAt>::from_utc(plan.now());
-            let statement = super::single::SingleWrite::new(row, plan, &now);
-            let rows: Vec<Loaded<M>> = conn.load(statement).await?;
-            Ok(rows.into_iter().next().map(|row| row.0))
-        }
+        let now = <M::Updated as crate::master::UpdatedAt>::from_utc(plan.now());
+        let statement = crate::master::single::SingleWrite::new(row, plan, &now);
+        let rows: Vec<crate::master::columns::Loaded<M>> = conn.load(statement).await?;
+        Ok(rows.into_iter().next().map(|row| row.0))
     }
 );
 // `LAST_INSERT_ID()` is unsigned; counts fit either way.
