@@ -13,22 +13,31 @@
 //! because this machine is shared and absolute times drift; the cost is given as the median
 //! ratio of the rounds with their spread.
 //!
+//! The same phases run again on diesel-async connections (`AsyncPgConnection`,
+//! `AsyncMysqlConnection`, `SyncConnectionWrapper<SqliteConnection>`), with 1 and 8 concurrent
+//! tasks: `save_and_publish(conn).await` against the async plain write of the same row, so that
+//! the async path's cost is read against its own plain write.
+//!
 //! Run: `cargo bench -p cqrs-diesel --bench master`. `BENCH_ROUNDS` (default 5) and
 //! `BENCH_ROWS` (rows per writer, default 200) size the run; `BENCH_BACKENDS` (default
 //! `postgres,mariadb,sqlite`) and `BENCH_WRITERS` (default `1,8`) choose what runs.
 //! `PG_DATABASE_URL` and `MYSQL_DATABASE_URL` override the local servers.
 
+use std::future::Future;
 use std::time::Instant;
 
-use cqrs_diesel::{CqrsConnection, MasterModel, MasterStore, SessionSetup};
+use cqrs_diesel::{Awaiting, CqrsConnection, Exec, MasterModel, MasterStore, SessionSetup};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
+use diesel_async::AsyncConnection;
 
 /// What one backend provides to the phases.
-trait Bench: Sized {
+trait Bench: Sized + Sync {
     type Conn: CqrsConnection;
-    type Untracked: MasterStore<Self::Conn>;
-    type Tracked: MasterStore<Self::Conn>;
+    /// The diesel-async connection to the same database.
+    type Async: Exec<Mode = Awaiting> + AsyncConnection + Send + 'static;
+    type Untracked: MasterStore<Self::Conn> + MasterStore<Self::Async>;
+    type Tracked: MasterStore<Self::Conn> + MasterStore<Self::Async>;
     const NAME: &'static str;
 
     /// Prepares the database (tables, outbox) and returns a handle to open connections.
@@ -45,6 +54,12 @@ trait Bench: Sized {
     /// Runs `write` and inserts an outbox row, in one transaction.
     fn with_outbox_row(conn: &mut Self::Conn, id: i64, write: impl FnOnce(&mut Self::Conn));
     fn teardown(&self);
+
+    fn connect_async(&self) -> impl Future<Output = Self::Async> + Send;
+    /// The plain write of phase `p` (see [`PHASES`]) of row `id`, on an async connection.
+    fn plain_async(p: usize, conn: &mut Self::Async, id: i64) -> impl Future<Output = ()> + Send;
+    /// [`Bench::plain_async`] and an outbox row, in one transaction.
+    fn floor_async(p: usize, conn: &mut Self::Async, id: i64) -> impl Future<Output = ()> + Send;
 }
 
 fn name(id: i64, n: i64) -> String {
@@ -163,6 +178,73 @@ macro_rules! model {
             .expect("floor write");
         }
 
+        /// The plain writes of [`plain_write`](super::plain_write), on an async connection.
+        pub async fn plain_async(p: usize, conn: &mut AConn, id: i64) {
+            let n = [0, 1, 2, 0, id][p.min(4)];
+            match p {
+                0 => {
+                    diesel_async::RunQueryDsl::execute(
+                        diesel::insert_into($table::table).values((
+                            $table::id.eq(id),
+                            $table::name.eq(super::name(id, 0)),
+                            $table::email.eq(super::email(id)),
+                            $table::balance.eq(0),
+                            $table::cqrs_revision.eq(0),
+                            $table::cqrs_updated.eq(now()),
+                        )),
+                        conn,
+                    )
+                    .await
+                    .expect("plain insert");
+                }
+                1 | 2 => {
+                    diesel_async::RunQueryDsl::execute(
+                        diesel::update($table::table.find(id)).set((
+                            $table::name.eq(super::name(id, n)),
+                            $table::email.eq(super::email(id)),
+                            $table::balance.eq(n * 100),
+                            $table::cqrs_updated.eq(now()),
+                            $table::cqrs_revision.eq($table::cqrs_revision + 1),
+                        )),
+                        conn,
+                    )
+                    .await
+                    .expect("plain update");
+                }
+                3 => {
+                    diesel_async::RunQueryDsl::execute(
+                        diesel::delete($table::table.find(id)),
+                        conn,
+                    )
+                    .await
+                    .expect("plain delete");
+                }
+                _ => {
+                    plain_insert_generated_async(conn, n).await;
+                }
+            }
+        }
+
+        /// [`plain_async`] and an outbox row, in one transaction.
+        pub async fn floor_async(p: usize, conn: &mut AConn, id: i64) {
+            use cqrs_diesel::outbox::cqrs_outbox;
+            conn.transaction::<_, diesel::result::Error, _>(async move |conn| {
+                plain_async(p, conn, id).await;
+                diesel_async::RunQueryDsl::execute(
+                    diesel::insert_into(cqrs_outbox::table).values((
+                        cqrs_outbox::cqrs_id.eq("account"),
+                        cqrs_outbox::routing_key.eq("account"),
+                        cqrs_outbox::body.eq(super::floor_body(id)),
+                    )),
+                    conn,
+                )
+                .await?;
+                Ok(())
+            })
+            .await
+            .expect("floor write");
+        }
+
         /// The columns of a new row but its key.
         #[allow(clippy::type_complexity)]
         pub fn keyless(
@@ -195,6 +277,17 @@ macro_rules! returning_insert {
                 .get_result(conn)
                 .expect("plain insert")
         }
+
+        pub async fn plain_insert_generated_async(conn: &mut AConn, n: i64) -> i64 {
+            diesel_async::RunQueryDsl::get_result(
+                diesel::insert_into($table::table)
+                    .values(keyless(n))
+                    .returning($table::id),
+                conn,
+            )
+            .await
+            .expect("plain insert")
+        }
     };
 }
 
@@ -202,6 +295,7 @@ mod pg {
     use super::*;
     use chrono::{DateTime, Utc};
     pub type Conn = PgConnection;
+    pub type AConn = diesel_async::AsyncPgConnection;
     fn now() -> DateTime<Utc> {
         Utc::now()
     }
@@ -214,6 +308,7 @@ mod my {
     use super::*;
     use chrono::{NaiveDateTime, Utc};
     pub type Conn = MysqlConnection;
+    pub type AConn = diesel_async::AsyncMysqlConnection;
     fn now() -> NaiveDateTime {
         Utc::now().naive_utc()
     }
@@ -231,12 +326,27 @@ mod my {
         .expect("LAST_INSERT_ID()");
         id as i64
     }
+
+    pub async fn plain_insert_generated_async(conn: &mut AConn, n: i64) -> i64 {
+        use diesel_async::RunQueryDsl as Async;
+        Async::execute(diesel::insert_into(account::table).values(keyless(n)), conn)
+            .await
+            .expect("plain insert");
+        let last = diesel::select(diesel::dsl::sql::<
+            diesel::sql_types::Unsigned<diesel::sql_types::BigInt>,
+        >("LAST_INSERT_ID()"));
+        let id: u64 = Async::get_result(last, conn)
+            .await
+            .expect("LAST_INSERT_ID()");
+        id as i64
+    }
 }
 
 mod lite {
     use super::*;
     use chrono::{DateTime, Utc};
     pub type Conn = SqliteConnection;
+    pub type AConn = diesel_async::sync_connection_wrapper::SyncConnectionWrapper<SqliteConnection>;
     fn now() -> DateTime<Utc> {
         Utc::now()
     }
@@ -286,6 +396,20 @@ macro_rules! delegate_to {
         ) {
             $module::with_outbox_row(conn, id, write)
         }
+        fn plain_async(
+            p: usize,
+            conn: &mut $module::AConn,
+            id: i64,
+        ) -> impl Future<Output = ()> + Send {
+            $module::plain_async(p, conn, id)
+        }
+        fn floor_async(
+            p: usize,
+            conn: &mut $module::AConn,
+            id: i64,
+        ) -> impl Future<Output = ()> + Send {
+            $module::floor_async(p, conn, id)
+        }
     };
 }
 
@@ -295,6 +419,7 @@ struct Postgres {
 
 impl Bench for Postgres {
     type Conn = PgConnection;
+    type Async = pg::AConn;
     type Untracked = pg::Untracked;
     type Tracked = pg::Tracked;
     const NAME: &'static str = "PostgreSQL";
@@ -334,6 +459,20 @@ impl Bench for Postgres {
 
     delegate_to!(pg);
 
+    fn connect_async(&self) -> impl Future<Output = pg::AConn> + Send {
+        let search_path = format!("SET search_path TO {}", self.schema);
+        async move {
+            use diesel_async::SimpleAsyncConnection;
+            let mut conn = pg::AConn::establish(&Self::url())
+                .await
+                .expect("PostgreSQL is up");
+            conn.batch_execute(&search_path)
+                .await
+                .expect("set search_path");
+            conn
+        }
+    }
+
     fn teardown(&self) {
         if let Ok(mut admin) = PgConnection::establish(&Self::url()) {
             let _ = admin.batch_execute(&format!("DROP SCHEMA {} CASCADE", self.schema));
@@ -367,6 +506,7 @@ impl Mariadb {
 
 impl Bench for Mariadb {
     type Conn = MysqlConnection;
+    type Async = my::AConn;
     type Untracked = my::Untracked;
     type Tracked = my::Tracked;
     const NAME: &'static str = "MariaDB";
@@ -404,6 +544,18 @@ impl Bench for Mariadb {
 
     delegate_to!(my);
 
+    fn connect_async(&self) -> impl Future<Output = my::AConn> + Send {
+        let url = self.url();
+        async move {
+            let mut conn = my::AConn::establish(&url).await.expect("MariaDB is up");
+            SessionSetup::new()
+                .apply_async(&mut conn)
+                .await
+                .expect("session setup");
+            conn
+        }
+    }
+
     fn teardown(&self) {
         if let Ok(mut admin) = MysqlConnection::establish(&Self::base_url()) {
             let _ = admin.batch_execute(&format!("DROP DATABASE {}", self.database));
@@ -417,6 +569,7 @@ struct Sqlite {
 
 impl Bench for Sqlite {
     type Conn = SqliteConnection;
+    type Async = lite::AConn;
     type Untracked = lite::Untracked;
     type Tracked = lite::Tracked;
     const NAME: &'static str = "SQLite";
@@ -453,6 +606,10 @@ impl Bench for Sqlite {
     }
 
     delegate_to!(lite);
+
+    fn connect_async(&self) -> impl Future<Output = lite::AConn> + Send {
+        std::future::ready(lite::AConn::new(self.connect()))
+    }
 
     fn teardown(&self) {
         for suffix in ["", "-wal", "-shm"] {
@@ -498,6 +655,112 @@ fn phase<B: Bench + Sync>(
     .as_secs_f64()
         * 1e6
         / rows as f64
+}
+
+/// [`phase`] on async connections: `writers` tasks on a runtime of two threads.
+fn phase_async<B, F, Fut>(
+    rt: &tokio::runtime::Runtime,
+    bench: &B,
+    writers: i64,
+    rows: i64,
+    write: F,
+) -> f64
+where
+    B: Bench,
+    F: Fn(B::Async, i64) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = B::Async> + Send + 'static,
+{
+    rt.block_on(async {
+        let mut conns = Vec::new();
+        for _ in 0..writers {
+            conns.push(bench.connect_async().await);
+        }
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..writers)
+            .zip(conns)
+            .map(|(writer, conn)| {
+                let write = write.clone();
+                tokio::spawn(async move {
+                    let mut conn = conn;
+                    for id in writer * rows + 1..=(writer + 1) * rows {
+                        conn = write(conn, id).await;
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.expect("writer task");
+        }
+        start.elapsed()
+    })
+    .as_secs_f64()
+        * 1e6
+        / rows as f64
+}
+
+/// [`round`] on async connections.
+fn round_async<B: Bench>(
+    rt: &tokio::runtime::Runtime,
+    bench: &B,
+    writers: i64,
+    rows: i64,
+    kind: Kind,
+) -> [f64; 5] {
+    bench.reset();
+    std::array::from_fn(|p| {
+        phase_async(
+            rt,
+            bench,
+            writers,
+            rows,
+            move |mut conn: B::Async, id| async move {
+                match kind {
+                    Kind::Plain => B::plain_async(p, &mut conn, id).await,
+                    Kind::Floor => B::floor_async(p, &mut conn, id).await,
+                    Kind::Ours => write_async::<B>(p, &mut conn, id).await,
+                }
+                conn
+            },
+        )
+    })
+}
+
+/// Our write of phase `p` of row `id` on an async connection.
+async fn write_async<B: Bench>(p: usize, conn: &mut B::Async, id: i64) {
+    match p {
+        0 => {
+            B::untracked(id, 0)
+                .save_and_publish(conn)
+                .await
+                .expect("create");
+        }
+        1 => {
+            B::untracked(id, 1)
+                .save_and_publish(conn)
+                .await
+                .expect("update");
+        }
+        2 => {
+            B::tracked(id, 2)
+                .save_and_publish(conn)
+                .await
+                .expect("tracked update");
+        }
+        3 => {
+            assert!(
+                B::untracked(id, 3)
+                    .delete_and_publish(conn)
+                    .await
+                    .expect("delete")
+            );
+        }
+        _ => {
+            B::untracked(0, id)
+                .insert_and_publish(conn)
+                .await
+                .expect("insert");
+        }
+    }
 }
 
 /// What a round writes with.
@@ -573,17 +836,48 @@ fn median(values: &mut [f64]) -> f64 {
 
 fn run<B: Bench + Sync>(writer_counts: &[i64], rounds: usize, rows: i64) {
     let bench = B::setup();
-    for &writers in writer_counts {
-        let mut plain = vec![[0.0; 5]; rounds];
-        let mut floor = vec![[0.0; 5]; rounds];
-        let mut ours = vec![[0.0; 5]; rounds];
-        for r in 0..rounds {
-            plain[r] = round(&bench, writers, rows, Kind::Plain);
-            floor[r] = round(&bench, writers, rows, Kind::Floor);
-            ours[r] = round(&bench, writers, rows, Kind::Ours);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a Tokio runtime");
+    for (mode, is_async) in [("sync", false), ("async", true)] {
+        for &writers in writer_counts {
+            let mut plain = vec![[0.0; 5]; rounds];
+            let mut floor = vec![[0.0; 5]; rounds];
+            let mut ours = vec![[0.0; 5]; rounds];
+            for r in 0..rounds {
+                for (out, kind) in [
+                    (&mut plain, Kind::Plain),
+                    (&mut floor, Kind::Floor),
+                    (&mut ours, Kind::Ours),
+                ] {
+                    out[r] = if is_async {
+                        round_async(&rt, &bench, writers, rows, kind)
+                    } else {
+                        round(&bench, writers, rows, kind)
+                    };
+                }
+            }
+            report::<B>(mode, writers, rows, rounds, &plain, &floor, &ours);
         }
+    }
+    bench.teardown();
+}
+
+/// Prints one table: a backend and mode with `writers` writers.
+fn report<B: Bench>(
+    mode: &str,
+    writers: i64,
+    rows: i64,
+    rounds: usize,
+    plain: &[[f64; 5]],
+    floor: &[[f64; 5]],
+    ours: &[[f64; 5]],
+) {
+    {
         println!(
-            "\n{} , {writers} writer(s), {rows} rows each, {rounds} rounds \
+            "\n{} {mode}, {writers} writer(s), {rows} rows each, {rounds} rounds \
              (us per write per writer, median of rounds; cost = ours / plain, floor = the \
              plain write and an outbox row in one transaction / plain, median [min-max])",
             B::NAME
@@ -596,14 +890,14 @@ fn run<B: Bench + Sync>(writer_counts: &[i64], rounds: usize, rows: i64) {
             median(&mut kind.iter().map(|r| r[p]).collect::<Vec<_>>())
         };
         for (p, phase) in PHASES.iter().enumerate() {
-            let (cost, cost_low, cost_high) = ratio(&ours, &plain, p);
-            let (fl, fl_low, fl_high) = ratio(&floor, &plain, p);
+            let (cost, cost_low, cost_high) = ratio(ours, plain, p);
+            let (fl, fl_low, fl_high) = ratio(floor, plain, p);
             println!(
                 "  {:<24} {:>9.1} {:>9.1} {:>9.1} {:>9.2}x [{:.2}-{:.2}] {:>9.2}x [{:.2}-{:.2}]",
                 phase,
-                us(&plain, p),
-                us(&floor, p),
-                us(&ours, p),
+                us(plain, p),
+                us(floor, p),
+                us(ours, p),
                 cost,
                 cost_low,
                 cost_high,
@@ -613,7 +907,6 @@ fn run<B: Bench + Sync>(writer_counts: &[i64], rounds: usize, rows: i64) {
             );
         }
     }
-    bench.teardown();
 }
 
 fn main() {
