@@ -63,7 +63,10 @@ pub type HookError = Box<dyn std::error::Error + Send + Sync>;
 pub trait MasterHooks {
     /// Adjusts `instance_data` of a SAVE or SYNC after the default serialization (every
     /// payload field under its wire name, plus `cqrs_revision` and `cqrs_updated`). Runs inside
-    /// the write transaction, so it may read related rows through `conn`.
+    /// the write transaction, so it may read related rows through `conn` on a sync connection.
+    /// On an async connection `conn` is one of the `DbConn::Async*` variants, which a sync hook
+    /// cannot query: there, serialize from the row's own fields (reading related rows from an
+    /// async hook is not supported yet).
     fn serialize(&self, conn: DbConn<'_>, data: &mut Map<String, Value>) -> Result<(), HookError> {
         let _ = (conn, data);
         Ok(())
