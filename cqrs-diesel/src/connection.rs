@@ -488,10 +488,7 @@ mod mysql {
         fn prepare_session(&mut self) -> QueryResult<()> {
             diesel::connection::SimpleConnection::batch_execute(
                 self,
-                &format!(
-                    "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), \
-                     '{MYSQL_STRICT_MODES}')"
-                ),
+                &crate::session::mysql_strict_mode_statement(),
             )
         }
     }

@@ -35,13 +35,14 @@
 use std::time::Duration;
 
 use diesel::QueryResult;
-#[cfg(any(feature = "mysql", feature = "sqlite"))]
-use diesel::connection::SimpleConnection;
 use diesel::r2d2::{CustomizeConnection, R2D2Connection};
 
-use crate::connection::{CqrsConnection, DbConn};
+use crate::connection::{Backend, CqrsConnection, MYSQL_STRICT_MODES};
+#[cfg(feature = "async")]
+use crate::{Awaiting, Dialect, DialectKind, Exec};
 
-/// The settings of [the module](self), applied to one connection by [`apply`](Self::apply) or
+/// The settings of [the module](self), applied to one connection by [`apply`](Self::apply) (a
+/// sync connection), by `apply_async` (a diesel-async connection, with the `async` feature) or
 /// to every connection an r2d2 pool opens (it is a `CustomizeConnection`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionSetup {
@@ -94,26 +95,69 @@ impl SessionSetup {
     /// Applies the settings to `conn`. Run it before the connection's first transaction:
     /// SQLite cannot change its journal mode inside one.
     pub fn apply<C: CqrsConnection>(&self, conn: &mut C) -> QueryResult<()> {
-        match conn.as_db_conn() {
-            #[cfg(feature = "postgres")]
-            DbConn::Pg(_) => Ok(()),
-            #[cfg(feature = "mysql")]
-            DbConn::Mysql(conn) => {
-                conn.prepare_session()?;
+        for statement in self.statements(C::BACKEND) {
+            conn.batch_execute(&statement)?;
+        }
+        Ok(())
+    }
+
+    /// [`apply`](Self::apply) on a diesel-async connection: `AsyncPgConnection`,
+    /// `AsyncMysqlConnection` or `SyncConnectionWrapper<SqliteConnection>` (whose statements
+    /// run on Tokio's blocking threads, as all of its statements do). The same statements as
+    /// `apply`; run it before the connection's first transaction.
+    ///
+    /// For a pool of diesel-async connections (deadpool, bb8), run it in the connection
+    /// manager's `ManagerConfig::custom_setup`, after `establish`, so that every connection the
+    /// pool opens is set up once (the example services of this repository do).
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "postgres")]
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use cqrs_diesel::SessionSetup;
+    /// use diesel::ConnectionError;
+    /// use diesel_async::{AsyncConnection, AsyncPgConnection};
+    ///
+    /// let mut conn = AsyncPgConnection::establish("postgres://localhost/service").await?;
+    /// SessionSetup::new()
+    ///     .apply_async(&mut conn)
+    ///     .await
+    ///     .map_err(ConnectionError::CouldntSetupConfiguration)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "async")]
+    pub async fn apply_async<C>(&self, conn: &mut C) -> QueryResult<()>
+    where
+        C: Exec<Mode = Awaiting> + diesel_async::SimpleAsyncConnection,
+    {
+        let backend = match <C::Backend as Dialect>::KIND {
+            DialectKind::Postgres => Backend::Postgres,
+            DialectKind::Mysql => Backend::Mysql,
+            DialectKind::Sqlite => Backend::Sqlite,
+        };
+        for statement in self.statements(backend) {
+            conn.batch_execute(&statement).await?;
+        }
+        Ok(())
+    }
+
+    /// The statements [`apply`](Self::apply) and `apply_async` run on a new connection to
+    /// `backend`, in order, each a `batch_execute` of its own: the one place their SQL is
+    /// written.
+    pub(crate) fn statements(&self, backend: Backend) -> Vec<String> {
+        match backend {
+            Backend::Postgres => Vec::new(),
+            Backend::Mysql => {
+                let mut statements = vec![mysql_strict_mode_statement()];
                 if self.mysql_read_committed {
-                    conn.batch_execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")?;
+                    statements.push(MYSQL_READ_COMMITTED.to_owned());
                 }
-                Ok(())
+                statements
             }
-            #[cfg(feature = "sqlite")]
-            DbConn::Sqlite(conn) => conn.batch_execute(&self.sqlite_pragmas()),
-            // `C` is a sync connection: never an async one.
-            #[allow(unreachable_patterns)]
-            _ => Ok(()),
+            Backend::Sqlite => vec![self.sqlite_pragmas()],
         }
     }
 
-    #[cfg(any(feature = "sqlite", test))]
     fn sqlite_pragmas(&self) -> String {
         let millis = self.sqlite_busy_timeout.as_millis().min(i32::MAX as u128);
         let mut pragmas = format!("PRAGMA busy_timeout = {millis}; PRAGMA synchronous = NORMAL;");
@@ -122,6 +166,18 @@ impl SessionSetup {
         }
         pragmas
     }
+}
+
+/// Makes every later transaction of a MySQL/MariaDB session `READ COMMITTED`.
+const MYSQL_READ_COMMITTED: &str = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED";
+
+/// The statement that adds [`MYSQL_STRICT_MODES`] to a MySQL/MariaDB session's `sql_mode`
+/// (keeping the modes the session has).
+pub(crate) fn mysql_strict_mode_statement() -> String {
+    format!(
+        "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), \
+         '{MYSQL_STRICT_MODES}')"
+    )
 }
 
 impl<C: CqrsConnection + R2D2Connection> CustomizeConnection<C, diesel::r2d2::Error>
@@ -138,18 +194,85 @@ mod tests {
 
     #[test]
     fn sqlite_pragmas_follow_the_settings() {
-        let default = SessionSetup::new().sqlite_pragmas();
         assert_eq!(
-            default,
-            "PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL; PRAGMA journal_mode = WAL;"
+            SessionSetup::new().statements(Backend::Sqlite),
+            ["PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL; PRAGMA journal_mode = WAL;"]
         );
         let custom = SessionSetup::new()
             .sqlite_busy_timeout(Duration::from_millis(250))
             .sqlite_wal(false)
-            .sqlite_pragmas();
+            .statements(Backend::Sqlite);
         assert_eq!(
             custom,
-            "PRAGMA busy_timeout = 250; PRAGMA synchronous = NORMAL;"
+            ["PRAGMA busy_timeout = 250; PRAGMA synchronous = NORMAL;"]
         );
+    }
+
+    #[test]
+    fn mysql_sessions_are_strict_and_read_committed_unless_asked_not_to_be() {
+        let strict = "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), \
+                      'STRICT_ALL_TABLES,NO_ZERO_DATE,NO_ZERO_IN_DATE,ERROR_FOR_DIVISION_BY_ZERO')";
+        assert_eq!(
+            SessionSetup::new().statements(Backend::Mysql),
+            [
+                strict,
+                "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"
+            ]
+        );
+        assert_eq!(
+            SessionSetup::new()
+                .mysql_read_committed(false)
+                .statements(Backend::Mysql),
+            [strict]
+        );
+    }
+
+    #[test]
+    fn postgres_sessions_need_nothing() {
+        assert!(SessionSetup::new().statements(Backend::Postgres).is_empty());
+    }
+
+    /// `PRAGMA busy_timeout` as a connection reports it.
+    #[cfg(feature = "sqlite")]
+    #[derive(diesel::QueryableByName)]
+    struct BusyTimeout {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        timeout: i32,
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn apply_sets_up_a_sqlite_connection() {
+        use diesel::{Connection, RunQueryDsl, SqliteConnection};
+        let mut conn = SqliteConnection::establish(":memory:").unwrap();
+        SessionSetup::new()
+            .sqlite_busy_timeout(Duration::from_millis(1234))
+            .apply(&mut conn)
+            .unwrap();
+        let busy: BusyTimeout = diesel::sql_query("PRAGMA busy_timeout")
+            .get_result(&mut conn)
+            .unwrap();
+        assert_eq!(busy.timeout, 1234);
+    }
+
+    #[cfg(all(feature = "sqlite", feature = "async"))]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn apply_async_sets_up_a_wrapped_sqlite_connection() {
+        use diesel::SqliteConnection;
+        use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+        use diesel_async::{AsyncConnection, RunQueryDsl};
+        let mut conn = SyncConnectionWrapper::<SqliteConnection>::establish(":memory:")
+            .await
+            .unwrap();
+        SessionSetup::new()
+            .sqlite_busy_timeout(Duration::from_millis(4321))
+            .apply_async(&mut conn)
+            .await
+            .unwrap();
+        let busy: BusyTimeout = diesel::sql_query("PRAGMA busy_timeout")
+            .get_result(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(busy.timeout, 4321);
     }
 }

@@ -6,9 +6,12 @@
 //! | `GET /accounts/{id}` | the account (404 when there is none) |
 //! | `PATCH /accounts/{id}` `{"name"?, "email"?}` | changes the fields given (200, the stored row) |
 //!
-//! Every write goes through [`MasterModel::save_and_publish`]: the row and its replication
-//! message are written in one transaction, and the [`OutboxRelay`] running in this process
-//! publishes the message right after the commit.
+//! Every write goes through [`MasterModel::save_and_publish`] (or
+//! [`insert_and_publish`](MasterModel::insert_and_publish)) on a diesel-async connection from
+//! the service's pool: the row and its replication message are written in one transaction, and
+//! the [`OutboxRelay`] running in this process publishes the message right after the commit.
+
+use std::future::Future;
 
 use axum::Json;
 use axum::Router;
@@ -20,6 +23,8 @@ use chrono::NaiveDateTime;
 use cqrs_diesel::{Config, MasterModel, OutboxRelay, Topology, Transport};
 use diesel::prelude::*;
 use diesel::{MysqlConnection, PgConnection, SqliteConnection};
+use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+use diesel_async::{AsyncMysqlConnection, AsyncPgConnection};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
@@ -133,51 +138,74 @@ impl AccountPatch {
 /// What the accounts service needs from its database, on each backend.
 ///
 /// Diesel queries are typed by backend, so the few queries of the service are written once in
-/// a macro and implemented for `SqliteConnection`, `PgConnection` and `MysqlConnection`.
+/// a macro and implemented for each backend, named by its sync connection type
+/// (`SqliteConnection`, `PgConnection`, `MysqlConnection`); they run on the backend's
+/// diesel-async connection ([`Database::Async`]).
 pub trait AccountsDb: Database {
     /// `CREATE TABLE IF NOT EXISTS account ...` in this backend's dialect.
     const SCHEMA: &'static str;
 
     /// The account with this id.
-    fn find_account(&mut self, id: i64) -> QueryResult<Option<Account>>;
+    fn find_account(
+        conn: &mut Self::Async,
+        id: i64,
+    ) -> impl Future<Output = QueryResult<Option<Account>>> + Send;
 
     /// The account with this id, locked until the transaction ends (`FOR UPDATE`; on SQLite
     /// the write transaction already holds the database's single write lock).
-    fn lock_account(&mut self, id: i64) -> QueryResult<Option<Account>>;
+    fn lock_account(
+        conn: &mut Self::Async,
+        id: i64,
+    ) -> impl Future<Output = QueryResult<Option<Account>>> + Send;
 
     /// Inserts a new account with a key the database generates, and queues its replication
     /// message ([`MasterModel::insert_and_publish`]).
-    fn insert_account(&mut self, account: &Account) -> cqrs_diesel::Result<Account>;
+    fn insert_account(
+        conn: &mut Self::Async,
+        account: &Account,
+    ) -> impl Future<Output = cqrs_diesel::Result<Account>> + Send;
 
     /// Writes the account and queues its replication message
     /// ([`MasterModel::save_and_publish`]).
-    fn save_account(&mut self, account: &Account) -> cqrs_diesel::Result<Account>;
+    fn save_account(
+        conn: &mut Self::Async,
+        account: &Account,
+    ) -> impl Future<Output = cqrs_diesel::Result<Account>> + Send;
 }
 
+// The queries name diesel-async's `RunQueryDsl` in full: this module also imports Diesel's
+// prelude (for the schema and the sync set-up), whose `RunQueryDsl` has the same methods.
 macro_rules! accounts_db {
-    ($conn:ty, $schema:expr, lock: |$query:ident| $locked:expr) => {
+    ($conn:ty, $async:ty, $schema:expr, lock: |$query:ident| $locked:expr) => {
         impl AccountsDb for $conn {
             const SCHEMA: &'static str = $schema;
 
-            fn find_account(&mut self, id: i64) -> QueryResult<Option<Account>> {
-                account::table
-                    .find(id)
-                    .select(Account::as_select())
-                    .first(self)
+            async fn find_account(conn: &mut $async, id: i64) -> QueryResult<Option<Account>> {
+                let query = account::table.find(id).select(Account::as_select());
+                diesel_async::RunQueryDsl::first(query, conn)
+                    .await
                     .optional()
             }
 
-            fn lock_account(&mut self, id: i64) -> QueryResult<Option<Account>> {
+            async fn lock_account(conn: &mut $async, id: i64) -> QueryResult<Option<Account>> {
                 let $query = account::table.find(id).select(Account::as_select());
-                $locked.first(self).optional()
+                diesel_async::RunQueryDsl::first($locked, conn)
+                    .await
+                    .optional()
             }
 
-            fn insert_account(&mut self, account: &Account) -> cqrs_diesel::Result<Account> {
-                account.insert_and_publish(self)
+            async fn insert_account(
+                conn: &mut $async,
+                account: &Account,
+            ) -> cqrs_diesel::Result<Account> {
+                account.insert_and_publish(conn).await
             }
 
-            fn save_account(&mut self, account: &Account) -> cqrs_diesel::Result<Account> {
-                account.save_and_publish(self)
+            async fn save_account(
+                conn: &mut $async,
+                account: &Account,
+            ) -> cqrs_diesel::Result<Account> {
+                account.save_and_publish(conn).await
             }
         }
     };
@@ -185,6 +213,7 @@ macro_rules! accounts_db {
 
 accounts_db!(
     SqliteConnection,
+    SyncConnectionWrapper<SqliteConnection>,
     "CREATE TABLE IF NOT EXISTS account (
         id INTEGER PRIMARY KEY NOT NULL, name TEXT NOT NULL, email TEXT NOT NULL,
         cqrs_revision INTEGER NOT NULL DEFAULT 0, cqrs_updated TEXT NOT NULL)",
@@ -192,6 +221,7 @@ accounts_db!(
 );
 accounts_db!(
     PgConnection,
+    AsyncPgConnection,
     "CREATE TABLE IF NOT EXISTS account (
         id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, name TEXT NOT NULL,
         email TEXT NOT NULL, cqrs_revision INTEGER NOT NULL DEFAULT 0,
@@ -200,6 +230,7 @@ accounts_db!(
 );
 accounts_db!(
     MysqlConnection,
+    AsyncMysqlConnection,
     "CREATE TABLE IF NOT EXISTS account (
         id BIGINT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(255) NOT NULL,
         email VARCHAR(255) NOT NULL, cqrs_revision INTEGER NOT NULL DEFAULT 0,
@@ -208,7 +239,10 @@ accounts_db!(
 );
 
 /// Creates an account, its key generated by the database, and queues its SAVE message.
-pub fn create_account<C: AccountsDb>(conn: &mut C, new: &NewAccount) -> Result<Account, ApiError> {
+pub async fn create_account<C: AccountsDb>(
+    conn: &mut C::Async,
+    new: &NewAccount,
+) -> Result<Account, ApiError> {
     let account = Account {
         // Not written: the database generates the key.
         id: 0,
@@ -217,18 +251,18 @@ pub fn create_account<C: AccountsDb>(conn: &mut C, new: &NewAccount) -> Result<A
         cqrs_revision: 0,
         cqrs_updated: now_utc(),
     };
-    Ok(conn.insert_account(&account)?)
+    Ok(C::insert_account(conn, &account).await?)
 }
 
 /// Changes the fields `patch` gives, and queues a SAVE message with the new revision.
 /// A patch that changes nothing writes (and publishes) nothing.
-pub fn update_account<C: AccountsDb>(
-    conn: &mut C,
+pub async fn update_account<C: AccountsDb>(
+    conn: &mut C::Async,
     id: i64,
     patch: &AccountPatch,
 ) -> Result<Account, ApiError> {
-    cqrs_diesel::atomic(conn, |conn| {
-        let stored = conn.lock_account(id)?.ok_or(ApiError::NotFound {
+    cqrs_diesel::atomic_async(conn, async |conn| {
+        let stored = C::lock_account(conn, id).await?.ok_or(ApiError::NotFound {
             what: "account",
             id,
         })?;
@@ -242,8 +276,9 @@ pub fn update_account<C: AccountsDb>(
         if account == stored {
             return Ok(stored);
         }
-        Ok(conn.save_account(&account)?)
+        Ok(C::save_account(conn, &account).await?)
     })
+    .await
 }
 
 async fn post_account<C: AccountsDb>(
@@ -252,7 +287,8 @@ async fn post_account<C: AccountsDb>(
 ) -> Result<(StatusCode, [(header::HeaderName, String); 1], Json<Account>), ApiError> {
     let Json(new) = body?;
     new.validate()?;
-    let account = db.run(move |conn| create_account(conn, &new)).await?;
+    let mut conn = db.conn().await?;
+    let account = create_account::<C>(&mut conn, &new).await?;
     tracing::info!(id = account.id, "account created");
     let location = format!("/accounts/{}", account.id);
     Ok((
@@ -267,14 +303,13 @@ async fn get_account<C: AccountsDb>(
     id: Result<Path<i64>, PathRejection>,
 ) -> Result<Json<Account>, ApiError> {
     let Path(id) = id?;
-    let account = db
-        .run(move |conn| {
-            conn.find_account(id)?.ok_or(ApiError::NotFound {
-                what: "account",
-                id,
-            })
-        })
-        .await?;
+    let mut conn = db.conn().await?;
+    let account = C::find_account(&mut conn, id)
+        .await?
+        .ok_or(ApiError::NotFound {
+            what: "account",
+            id,
+        })?;
     Ok(Json(account))
 }
 
@@ -286,7 +321,8 @@ async fn patch_account<C: AccountsDb>(
     let Path(id) = id?;
     let Json(patch) = body?;
     patch.validate()?;
-    let account = db.run(move |conn| update_account(conn, id, &patch)).await?;
+    let mut conn = db.conn().await?;
+    let account = update_account::<C>(&mut conn, id, &patch).await?;
     tracing::info!(id, revision = account.cqrs_revision, "account updated");
     Ok(Json(account))
 }

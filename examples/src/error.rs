@@ -37,7 +37,7 @@ pub enum ApiError {
 
     /// No database connection could be had from the pool (503).
     #[error("the database is unavailable: {0}")]
-    Unavailable(#[from] diesel::r2d2::PoolError),
+    Unavailable(#[from] crate::db::PoolError),
 
     /// The database refused or failed a statement (500).
     #[error("database error: {0}")]
@@ -47,10 +47,6 @@ pub enum ApiError {
     /// help).
     #[error(transparent)]
     Cqrs(#[from] cqrs_diesel::Error),
-
-    /// The blocking database task panicked or was cancelled (500).
-    #[error("a database task did not finish: {0}")]
-    Task(#[from] tokio::task::JoinError),
 }
 
 impl ApiError {
@@ -62,9 +58,7 @@ impl ApiError {
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Cqrs(error) if error.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Database(_) | ApiError::Cqrs(_) | ApiError::Task(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            ApiError::Database(_) | ApiError::Cqrs(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
@@ -105,9 +99,17 @@ pub enum ServiceError {
         reason: String,
     },
 
-    /// The database could not be reached or its connection pool not be built.
+    /// The database could not be reached through the connection pool.
     #[error("cannot connect to the database: {0}")]
-    Pool(#[from] diesel::r2d2::PoolError),
+    Pool(#[from] crate::db::PoolError),
+
+    /// The connection pool could not be built.
+    #[error("cannot build the connection pool: {0}")]
+    PoolBuild(#[from] deadpool::managed::BuildError),
+
+    /// A connection of the service's own (for creating the tables) could not be opened.
+    #[error("cannot connect to the database: {0}")]
+    Connect(#[from] diesel::result::ConnectionError),
 
     /// Creating the service's tables failed.
     #[error("cannot create the tables: {0}")]

@@ -28,10 +28,13 @@
 //! | `mysql://...`, `mariadb://...` | MySQL / MariaDB |
 //!
 //! Diesel's connection type is a compile-time choice (and Diesel's `MultiConnection` cannot run
-//! the upserts of the replica), so the services are generic over the connection type `C`: their
-//! handlers, router and start-up are written once, and the few Diesel queries each service needs
-//! are methods of a trait ([`accounts::AccountsDb`], [`payments::PaymentsDb`]) that a short
-//! macro implements for `SqliteConnection`, `PgConnection` and `MysqlConnection`.
+//! the upserts of the replica), so the services are generic over the connection type `C`
+//! (`SqliteConnection`, `PgConnection` or `MysqlConnection`, each naming its diesel-async
+//! counterpart, [`db::Database::Async`]): their handlers, router and start-up are written once,
+//! and the few Diesel queries each service needs are methods of a trait
+//! ([`accounts::AccountsDb`], [`payments::PaymentsDb`]) that a short macro implements for each
+//! backend. The request handlers run on diesel-async connections from a deadpool pool
+//! ([`db::Db`]); the outbox relay and the replica worker open sync connections of their own.
 //! [`accounts::start`] and [`payments::start`] parse the URL ([`db::DatabaseUrl`]) and
 //! instantiate the service for its backend.
 //!
