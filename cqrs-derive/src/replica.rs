@@ -475,10 +475,10 @@ fn store(model: &Model, backend: BackendName) -> TokenStream {
                     keys: &[#pk_ty],
                     conn: &mut #conn_ty,
                 ) -> __d::QueryResult<::std::vec::Vec<(#pk_ty, i64)>> {
-                    let rows = #table::table
+                    let query = #table::table
                         .filter(#table::#pk_col.eq_any(keys))
-                        .select((#table::#pk_col, #table::#rev_col))
-                        .load::<(#pk_ty, #rev_ty)>(conn)?;
+                        .select((#table::#pk_col, #table::#rev_col));
+                    let rows = __d::RunQueryDsl::load::<(#pk_ty, #rev_ty)>(query, conn)?;
                     ::core::result::Result::Ok(
                         rows.into_iter()
                             .map(|(key, revision)| (key, ::core::convert::From::from(revision)))
@@ -495,7 +495,10 @@ fn store(model: &Model, backend: BackendName) -> TokenStream {
                     keys: &[#pk_ty],
                     conn: &mut #conn_ty,
                 ) -> __d::QueryResult<usize> {
-                    __d::delete(#table::table.filter(#table::#pk_col.eq_any(keys))).execute(conn)
+                    __d::RunQueryDsl::execute(
+                        __d::delete(#table::table.filter(#table::#pk_col.eq_any(keys))),
+                        conn,
+                    )
                 }
 
                 fn cqrs_key_page(
@@ -511,7 +514,7 @@ fn store(model: &Model, backend: BackendName) -> TokenStream {
                     if let ::core::option::Option::Some(after) = after {
                         query = query.filter(#table::#pk_col.gt(::core::clone::Clone::clone(after)));
                     }
-                    let rows = query.load::<(#pk_ty, #rev_ty)>(conn)?;
+                    let rows = __d::RunQueryDsl::load::<(#pk_ty, #rev_ty)>(query, conn)?;
                     ::core::result::Result::Ok(
                         rows.into_iter()
                             .map(|(key, revision)| (key, ::core::convert::From::from(revision)))
@@ -520,11 +523,11 @@ fn store(model: &Model, backend: BackendName) -> TokenStream {
                 }
 
                 fn cqrs_count_all(conn: &mut #conn_ty) -> __d::QueryResult<i64> {
-                    #table::table.count().get_result(conn)
+                    __d::RunQueryDsl::get_result(#table::table.count(), conn)
                 }
 
                 fn cqrs_delete_all(conn: &mut #conn_ty) -> __d::QueryResult<usize> {
-                    __d::delete(#table::table).execute(conn)
+                    __d::RunQueryDsl::execute(__d::delete(#table::table), conn)
                 }
             }
         }
