@@ -3,7 +3,7 @@
 use cqrs_diesel::diesel::PgConnection;
 
 fn push(conn: &mut PgConnection) {
-    let _ = conn.outbox_contains(1);
+    let _ = conn.outbox_delete(&[1]);
 }
 
 fn main() {}
