@@ -1092,7 +1092,7 @@ impl<S: Side> Harness<'_, S> {
                     let row = values.author::<S::Master>(*id);
                     let stored = row
                         .cqrs_find(&mut self.conn, false)
-                        .map_err(|e| fail("bulk create: reading a row", e.into()))?;
+                        .map_err(|e| fail("bulk create: reading a row", e))?;
                     if stored.is_none() {
                         absent.push(row);
                     }
