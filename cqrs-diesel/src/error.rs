@@ -84,6 +84,11 @@ pub enum Error {
     /// write refused to run inside it, where it would never be committed either. Drop the
     /// connection (a pool discards such connections by itself) or roll the transaction back
     /// before writing on it again.
+    ///
+    /// The library knows the connection by its address. A connection dropped after such a
+    /// write leaves the mark behind until a write finds no transaction open at that address;
+    /// if a new connection at the same address runs this library's write inside a transaction
+    /// of its own before that, the write is refused too (a refusal, never a lost write).
     #[error(
         "an earlier write on this connection was abandoned inside its transaction; drop the \
          connection or roll that transaction back"
