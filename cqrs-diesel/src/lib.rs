@@ -92,8 +92,8 @@ pub use cqrs_core::Error as TransportError;
 #[cfg(feature = "async")]
 pub use master::atomic_async;
 pub use master::{
-    Awaiting, Blocking, Dialect, DialectKind, Exec, HookError, MasterConfig, MasterHooks,
-    MasterModel, MasterStore, Mode, Ret, RowFilter, UpdatedAt, WriteFuture, atomic,
+    Awaiting, Blocking, Dialect, DialectKind, Exec, HookError, HookFuture, MasterConfig,
+    MasterHooks, MasterModel, MasterStore, Mode, Ret, RowFilter, UpdatedAt, WriteFuture, atomic,
 };
 pub use relay::{OutboxRelay, RelayHandle, RelayStats};
 pub use session::SessionSetup;

@@ -167,7 +167,7 @@ where
         let rows = M::cqrs_select_page(conn, filter, after, limit)?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
-            let instance_data = instance_data(&row, conn)?;
+            let instance_data = crate::exec::run_ready(instance_data(&row, conn))?;
             let sync_body = (M::PRODUCE && row.is_sync_instance()).then(|| {
                 // Read from the database: no previous values (`null`, as django-cqrs sends).
                 body(

@@ -34,28 +34,29 @@ fn hook_error(cqrs_id: &'static str, hook: &'static str, error: HookError) -> Er
 
 /// `instance_data` of a SAVE or SYNC of `row` (as stored): the default serialization, then
 /// the model's `serialize` hook.
-pub(crate) fn instance_data<M: MasterModel, E: Exec>(
+pub(crate) async fn instance_data<M: MasterModel + Sync, E: Exec>(
     row: &M,
     conn: &mut E,
 ) -> Result<Map<String, Value>> {
     row.cqrs_check_values()?;
     let mut data = row.cqrs_instance_data();
     if M::CUSTOM_HOOKS {
-        row.serialize(conn.db_conn(), &mut data)
+        row.serialize_async(conn.db_conn(), &mut data)
+            .await
             .map_err(|error| hook_error(M::CQRS_ID, "serialize", error))?;
     }
     Ok(data)
 }
 
 /// The body of a SAVE or SYNC of `row` (as stored).
-pub(crate) fn save_body<M: MasterModel, E: Exec>(
+pub(crate) async fn save_body<M: MasterModel + Sync, E: Exec>(
     config: &MasterConfig,
     row: &M,
     conn: &mut E,
     signal: SignalType,
     previous_data: Option<Map<String, Value>>,
 ) -> Result<String> {
-    let data = instance_data(row, conn)?;
+    let data = instance_data(row, conn).await?;
     Ok(body(config, row, signal, data, previous_data))
 }
 

@@ -37,6 +37,10 @@ pub(crate) use tx::as_diesel_error;
 /// The error a [`MasterHooks`] method returns; its message ends up in [`Error::Hook`].
 pub type HookError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The future [`MasterHooks::serialize_async`] returns.
+pub type HookFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), HookError>> + Send + 'a>>;
+
 /// Per-model behaviour a user can customise, the counterpart of django-cqrs's
 /// `MasterMixin` methods. Every method has a default.
 ///
@@ -64,12 +68,46 @@ pub trait MasterHooks {
     /// Adjusts `instance_data` of a SAVE or SYNC after the default serialization (every
     /// payload field under its wire name, plus `cqrs_revision` and `cqrs_updated`). Runs inside
     /// the write transaction, so it may read related rows through `conn` on a sync connection.
-    /// On an async connection `conn` is one of the `DbConn::Async*` variants, which a sync hook
-    /// cannot query: there, serialize from the row's own fields (reading related rows from an
-    /// async hook is not supported yet).
+    /// On an async connection `conn` is one of the `DbConn::Async*` variants, which this sync
+    /// method cannot query: override [`serialize_async`](Self::serialize_async) instead.
     fn serialize(&self, conn: DbConn<'_>, data: &mut Map<String, Value>) -> Result<(), HookError> {
         let _ = (conn, data);
         Ok(())
+    }
+
+    /// What every write calls to run [`serialize`](Self::serialize): by default that method.
+    /// Override it to read related rows on an async connection, awaiting diesel-async queries
+    /// on `DbConn::AsyncPg`, `DbConn::AsyncMysql` or `DbConn::AsyncSqlite` (and running sync
+    /// ones on the sync variants, whose futures must then be ready at once: a sync write polls
+    /// the hook once).
+    ///
+    /// ```
+    /// use cqrs_diesel::{DbConn, HookError, HookFuture, MasterHooks};
+    /// use serde_json::{Map, Value, json};
+    ///
+    /// struct Book { writer_id: i32 }
+    ///
+    /// impl MasterHooks for Book {
+    ///     fn serialize_async<'a>(
+    ///         &'a self,
+    ///         conn: DbConn<'a>,
+    ///         data: &'a mut Map<String, Value>,
+    ///     ) -> HookFuture<'a> {
+    ///         Box::pin(async move {
+    ///             // `conn` is an async connection here: await a query on it.
+    ///             let _ = conn;
+    ///             data.insert("writer".into(), json!(self.writer_id));
+    ///             Ok::<(), HookError>(())
+    ///         })
+    ///     }
+    /// }
+    /// ```
+    fn serialize_async<'a>(
+        &'a self,
+        conn: DbConn<'a>,
+        data: &'a mut Map<String, Value>,
+    ) -> HookFuture<'a> {
+        Box::pin(std::future::ready(self.serialize(conn, data)))
     }
 
     /// Whether `cqrs_sync` publishes this row (django-cqrs's `is_sync_instance`).

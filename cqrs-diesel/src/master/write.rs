@@ -142,7 +142,8 @@ async fn save_in_transaction<M: RowOf<E>, E: Exec>(
         conn,
         SignalType::Save,
         previous_data.clone(),
-    )?;
+    )
+    .await?;
     match prior {
         Some(prior) => {
             queue::update_body(conn, prior.outbox_id, &body).await?;
@@ -215,7 +216,8 @@ async fn insert_generated_once<M: RowOf<E>, E: Exec>(
             conn,
             SignalType::Save,
             previous_data.clone(),
-        )?;
+        )
+        .await?;
         queue_new_save::<M, E>(conn, key, pk_key(&stored), &body, previous_data).await?;
     }
     Ok(stored)
@@ -317,18 +319,12 @@ async fn queue_saves<M, E>(
     previous: impl Fn(&M) -> Option<Map<String, Value>>,
 ) -> Result<()>
 where
-    M: MasterModel,
+    M: MasterModel + Sync,
     E: Exec,
 {
     let mut bodies = Vec::with_capacity(stored.len());
     for row in stored {
-        bodies.push(save_body(
-            config,
-            row,
-            conn,
-            SignalType::Save,
-            previous(row),
-        )?);
+        bodies.push(save_body(config, row, conn, SignalType::Save, previous(row)).await?);
     }
     let entries: Vec<NewOutboxEntry<'_>> = bodies
         .iter()
@@ -487,7 +483,7 @@ async fn sync_once<M: RowOf<E>, E: Exec>(
     }
     // A row read from the database has no previous values: `null`, as django-cqrs sends from
     // its `cqrs_sync` and `cqrs_diff_sync` commands.
-    let body = save_body(config, &stored, conn, SignalType::Sync, None)?;
+    let body = save_body(config, &stored, conn, SignalType::Sync, None).await?;
     let routing_key = match queue {
         Some(queue) => direct_routing_key(queue, M::CQRS_ID),
         None => M::CQRS_ID.to_owned(),

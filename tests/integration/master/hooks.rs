@@ -1,13 +1,15 @@
-//! User hooks (serializer reading a related row, instance filter, meta, correlation id, delete
-//! custom data), skipped and renamed fields, and `produce = false`, on PostgreSQL.
+//! User hooks (serializer reading a related row, on sync and async connections, instance
+//! filter, meta, correlation id, delete custom data), skipped and renamed fields, and
+//! `produce = false`, on PostgreSQL.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use cqrs_diesel::{DbConn, HookError, MasterHooks, MasterModel};
+use cqrs_diesel::{DbConn, HookError, HookFuture, MasterHooks, MasterModel, MasterStore};
 use diesel::prelude::*;
 use serde_json::{Map, Value, json};
 
+use super::side::{Async, Blocking, Side, w};
 use super::{Setup, WAIT};
 use crate::db::{PgDb, TestDb};
 
@@ -50,19 +52,25 @@ struct Book {
 }
 
 impl MasterHooks for Book {
-    fn serialize(&self, conn: DbConn<'_>, data: &mut Map<String, Value>) -> Result<(), HookError> {
-        let DbConn::Pg(conn) = conn else {
-            return Err("this model lives on PostgreSQL".into());
-        };
-        let name: String = writer::table
-            .find(self.writer_id)
-            .select(writer::name)
-            .first(conn)?;
-        data.insert("writer_name".into(), json!(name));
-        if self.title == "fail" {
-            return Err("titles may not be 'fail'".into());
-        }
-        Ok(())
+    /// Reads the writer's name from its row, awaiting the query on an async connection.
+    fn serialize_async<'a>(
+        &'a self,
+        conn: DbConn<'a>,
+        data: &'a mut Map<String, Value>,
+    ) -> HookFuture<'a> {
+        Box::pin(async move {
+            let query = writer::table.find(self.writer_id).select(writer::name);
+            let name: String = match conn {
+                DbConn::Pg(conn) => RunQueryDsl::first(query, conn)?,
+                DbConn::AsyncPg(conn) => diesel_async::RunQueryDsl::first(query, conn).await?,
+                _ => return Err("this model lives on PostgreSQL".into()),
+            };
+            data.insert("writer_name".into(), json!(name));
+            if self.title == "fail" {
+                return Err("titles may not be 'fail'".into());
+            }
+            Ok::<(), HookError>(())
+        })
     }
 
     fn is_sync_instance(&self) -> bool {
@@ -84,6 +92,53 @@ impl MasterHooks for Book {
         custom.insert("title".into(), json!(self.title));
         Some(custom)
     }
+}
+
+/// A model whose hooks override only the sync `serialize`, which the writes reach through the
+/// default `serialize_async`.
+#[derive(Debug, Clone, MasterModel)]
+#[cqrs(id = "plain_book", table = book, hooks, backends(postgres))]
+struct PlainBook {
+    id: i64,
+    title: String,
+    writer_id: i32,
+    internal_note: String,
+    cqrs_revision: i64,
+    cqrs_updated: DateTime<Utc>,
+}
+
+impl MasterHooks for PlainBook {
+    fn serialize(&self, conn: DbConn<'_>, data: &mut Map<String, Value>) -> Result<(), HookError> {
+        let DbConn::Pg(conn) = conn else {
+            return Err("a sync connection was expected".into());
+        };
+        let name: String = writer::table
+            .find(self.writer_id)
+            .select(writer::name)
+            .first(conn)?;
+        data.insert("writer_name".into(), json!(name));
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_serialize_hook_reads_related_rows_on_a_sync_connection() {
+    let db = PgDb::new("plainhooks");
+    db.execute(DDL);
+    let mut setup = Setup::new_with_ddl(db).await;
+    let conn = &mut setup.db.connect();
+    let row = PlainBook {
+        id: 9,
+        title: "Anna Karenina".into(),
+        writer_id: 7,
+        internal_note: String::new(),
+        cqrs_revision: 0,
+        cqrs_updated: Utc::now(),
+    };
+    row.save_and_publish(conn).unwrap();
+    assert_eq!(setup.drain().await, 1);
+    let got = setup.capture.take(1, WAIT).await;
+    assert_eq!(got[0].1["instance_data"]["writer_name"], "Tolstoy");
 }
 
 #[derive(Debug, Clone, MasterModel)]
@@ -108,30 +163,37 @@ fn book(id: i64, title: &str) -> Book {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hooks_shape_the_messages() {
+/// The hooks shape every message, with a serializer that reads a related row through the
+/// write's own connection, sync or async.
+async fn hooks_shape_the_messages<X: Side<PgDb>>()
+where
+    Book: MasterStore<X::Conn>,
+{
     let db = PgDb::new("hooks");
     db.execute(DDL);
     let mut setup = Setup::new_with_ddl(db).await;
-    let conn = &mut setup.db.connect();
+    let conn = &mut X::open(&setup.db).await;
 
-    let saved = book(1, "War and Peace").save_and_publish(conn).unwrap();
-    assert!(saved.cqrs_sync(conn, Some("replica_x")).unwrap());
-    let draft = book(2, "draft: notes").save_and_publish(conn).unwrap();
+    let saved = w!(X::Conn, book(1, "War and Peace").save_and_publish(conn)).unwrap();
+    assert!(w!(X::Conn, saved.cqrs_sync(conn, Some("replica_x"))).unwrap());
+    let draft = w!(X::Conn, book(2, "draft: notes").save_and_publish(conn)).unwrap();
     assert!(
-        !draft.cqrs_sync(conn, None).unwrap(),
+        !w!(X::Conn, draft.cqrs_sync(conn, None)).unwrap(),
         "is_sync_instance said no"
     );
-    assert!(saved.delete_and_publish(conn).unwrap());
+    assert!(w!(X::Conn, saved.delete_and_publish(conn)).unwrap());
 
     // A failing hook rolls the write back.
-    let error = book(3, "fail").save_and_publish(conn).unwrap_err();
+    let error = w!(X::Conn, book(3, "fail").save_and_publish(conn)).unwrap_err();
     assert!(
         error.to_string().contains("serialize") && error.to_string().contains("'fail'"),
         "{error}"
     );
     assert!(!error.is_retryable());
-    let count: i64 = book::table.count().get_result(conn).unwrap();
+    let count: i64 = book::table
+        .count()
+        .get_result(&mut setup.db.connect())
+        .unwrap();
     assert_eq!(
         count, 1,
         "only the draft remains; the failed save left nothing"
@@ -167,6 +229,16 @@ async fn hooks_shape_the_messages() {
     );
     assert_eq!(delete["correlation_id"], "corr-1");
     assert!(setup.capture.is_quiet_for(Duration::from_millis(300)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_shape_the_messages_on_a_sync_connection() {
+    hooks_shape_the_messages::<Blocking>().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_shape_the_messages_on_an_async_connection() {
+    hooks_shape_the_messages::<Async>().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
