@@ -72,9 +72,6 @@ pub trait CqrsConnection:
     /// The backend, for logs and for code that must differ.
     const BACKEND: Backend;
 
-    /// The connection as the backend-tagged [`DbConn`] hooks receive.
-    fn as_db_conn(&mut self) -> DbConn<'_>;
-
     /// Runs `f` in a transaction suitable for writes: a savepoint when a transaction is already
     /// open (so a failure inside leaves the caller's transaction usable), otherwise a new
     /// transaction (`BEGIN IMMEDIATE` on SQLite, so that a read followed by a write cannot fail
@@ -356,10 +353,6 @@ mod pg {
     impl CqrsConnection for PgConnection {
         const BACKEND: Backend = Backend::Postgres;
 
-        fn as_db_conn(&mut self) -> DbConn<'_> {
-            DbConn::Pg(self)
-        }
-
         shared_impl!();
 
         fn run_outbox_migrations(&mut self) -> crate::Result<()> {
@@ -471,10 +464,6 @@ mod mysql {
     impl CqrsConnection for MysqlConnection {
         const BACKEND: Backend = Backend::Mysql;
 
-        fn as_db_conn(&mut self) -> DbConn<'_> {
-            DbConn::Mysql(self)
-        }
-
         shared_impl!();
 
         fn run_outbox_migrations(&mut self) -> crate::Result<()> {
@@ -566,10 +555,6 @@ mod sqlite {
 
     impl CqrsConnection for SqliteConnection {
         const BACKEND: Backend = Backend::Sqlite;
-
-        fn as_db_conn(&mut self) -> DbConn<'_> {
-            DbConn::Sqlite(self)
-        }
 
         shared_impl!();
 

@@ -350,7 +350,7 @@ fn classify_database(
 pub(crate) fn classify_on<C: CqrsConnection>(conn: &mut C, error: &DieselError) -> ErrorClass {
     #[cfg(feature = "mysql")]
     #[allow(irrefutable_let_patterns)]
-    if let crate::connection::DbConn::Mysql(mysql) = conn.as_db_conn()
+    if let crate::connection::DbConn::Mysql(mysql) = crate::exec::Exec::db_conn(conn)
         && let DieselError::DatabaseError(Kind::Unknown, info) = error
     {
         match mysql::error_number(mysql, info.message()) {

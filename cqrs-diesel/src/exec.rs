@@ -100,7 +100,8 @@ macro_rules! dialect {
                 column: &str,
             ) -> diesel::deserialize::Result<i64> {
                 let value = NamedRow::get::<$int, $rust>(row, column)?;
-                widen(value)
+                // `u64` (MySQL) can exceed `i64`; an `i64` converts as it is.
+                i64::try_from(value).map_err(Into::into)
             }
 
             fn bind_text<'b>(out: &mut AstPass<'_, 'b, Self>, value: &'b str) -> QueryResult<()> {
@@ -152,27 +153,6 @@ dialect!(
     diesel::sql_types::BigInt,
     i64
 );
-
-/// An integer read back as `i64`.
-trait Widen {
-    fn widen(self) -> std::result::Result<i64, String>;
-}
-
-impl Widen for i64 {
-    fn widen(self) -> std::result::Result<i64, String> {
-        Ok(self)
-    }
-}
-
-impl Widen for u64 {
-    fn widen(self) -> std::result::Result<i64, String> {
-        i64::try_from(self).map_err(|_| format!("{self} does not fit in i64"))
-    }
-}
-
-fn widen<T: Widen>(value: T) -> std::result::Result<i64, Box<dyn std::error::Error + Send + Sync>> {
-    value.widen().map_err(Into::into)
-}
 
 /// One integer column named `n` (a count, an id read back), as statements alias it.
 pub(crate) struct Int(pub(crate) i64);
@@ -325,8 +305,8 @@ pub trait Exec: Send + Sized + 'static {
     #[doc(hidden)]
     fn broken(&mut self) -> bool;
 
-    /// The connection as [`MasterHooks`](crate::MasterHooks) receive it.
-    #[doc(hidden)]
+    /// The connection tagged with its backend, as [`MasterHooks`](crate::MasterHooks) receive
+    /// it.
     fn db_conn(&mut self) -> DbConn<'_>;
 
     /// Waits before a write runs again after a conflict: the thread sleeps on a sync

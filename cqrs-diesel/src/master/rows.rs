@@ -37,6 +37,19 @@ fn returns_rows<DB: Dialect>() -> bool {
     DB::KIND.returns_rows()
 }
 
+/// Runs a write: its rows as `RETURNING` gives them where the backend has it, otherwise `None`
+/// (MySQL/MariaDB), and the caller reads them back in the same transaction.
+async fn returning<M: RowOf<E>, E: Exec>(
+    conn: &mut E,
+    statement: Stmt<'_, M, E::Backend>,
+) -> QueryResult<Option<Vec<M>>> {
+    if returns_rows::<E::Backend>() {
+        return load(conn, statement).await.map(Some);
+    }
+    conn.execute(statement).await?;
+    Ok(None)
+}
+
 /// The time a write stamps, in the model's type.
 fn at<M: MasterColumns<DB>, DB: Dialect>(now: DateTime<Utc>) -> M::Updated {
     <M::Updated as UpdatedAt>::from_utc(now)
@@ -131,11 +144,10 @@ pub(crate) async fn update<M: RowOf<E>, E: Exec>(
         now: &now,
         bump,
     });
-    if returns_rows::<E::Backend>() {
-        return load_first(conn, update).await;
+    match returning(conn, update).await? {
+        Some(stored) => Ok(stored.into_iter().next()),
+        None => find(conn, row, false).await,
     }
-    conn.execute(update).await?;
-    find(conn, row, false).await
 }
 
 /// Inserts `row` (with its key) stamped now.
@@ -147,11 +159,11 @@ pub(crate) async fn insert_one<M: RowOf<E>, E: Exec>(
     let now = at::<M, E::Backend>(now);
     let rows = [row];
     let statement = insert(&rows, &now, true, false);
-    if returns_rows::<E::Backend>() {
-        return load_first(conn, statement).await?.ok_or_else(missing_row);
-    }
-    conn.execute(statement).await?;
-    find(conn, row, false).await?.ok_or_else(missing_row)
+    let stored = match returning(conn, statement).await? {
+        Some(stored) => stored.into_iter().next(),
+        None => find(conn, row, false).await?,
+    };
+    stored.ok_or_else(missing_row)
 }
 
 /// Inserts `row` or, when its key exists, updates the stored row with its values and bumps
@@ -164,10 +176,9 @@ pub(crate) async fn upsert<M: RowOf<E>, E: Exec>(
     let now = stamp(conn, &[row], now).await?;
     let rows = [row];
     let statement = insert(&rows, &now, true, true);
-    if returns_rows::<E::Backend>() {
-        return load_first(conn, statement).await?.ok_or_else(missing_row);
+    if let Some(stored) = returning(conn, statement).await? {
+        return stored.into_iter().next().ok_or_else(missing_row);
     }
-    conn.execute(statement).await?;
     // `ON DUPLICATE KEY UPDATE` acts on a conflict with any unique key: a row that collided
     // with another row on another unique column updated that row, and this one does not
     // exist. The write's transaction rolls that back.
@@ -185,14 +196,12 @@ pub(crate) async fn insert_generated<M: RowOf<E>, E: Exec>(
     let now = at::<M, E::Backend>(now);
     let rows = [row];
     let statement = insert(&rows, &now, false, false);
-    if returns_rows::<E::Backend>() {
-        return load_first(conn, statement).await?.ok_or_else(missing_row);
-    }
-    conn.execute(statement).await?;
-    // The generated key and the row in one read.
-    load_first(conn, Stmt::new(Kind::SelectLastInsert))
-        .await?
-        .ok_or_else(missing_row)
+    let stored = match returning(conn, statement).await? {
+        Some(stored) => stored.into_iter().next(),
+        // The generated key and the row in one read.
+        None => load_first(conn, Stmt::new(Kind::SelectLastInsert)).await?,
+    };
+    stored.ok_or_else(missing_row)
 }
 
 /// [`insert_generated`] for several rows, in one statement where the keys can be known: the
@@ -254,11 +263,10 @@ pub(crate) async fn insert_many<M: RowOf<E>, E: Exec>(
     }
     let now = at::<M, E::Backend>(now);
     let statement = insert(rows, &now, true, false);
-    if returns_rows::<E::Backend>() {
-        return load(conn, statement).await;
+    match returning(conn, statement).await? {
+        Some(stored) => Ok(stored),
+        None => find_many(conn, rows, false).await,
     }
-    conn.execute(statement).await?;
-    find_many(conn, rows, false).await
 }
 
 /// Updates the rows, which must exist and be distinct, in one statement, bumping each
@@ -273,11 +281,10 @@ pub(crate) async fn update_many<M: RowOf<E>, E: Exec>(
     }
     let now = stamp(conn, rows, now).await?;
     let statement = insert(rows, &now, true, true);
-    if returns_rows::<E::Backend>() {
-        return load(conn, statement).await;
+    match returning(conn, statement).await? {
+        Some(stored) => Ok(stored),
+        None => find_many(conn, rows, false).await,
     }
-    conn.execute(statement).await?;
-    find_many(conn, rows, false).await
 }
 
 /// `filter` with its keys and time decoded for `M`.

@@ -733,8 +733,12 @@ where
             let key = downcast_key::<M>(item)?.clone();
             match item.signal {
                 SignalType::Delete => {
-                    M::cqrs_delete(conn.as_deref_mut().map(C::as_db_conn), key, message)
-                        .map_err(hook("cqrs_delete"))?;
+                    M::cqrs_delete(
+                        conn.as_deref_mut().map(crate::exec::Exec::db_conn),
+                        key,
+                        message,
+                    )
+                    .map_err(hook("cqrs_delete"))?;
                 }
                 SignalType::Save | SignalType::Sync => {
                     let row = M::cqrs_decode(&item.payload.instance_data).map_err(|reason| {
@@ -744,14 +748,23 @@ where
                             reason,
                         }
                     })?;
-                    let exists = M::cqrs_exists(conn.as_deref_mut().map(C::as_db_conn), &key)
-                        .map_err(hook("cqrs_exists"))?;
+                    let exists =
+                        M::cqrs_exists(conn.as_deref_mut().map(crate::exec::Exec::db_conn), &key)
+                            .map_err(hook("cqrs_exists"))?;
                     if exists {
-                        M::cqrs_update(conn.as_deref_mut().map(C::as_db_conn), row, message)
-                            .map_err(hook("cqrs_update"))?;
+                        M::cqrs_update(
+                            conn.as_deref_mut().map(crate::exec::Exec::db_conn),
+                            row,
+                            message,
+                        )
+                        .map_err(hook("cqrs_update"))?;
                     } else {
-                        M::cqrs_create(conn.as_deref_mut().map(C::as_db_conn), row, message)
-                            .map_err(hook("cqrs_create"))?;
+                        M::cqrs_create(
+                            conn.as_deref_mut().map(crate::exec::Exec::db_conn),
+                            row,
+                            message,
+                        )
+                        .map_err(hook("cqrs_create"))?;
                     }
                 }
             }
