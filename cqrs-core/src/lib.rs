@@ -23,6 +23,7 @@ mod consumer;
 mod encoding;
 mod error;
 mod memory;
+pub mod metric;
 mod payload;
 mod rabbitmq;
 mod topic;
@@ -38,7 +39,7 @@ pub use backoff::Backoff;
 pub use clock::{Clock, ManualClock};
 pub use config::{Config, ConfigBuilder, QueueType, TlsSettings};
 pub use consumer::{
-    Applied, Applier, BatchError, ConsumerHandle, ConsumerRuntime, ConsumerStats,
+    Applied, Applier, BatchError, ConsumerHandle, ConsumerHealth, ConsumerRuntime, ConsumerStats,
     DEAD_LETTER_AT_HEADER, DEAD_LETTER_REASON_HEADER, DEAD_LETTER_ROUTING_KEY_HEADER, Incoming,
     ModelPolicy, SEQ_HEADER, parse_seq, shutdown_signal,
 };

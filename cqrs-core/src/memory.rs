@@ -255,6 +255,14 @@ impl Transport for InMemoryTransport {
         })
     }
 
+    async fn probe(&self) -> Result<()> {
+        if self.broker.closed.load(Ordering::Acquire) {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
     async fn close(&self) {
         self.broker.closed.store(true, Ordering::Release);
         let queues: Vec<_> = lock(&self.broker.state).queues.values().cloned().collect();

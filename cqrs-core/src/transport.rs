@@ -245,6 +245,14 @@ pub trait Transport: Clone + Send + Sync + 'static {
     /// Closes the transport: consumers end, further operations fail with [`Error::Closed`].
     fn close(&self) -> impl Future<Output = ()> + Send;
 
+    /// Checks that the broker can be reached now, connecting if the transport holds no live
+    /// connection: what a readiness probe asks. The default answers `Ok` (a transport without
+    /// a connection of its own); implementations should fail with the error a publish would
+    /// meet ([`Error::Connect`], [`Error::Closed`], ...).
+    fn probe(&self) -> impl Future<Output = Result<()>> + Send {
+        async { Ok(()) }
+    }
+
     /// Publishes one message and waits for its confirmation.
     fn publish_confirmed(
         &self,

@@ -115,6 +115,12 @@ pub trait CqrsConnection:
     /// How many entries wait in the outbox (for health checks and tests).
     fn outbox_pending(&mut self) -> QueryResult<i64>;
 
+    /// How many entries wait in the outbox and how old the oldest one is, by the database's
+    /// clock (its `created_at`; MySQL/MariaDB compare it with `NOW(6)` in the session's time
+    /// zone, so keep one time zone for the writers' and the relay's sessions). One `COUNT(*)`:
+    /// the relay runs it every backlog interval, not per batch.
+    fn outbox_backlog(&mut self) -> QueryResult<crate::outbox::OutboxBacklog>;
+
     /// The first `limit` entries waiting in the outbox, in publication order, without locking
     /// or removing them (for operators and tests).
     fn outbox_peek(&mut self, limit: i64) -> QueryResult<Vec<OutboxEntry>>;
@@ -250,6 +256,12 @@ macro_rules! shared_impl {
         fn outbox_pending(&mut self) -> QueryResult<i64> {
             use crate::outbox::cqrs_outbox::dsl;
             dsl::cqrs_outbox.count().get_result(self)
+        }
+
+        fn outbox_backlog(&mut self) -> QueryResult<crate::outbox::OutboxBacklog> {
+            diesel::sql_query(crate::outbox::backlog_sql(Self::BACKEND))
+                .get_result::<crate::outbox::BacklogRow>(self)
+                .map(crate::outbox::BacklogRow::into_backlog)
         }
 
         fn outbox_peek(&mut self, limit: i64) -> QueryResult<Vec<OutboxEntry>> {

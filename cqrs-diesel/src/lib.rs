@@ -48,8 +48,8 @@ pub mod session;
 #[cfg(feature = "decimal")]
 pub use cqrs_core::bigdecimal;
 pub use cqrs_core::{
-    Clock, Config, ConfigBuilder, ConsumerHandle, ConsumerRuntime, ConsumerStats, ManualClock,
-    RabbitMqTransport, Topology, Transport, WireValue, shutdown_signal,
+    Clock, Config, ConfigBuilder, ConsumerHandle, ConsumerHealth, ConsumerRuntime, ConsumerStats,
+    ManualClock, RabbitMqTransport, Topology, Transport, WireValue, metric, shutdown_signal,
 };
 
 /// Brokers and messages: the [`Transport`] trait, its RabbitMQ and in-memory implementations,
@@ -95,7 +95,7 @@ pub use master::{
     Awaiting, Blocking, Dialect, DialectKind, Exec, HookError, HookFuture, MasterConfig,
     MasterHooks, MasterModel, MasterStore, Mode, Ret, RowFilter, UpdatedAt, WriteFuture, atomic,
 };
-pub use relay::{OutboxRelay, RelayHandle, RelayStats};
+pub use relay::{OutboxRelay, RelayHandle, RelayHealth, RelayStats};
 pub use session::SessionSetup;
 
 pub use replica::{CustomReplica, MessageInfo, ReplicaModel, ReplicaStore, Replicas, run_consumer};

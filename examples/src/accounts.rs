@@ -12,6 +12,8 @@
 //! the [`OutboxRelay`] running in this process publishes the message right after the commit.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
@@ -20,16 +22,18 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::routing::{get, post};
 use chrono::NaiveDateTime;
-use cqrs_diesel::{Config, MasterModel, OutboxRelay, Topology, Transport};
+use cqrs_diesel::{Config, MasterModel, OutboxRelay, RelayHandle, Topology, Transport};
 use diesel::prelude::*;
 use diesel::{MysqlConnection, PgConnection, SqliteConnection};
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncMysqlConnection, AsyncPgConnection};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::db::{Database, DatabaseUrl, Db, deserialize_utc, now_utc, serialize_utc};
 use crate::error::{ApiError, ServiceError};
+use crate::ops::{self, Ops};
 use crate::service::{RunningService, declare_topology};
 
 /// The Diesel schema of the accounts database (columns are documented by the SQL in `SCHEMA`).
@@ -347,27 +351,39 @@ pub async fn start<T: Transport>(
     transport: T,
     listener: TcpListener,
 ) -> Result<RunningService, ServiceError> {
+    start_with(database_url, config, transport, listener, Ops::default()).await
+}
+
+/// [`start`] with the settings of the operations endpoints (`/readyz`'s outbox age).
+pub async fn start_with<T: Transport>(
+    database_url: &str,
+    config: &Config,
+    transport: T,
+    listener: TcpListener,
+    ops: Ops,
+) -> Result<RunningService, ServiceError> {
     let url = DatabaseUrl::parse(database_url);
     tracing::info!(backend = url.backend(), "accounts service starting");
     match url {
         DatabaseUrl::Sqlite(url) => {
-            start_on::<SqliteConnection, T>(&url, config, transport, listener).await
+            start_on::<SqliteConnection, T>(&url, config, transport, listener, ops).await
         }
         DatabaseUrl::Postgres(url) => {
-            start_on::<PgConnection, T>(&url, config, transport, listener).await
+            start_on::<PgConnection, T>(&url, config, transport, listener, ops).await
         }
         DatabaseUrl::Mysql(url) => {
-            start_on::<MysqlConnection, T>(&url, config, transport, listener).await
+            start_on::<MysqlConnection, T>(&url, config, transport, listener, ops).await
         }
     }
 }
 
-/// [`start`] on the backend `C`.
+/// [`start_with`] on the backend `C`.
 pub async fn start_on<C: AccountsDb, T: Transport>(
     url: &str,
     config: &Config,
     transport: T,
     listener: TcpListener,
+    ops: Ops,
 ) -> Result<RunningService, ServiceError> {
     let db = Db::<C>::connect(url, |conn| {
         conn.batch_execute(C::SCHEMA)?;
@@ -379,17 +395,70 @@ pub async fn start_on<C: AccountsDb, T: Transport>(
     // The relay publishes to the exchange, which must exist; replicas bind their queues to it.
     let declaring = declare_topology(&transport, Topology::exchange_only(config.exchange())).await;
     let relay_url = db.url().to_owned();
-    let relay = OutboxRelay::new(transport, move || C::open(&relay_url)).spawn();
+    let relay = Arc::new(
+        OutboxRelay::new(transport, move || C::open(&relay_url))
+            .backlog_interval(ops.max_outbox_age.min(Duration::from_secs(5)) / 2)
+            .spawn(),
+    );
+    let readiness = readiness(db.clone(), Arc::clone(&relay), ops);
+    let app = router(db).merge(ops::routes(readiness));
 
-    RunningService::spawn("accounts", listener, router(db), async move {
+    RunningService::spawn("accounts", listener, app, async move {
         if let Some(task) = declaring {
             task.abort();
         }
-        let stats = relay.shutdown().await;
-        tracing::info!(
-            published = stats.published,
-            errors = stats.errors,
-            "outbox relay stopped"
-        );
+        // The server has stopped: its routes, which held the other references, are gone.
+        match Arc::try_unwrap(relay) {
+            Ok(relay) => {
+                let stats = relay.shutdown().await;
+                tracing::info!(
+                    published = stats.published,
+                    errors = stats.errors,
+                    "outbox relay stopped"
+                );
+            }
+            Err(_) => tracing::warn!("the outbox relay is still referenced; it is left running"),
+        }
+    })
+}
+
+/// `/readyz` of the accounts service: the broker answers, the database answers, the relay
+/// runs and the oldest outbox entry is younger than `ops.max_outbox_age`.
+fn readiness<C: AccountsDb>(db: Db<C>, relay: Arc<RelayHandle>, ops: Ops) -> ops::Readiness {
+    Arc::new(move || {
+        let (db, relay) = (db.clone(), Arc::clone(&relay));
+        Box::pin(async move {
+            let (health, database) =
+                tokio::join!(relay.health(), db.ping(ops::DATABASE_CHECK_TIMEOUT));
+            let outbox = match health.backlog {
+                _ if !health.running => Err(json!("the outbox relay has stopped")),
+                Some((backlog, measured)) => {
+                    let details = json!({
+                        "entries": backlog.entries,
+                        "oldest_age_seconds": backlog.oldest_age.as_secs_f64(),
+                        "max_age_seconds": ops.max_outbox_age.as_secs_f64(),
+                        "measured_seconds_ago": measured.as_secs_f64(),
+                    });
+                    if backlog.oldest_age <= ops.max_outbox_age {
+                        Ok(details)
+                    } else {
+                        Err(details)
+                    }
+                }
+                None => Err(json!(
+                    health
+                        .last_error
+                        .map_or_else(|| "not measured yet".to_owned(), |(error, _)| error)
+                )),
+            };
+            vec![
+                ops::broker_check(health.broker_reachable, health.broker_error),
+                (
+                    "database",
+                    database.map(|()| json!("reachable")).map_err(|e| json!(e)),
+                ),
+                ("outbox", outbox),
+            ]
+        })
     })
 }

@@ -218,6 +218,20 @@ impl<C: Database> Db<C> {
         &self.url
     }
 
+    /// Whether the database answers `SELECT 1` on a pooled connection within `within`: the
+    /// database check of `/readyz`.
+    pub async fn ping(&self, within: Duration) -> Result<(), String> {
+        let ping = async {
+            let mut conn = self.pool.get().await.map_err(|error| error.to_string())?;
+            diesel_async::SimpleAsyncConnection::batch_execute(&mut *conn, "SELECT 1")
+                .await
+                .map_err(|error| error.to_string())
+        };
+        tokio::time::timeout(within, ping)
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {within:?}")))
+    }
+
     /// A connection from the pool (503 when none comes within 10 s).
     pub async fn conn(&self) -> Result<Pooled<C>, ApiError> {
         Ok(self.pool.get().await?)

@@ -57,6 +57,7 @@ pub mod accounts;
 pub mod db;
 pub mod demo;
 pub mod error;
+pub mod ops;
 pub mod payments;
 pub mod service;
 

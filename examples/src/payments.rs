@@ -16,6 +16,7 @@
 //! (`null` until then).
 
 use std::future::Future;
+use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
@@ -24,16 +25,20 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use chrono::NaiveDateTime;
-use cqrs_diesel::{Config, ConsumerRuntime, ReplicaModel, Replicas, Topology, Transport};
+use cqrs_diesel::{
+    Config, ConsumerHandle, ConsumerRuntime, ReplicaModel, Replicas, Topology, Transport,
+};
 use diesel::prelude::*;
 use diesel::{MysqlConnection, PgConnection, SqliteConnection};
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncMysqlConnection, AsyncPgConnection};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::db::{Database, DatabaseUrl, Db, deserialize_utc, now_utc, serialize_utc};
 use crate::error::{ApiError, ServiceError};
+use crate::ops;
 use crate::service::{RunningService, declare_topology};
 
 /// The Diesel schema of the payments database (columns are documented by the SQL in `SCHEMA`).
@@ -414,12 +419,18 @@ pub async fn start_on<C: PaymentsDb, T: Transport>(
     let topology = Topology::from_config(config, [AccountRef::CQRS_ID]);
     let declaring = declare_topology(&transport, topology).await;
     let replicas = C::replicas(db.url().to_owned());
-    let consumer = ConsumerRuntime::new(transport, config.clone(), replicas).spawn();
+    let consumer = Arc::new(ConsumerRuntime::new(transport, config.clone(), replicas).spawn());
+    let app = router(db.clone()).merge(ops::routes(readiness(db, Arc::clone(&consumer))));
 
-    RunningService::spawn("payments", listener, router(db), async move {
+    RunningService::spawn("payments", listener, app, async move {
         if let Some(task) = declaring {
             task.abort();
         }
+        // The server has stopped: its routes, which held the other references, are gone.
+        let Ok(consumer) = Arc::try_unwrap(consumer) else {
+            tracing::warn!("the replica worker is still referenced; it is left running");
+            return;
+        };
         match consumer.shutdown().await {
             Ok(stats) => tracing::info!(
                 applied = stats.applied(),
@@ -428,5 +439,37 @@ pub async fn start_on<C: PaymentsDb, T: Transport>(
             ),
             Err(error) => tracing::error!(%error, "the replica worker failed"),
         }
+    })
+}
+
+/// `/readyz` of the payments service: the broker answers, the database answers, and the
+/// replica worker runs, subscribed to its queue.
+fn readiness<C: PaymentsDb>(db: Db<C>, consumer: Arc<ConsumerHandle>) -> ops::Readiness {
+    Arc::new(move || {
+        let (db, consumer) = (db.clone(), Arc::clone(&consumer));
+        Box::pin(async move {
+            let (health, database) =
+                tokio::join!(consumer.health(), db.ping(ops::DATABASE_CHECK_TIMEOUT));
+            let worker = json!({
+                "running": health.running,
+                "consuming": health.consuming,
+                "delayed": health.delayed,
+                "last_applied_seconds_ago": health.last_applied.map(|ago| ago.as_secs_f64()),
+                "last_error": health.last_error.as_ref().map(|(error, _)| error.clone()),
+            });
+            let worker = if health.running && health.consuming {
+                Ok(worker)
+            } else {
+                Err(worker)
+            };
+            vec![
+                ops::broker_check(health.broker_reachable, health.broker_error),
+                (
+                    "database",
+                    database.map(|()| json!("reachable")).map_err(|e| json!(e)),
+                ),
+                ("replica_worker", worker),
+            ]
+        })
     })
 }

@@ -11,6 +11,7 @@ use serde_json::Value;
 use super::Context;
 use super::apply::{Applier, Incoming};
 use super::dead_letter::{Label, dead_letter, pk_key};
+use super::meters::DeadReason;
 use super::settle::Pending;
 use super::worker::Job;
 use crate::payload::Payload;
@@ -162,7 +163,13 @@ fn reject<P>(
 ) -> Routed<P> {
     let message = dead_letter(ctx, &delivery, bound_cqrs_id, &reason);
     Routed::Reject {
-        pending: Pending::dead_letter(delivery, message, label.clone(), &reason),
+        pending: Pending::dead_letter(
+            delivery,
+            message,
+            label.clone(),
+            &reason,
+            DeadReason::Rejected(why),
+        ),
         label,
         why,
         reason,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use super::health::{ConsumerHealth, HealthState, Probe};
 use super::stats::{ConsumerStats, Counters};
 use crate::error::Result;
 
@@ -14,17 +15,51 @@ use crate::error::Result;
 ///
 /// Dropping the handle detaches the runtime (it runs until the Tokio runtime shuts down), as
 /// dropping a [`JoinHandle`] does; keep the handle to stop it with [`ConsumerHandle::shutdown`].
-#[derive(Debug)]
 pub struct ConsumerHandle {
     pub(crate) stop: oneshot::Sender<()>,
     pub(crate) task: JoinHandle<Result<ConsumerStats>>,
     pub(crate) counters: Arc<Counters>,
+    pub(crate) health: Arc<HealthState>,
+    pub(crate) probe: Probe,
+    pub(crate) probe_timeout: std::time::Duration,
+}
+
+impl std::fmt::Debug for ConsumerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsumerHandle")
+            .field("finished", &self.task.is_finished())
+            .field("stats", &self.counters.snapshot())
+            .finish_non_exhaustive()
+    }
 }
 
 impl ConsumerHandle {
     /// What the runtime has done so far.
     pub fn stats(&self) -> ConsumerStats {
         self.counters.snapshot()
+    }
+
+    /// The runtime's state, with a live probe of the broker (bounded by the configuration's
+    /// `connect_timeout`): what a readiness endpoint reports. See [`ConsumerHealth::is_ready`].
+    ///
+    /// ```no_run
+    /// # async fn check(handle: &cqrs_core::ConsumerHandle) {
+    /// let health = handle.health().await;
+    /// if !health.is_ready() {
+    ///     eprintln!("not ready: {health:?}");
+    /// }
+    /// # }
+    /// ```
+    pub async fn health(&self) -> ConsumerHealth {
+        let probe = match tokio::time::timeout(self.probe_timeout, (self.probe)()).await {
+            Ok(result) => result,
+            Err(_) => Err(crate::Error::Connect {
+                url: String::new(),
+                reason: format!("the broker did not answer within {:?}", self.probe_timeout),
+            }),
+        };
+        self.health
+            .report(!self.task.is_finished(), probe, self.counters.snapshot())
     }
 
     /// Whether the runtime task has ended (after a shutdown, when its transport was closed, or

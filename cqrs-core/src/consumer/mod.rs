@@ -20,6 +20,8 @@ mod dead_letter;
 mod delay_queue;
 mod dispatch;
 mod handle;
+mod health;
+mod meters;
 mod retry;
 mod runtime;
 mod settle;
@@ -36,6 +38,7 @@ pub use dead_letter::{
     DEAD_LETTER_AT_HEADER, DEAD_LETTER_REASON_HEADER, DEAD_LETTER_ROUTING_KEY_HEADER,
 };
 pub use handle::{ConsumerHandle, shutdown_signal};
+pub use health::ConsumerHealth;
 pub use runtime::ConsumerRuntime;
 pub use stats::ConsumerStats;
 
@@ -51,6 +54,10 @@ pub(crate) struct Context {
     /// Its dead-letter queue.
     pub(crate) dead_letter_queue: String,
     pub(crate) counters: Arc<Counters>,
+    /// The runtime's metrics.
+    pub(crate) meters: meters::Meters,
+    /// What [`ConsumerHandle::health`] reports.
+    pub(crate) health: Arc<health::HealthState>,
 }
 
 /// Resolves once `stop` is true (or its sender is gone).

@@ -14,6 +14,8 @@ use super::Context;
 use super::apply::Applier;
 use super::dispatch::{Rejection, Routed, route};
 use super::handle::ConsumerHandle;
+use super::health::{HealthState, Probe};
+use super::meters::Meters;
 use super::settle::{Scheduled, SettleSender, Settler};
 use super::stats::{ConsumerStats, Counters, bump};
 use super::worker::{Job, Worker, WorkerSettings};
@@ -122,6 +124,7 @@ pub struct ConsumerRuntime<T, A> {
     unavailable_min: Duration,
     unavailable_max: Duration,
     counters: Arc<Counters>,
+    health: Arc<HealthState>,
 }
 
 impl<T, A> fmt::Debug for ConsumerRuntime<T, A> {
@@ -169,6 +172,7 @@ impl<T: Transport, A: Applier> ConsumerRuntime<T, A> {
             config,
             applier: Arc::new(applier),
             counters: Arc::new(Counters::default()),
+            health: Arc::new(HealthState::default()),
         }
     }
 
@@ -248,8 +252,14 @@ impl<T: Transport, A: Applier> ConsumerRuntime<T, A> {
             dead_letter_queue: dead_letter_queue.to_owned(),
             config: self.config.clone(),
             counters: Arc::clone(&self.counters),
+            meters: Meters::new(queue, &self.applier.cqrs_ids()),
+            health: Arc::clone(&self.health),
         });
-        let Some(mut consumer) = self.start(&ctx, shutdown.as_mut()).await? else {
+        let started = self.start(&ctx, shutdown.as_mut()).await;
+        if let Err(error) = &started {
+            self.health.error(error.to_string());
+        }
+        let Some(mut consumer) = started? else {
             tracing::info!(queue = %ctx.queue, "consumer runtime stopped before it started");
             return Ok(self.counters.snapshot());
         };
@@ -289,6 +299,7 @@ impl<T: Transport, A: Applier> ConsumerRuntime<T, A> {
             senders.push(sender);
         }
 
+        self.health.consuming(true);
         let ended = loop {
             let next = tokio::select! {
                 biased;
@@ -304,6 +315,10 @@ impl<T: Transport, A: Applier> ConsumerRuntime<T, A> {
 
         // Stop taking deliveries, but keep the consumer (its channel) open until the workers
         // and the settler have acknowledged what they settle.
+        self.health.consuming(false);
+        if let Ended::Failed(error) = &ended {
+            self.health.error(error.to_string());
+        }
         match &ended {
             Ended::Requested => tracing::info!(queue = %ctx.queue, "consumer runtime stopping"),
             Ended::Closed => tracing::warn!(
@@ -345,6 +360,13 @@ impl<T: Transport, A: Applier> ConsumerRuntime<T, A> {
     /// Outside a Tokio runtime, like [`tokio::spawn`].
     pub fn spawn(self) -> ConsumerHandle {
         let counters = Arc::clone(&self.counters);
+        let health = Arc::clone(&self.health);
+        let transport = self.transport.clone();
+        let probe_timeout = self.config.connect_timeout();
+        let probe: Probe = Arc::new(move || {
+            let transport = transport.clone();
+            Box::pin(async move { transport.probe().await })
+        });
         let (stop, stopped) = oneshot::channel::<()>();
         let shutdown = async move {
             if stopped.await.is_err() {
@@ -356,6 +378,9 @@ impl<T: Transport, A: Applier> ConsumerRuntime<T, A> {
             stop,
             task: tokio::spawn(self.run_until(shutdown)),
             counters,
+            health,
+            probe,
+            probe_timeout,
         }
     }
 
@@ -427,7 +452,13 @@ impl<T: Transport, A: Applier> ConsumerRuntime<T, A> {
         settle: &SettleSender,
     ) {
         bump(&ctx.counters.received);
-        match route(&*self.applier, ctx, workers.len(), delivery) {
+        let routed = route(&*self.applier, ctx, workers.len(), delivery);
+        let label = match &routed {
+            Routed::Apply { job, .. } => &job.label,
+            Routed::Ignore { label, .. } | Routed::Reject { label, .. } => label,
+        };
+        ctx.meters.received(label.cqrs_id());
+        match routed {
             Routed::Apply { worker, job } => {
                 let sent = match workers.get(worker) {
                     Some(sender) => sender.send(job).is_ok(),
@@ -442,6 +473,7 @@ impl<T: Transport, A: Applier> ConsumerRuntime<T, A> {
             }
             Routed::Ignore { delivery, label } => {
                 bump(&ctx.counters.ignored);
+                ctx.meters.ignored(label.cqrs_id());
                 tracing::debug!(
                     cqrs_id = label.cqrs_id(),
                     pk = label.pk(),

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use super::Context;
 use super::dead_letter::{Label, shorten};
 use super::delay_queue::DelayQueue;
+use super::meters::DeadReason;
 use super::stats::bump;
 use crate::transport::{Delivery, OutgoingMessage, Transport};
 
@@ -28,7 +29,7 @@ pub(crate) struct Pending {
 
 enum Kind {
     Retry { retries: u32 },
-    DeadLetter { reason: String },
+    DeadLetter { reason: String, why: DeadReason },
 }
 
 impl Pending {
@@ -49,12 +50,14 @@ impl Pending {
         }
     }
 
-    /// The dead letter of `delivery` (`message`, see `dead_letter::dead_letter`).
+    /// The dead letter of `delivery` (`message`, see `dead_letter::dead_letter`), sent for
+    /// `reason` (logged), which is of the kind `why` (counted).
     pub(crate) fn dead_letter(
         delivery: Delivery,
         message: OutgoingMessage,
         label: Label,
         reason: &str,
+        why: DeadReason,
     ) -> Self {
         Pending {
             delivery,
@@ -62,6 +65,7 @@ impl Pending {
             label,
             kind: Kind::DeadLetter {
                 reason: shorten(reason).to_owned(),
+                why,
             },
             publish_failures: 0,
         }
@@ -138,9 +142,11 @@ impl<T: Transport> Settler<T> {
                 () = sleep_until(wake) => {}
             }
             self.publish_due().await;
+            self.queue_changed();
         }
         self.stopping = true;
         self.publish_due().await;
+        self.queue_changed();
     }
 
     /// Puts an entry in the delay queue; when that overflows it, the entry due first is
@@ -269,10 +275,17 @@ impl<T: Transport> Settler<T> {
         }
     }
 
+    /// Reports the delay queue's length (metrics and health).
+    fn queue_changed(&self) {
+        self.ctx.meters.delay_queue(self.queue.len());
+        self.ctx.health.delayed(self.queue.len());
+    }
+
     fn log_published(&self, pending: &Pending) {
         match &pending.kind {
             Kind::Retry { retries } => {
                 bump(&self.ctx.counters.retried);
+                self.ctx.meters.retried(pending.label.cqrs_id());
                 tracing::debug!(
                     cqrs_id = pending.label.cqrs_id(),
                     pk = pending.label.pk(),
@@ -280,8 +293,9 @@ impl<T: Transport> Settler<T> {
                     "retry republished"
                 );
             }
-            Kind::DeadLetter { reason } => {
+            Kind::DeadLetter { reason, why } => {
                 bump(&self.ctx.counters.dead_lettered);
+                self.ctx.meters.dead_lettered(pending.label.cqrs_id(), *why);
                 tracing::warn!(
                     cqrs_id = pending.label.cqrs_id(),
                     pk = pending.label.pk(),

@@ -17,6 +17,7 @@ use super::Context;
 use super::apply::{Applied, Applier, BatchError, Incoming, SEQ_HEADER};
 use super::dead_letter::{Label, dead_letter};
 use super::dispatch::panic_message;
+use super::meters::DeadReason;
 use super::retry::{AfterFailure, after_failure};
 use super::settle::{Pending, Scheduled, SettleSender};
 use super::stats::{Tally, bump};
@@ -149,14 +150,32 @@ impl<A: Applier> Worker<A> {
             match self.apply(&prepared[range.clone()], stop).await {
                 Attempt::Applied(outcomes) => {
                     let elapsed = started.elapsed();
+                    let now = self.ctx.config.clock().now();
+                    let meters = &self.ctx.meters;
                     let deliveries: Vec<Delivery> = jobs[range.clone()]
                         .iter_mut()
-                        .filter_map(|job| job.take().map(|job| job.delivery))
+                        .zip(
+                            outcomes
+                                .iter()
+                                .copied()
+                                .map(Some)
+                                .chain(std::iter::repeat(None)),
+                        )
+                        .filter_map(|(job, outcome)| {
+                            let job = job.take()?;
+                            if let Some(outcome) = outcome {
+                                meters.settled(&job.incoming.payload, outcome, now);
+                            }
+                            Some(job.delivery)
+                        })
                         .collect();
+                    meters.batch(range.len(), elapsed);
+                    self.ctx.health.applied();
                     self.applied(range.len(), &outcomes, elapsed);
                     self.acknowledge_in_background(deliveries).await;
                 }
                 Attempt::Failed(error) if range.len() == 1 => {
+                    self.ctx.health.error(error.as_str());
                     if let Some(job) = jobs[range.start].take() {
                         self.failed(job, &error);
                     }
@@ -213,6 +232,7 @@ impl<A: Applier> Worker<A> {
                 Err(BatchError::Failed(error)) => return Attempt::Failed(error),
                 Err(BatchError::Conflict(error)) => {
                     bump(&self.ctx.counters.conflict_retries);
+                    self.ctx.meters.batch_retry(true);
                     conflicts += 1;
                     // Short and jittered, so that the two sides of a deadlock do not meet again.
                     let pause = Duration::from_millis(fastrand::u64(1..=20) * conflicts.min(10));
@@ -231,6 +251,10 @@ impl<A: Applier> Worker<A> {
                 }
                 Err(BatchError::Unavailable(error)) => {
                     bump(&self.ctx.counters.unavailable_retries);
+                    self.ctx.meters.batch_retry(false);
+                    self.ctx
+                        .health
+                        .error(format!("the database is unavailable: {error}"));
                     if *stop.borrow() {
                         return Attempt::Stopped;
                     }
@@ -329,7 +353,13 @@ impl<A: Applier> Worker<A> {
                 let message = dead_letter(&self.ctx, &delivery, Some(&payload.cqrs_id), &reason);
                 Scheduled {
                     due: Instant::now(),
-                    pending: Pending::dead_letter(delivery, message, label, &reason),
+                    pending: Pending::dead_letter(
+                        delivery,
+                        message,
+                        label,
+                        &reason,
+                        DeadReason::Failed,
+                    ),
                 }
             }
         };

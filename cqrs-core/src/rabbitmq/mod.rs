@@ -286,6 +286,13 @@ fn properties(message: &OutgoingMessage) -> Result<BasicProperties> {
 impl Transport for RabbitMqTransport {
     type Consumer = RabbitMqConsumer;
 
+    /// Uses the publishing connection: reuses it while it is up, else connects (trying the
+    /// URLs in turn, up to `connect_timeout`), as the next publish would.
+    async fn probe(&self) -> Result<()> {
+        self.check_open()?;
+        self.publish_channel().await.map(drop)
+    }
+
     async fn declare(&self, topology: &Topology) -> Result<()> {
         self.check_open()?;
         // Declarations that fail close their channel: use a channel of their own.

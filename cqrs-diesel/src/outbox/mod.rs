@@ -69,6 +69,60 @@ pub struct OutboxEntry {
     pub body: String,
 }
 
+/// What waits in the outbox: from [`CqrsConnection::outbox_backlog`], and in the relay's
+/// [`RelayHealth`](crate::RelayHealth).
+///
+/// [`CqrsConnection::outbox_backlog`]: crate::CqrsConnection::outbox_backlog
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OutboxBacklog {
+    /// Entries waiting to be published.
+    pub entries: u64,
+    /// The age of the oldest one, by the database's clock (zero when the outbox is empty).
+    pub oldest_age: std::time::Duration,
+}
+
+/// The row of [`backlog_sql`].
+#[derive(QueryableByName)]
+pub(crate) struct BacklogRow {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    entries: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    oldest_age_us: i64,
+}
+
+impl BacklogRow {
+    pub(crate) fn into_backlog(self) -> OutboxBacklog {
+        OutboxBacklog {
+            entries: u64::try_from(self.entries).unwrap_or(0),
+            // A clock stepped back makes the age negative: report zero.
+            oldest_age: std::time::Duration::from_micros(
+                u64::try_from(self.oldest_age_us).unwrap_or(0),
+            ),
+        }
+    }
+}
+
+/// The count and the age in microseconds of the oldest entry, per backend.
+pub(crate) fn backlog_sql(backend: crate::Backend) -> &'static str {
+    match backend {
+        crate::Backend::Postgres => {
+            "SELECT COUNT(*) AS entries, COALESCE(CAST(EXTRACT(EPOCH FROM \
+             (clock_timestamp() - MIN(created_at))) * 1000000 AS BIGINT), 0) AS oldest_age_us \
+             FROM cqrs_outbox"
+        }
+        crate::Backend::Mysql => {
+            "SELECT COUNT(*) AS entries, CAST(COALESCE(TIMESTAMPDIFF(MICROSECOND, \
+             MIN(created_at), NOW(6)), 0) AS SIGNED) AS oldest_age_us FROM cqrs_outbox"
+        }
+        crate::Backend::Sqlite => {
+            "SELECT COUNT(*) AS entries, COALESCE(CAST((julianday('now') - \
+             julianday(MIN(created_at))) * 86400000000.0 AS INTEGER), 0) AS oldest_age_us \
+             FROM cqrs_outbox"
+        }
+    }
+}
+
 /// The outbox migration for PostgreSQL, to copy into your own migrations.
 pub const POSTGRES_UP_SQL: &str =
     include_str!("../../migrations/postgres/2026-11-28-000000_create_cqrs_outbox/up.sql");

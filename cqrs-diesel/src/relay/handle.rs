@@ -3,7 +3,11 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use std::time::Duration;
+
 use tokio::sync::oneshot;
+
+use super::health::{HealthState, Probe, RelayHealth};
 use tokio::task::JoinHandle;
 
 /// What a relay has done so far: a snapshot of its counters.
@@ -65,17 +69,54 @@ impl Counters {
 ///
 /// Dropping the handle detaches the relay (it runs until the runtime shuts down), as dropping
 /// a [`JoinHandle`] does; keep the handle to stop it with [`RelayHandle::shutdown`].
-#[derive(Debug)]
 pub struct RelayHandle {
     pub(crate) stop: oneshot::Sender<()>,
     pub(crate) task: JoinHandle<RelayStats>,
     pub(crate) counters: Arc<Counters>,
+    pub(crate) health: Arc<HealthState>,
+    pub(crate) probe: Probe,
 }
+
+impl std::fmt::Debug for RelayHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayHandle")
+            .field("finished", &self.task.is_finished())
+            .field("stats", &self.counters.snapshot())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long [`RelayHandle::health`] waits for the broker's answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl RelayHandle {
     /// What the relay has done so far.
     pub fn stats(&self) -> RelayStats {
         self.counters.snapshot()
+    }
+
+    /// The relay's state, with a live probe of the broker (at most 5 s): what a readiness
+    /// endpoint reports. See [`RelayHealth::is_ready`].
+    ///
+    /// ```no_run
+    /// # async fn check(relay: &cqrs_diesel::RelayHandle) {
+    /// use std::time::Duration;
+    /// let health = relay.health().await;
+    /// if !health.is_ready(Duration::from_secs(60)) {
+    ///     eprintln!("not ready: {health:?}");
+    /// }
+    /// # }
+    /// ```
+    pub async fn health(&self) -> RelayHealth {
+        let probe = match tokio::time::timeout(PROBE_TIMEOUT, (self.probe)()).await {
+            Ok(result) => result,
+            Err(_) => Err(cqrs_core::Error::Connect {
+                url: String::new(),
+                reason: format!("the broker did not answer within {PROBE_TIMEOUT:?}"),
+            }),
+        };
+        self.health
+            .report(!self.task.is_finished(), probe, self.counters.snapshot())
     }
 
     /// Whether the relay task has ended (after a shutdown, or when its transport was closed).

@@ -2,6 +2,7 @@
 //! publisher confirms, and deletes each entry once the broker has confirmed it.
 
 mod handle;
+mod health;
 mod pipeline;
 #[cfg(test)]
 mod tests;
@@ -20,6 +21,8 @@ use crate::error::{Error, Result};
 
 use handle::Counters;
 pub use handle::{RelayHandle, RelayStats};
+pub use health::RelayHealth;
+use health::{HealthState, Probe, RelayMeters};
 use pipeline::{Connect, Pass};
 
 /// After a commit notification that found nothing to publish (the notifying transaction may
@@ -129,9 +132,14 @@ pub struct OutboxRelay<C, T> {
     pipeline_depth: usize,
     retry_min: Duration,
     retry_max: Duration,
+    backlog_interval: Duration,
+    /// When the backlog was last measured.
+    backlog_measured: Option<std::time::Instant>,
     /// Connections kept between batches and passes.
     idle: Vec<C>,
     counters: Arc<Counters>,
+    health: Arc<HealthState>,
+    meters: Arc<RelayMeters>,
 }
 
 impl<C, T> std::fmt::Debug for OutboxRelay<C, T> {
@@ -173,9 +181,20 @@ impl<C: CqrsConnection, T: Transport> OutboxRelay<C, T> {
             pipeline_depth: 3,
             retry_min: Duration::from_millis(100),
             retry_max: Duration::from_secs(10),
+            backlog_interval: Duration::from_secs(5),
+            backlog_measured: None,
             idle: Vec::new(),
             counters: Arc::new(Counters::default()),
+            health: Arc::new(HealthState::default()),
+            meters: Arc::new(RelayMeters::new()),
         }
+    }
+
+    /// How often the running relay measures the outbox (entries and the age of the oldest,
+    /// one `COUNT(*)`) for [`RelayHealth`] and the `cqrs.outbox.*` gauges (default 5 s).
+    pub fn backlog_interval(mut self, interval: Duration) -> Self {
+        self.backlog_interval = interval;
+        self
     }
 
     /// How many entries a batch takes from the outbox at most (default 1000, at least 1).
@@ -237,13 +256,62 @@ impl<C: CqrsConnection, T: Transport> OutboxRelay<C, T> {
             confirm_window: self.confirm_window,
             depth: self.pipeline_depth,
             counters: &self.counters,
+            meters: &self.meters,
             stop,
         };
         let result = pipeline::run(pass, &mut self.idle).await;
-        if result.is_err() {
-            self.counters.error();
+        match &result {
+            Ok(published) if *published > 0 => self.health.published(),
+            Ok(_) => {}
+            Err(error) => {
+                self.counters.error();
+                self.meters.errors.increment(1);
+                self.health.error(error.to_string());
+            }
         }
         result
+    }
+
+    /// Measures the outbox when the backlog interval has passed since the last measure, on an
+    /// idle connection (or a new one). A failure is recorded in the health, not returned: the
+    /// relay's own work reports database errors.
+    async fn measure_backlog(&mut self) {
+        if self
+            .backlog_measured
+            .is_some_and(|at| at.elapsed() < self.backlog_interval)
+        {
+            return;
+        }
+        self.backlog_measured = Some(std::time::Instant::now());
+        let slot = self.idle.pop();
+        let connect = Arc::clone(&self.connect);
+        let measured = tokio::task::spawn_blocking(move || {
+            let mut conn = match slot {
+                Some(conn) => conn,
+                None => {
+                    let mut conn = connect().map_err(|error| error.to_string())?;
+                    conn.prepare_session().map_err(|error| error.to_string())?;
+                    conn
+                }
+            };
+            let backlog = conn.outbox_backlog().map_err(|error| error.to_string())?;
+            Ok::<_, String>((conn, backlog))
+        })
+        .await
+        .map_err(|error| error.to_string())
+        .and_then(|result| result);
+        match measured {
+            Ok((conn, backlog)) => {
+                self.idle.push(conn);
+                self.meters.backlog(backlog);
+                self.health.backlog(backlog);
+            }
+            Err(error) => {
+                tracing::debug!(%error, "cannot measure the outbox backlog");
+                self.health
+                    .error(format!("cannot measure the outbox backlog: {error}"));
+            }
+        }
     }
 
     /// Runs the relay until `shutdown` completes, then finishes the batch in hand and returns
@@ -272,6 +340,7 @@ impl<C: CqrsConnection, T: Transport> OutboxRelay<C, T> {
         let mut stopping = false;
 
         loop {
+            self.measure_backlog().await;
             let result = {
                 let pass = self.pass(&stop);
                 let mut pass = std::pin::pin!(pass);
@@ -288,6 +357,7 @@ impl<C: CqrsConnection, T: Transport> OutboxRelay<C, T> {
                 Ok(published) => {
                     backoff.reset();
                     if published > 0 {
+                        self.meters.connected(true);
                         if broker == BrokerState::Unreachable {
                             tracing::info!(
                                 "RabbitMQ is reachable again; publishing the waiting outbox entries"
@@ -323,6 +393,7 @@ impl<C: CqrsConnection, T: Transport> OutboxRelay<C, T> {
                     ) = &error
                         && broker != BrokerState::Unreachable
                     {
+                        self.meters.connected(false);
                         tracing::info!(
                             "RabbitMQ is unreachable; outbox entries wait in the database"
                         );
@@ -376,6 +447,12 @@ impl<C: CqrsConnection, T: Transport> OutboxRelay<C, T> {
     /// Outside a Tokio runtime, like [`tokio::spawn`].
     pub fn spawn(self) -> RelayHandle {
         let counters = Arc::clone(&self.counters);
+        let health = Arc::clone(&self.health);
+        let transport = self.transport.clone();
+        let probe: Probe = Arc::new(move || {
+            let transport = transport.clone();
+            Box::pin(async move { transport.probe().await })
+        });
         let (stop, stopped) = oneshot::channel::<()>();
         let shutdown = async move {
             if stopped.await.is_err() {
@@ -388,6 +465,8 @@ impl<C: CqrsConnection, T: Transport> OutboxRelay<C, T> {
             stop,
             task,
             counters,
+            health,
+            probe,
         }
     }
 }

@@ -39,6 +39,7 @@ use diesel::result::ConnectionError;
 use tokio::sync::{Semaphore, mpsc};
 
 use super::handle::Counters;
+use super::health::{ModelMeters, RelayMeters};
 use crate::connection::CqrsConnection;
 use crate::error::{Error, Result};
 use crate::outbox::OutboxEntry;
@@ -57,6 +58,7 @@ pub(crate) struct Pass<'a, C, T> {
     pub(crate) confirm_window: usize,
     pub(crate) depth: usize,
     pub(crate) counters: &'a Counters,
+    pub(crate) meters: &'a RelayMeters,
     /// Set to stop taking new batches (shutdown): the ones in hand are finished.
     pub(crate) stop: &'a AtomicBool,
 }
@@ -83,7 +85,8 @@ struct InFlight<C> {
 
 enum Flow<C> {
     Open(InFlight<C>),
-    Sent(Confirmation),
+    /// A publish handed over: its confirmation, its model's series and when it was sent.
+    Sent(Confirmation, Arc<ModelMeters>, Instant),
     Close,
 }
 
@@ -201,6 +204,7 @@ where
         confirm_window,
         depth,
         counters,
+        meters,
         stop,
     } = pass;
     let depth = if C::RELAY_HOLDS_ROW_LOCKS {
@@ -294,9 +298,11 @@ where
                 // The entry's id orders the row's messages on replicas (`SEQ_HEADER`).
                 let message = OutgoingMessage::new(entry.routing_key, entry.body.into_bytes())
                     .with_header(SEQ_HEADER, entry.id.to_string());
+                let model = meters.model(&entry.cqrs_id);
                 match transport.publish(&message).await {
                     Ok(confirmation) => {
-                        let _ = flow_tx.send(Flow::Sent(confirmation));
+                        model.sent.increment(1);
+                        let _ = flow_tx.send(Flow::Sent(confirmation, model, Instant::now()));
                     }
                     Err(error) => {
                         window.add_permits(1);
@@ -318,18 +324,26 @@ where
                     batch.intact = !poisoned;
                     current = Some(batch);
                 }
-                Flow::Sent(confirmation) => {
+                Flow::Sent(confirmation, model, sent) => {
                     if let Some(batch) = current.as_mut()
                         && batch.intact
                     {
-                        match confirmation.await {
-                            Ok(()) => batch.confirmed += 1,
+                        let result = confirmation.await;
+                        meters.confirm_latency.record(sent.elapsed().as_secs_f64());
+                        match result {
+                            Ok(()) => {
+                                batch.confirmed += 1;
+                                model.confirmed.increment(1);
+                            }
                             Err(cqrs_core::Error::Unroutable { routing_key, .. }) => {
                                 batch.confirmed += 1;
                                 batch.unroutable += 1;
                                 batch.first_unroutable_key.get_or_insert(routing_key);
+                                model.confirmed.increment(1);
+                                model.unroutable.increment(1);
                             }
                             Err(error) => {
+                                model.nacked.increment(1);
                                 batch.intact = false;
                                 poisoned = true;
                                 failure.set(error.into());

@@ -38,9 +38,12 @@ async fn run() -> Result<(), ServiceError> {
     let database_url = env_or("DATABASE_URL", "accounts.sqlite3");
     let listen = env_or("LISTEN_ADDR", "127.0.0.1:8001");
     let config = Config::from_env()?;
+    cqrs_examples::ops::install_metrics()?;
     let transport = RabbitMqTransport::new(config.clone());
     let listener = TcpListener::bind(&listen).await?;
-    let service = accounts::start(&database_url, &config, transport.clone(), listener).await?;
+    let ops = cqrs_examples::ops::Ops::from_env()?;
+    let service =
+        accounts::start_with(&database_url, &config, transport.clone(), listener, ops).await?;
     println!("accounts service listening on {}", service.url());
     cqrs_diesel::shutdown_signal().await;
     let stopped = service.shutdown().await;
