@@ -82,7 +82,9 @@ pub fn install_metrics() -> Result<(), ServiceError> {
     if PROMETHEUS.get().is_some() {
         return Ok(());
     }
+    // Prometheus's naming: `_total` on counters, `_seconds` on durations.
     let handle = PrometheusBuilder::new()
+        .with_recommended_naming(true)
         .install_recorder()
         .map_err(|error| ServiceError::Setting {
             setting: "metrics recorder",

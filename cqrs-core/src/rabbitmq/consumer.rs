@@ -98,6 +98,22 @@ async fn run(
         .await
         {
             Ok(connection) => connection,
+            // A broker that took this consumer before and refuses it now (a vhost deleted and
+            // created again, a node still starting, permissions being changed) is waited for,
+            // loudly: the consumer's owner decided the settings were right.
+            Err(error) if ready.is_none() && !matches!(error, Error::Closed) => {
+                let delay = backoff.next_delay();
+                tracing::error!(
+                    queue = %queue,
+                    %error,
+                    retry_in = ?delay,
+                    "the broker refuses the consumer it accepted before; trying again"
+                );
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => continue,
+                    _ = shutdown.wait_for(|closed| *closed) => return,
+                }
+            }
             Err(error) => {
                 finish(&mut ready, &sender, error).await;
                 return;

@@ -33,6 +33,7 @@ async fn run() -> Result<(), ServiceError> {
         "CQRS_QUEUE" => Some(env_or(name, "payments_replica")),
         _ => std::env::var(name).ok(),
     })?;
+    cqrs_examples::ops::install_metrics()?;
     let transport = RabbitMqTransport::new(config.clone());
     let listener = TcpListener::bind(&listen).await?;
     let service = payments::start(&database_url, &config, transport.clone(), listener).await?;

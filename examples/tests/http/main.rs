@@ -5,6 +5,7 @@
 mod accounts;
 mod demo;
 mod operator;
+mod ops;
 mod payments;
 mod replication;
 mod support;

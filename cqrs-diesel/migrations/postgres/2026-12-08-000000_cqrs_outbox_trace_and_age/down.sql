@@ -1,0 +1,3 @@
+ALTER TABLE cqrs_outbox
+    DROP COLUMN created_at,
+    DROP COLUMN trace_context;
