@@ -368,3 +368,101 @@ async fn each_message_carries_its_outbox_id_and_its_body_unchanged_on_mariadb() 
 async fn each_message_carries_its_outbox_id_and_its_body_unchanged_on_sqlite() {
     each_message_carries_its_outbox_id_and_its_body_unchanged(SqliteDb::new("rseq"), "rseq").await;
 }
+
+/// The relay's health follows the outbox and the broker: with the broker unreachable it
+/// reports the waiting entries, the age of the oldest (by the database's clock) and the
+/// error, and is not ready; once a relay reaches the broker, the outbox empties and it is.
+async fn health_reports_the_backlog_and_the_broker<D: TestDb>(db: D, tag: &str, age_sql: &str) {
+    use diesel::connection::SimpleConnection;
+    let broker = Broker::new(tag).await;
+    let mut conn = prepare(&db);
+    insert(&mut conn, 0..50, |_| "author".to_owned());
+    conn.batch_execute(age_sql).unwrap();
+
+    let stuck = OutboxRelay::new(
+        broker.unreachable(Duration::from_millis(300)),
+        db.connector(),
+    )
+    .poll_interval(Duration::from_millis(50))
+    .backlog_interval(Duration::from_millis(50))
+    .retry_delays(Duration::from_millis(10), Duration::from_millis(50))
+    .spawn();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let health = loop {
+        let health = stuck.health().await;
+        if health.backlog.is_some() && health.last_error.is_some() {
+            break health;
+        }
+        assert!(Instant::now() < deadline, "no backlog measured: {health:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (backlog, _) = health.backlog.unwrap();
+    assert_eq!(backlog.entries, 50, "{health:?}");
+    assert!(
+        backlog.oldest_age >= Duration::from_secs(590)
+            && backlog.oldest_age < Duration::from_secs(3600),
+        "the oldest entry is about ten minutes old: {health:?}"
+    );
+    assert!(health.running && !health.broker_reachable, "{health:?}");
+    assert!(health.broker_error.is_some(), "{health:?}");
+    assert_eq!(health.last_published, None, "{health:?}");
+    assert!(!health.is_ready(Duration::from_secs(3600)), "{health:?}");
+    stuck.shutdown().await;
+
+    let relay = OutboxRelay::new(broker.transport.clone(), db.connector())
+        .poll_interval(Duration::from_millis(50))
+        .backlog_interval(Duration::from_millis(50))
+        .spawn();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let health = loop {
+        let health = relay.health().await;
+        if health
+            .backlog
+            .is_some_and(|(backlog, _)| backlog.entries == 0)
+        {
+            break health;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the outbox did not empty: {health:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(health.broker_reachable, "{health:?}");
+    assert!(health.last_published.is_some(), "{health:?}");
+    assert_eq!(health.stats.published, 50, "{health:?}");
+    assert_eq!(health.backlog.unwrap().0.oldest_age, Duration::ZERO);
+    assert!(health.is_ready(Duration::from_secs(1)), "{health:?}");
+    relay.shutdown().await;
+    broker.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_relay_health_reports_the_backlog_and_the_broker() {
+    health_reports_the_backlog_and_the_broker(
+        PgDb::new("relay_health"),
+        "relay_health_pg",
+        "UPDATE cqrs_outbox SET created_at = now() - interval '10 minutes'",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_relay_health_reports_the_backlog_and_the_broker() {
+    health_reports_the_backlog_and_the_broker(
+        MysqlDb::new("relay_health"),
+        "relay_health_my",
+        "UPDATE cqrs_outbox SET created_at = NOW(6) - INTERVAL 10 MINUTE",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_relay_health_reports_the_backlog_and_the_broker() {
+    health_reports_the_backlog_and_the_broker(
+        SqliteDb::new("relay_health"),
+        "relay_health_sq",
+        "UPDATE cqrs_outbox SET created_at = strftime('%Y-%m-%d %H:%M:%f', 'now', '-600 seconds')",
+    )
+    .await;
+}
