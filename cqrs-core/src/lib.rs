@@ -27,6 +27,7 @@ pub mod metric;
 mod payload;
 mod rabbitmq;
 mod topic;
+pub mod trace;
 mod transport;
 
 /// The decimal type of `Numeric` columns, re-exported so models and this crate agree on one

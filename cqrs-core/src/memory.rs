@@ -213,6 +213,10 @@ impl QueueState {
 impl Transport for InMemoryTransport {
     type Consumer = InMemoryConsumer;
 
+    fn exchange(&self) -> Option<&str> {
+        Some(&self.exchange)
+    }
+
     async fn declare(&self, topology: &Topology) -> Result<()> {
         self.check_open()?;
         let mut state = lock(&self.broker.state);

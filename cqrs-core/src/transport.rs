@@ -253,6 +253,12 @@ pub trait Transport: Clone + Send + Sync + 'static {
         async { Ok(()) }
     }
 
+    /// The exchange [`publish`](Self::publish) sends to, for telemetry (the relay's
+    /// `publish <exchange>:<routing key>` spans); `None` when the transport does not say.
+    fn exchange(&self) -> Option<&str> {
+        None
+    }
+
     /// Publishes one message and waits for its confirmation.
     fn publish_confirmed(
         &self,

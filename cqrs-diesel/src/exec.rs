@@ -66,6 +66,13 @@ pub trait Dialect: Backend + Send + Sync + 'static {
     #[doc(hidden)]
     fn bind_text<'b>(out: &mut AstPass<'_, 'b, Self>, value: &'b str) -> QueryResult<()>;
 
+    /// Binds a nullable text value.
+    #[doc(hidden)]
+    fn bind_optional_text<'b>(
+        out: &mut AstPass<'_, 'b, Self>,
+        value: &'b Option<String>,
+    ) -> QueryResult<()>;
+
     /// Binds a `BIGINT` value.
     #[doc(hidden)]
     fn bind_i64<'b>(out: &mut AstPass<'_, 'b, Self>, value: &'b i64) -> QueryResult<()>;
@@ -106,6 +113,16 @@ macro_rules! dialect {
 
             fn bind_text<'b>(out: &mut AstPass<'_, 'b, Self>, value: &'b str) -> QueryResult<()> {
                 out.push_bind_param::<diesel::sql_types::Text, str>(value)
+            }
+
+            fn bind_optional_text<'b>(
+                out: &mut AstPass<'_, 'b, Self>,
+                value: &'b Option<String>,
+            ) -> QueryResult<()> {
+                out.push_bind_param::<
+                    diesel::sql_types::Nullable<diesel::sql_types::Text>,
+                    Option<String>,
+                >(value)
             }
 
             fn bind_i64<'b>(out: &mut AstPass<'_, 'b, Self>, value: &'b i64) -> QueryResult<()> {

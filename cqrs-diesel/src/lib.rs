@@ -73,6 +73,10 @@ pub mod wire {
     };
 }
 
+/// W3C trace context across the broker: the outbox's `trace_context` column and the
+/// `traceparent`/`tracestate` headers (spans with the feature `opentelemetry`).
+pub use cqrs_core::trace;
+
 /// The replica worker's machinery: the [`ConsumerRuntime`] around an
 /// [`Applier`](runtime::Applier) (what [`Replicas`] implements), its stats and policies, the
 /// back-off and the clock.

@@ -53,11 +53,18 @@ pub(crate) fn dead_letter(
                 .to_rfc3339_opts(SecondsFormat::Millis, true),
         )
         .with_header(DEAD_LETTER_ROUTING_KEY_HEADER, routing_key);
-    // The master's sequence travels on, so that a dead letter sent again keeps its place.
-    match delivery.header(SEQ_HEADER) {
+    // The master's sequence travels on, so that a dead letter sent again keeps its place, and
+    // so does its trace.
+    let mut message = match delivery.header(SEQ_HEADER) {
         Some(seq) => message.with_header(SEQ_HEADER, seq),
         None => message,
+    };
+    if let Some(trace) = crate::trace::TraceContext::from_headers(delivery.headers()) {
+        for (name, value) in trace.headers() {
+            message = message.with_header(name, value);
+        }
     }
+    message
 }
 
 /// `text`, cut to at most [`MAX_REASON_LEN`] bytes on a character boundary.

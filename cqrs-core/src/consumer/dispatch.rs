@@ -18,6 +18,11 @@ use crate::payload::Payload;
 use crate::transport::{Delivery, direct_routing_key};
 
 /// Where a delivery goes.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "returned once per delivery and moved straight on: boxing the job would add an \
+              allocation per message"
+)]
 pub(crate) enum Routed<P> {
     /// To worker `worker`, to be applied.
     Apply { worker: usize, job: Job<P> },
@@ -125,7 +130,9 @@ pub(crate) fn route<A: Applier>(
         received_at,
         seq,
     };
-    let prepared = std::panic::catch_unwind(AssertUnwindSafe(|| applier.prepare(&incoming)))
+    let span = super::span::process(&ctx.queue, &delivery, &incoming.payload);
+    let prepared = span
+        .in_scope(|| std::panic::catch_unwind(AssertUnwindSafe(|| applier.prepare(&incoming))))
         .unwrap_or_else(|panic| {
             Err(format!(
                 "the applier panicked while preparing the message: {}",
@@ -140,6 +147,7 @@ pub(crate) fn route<A: Applier>(
                 incoming,
                 prepared: Arc::new(prepared),
                 label,
+                span,
             },
         },
         Err(reason) => reject(

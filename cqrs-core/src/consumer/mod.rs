@@ -25,6 +25,7 @@ mod meters;
 mod retry;
 mod runtime;
 mod settle;
+mod span;
 mod stats;
 mod worker;
 

@@ -12,6 +12,7 @@ use futures_util::FutureExt;
 use futures_util::future::join_all;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::Context;
 use super::apply::{Applied, Applier, BatchError, Incoming, SEQ_HEADER};
@@ -23,6 +24,7 @@ use super::settle::{Pending, Scheduled, SettleSender};
 use super::stats::{Tally, bump};
 use crate::backoff::Backoff;
 use crate::payload::Expiry;
+use crate::trace::TraceContext;
 use crate::transport::{Delivery, OutgoingMessage, direct_routing_key};
 
 /// One message on its way to be applied.
@@ -31,6 +33,8 @@ pub(crate) struct Job<P> {
     pub(crate) incoming: Incoming,
     pub(crate) prepared: Arc<P>,
     pub(crate) label: Label,
+    /// Its `process` span (see `span.rs`), closed with the job.
+    pub(crate) span: tracing::Span,
 }
 
 /// How a worker batches and backs off.
@@ -147,7 +151,12 @@ impl<A: Applier> Worker<A> {
         todo.push(0..prepared.len());
         while let Some(range) = todo.pop() {
             let started = Instant::now();
-            match self.apply(&prepared[range.clone()], stop).await {
+            let span = super::span::apply(&self.ctx.queue, &jobs[range.clone()]);
+            let attempt = self
+                .apply(&prepared[range.clone()], stop)
+                .instrument(span)
+                .await;
+            match attempt {
                 Attempt::Applied(outcomes) => {
                     let elapsed = started.elapsed();
                     let now = self.ctx.config.clock().now();
@@ -310,8 +319,10 @@ impl<A: Applier> Worker<A> {
             delivery,
             incoming,
             label,
+            span,
             ..
         } = job;
+        super::span::failed(&span);
         let mut payload = incoming.payload;
         let policy = self.applier.policy(&payload.cqrs_id).unwrap_or_default();
         let scheduled = match after_failure(payload.retries, &policy, &self.ctx.config, error) {
@@ -339,11 +350,16 @@ impl<A: Applier> Worker<A> {
                     direct_routing_key(&self.ctx.queue, &payload.cqrs_id),
                     payload.to_vec(),
                 );
-                // A retry keeps the master's sequence: it is the same write.
-                let message = match incoming.seq {
+                // A retry keeps the master's sequence and trace: it is the same write.
+                let mut message = match incoming.seq {
                     Some(seq) => message.with_header(SEQ_HEADER, seq.to_string()),
                     None => message,
                 };
+                if let Some(trace) = TraceContext::from_headers(delivery.headers()) {
+                    for (name, value) in trace.headers() {
+                        message = message.with_header(name, value);
+                    }
+                }
                 Scheduled {
                     due: Instant::now() + delay,
                     pending: Pending::retry(delivery, message, label, retries),

@@ -293,6 +293,10 @@ impl Transport for RabbitMqTransport {
         self.publish_channel().await.map(drop)
     }
 
+    fn exchange(&self) -> Option<&str> {
+        Some(self.shared.config.exchange())
+    }
+
     async fn declare(&self, topology: &Topology) -> Result<()> {
         self.check_open()?;
         // Declarations that fail close their channel: use a channel of their own.

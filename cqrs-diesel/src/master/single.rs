@@ -69,6 +69,9 @@ pub struct SinglePlan {
     /// `previous_data` of a row that did not exist (every tracked field null), as JSON text,
     /// for a save that reads the old values (empty otherwise).
     pub(crate) previous_nulls: String,
+    /// The W3C trace context of the write (the outbox's `trace_context`), taken when the plan
+    /// is made.
+    pub(crate) trace_context: Option<String>,
 }
 
 impl SinglePlan {
@@ -131,6 +134,7 @@ impl SinglePlan {
             parts,
             holes,
             previous_nulls,
+            trace_context: crate::outbox::write::current_trace(),
         })
     }
 }
@@ -181,7 +185,7 @@ mod pg {
     use diesel::QueryResult;
     use diesel::pg::Pg;
     use diesel::query_builder::{AstPass, QueryFragment};
-    use diesel::sql_types::Text;
+    use diesel::sql_types::{Nullable, Text};
 
     use super::{Hole, SingleKind, SinglePlan};
     use crate::exec::DialectKind;
@@ -280,7 +284,8 @@ mod pg {
             push_returning::<M, Pg>(&mut out, DialectKind::Postgres)?;
 
             out.push_sql(
-                "), \"o\" AS (INSERT INTO cqrs_outbox (cqrs_id, routing_key, body) SELECT ",
+                "), \"o\" AS (INSERT INTO cqrs_outbox (cqrs_id, routing_key, body, \
+                 trace_context) SELECT ",
             );
             out.push_bind_param::<Text, str>(self.plan.cqrs_id)?;
             out.push_sql(", ");
@@ -348,7 +353,9 @@ mod pg {
                     }
                 }
             }
-            out.push_sql(" END FROM \"r\"");
+            out.push_sql(" END, ");
+            out.push_bind_param::<Nullable<Text>, Option<String>>(&self.plan.trace_context)?;
+            out.push_sql(" FROM \"r\"");
             if kind != SingleKind::Delete {
                 out.push_sql(", \"v\"");
             }

@@ -16,9 +16,18 @@
 //! # }
 //! ```
 //!
-//! or copy the statement of your backend ([`POSTGRES_UP_SQL`], [`MYSQL_UP_SQL`],
-//! [`SQLITE_UP_SQL`]) into a migration of your own, so that `diesel migration run` creates it
-//! with the rest of your schema. Keep `body` `NOT NULL`: PostgreSQL's one-statement writes rely
+//! or copy the statements of your backend into migrations of your own, in this order, so that
+//! `diesel migration run` creates it with the rest of your schema: the table
+//! ([`POSTGRES_UP_SQL`], [`MYSQL_UP_SQL`], [`SQLITE_UP_SQL`]), then its `trace_context` and
+//! `created_at` columns ([`POSTGRES_TRACE_UP_SQL`], [`MYSQL_TRACE_UP_SQL`],
+//! [`SQLITE_TRACE_UP_SQL`]).
+//!
+//! # Upgrading
+//!
+//! Run the second migration (`run_outbox_migrations()` does) before deploying a version that
+//! writes `trace_context`: versions before it name only `cqrs_id`, `routing_key` and `body`,
+//! so they keep working on the upgraded table while both run. On SQLite the upgrade builds
+//! the table anew, keeping every entry's id and the AUTOINCREMENT high-water mark. Keep `body` `NOT NULL`: PostgreSQL's one-statement writes rely
 //! on that constraint to abort a write whose stored values differ from the message built for
 //! it (the write then runs again on the general path).
 
@@ -40,6 +49,14 @@ diesel::table! {
         routing_key -> Text,
         /// The JSON body, complete.
         body -> Text,
+        /// The W3C trace context of the write, as
+        /// [`TraceContext::to_column`](cqrs_core::trace::TraceContext::to_column) writes it
+        /// (`{"traceparent": "...", "tracestate": "..."}`); NULL without one.
+        trace_context -> Nullable<Text>,
+        /// When the entry was inserted, set by the database (PostgreSQL `timestamptz`,
+        /// MySQL/MariaDB `DATETIME(6)` in the session's time zone, SQLite UTC text
+        /// `YYYY-MM-DD HH:MM:SS.SSS`); read it as UTC.
+        created_at -> Timestamp,
     }
 }
 
@@ -67,6 +84,10 @@ pub struct OutboxEntry {
     pub routing_key: String,
     /// The JSON body.
     pub body: String,
+    /// The W3C trace context of the write that queued it (see
+    /// [`TraceContext::from_column`](cqrs_core::trace::TraceContext::from_column)); `None`
+    /// when the write had none.
+    pub trace_context: Option<String>,
 }
 
 /// What waits in the outbox: from [`CqrsConnection::outbox_backlog`], and in the relay's
@@ -132,6 +153,18 @@ pub const MYSQL_UP_SQL: &str =
 /// The outbox migration for SQLite, to copy into your own migrations.
 pub const SQLITE_UP_SQL: &str =
     include_str!("../../migrations/sqlite/2026-11-28-000000_create_cqrs_outbox/up.sql");
+/// The second outbox migration for PostgreSQL (`trace_context`, `created_at`), to run after
+/// [`POSTGRES_UP_SQL`].
+pub const POSTGRES_TRACE_UP_SQL: &str =
+    include_str!("../../migrations/postgres/2026-12-08-000000_cqrs_outbox_trace_and_age/up.sql");
+/// The second outbox migration for MySQL/MariaDB (`trace_context`, `created_at`), to run
+/// after [`MYSQL_UP_SQL`].
+pub const MYSQL_TRACE_UP_SQL: &str =
+    include_str!("../../migrations/mysql/2026-12-08-000000_cqrs_outbox_trace_and_age/up.sql");
+/// The second outbox migration for SQLite (`trace_context`, `created_at`: the table is built
+/// anew, keeping ids and the AUTOINCREMENT high-water mark), to run after [`SQLITE_UP_SQL`].
+pub const SQLITE_TRACE_UP_SQL: &str =
+    include_str!("../../migrations/sqlite/2026-12-08-000000_cqrs_outbox_trace_and_age/up.sql");
 
 #[cfg(feature = "postgres")]
 pub(crate) const POSTGRES_MIGRATIONS: diesel_migrations::EmbeddedMigrations =

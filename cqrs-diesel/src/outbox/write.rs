@@ -1,6 +1,10 @@
 //! The outbox statements master writes run, written once for every backend and run by either
 //! executor ([`Exec`]): queue entries, read back the id of one, rewrite its body, ask whether
 //! it is still queued.
+//!
+//! Every insert and rewrite also stores the W3C trace context of the current span
+//! (`trace_context`, see [`cqrs_core::trace`]), captured once per statement; the column is
+//! always bound, NULL or not, so each statement keeps one SQL text.
 
 use diesel::QueryResult;
 use diesel::query_builder::{AstPass, QueryFragment};
@@ -14,9 +18,15 @@ enum Stmt<'a> {
     Insert {
         entries: &'a [NewOutboxEntry<'a>],
         returning: bool,
+        /// The trace context of the write, stored with every entry.
+        trace: &'a Option<String>,
     },
-    /// Replace the body of entry `id`.
-    UpdateBody { id: &'a i64, body: &'a str },
+    /// Replace the body (and the trace context) of entry `id`.
+    UpdateBody {
+        id: &'a i64,
+        body: &'a str,
+        trace: &'a Option<String>,
+    },
     /// Entry `id`'s id as `n`, when it is queued.
     Find { id: &'a i64 },
 }
@@ -24,11 +34,17 @@ enum Stmt<'a> {
 impl<DB: Dialect> QueryFragment<DB> for Stmt<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
         match self {
-            Stmt::Insert { entries, returning } => {
+            Stmt::Insert {
+                entries,
+                returning,
+                trace,
+            } => {
                 if entries.len() != 1 {
                     out.unsafe_to_cache_prepared();
                 }
-                out.push_sql("INSERT INTO cqrs_outbox (cqrs_id, routing_key, body) VALUES ");
+                out.push_sql(
+                    "INSERT INTO cqrs_outbox (cqrs_id, routing_key, body, trace_context) VALUES ",
+                );
                 for (n, entry) in entries.iter().enumerate() {
                     out.push_sql(if n == 0 { "(" } else { ", (" });
                     DB::bind_text(&mut out, entry.cqrs_id)?;
@@ -36,15 +52,19 @@ impl<DB: Dialect> QueryFragment<DB> for Stmt<'_> {
                     DB::bind_text(&mut out, entry.routing_key)?;
                     out.push_sql(", ");
                     DB::bind_text(&mut out, entry.body)?;
+                    out.push_sql(", ");
+                    DB::bind_optional_text(&mut out, trace)?;
                     out.push_sql(")");
                 }
                 if *returning {
                     out.push_sql(" RETURNING id AS n");
                 }
             }
-            Stmt::UpdateBody { id, body } => {
+            Stmt::UpdateBody { id, body, trace } => {
                 out.push_sql("UPDATE cqrs_outbox SET body = ");
                 DB::bind_text(&mut out, body)?;
+                out.push_sql(", trace_context = ");
+                DB::bind_optional_text(&mut out, trace)?;
                 out.push_sql(" WHERE id = ");
                 DB::bind_i64(&mut out, id)?;
             }
@@ -57,12 +77,18 @@ impl<DB: Dialect> QueryFragment<DB> for Stmt<'_> {
     }
 }
 
+/// The trace context a statement run now stores: the current span's, in the column's form.
+pub(crate) fn current_trace() -> Option<String> {
+    cqrs_core::trace::TraceContext::current().map(|context| context.to_column())
+}
+
 /// Queues `entry` (one statement on every backend).
 pub(crate) async fn push<E: Exec>(conn: &mut E, entry: &NewOutboxEntry<'_>) -> QueryResult<()> {
     let entries = std::slice::from_ref(entry);
     conn.execute(Stmt::Insert {
         entries,
         returning: false,
+        trace: &current_trace(),
     })
     .await
     .map(drop)
@@ -79,6 +105,7 @@ pub(crate) async fn push_many<E: Exec>(
     conn.execute(Stmt::Insert {
         entries,
         returning: false,
+        trace: &current_trace(),
     })
     .await
 }
@@ -87,7 +114,12 @@ pub(crate) async fn push_many<E: Exec>(
 pub(crate) async fn insert<E: Exec>(conn: &mut E, entry: &NewOutboxEntry<'_>) -> QueryResult<i64> {
     let entries = std::slice::from_ref(entry);
     let returning = E::Backend::KIND.returns_rows();
-    let insert = Stmt::Insert { entries, returning };
+    let trace = current_trace();
+    let insert = Stmt::Insert {
+        entries,
+        returning,
+        trace: &trace,
+    };
     if !returning {
         conn.execute(insert).await?;
         let id = crate::master::sql::last_insert_id(conn).await?;
@@ -101,9 +133,15 @@ pub(crate) async fn insert<E: Exec>(conn: &mut E, entry: &NewOutboxEntry<'_>) ->
         .ok_or(diesel::result::Error::NotFound)
 }
 
-/// Replaces the body of entry `id`.
+/// Replaces the body of entry `id`, and its trace context with the current span's (the entry
+/// now carries this write's message).
 pub(crate) async fn update_body<E: Exec>(conn: &mut E, id: i64, body: &str) -> QueryResult<usize> {
-    conn.execute(Stmt::UpdateBody { id: &id, body }).await
+    conn.execute(Stmt::UpdateBody {
+        id: &id,
+        body,
+        trace: &current_trace(),
+    })
+    .await
 }
 
 /// Whether entry `id` is queued.
@@ -128,6 +166,33 @@ mod tests {
             .to_owned()
     }
 
+    /// A statement's text is the same with and without a trace context (the prepared
+    /// statement cache keys by it).
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn the_trace_context_is_bound_null_or_not() {
+        let entry = NewOutboxEntry {
+            cqrs_id: "a",
+            routing_key: "a",
+            body: "{}",
+        };
+        let entries = [entry];
+        let traced = Some(r#"{"traceparent":"00-1-2-01"}"#.to_owned());
+        let text = |trace| {
+            sql::<diesel::sqlite::Sqlite>(&Stmt::Insert {
+                entries: &entries,
+                returning: false,
+                trace,
+            })
+        };
+        assert_eq!(text(&None), text(&traced));
+        assert_eq!(
+            text(&None),
+            "INSERT INTO cqrs_outbox (cqrs_id, routing_key, body, trace_context) VALUES (?, ?, ?, \
+             ?)"
+        );
+    }
+
     #[cfg(all(feature = "postgres", feature = "mysql"))]
     #[test]
     fn an_insert_of_two_entries_binds_every_value() {
@@ -140,15 +205,20 @@ mod tests {
         let insert = Stmt::Insert {
             entries: &entries,
             returning: true,
+            trace: &None,
         };
         assert_eq!(
             sql::<diesel::pg::Pg>(&insert),
-            "INSERT INTO cqrs_outbox (cqrs_id, routing_key, body) VALUES ($1, $2, $3), ($4, $5, \
-             $6) RETURNING id AS n"
+            "INSERT INTO cqrs_outbox (cqrs_id, routing_key, body, trace_context) VALUES ($1, $2, \
+             $3, $4), ($5, $6, $7, $8) RETURNING id AS n"
         );
         assert_eq!(
-            sql::<diesel::mysql::Mysql>(&Stmt::UpdateBody { id: &1, body: "{}" }),
-            "UPDATE cqrs_outbox SET body = ? WHERE id = ?"
+            sql::<diesel::mysql::Mysql>(&Stmt::UpdateBody {
+                id: &1,
+                body: "{}",
+                trace: &None,
+            }),
+            "UPDATE cqrs_outbox SET body = ?, trace_context = ? WHERE id = ?"
         );
     }
 }

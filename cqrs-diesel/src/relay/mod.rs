@@ -3,6 +3,7 @@
 
 mod handle;
 mod health;
+mod message;
 mod pipeline;
 #[cfg(test)]
 mod tests;

@@ -33,10 +33,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use cqrs_core::{Confirmation, OutgoingMessage, SEQ_HEADER, Transport};
+use cqrs_core::{Confirmation, Transport};
 use diesel::connection::{Connection, TransactionManager};
 use diesel::result::ConnectionError;
 use tokio::sync::{Semaphore, mpsc};
+use tracing::Instrument;
 
 use super::handle::Counters;
 use super::health::{ModelMeters, RelayMeters};
@@ -295,11 +296,9 @@ where
                     break;
                 };
                 permit.forget();
-                // The entry's id orders the row's messages on replicas (`SEQ_HEADER`).
-                let message = OutgoingMessage::new(entry.routing_key, entry.body.into_bytes())
-                    .with_header(SEQ_HEADER, entry.id.to_string());
                 let model = meters.model(&entry.cqrs_id);
-                match transport.publish(&message).await {
+                let (message, span) = super::message::outgoing(entry, transport.exchange());
+                match transport.publish(&message).instrument(span).await {
                     Ok(confirmation) => {
                         model.sent.increment(1);
                         let _ = flow_tx.send(Flow::Sent(confirmation, model, Instant::now()));

@@ -315,7 +315,11 @@ impl<C: CqrsConnection> Applier for Replicas<C> {
         batch: Vec<Arc<Prepared>>,
     ) -> Result<Vec<Applied>, BatchError> {
         let this = self.clone();
+        // The batch's `apply` span goes along to the blocking thread, so what the handlers
+        // log and trace there is inside it.
+        let span = tracing::Span::current();
         let task = tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
             let needs_database = batch.iter().any(|item| {
                 this.models
                     .get(item.cqrs_id)

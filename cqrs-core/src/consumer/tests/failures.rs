@@ -394,3 +394,36 @@ async fn a_retry_and_a_dead_letter_keep_the_master_sequence() {
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].header(SEQ_HEADER), Some("42"));
 }
+
+/// A message's W3C trace headers go with its retry and its dead letter: they are the same
+/// write, and a dead letter sent again continues the same trace.
+#[tokio::test(start_paused = true)]
+async fn a_retry_and_a_dead_letter_keep_the_trace_headers() {
+    use crate::trace::{TRACEPARENT_HEADER, TRACESTATE_HEADER};
+    const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let (config, transport) = broker(
+        Config::builder()
+            .max_retries(Some(1))
+            .retry_delay(Duration::from_millis(10)),
+    )
+    .await;
+    let message = OutgoingMessage::new("author", body("author", 2, 1))
+        .with_header(TRACEPARENT_HEADER, PARENT)
+        .with_header(TRACESTATE_HEADER, "congo=t61rcWkgMzE");
+    transport.publish_confirmed(&message).await.unwrap();
+    let recorder = Recorder::default().with(|s| {
+        s.fail.insert("2".to_owned());
+    });
+    let handle = ConsumerRuntime::new(transport.clone(), config, recorder.clone()).spawn();
+    eventually("retried, then dead-lettered", || {
+        handle.stats().dead_lettered == 1
+    })
+    .await;
+    let stats = handle.shutdown().await.unwrap();
+    assert_eq!(stats.retried, 1, "the dead letter comes from the retry");
+
+    let dead = take_all(&transport, "dead_letter_q").await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].header(TRACEPARENT_HEADER), Some(PARENT));
+    assert_eq!(dead[0].header(TRACESTATE_HEADER), Some("congo=t61rcWkgMzE"));
+}
