@@ -23,7 +23,7 @@ pub const OPERATION: &str = "messaging.operation.name";
 /// `synced`, `handled`).
 pub const OUTCOME: &str = "outcome";
 /// Label: why a message was skipped (`old`, `duplicate`, `superseded`, `tombstoned`,
-/// `ignored`) or dead-lettered (`failed`, `malformed`, `unknown`, `expired`).
+/// `ignored`) or dead-lettered (`failed`, `malformed`, `unknown`, `expired`, `not_selected`).
 pub const REASON: &str = "reason";
 
 /// The `cqrs_id` label of messages whose `cqrs_id` the consumer does not know (or that could

@@ -102,7 +102,10 @@ pub use master::{
 pub use relay::{OutboxRelay, RelayHandle, RelayHealth, RelayStats};
 pub use session::SessionSetup;
 
-pub use replica::{CustomReplica, MessageInfo, ReplicaModel, ReplicaStore, Replicas, run_consumer};
+pub use replica::{
+    CustomReplica, MessageInfo, ReplicaModel, ReplicaStore, Replicas, run_consumer,
+    run_consumer_only,
+};
 
 /// `#[derive(MasterModel)]`: see [the trait](trait@MasterModel) and the crate README.
 pub use cqrs_derive::MasterModel;

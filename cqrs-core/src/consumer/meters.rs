@@ -33,8 +33,8 @@ struct ModelMeters {
     /// One per [`Applied`] variant, in [`outcome_index`] order.
     outcomes: [Counter; 10],
     retried: Counter,
-    /// failed, malformed, unknown, expired.
-    dead_lettered: [Counter; 4],
+    /// failed, malformed, unknown, expired, not_selected.
+    dead_lettered: [Counter; 5],
     lag: Histogram,
 }
 
@@ -67,6 +67,7 @@ impl ModelMeters {
                 dead("malformed"),
                 dead("unknown"),
                 dead("expired"),
+                dead("not_selected"),
             ],
             lag: histogram!(REPLICATION_LAG, CQRS_ID => cqrs_id.to_owned()),
         }
@@ -172,6 +173,7 @@ impl Meters {
             DeadReason::Rejected(Rejection::Malformed) => 1,
             DeadReason::Rejected(Rejection::Unknown) => 2,
             DeadReason::Rejected(Rejection::Expired) => 3,
+            DeadReason::Rejected(Rejection::NotSelected) => 4,
         };
         self.model(cqrs_id).dead_lettered[index].increment(1);
     }

@@ -59,6 +59,9 @@ pub(crate) struct Context {
     pub(crate) meters: meters::Meters,
     /// What [`ConsumerHandle::health`] reports.
     pub(crate) health: Arc<health::HealthState>,
+    /// The `cqrs_id`s this runtime consumes when limited to some
+    /// ([`ConsumerRuntime::only_cqrs_ids`]); `None`: every one the applier handles.
+    pub(crate) selected: Option<std::collections::BTreeSet<String>>,
 }
 
 /// Resolves once `stop` is true (or its sender is gone).

@@ -56,6 +56,10 @@ pub struct ConsumerStats {
     pub unknown: u64,
     /// Messages whose `expires` had passed; each is dead-lettered.
     pub expired: u64,
+    /// Messages of a model the applier knows but this runtime was told not to consume
+    /// ([`ConsumerRuntime::only_cqrs_ids`](crate::ConsumerRuntime::only_cqrs_ids), `cqrs consume
+    /// --cqrs-id`); each is dead-lettered, for `dead-letters retry` to replay later.
+    pub not_selected: u64,
     /// Batches (including the halves of split batches) the applier applied successfully.
     pub batches: u64,
     /// Failed batches of more than one message that were split in two to find the failing
@@ -104,6 +108,7 @@ pub(crate) struct Counters {
     pub(crate) malformed: AtomicU64,
     pub(crate) unknown: AtomicU64,
     pub(crate) expired: AtomicU64,
+    pub(crate) not_selected: AtomicU64,
     pub(crate) batches: AtomicU64,
     pub(crate) batch_failures: AtomicU64,
     pub(crate) unavailable_retries: AtomicU64,
@@ -155,6 +160,7 @@ impl Counters {
             malformed: get(&self.malformed),
             unknown: get(&self.unknown),
             expired: get(&self.expired),
+            not_selected: get(&self.not_selected),
             batches: get(&self.batches),
             batch_failures: get(&self.batch_failures),
             unavailable_retries: get(&self.unavailable_retries),

@@ -9,6 +9,7 @@ mod failures;
 mod golden;
 mod model_based;
 pub mod models;
+pub mod only_cqrs_ids;
 mod process;
 mod scenarios;
 mod unavailable;
