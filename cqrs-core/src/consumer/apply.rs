@@ -96,6 +96,13 @@ pub enum BatchError {
     /// tries the same batch again after a short pause, without spending any message's retries.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A statement ran longer than the database session's timeout (`CQRS_QUERY_TIMEOUT`) and
+    /// was cancelled: nothing was applied. The runtime tries the same batch again after the
+    /// configured retry delay (`CQRS_RETRY_DELAY`), without splitting it and without spending
+    /// any message's retries: a timeout says nothing against one message, so it never
+    /// dead-letters one.
+    #[error("timed out: {0}")]
+    TimedOut(String),
     /// Something in the batch failed and the whole transaction was rolled back. The runtime
     /// splits the batch to find the failing message; a batch of one message that fails is
     /// retried through the delay queue, then dead-lettered.
@@ -110,6 +117,14 @@ pub trait Applier: Send + Sync + 'static {
 
     /// Every `cqrs_id` this applier handles (the queue is bound for each).
     fn cqrs_ids(&self) -> Vec<String>;
+
+    /// Called once by [`ConsumerRuntime::new`](crate::ConsumerRuntime::new) with the runtime's
+    /// configuration, before anything is applied: an applier takes the settings it applies
+    /// itself (cqrs-diesel's replicas: `CQRS_QUERY_TIMEOUT`, `CQRS_LOG_TIMED_OUT_QUERIES`).
+    /// Does nothing by default.
+    fn configure(&mut self, config: &crate::Config) {
+        let _ = config;
+    }
 
     /// The settings of one model; `None` when the `cqrs_id` is unknown (the message is then
     /// dead-lettered).

@@ -108,6 +108,7 @@ pub(crate) struct Meters {
     delay_queue: Gauge,
     conflict_retries: Counter,
     unavailable_retries: Counter,
+    timeout_retries: Counter,
 }
 
 impl Meters {
@@ -126,6 +127,7 @@ impl Meters {
             delay_queue: gauge!(DELAY_QUEUE, DESTINATION => queue.to_owned()),
             conflict_retries: retries("conflict"),
             unavailable_retries: retries("unavailable"),
+            timeout_retries: retries("timeout"),
         }
     }
 
@@ -192,6 +194,11 @@ impl Meters {
         } else {
             self.unavailable_retries.increment(1);
         }
+    }
+
+    /// A batch tried again after one of its statements timed out.
+    pub(crate) fn batch_retry_after_timeout(&self) {
+        self.timeout_retries.increment(1);
     }
 
     /// The delay queue now holds `len` messages.

@@ -161,8 +161,10 @@ impl<T: Transport, A: Applier> ConsumerRuntime<T, A> {
     /// Batch size, batch wait and number of workers start at the configuration's values
     /// (`CQRS_BATCH_SIZE`, `CQRS_BATCH_WAIT`, `CQRS_WORKERS`: 100, 5 ms and 1 by default);
     /// the shutdown timeout at 30 s; the backoff while the database is unavailable at the
-    /// configuration's reconnection delays (100 ms doubling up to 10 s by default).
-    pub fn new(transport: T, config: Config, applier: A) -> Self {
+    /// configuration's reconnection delays (100 ms doubling up to 10 s by default). The
+    /// applier is given the configuration first ([`Applier::configure`]).
+    pub fn new(transport: T, config: Config, mut applier: A) -> Self {
+        applier.configure(&config);
         ConsumerRuntime {
             transport,
             batch_size: config.batch_size(),

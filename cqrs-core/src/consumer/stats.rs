@@ -70,6 +70,10 @@ pub struct ConsumerStats {
     /// Batches tried again after a transient conflict (a deadlock, a serialization failure, a
     /// lock wait timeout), without spending any message's retries.
     pub conflict_retries: u64,
+    /// Batches tried again, after the retry delay, because a statement ran longer than
+    /// `CQRS_QUERY_TIMEOUT` ([`BatchError::TimedOut`](crate::BatchError::TimedOut)), without
+    /// spending any message's retries.
+    pub timeout_retries: u64,
 }
 
 impl ConsumerStats {
@@ -113,6 +117,7 @@ pub(crate) struct Counters {
     pub(crate) batch_failures: AtomicU64,
     pub(crate) unavailable_retries: AtomicU64,
     pub(crate) conflict_retries: AtomicU64,
+    pub(crate) timeout_retries: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -165,6 +170,7 @@ impl Counters {
             batch_failures: get(&self.batch_failures),
             unavailable_retries: get(&self.unavailable_retries),
             conflict_retries: get(&self.conflict_retries),
+            timeout_retries: get(&self.timeout_retries),
         }
     }
 }

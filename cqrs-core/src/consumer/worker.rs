@@ -258,6 +258,23 @@ impl<A: Applier> Worker<A> {
                         () = tokio::time::sleep(pause) => {}
                     }
                 }
+                Err(BatchError::TimedOut(error)) => {
+                    bump(&self.ctx.counters.timeout_retries);
+                    self.ctx.meters.batch_retry_after_timeout();
+                    let delay = self.ctx.config.retry_delay();
+                    tracing::debug!(
+                        worker = self.index,
+                        size = batch.len(),
+                        %error,
+                        retry_in = ?delay,
+                        "a statement timed out; trying the batch again after the retry delay"
+                    );
+                    tokio::select! {
+                        biased;
+                        () = super::stopped(stop) => return Attempt::Stopped,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
                 Err(BatchError::Unavailable(error)) => {
                     bump(&self.ctx.counters.unavailable_retries);
                     self.ctx.meters.batch_retry(false);

@@ -6,9 +6,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use cqrs_core::{Applied, Applier, BatchError, Incoming, ModelPolicy, Payload, SignalType};
-use diesel::result::ConnectionError;
+use diesel::result::{ConnectionError, QueryResult};
 use serde_json::Value;
 
 use crate::connection::CqrsConnection;
@@ -119,6 +120,60 @@ pub struct Replicas<C: CqrsConnection> {
     connect: Option<Connect<C>>,
     connections: Arc<Mutex<HashMap<usize, C>>>,
     counters: Arc<Counters>,
+    limits: SessionLimits,
+    /// The last statement that failed on each worker's connection, recorded only when timed
+    /// out statements are logged.
+    failed_statements: Arc<Mutex<HashMap<usize, String>>>,
+}
+
+/// What the worker's sessions are limited to (`CQRS_QUERY_TIMEOUT`,
+/// `CQRS_LOG_TIMED_OUT_QUERIES`).
+#[derive(Debug, Clone, Copy, Default)]
+struct SessionLimits {
+    query_timeout: Option<Duration>,
+    log_timed_out_queries: bool,
+}
+
+/// Whether the warning that SQLite has no statement timeout was logged.
+static SQLITE_TIMEOUT_WARNED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Sets the statement timeout of a new worker session: PostgreSQL `statement_timeout` (ms),
+/// MariaDB `max_statement_time` (seconds, fractional), or, where that variable does not exist
+/// (MySQL), `max_execution_time` (ms; MySQL applies it to `SELECT`s only). SQLite has no
+/// statement timeout: a warning, once per process.
+fn set_statement_timeout<C: CqrsConnection>(conn: &mut C, timeout: Duration) -> QueryResult<()> {
+    let millis = timeout.as_millis().max(1);
+    match C::BACKEND {
+        crate::Backend::Postgres => {
+            conn.batch_execute(&format!("SET statement_timeout = {millis}"))
+        }
+        crate::Backend::Mysql => {
+            let seconds = format!("{}.{:06}", timeout.as_secs(), timeout.subsec_micros());
+            match conn.batch_execute(&format!("SET SESSION max_statement_time = {seconds}")) {
+                Ok(()) => Ok(()),
+                Err(mariadb) => {
+                    tracing::debug!(
+                        error = %mariadb,
+                        "no max_statement_time (not MariaDB): using MySQL's max_execution_time, \
+                         which bounds SELECT statements only"
+                    );
+                    conn.batch_execute(&format!("SET SESSION max_execution_time = {millis}"))
+                }
+            }
+        }
+        crate::Backend::Sqlite => {
+            if !SQLITE_TIMEOUT_WARNED.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    timeout_ms = u64::try_from(millis).unwrap_or(u64::MAX),
+                    "CQRS_QUERY_TIMEOUT is set, but SQLite has no statement timeout: replica \
+                     statements on SQLite run without one (a locked database still fails after \
+                     the connection's busy_timeout)"
+                );
+            }
+            Ok(())
+        }
+    }
 }
 
 impl<C: CqrsConnection> Replicas<C> {
@@ -130,6 +185,8 @@ impl<C: CqrsConnection> Replicas<C> {
             connect: Some(Arc::new(connect)),
             connections: Arc::new(Mutex::new(HashMap::new())),
             counters: Arc::new(Counters::default()),
+            limits: SessionLimits::default(),
+            failed_statements: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -141,6 +198,8 @@ impl<C: CqrsConnection> Replicas<C> {
             connect: None,
             connections: Arc::new(Mutex::new(HashMap::new())),
             counters: Arc::new(Counters::default()),
+            limits: SessionLimits::default(),
+            failed_statements: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -207,6 +266,32 @@ impl<C: CqrsConnection> Replicas<C> {
                 conn.prepare_session().map_err(|error| {
                     BatchError::Unavailable(format!("cannot prepare the session: {error}"))
                 })?;
+                if let Some(timeout) = self.limits.query_timeout {
+                    set_statement_timeout(&mut conn, timeout).map_err(|error| {
+                        BatchError::Unavailable(format!(
+                            "cannot set the statement timeout (CQRS_QUERY_TIMEOUT): {error}"
+                        ))
+                    })?;
+                    if self.limits.log_timed_out_queries {
+                        let failed = Arc::clone(&self.failed_statements);
+                        conn.set_instrumentation(
+                            move |event: diesel::connection::InstrumentationEvent<'_>| {
+                                if let diesel::connection::InstrumentationEvent::FinishQuery {
+                                    query,
+                                    error: Some(_),
+                                    ..
+                                } = event
+                                {
+                                    let mut failed = match failed.lock() {
+                                        Ok(failed) => failed,
+                                        Err(poisoned) => poisoned.into_inner(),
+                                    };
+                                    failed.insert(worker, query.to_string());
+                                }
+                            },
+                        );
+                    }
+                }
                 Ok(Some(conn))
             }
         }
@@ -227,6 +312,8 @@ impl<C: CqrsConnection> Clone for Replicas<C> {
             connect: self.connect.clone(),
             connections: self.connections.clone(),
             counters: self.counters.clone(),
+            limits: self.limits,
+            failed_statements: self.failed_statements.clone(),
         }
     }
 }
@@ -273,14 +360,55 @@ fn apply_all<C: CqrsConnection>(
 ///
 /// neither spends any message's retries. Anything else is [`BatchError::Failed`], split to
 /// find the failing message.
-fn batch_error<C: CqrsConnection>(error: &Error, conn: &mut C) -> BatchError {
+///
+/// A statement cancelled by the session's timeout (`CQRS_QUERY_TIMEOUT`) is
+/// [`Error::QueryTimeout`] and [`BatchError::TimedOut`]: the same batch again after the retry
+/// delay, spending no retries; it is logged at WARN, with the statement when
+/// `CQRS_LOG_TIMED_OUT_QUERIES` is on.
+fn batch_error<C: CqrsConnection>(
+    error: Error,
+    conn: &mut C,
+    limits: SessionLimits,
+    statement: Option<String>,
+    worker: usize,
+) -> (Error, BatchError) {
     use crate::db_errors::ErrorClass;
+    let class = error.class_on(conn);
+    let error = match (class, error, limits.query_timeout) {
+        (ErrorClass::TimedOut, Error::Database(source), Some(timeout)) => {
+            let statement = statement.filter(|_| limits.log_timed_out_queries);
+            let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+            match &statement {
+                Some(sql) => tracing::warn!(
+                    worker,
+                    timeout_ms,
+                    statement = %sql,
+                    error = %source,
+                    "replica statement timed out (CQRS_QUERY_TIMEOUT); the batch is tried again"
+                ),
+                None => tracing::warn!(
+                    worker,
+                    timeout_ms,
+                    "replica statement timed out (CQRS_QUERY_TIMEOUT); the batch is tried again \
+                     (CQRS_LOG_TIMED_OUT_QUERIES=true logs the statement)"
+                ),
+            }
+            Error::QueryTimeout {
+                timeout,
+                statement,
+                source,
+            }
+        }
+        (_, error, _) => error,
+    };
     let text = error.to_string();
-    match error.class_on(conn) {
+    let outcome = match class {
         ErrorClass::Unavailable => BatchError::Unavailable(text),
         ErrorClass::Conflict => BatchError::Conflict(text),
+        ErrorClass::TimedOut => BatchError::TimedOut(text),
         ErrorClass::Other => BatchError::Failed(text),
-    }
+    };
+    (error, outcome)
 }
 
 impl<C: CqrsConnection> Applier for Replicas<C> {
@@ -290,6 +418,14 @@ impl<C: CqrsConnection> Applier for Replicas<C> {
         let mut ids: Vec<String> = self.models.keys().map(|id| (*id).to_owned()).collect();
         ids.sort();
         ids
+    }
+
+    /// Takes `CQRS_QUERY_TIMEOUT` and `CQRS_LOG_TIMED_OUT_QUERIES` for the worker's sessions.
+    fn configure(&mut self, config: &cqrs_core::Config) {
+        self.limits = SessionLimits {
+            query_timeout: config.query_timeout(),
+            log_timed_out_queries: config.log_timed_out_queries(),
+        };
     }
 
     fn policy(&self, cqrs_id: &str) -> Option<ModelPolicy> {
@@ -343,7 +479,12 @@ impl<C: CqrsConnection> Applier for Replicas<C> {
                     Ok(outcomes)
                 }
                 Err(error) => {
-                    let outcome = batch_error(&error, &mut conn);
+                    let statement = match this.failed_statements.lock() {
+                        Ok(mut failed) => failed.remove(&worker),
+                        Err(poisoned) => poisoned.into_inner().remove(&worker),
+                    };
+                    let (_error, outcome) =
+                        batch_error(error, &mut conn, this.limits, statement, worker);
                     if !matches!(outcome, BatchError::Unavailable(_)) {
                         this.checkin(worker, conn);
                     }

@@ -11,6 +11,7 @@ mod model_based;
 pub mod models;
 pub mod only_cqrs_ids;
 mod process;
+mod query_timeout;
 mod scenarios;
 mod unavailable;
 
