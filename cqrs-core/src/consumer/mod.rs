@@ -34,7 +34,9 @@ mod tests;
 
 use std::sync::Arc;
 
-pub use apply::{Applied, Applier, BatchError, Incoming, ModelPolicy, SEQ_HEADER, parse_seq};
+pub use apply::{
+    Applied, Applier, BatchError, Incoming, ModelPolicy, RetryChoice, SEQ_HEADER, parse_seq,
+};
 pub use dead_letter::{
     DEAD_LETTER_AT_HEADER, DEAD_LETTER_REASON_HEADER, DEAD_LETTER_ROUTING_KEY_HEADER,
 };

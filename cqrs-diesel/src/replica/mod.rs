@@ -31,7 +31,7 @@ pub(crate) mod sql;
 pub(crate) mod state;
 
 pub(crate) use model::key_text;
-pub use model::{CustomReplica, MessageInfo, ReplicaModel, ReplicaStore};
+pub use model::{CustomReplica, MessageInfo, ReplicaHooks, ReplicaModel, ReplicaStore};
 pub use registry::{Prepared, Replicas};
 pub use state::{MYSQL_REPLICA_UP_SQL, POSTGRES_REPLICA_UP_SQL, SQLITE_REPLICA_UP_SQL};
 

@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cqrs_core::{Applied, Applier, BatchError, Incoming, ModelPolicy, Payload, SignalType};
+use cqrs_core::{
+    Applied, Applier, BatchError, Incoming, ModelPolicy, Payload, RetryChoice, SignalType,
+};
 use diesel::result::{ConnectionError, QueryResult};
 use serde_json::Value;
 
@@ -64,6 +66,8 @@ trait ModelApply<C>: Send + Sync {
     fn cqrs_id(&self) -> &'static str;
     fn policy(&self) -> ModelPolicy;
     fn needs_database(&self) -> bool;
+    /// The model's [`ReplicaHooks`](crate::ReplicaHooks) answer for a failed message.
+    fn retry_choice(&self, retries: u32, error: &Error, defaults: &RetryDefaults) -> RetryChoice;
     fn decode(&self, incoming: &Incoming) -> Result<Prepared, String>;
     fn apply(
         &self,
@@ -71,6 +75,32 @@ trait ModelApply<C>: Send + Sync {
         items: &[&Prepared],
         counters: &Counters,
     ) -> Result<Vec<Applied>, Error>;
+}
+
+/// What the configured policy says for a failed message, for the hooks' `default`.
+#[derive(Debug, Clone, Copy)]
+struct RetryDefaults {
+    max_retries: Option<u32>,
+}
+
+/// Asks `M`'s [`ReplicaHooks`](crate::ReplicaHooks); `None` fields where it keeps the default.
+fn hook_choice<M: crate::ReplicaHooks>(
+    retries: u32,
+    error: &Error,
+    defaults: &RetryDefaults,
+) -> RetryChoice {
+    let default = defaults
+        .max_retries
+        .is_none_or(|max| u64::from(retries) < u64::from(max));
+    let retry = M::should_retry_cqrs(retries, error, default);
+    RetryChoice {
+        retry: (retry != default).then_some(retry),
+        delay: if retry {
+            M::get_cqrs_retry_delay(retries)
+        } else {
+            None
+        },
+    }
 }
 
 /// Counters the statements keep besides the runtime's (see [`Replicas::gaps`]).
@@ -124,6 +154,10 @@ pub struct Replicas<C: CqrsConnection> {
     /// The last statement that failed on each worker's connection, recorded only when timed
     /// out statements are logged.
     failed_statements: Arc<Mutex<HashMap<usize, String>>>,
+    /// The typed error of each worker's last failed batch, for the retry hooks.
+    failed_errors: Arc<Mutex<HashMap<usize, Error>>>,
+    /// `CQRS_MAX_RETRIES`, for the retry hooks' `default`.
+    max_retries: Option<u32>,
 }
 
 /// What the worker's sessions are limited to (`CQRS_QUERY_TIMEOUT`,
@@ -187,6 +221,10 @@ impl<C: CqrsConnection> Replicas<C> {
             counters: Arc::new(Counters::default()),
             limits: SessionLimits::default(),
             failed_statements: Arc::new(Mutex::new(HashMap::new())),
+            failed_errors: Arc::new(Mutex::new(HashMap::new())),
+            max_retries: cqrs_core::Config::builder()
+                .build()
+                .map_or(Some(30), |config| config.max_retries()),
         }
     }
 
@@ -200,6 +238,10 @@ impl<C: CqrsConnection> Replicas<C> {
             counters: Arc::new(Counters::default()),
             limits: SessionLimits::default(),
             failed_statements: Arc::new(Mutex::new(HashMap::new())),
+            failed_errors: Arc::new(Mutex::new(HashMap::new())),
+            max_retries: cqrs_core::Config::builder()
+                .build()
+                .map_or(Some(30), |config| config.max_retries()),
         }
     }
 
@@ -297,6 +339,14 @@ impl<C: CqrsConnection> Replicas<C> {
         }
     }
 
+    /// Keeps the typed error of `worker`'s failed batch for [`Applier::retry_choice`].
+    fn keep_failure(&self, worker: usize, error: Error) {
+        match self.failed_errors.lock() {
+            Ok(mut failed) => failed.insert(worker, error),
+            Err(poisoned) => poisoned.into_inner().insert(worker, error),
+        };
+    }
+
     fn checkin(&self, worker: usize, conn: C) {
         match self.connections.lock() {
             Ok(mut pool) => pool.insert(worker, conn),
@@ -314,6 +364,8 @@ impl<C: CqrsConnection> Clone for Replicas<C> {
             counters: self.counters.clone(),
             limits: self.limits,
             failed_statements: self.failed_statements.clone(),
+            failed_errors: self.failed_errors.clone(),
+            max_retries: self.max_retries,
         }
     }
 }
@@ -426,6 +478,32 @@ impl<C: CqrsConnection> Applier for Replicas<C> {
             query_timeout: config.query_timeout(),
             log_timed_out_queries: config.log_timed_out_queries(),
         };
+        self.max_retries = config.max_retries();
+    }
+
+    /// Asks the failed message's model ([`ReplicaHooks`](crate::ReplicaHooks)) with the typed
+    /// error this worker's last batch failed with.
+    fn retry_choice(
+        &self,
+        worker: usize,
+        prepared: &Prepared,
+        retries: u32,
+        error: &str,
+    ) -> RetryChoice {
+        let Some(model) = self.models.get(prepared.cqrs_id) else {
+            return RetryChoice::default();
+        };
+        let typed = match self.failed_errors.lock() {
+            Ok(mut failed) => failed.remove(&worker),
+            Err(poisoned) => poisoned.into_inner().remove(&worker),
+        };
+        // A failure without a typed error (a panic, a lost task) reaches the hook as a task
+        // error.
+        let typed = typed.unwrap_or_else(|| Error::Task(error.to_owned()));
+        let defaults = RetryDefaults {
+            max_retries: model.policy().max_retries.unwrap_or(self.max_retries),
+        };
+        model.retry_choice(retries, &typed, &defaults)
     }
 
     fn policy(&self, cqrs_id: &str) -> Option<ModelPolicy> {
@@ -467,8 +545,11 @@ impl<C: CqrsConnection> Applier for Replicas<C> {
                 None
             };
             let Some(mut conn) = conn else {
-                return apply_all(&this.models, None, &batch, &this.counters)
-                    .map_err(|error| BatchError::Failed(error.to_string()));
+                return apply_all(&this.models, None, &batch, &this.counters).map_err(|error| {
+                    let outcome = BatchError::Failed(error.to_string());
+                    this.keep_failure(worker, error);
+                    outcome
+                });
             };
             let result = conn.write_transaction(|conn| {
                 apply_all(&this.models, Some(conn), &batch, &this.counters)
@@ -483,8 +564,11 @@ impl<C: CqrsConnection> Applier for Replicas<C> {
                         Ok(mut failed) => failed.remove(&worker),
                         Err(poisoned) => poisoned.into_inner().remove(&worker),
                     };
-                    let (_error, outcome) =
+                    let (error, outcome) =
                         batch_error(error, &mut conn, this.limits, statement, worker);
+                    if matches!(outcome, BatchError::Failed(_)) {
+                        this.keep_failure(worker, error);
+                    }
                     if !matches!(outcome, BatchError::Unavailable(_)) {
                         this.checkin(worker, conn);
                     }
@@ -593,6 +677,10 @@ where
 
     fn needs_database(&self) -> bool {
         true
+    }
+
+    fn retry_choice(&self, retries: u32, error: &Error, defaults: &RetryDefaults) -> RetryChoice {
+        hook_choice::<M>(retries, error, defaults)
     }
 
     fn decode(&self, incoming: &Incoming) -> Result<Prepared, String> {
@@ -845,6 +933,10 @@ where
 
     fn needs_database(&self) -> bool {
         false
+    }
+
+    fn retry_choice(&self, retries: u32, error: &Error, defaults: &RetryDefaults) -> RetryChoice {
+        hook_choice::<M>(retries, error, defaults)
     }
 
     fn decode(&self, incoming: &Incoming) -> Result<Prepared, String> {

@@ -12,6 +12,7 @@ pub mod models;
 pub mod only_cqrs_ids;
 mod process;
 mod query_timeout;
+mod retry_hooks;
 mod scenarios;
 mod unavailable;
 
