@@ -50,7 +50,11 @@ use crate::transport::{Consumer, Delivery, Topology, Transport};
 ///   ([`BatchError::Unavailable`](crate::BatchError::Unavailable)) the worker holds its batch,
 ///   unacknowledged, and tries it again after a backoff; after a transient conflict (a deadlock,
 ///   a serialization failure: [`BatchError::Conflict`](crate::BatchError::Conflict)) it tries
-///   the batch again after a short pause. Neither spends any message's retries.
+///   the batch again after a short pause; after a statement timeout
+///   ([`BatchError::TimedOut`](crate::BatchError::TimedOut), `CQRS_QUERY_TIMEOUT`) after the
+///   retry delay. None of them spends any message's retries. Whether and when a message that
+///   failed alone is retried, the applier may decide per message
+///   ([`Applier::retry_choice`](crate::Applier::retry_choice)).
 /// - **Nothing is lost**: a delivery is acknowledged only once it is applied, or once its retry
 ///   or dead letter is confirmed by the broker; until then it stays unacknowledged and comes
 ///   back if the process dies.
