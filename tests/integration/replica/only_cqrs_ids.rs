@@ -99,6 +99,15 @@ async fn a_consumer_limited_to_one_cqrs_id_binds_only_that_id() {
             other => panic!("{key} must not be bound: {other:?}"),
         }
     }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while handle.stats().created < 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            handle.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let stats = handle.shutdown().await.unwrap();
     assert_eq!((stats.received, stats.created), (1, 1));
     assert_eq!(
