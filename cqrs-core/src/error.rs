@@ -58,6 +58,21 @@ pub enum Error {
         reason: String,
     },
 
+    /// The consumer was asked to consume models it does not handle
+    /// ([`ConsumerRuntime::only_cqrs_ids`](crate::ConsumerRuntime::only_cqrs_ids), `cqrs consume
+    /// --cqrs-id`).
+    #[error(
+        "cannot consume unknown cqrs_id(s) {}: this service registers {}; fix the --cqrs-id list or register the model",
+        quoted(unknown),
+        if registered.is_empty() { "no replica model".to_owned() } else { quoted(registered) }
+    )]
+    UnknownCqrsIds {
+        /// The `cqrs_id`s asked for that no registered model has, sorted.
+        unknown: Vec<String>,
+        /// The `cqrs_id`s the applier handles, sorted.
+        registered: Vec<String>,
+    },
+
     /// A configuration setting is missing or invalid.
     #[error("configuration setting `{setting}` is invalid: {reason}")]
     Config {
@@ -151,6 +166,7 @@ impl Error {
             Error::WrongType { .. } => false,
             Error::InvalidValue { .. } => false,
             Error::Config { .. } => false,
+            Error::UnknownCqrsIds { .. } => false,
             Error::Connect { .. } => true,
             Error::AccessRefused { .. } => false,
             Error::ConnectionLost { .. } => true,
@@ -217,4 +233,12 @@ impl fmt::Display for JsonType {
             JsonType::Object => "an object",
         })
     }
+}
+
+/// `a`, `b` as `` `a`, `b` ``.
+fn quoted(ids: &[String]) -> String {
+    ids.iter()
+        .map(|id| format!("`{id}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

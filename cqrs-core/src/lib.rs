@@ -42,7 +42,7 @@ pub use config::{Config, ConfigBuilder, QueueType, TlsSettings};
 pub use consumer::{
     Applied, Applier, BatchError, ConsumerHandle, ConsumerHealth, ConsumerRuntime, ConsumerStats,
     DEAD_LETTER_AT_HEADER, DEAD_LETTER_REASON_HEADER, DEAD_LETTER_ROUTING_KEY_HEADER, Incoming,
-    ModelPolicy, SEQ_HEADER, parse_seq, shutdown_signal,
+    ModelPolicy, RetryChoice, SEQ_HEADER, parse_seq, shutdown_signal,
 };
 pub use encoding::{ValueError, WireValue, format_timestamp, parse_timestamp};
 pub use error::{Error, JsonType, Result};

@@ -23,7 +23,7 @@ pub const OPERATION: &str = "messaging.operation.name";
 /// `synced`, `handled`).
 pub const OUTCOME: &str = "outcome";
 /// Label: why a message was skipped (`old`, `duplicate`, `superseded`, `tombstoned`,
-/// `ignored`) or dead-lettered (`failed`, `malformed`, `unknown`, `expired`).
+/// `ignored`) or dead-lettered (`failed`, `malformed`, `unknown`, `expired`, `not_selected`).
 pub const REASON: &str = "reason";
 
 /// The `cqrs_id` label of messages whose `cqrs_id` the consumer does not know (or that could
@@ -78,8 +78,9 @@ pub const REPLICATION_LAG: &str = "cqrs.replication.lag";
 /// Gauge, consumer: failed messages waiting in the delay queue for their retry
 /// (`messaging.destination.name`).
 pub const DELAY_QUEUE: &str = "cqrs.consumer.delay_queue.messages";
-/// Counter, consumer: batches tried again after a transient conflict or while the database was
-/// unavailable (`reason` = `conflict` or `unavailable`), spending no message's retries.
+/// Counter, consumer: batches tried again after a transient conflict, while the database was
+/// unavailable, or after a statement timed out (`reason` = `conflict`, `unavailable` or
+/// `timeout`), spending no message's retries.
 pub const BATCH_RETRIES: &str = "cqrs.consumer.batch.retries";
 
 /// Describes every metric above to the installed recorder (units and help texts, which a

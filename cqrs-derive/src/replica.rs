@@ -30,6 +30,8 @@ struct Model {
     custom: bool,
     meta: bool,
     only_direct_syncs: bool,
+    /// `#[cqrs(hooks)]`: the user implements `ReplicaHooks`.
+    hooks: bool,
     max_retries: Option<Option<u32>>,
     retry_delay_ms: Option<u64>,
     retry_exponential: Option<bool>,
@@ -37,7 +39,8 @@ struct Model {
 }
 
 const STRUCT_KEYS: &str = "`id`, `table`, `pk`, `custom`, `meta`, `only_direct_syncs`, \
-                           `max_retries`, `retry_delay`, `retry_exponential`, `backends(...)`";
+                           `hooks`, `max_retries`, `retry_delay`, `retry_exponential`, \
+                           `backends(...)`";
 const FIELD_KEYS: &str = "`from`, `column`, `default`";
 
 /// `"500ms"`, `"2s"`, `"5m"` or a whole number of seconds, in milliseconds.
@@ -95,6 +98,7 @@ fn parse(input: &DeriveInput) -> syn::Result<Model> {
     let mut custom = None;
     let mut meta = None;
     let mut only_direct_syncs = None;
+    let mut hooks = None;
     let mut max_retries = None;
     let mut retry_delay_ms = None;
     let mut retry_exponential = None;
@@ -120,6 +124,8 @@ fn parse(input: &DeriveInput) -> syn::Result<Model> {
                     set_once(&mut errors, &mut custom, (), &meta_item, "custom");
                 } else if path.is_ident("meta") {
                     set_once(&mut errors, &mut meta, (), &meta_item, "meta");
+                } else if path.is_ident("hooks") {
+                    set_once(&mut errors, &mut hooks, (), &meta_item, "hooks");
                 } else if path.is_ident("only_direct_syncs") {
                     set_once(
                         &mut errors,
@@ -190,6 +196,7 @@ fn parse(input: &DeriveInput) -> syn::Result<Model> {
     let custom = custom.is_some();
     let meta = meta.is_some();
     let only_direct_syncs = only_direct_syncs.is_some();
+    let hooks = hooks.is_some();
     let mut fields = Vec::new();
     for field in &named.named {
         let Some(ident) = field.ident.clone() else {
@@ -300,6 +307,7 @@ fn parse(input: &DeriveInput) -> syn::Result<Model> {
         custom,
         meta,
         only_direct_syncs,
+        hooks,
         max_retries,
         retry_delay_ms,
         retry_exponential,
@@ -368,6 +376,14 @@ pub(crate) fn derive(input: &DeriveInput) -> syn::Result<TokenStream> {
         }
         None => quote! { ::core::option::Option::None },
     };
+    let hooks = if model.hooks {
+        quote! {}
+    } else {
+        quote! {
+            #[automatically_derived]
+            impl ::cqrs_diesel::ReplicaHooks for #ident {}
+        }
+    };
     let stores = if model.custom {
         Vec::new()
     } else {
@@ -383,6 +399,8 @@ pub(crate) fn derive(input: &DeriveInput) -> syn::Result<TokenStream> {
             use ::cqrs_diesel::__private::diesel as __d;
             #[allow(unused_imports)]
             use ::cqrs_diesel::__private::diesel::prelude::*;
+
+            #hooks
 
             #[automatically_derived]
             impl ::cqrs_diesel::ReplicaModel for #ident {

@@ -54,6 +54,12 @@ pub(crate) enum ErrorClass {
     /// down): the same write fails until the server is back or writable; reconnect and try
     /// again later.
     Unavailable,
+    /// The statement ran longer than the session's statement timeout (`CQRS_QUERY_TIMEOUT`)
+    /// and the server cancelled it: PostgreSQL 57014 with the text of a statement timeout (not
+    /// a cancel request), MariaDB 1969 `ER_STATEMENT_TIMEOUT`, MySQL 3024 `ER_QUERY_TIMEOUT`.
+    /// Nothing of the transaction is kept; the same statement may finish later (a lock
+    /// released, a lighter load).
+    TimedOut,
     /// Anything else: the statement or its values are at fault.
     Other,
 }
@@ -92,6 +98,9 @@ impl DbCode {
 pub(crate) fn postgres_class(sqlstate: &str) -> ErrorClass {
     match sqlstate {
         "40001" | "40P01" | "55P03" => ErrorClass::Conflict,
+        // Reached only from the statement timeout's text (57014 is also a cancel request, whose
+        // text is not recognised and stays *other*).
+        "57014" => ErrorClass::TimedOut,
         "25006" | "53100" | "53300" | "57P01" | "57P02" | "57P03" | "58030" => {
             ErrorClass::Unavailable
         }
@@ -114,6 +123,7 @@ pub(crate) fn postgres_class(sqlstate: &str) -> ErrorClass {
 pub(crate) fn mysql_class(errno: u32) -> ErrorClass {
     match errno {
         1213 | 1205 | 1020 => ErrorClass::Conflict,
+        1969 | 3024 => ErrorClass::TimedOut,
         1290
         | 1836
         | 1792
@@ -161,6 +171,18 @@ pub(crate) fn sqlite_class(code: i32) -> ErrorClass {
 /// PostgreSQL, MySQL fallbacks and SQLite are read from their texts).
 const EXACT_TEXTS: &[(&str, DbCode)] = &[
     ("deadlock detected", DbCode::Postgres("40P01")),
+    (
+        "canceling statement due to statement timeout",
+        DbCode::Postgres("57014"),
+    ),
+    (
+        "Query execution was interrupted (max_statement_time exceeded)",
+        DbCode::Mysql(1969),
+    ),
+    (
+        "Query execution was interrupted, maximum statement execution time exceeded",
+        DbCode::Mysql(3024),
+    ),
     (
         "canceling statement due to lock timeout",
         DbCode::Postgres("55P03"),
@@ -435,7 +457,7 @@ mod mysql {
 mod tests {
     use super::*;
 
-    use ErrorClass::{Conflict, Other, Unavailable};
+    use ErrorClass::{Conflict, Other, TimedOut, Unavailable};
 
     #[test]
     fn postgres_sqlstates() {
@@ -456,7 +478,7 @@ mod tests {
             ("53200", Other),
             ("23505", Other),
             ("22001", Other),
-            ("57014", Other),
+            ("57014", TimedOut), // only met through the statement timeout's text
             ("08", Other),
         ] {
             assert_eq!(postgres_class(sqlstate), class, "{sqlstate}");
@@ -546,6 +568,36 @@ mod tests {
         ] {
             assert_eq!(code_of_text(message), Some(code), "{message}");
         }
+    }
+
+    #[test]
+    fn statement_timeouts_are_their_own_class_and_a_cancel_request_is_not_one() {
+        for message in [
+            "canceling statement due to statement timeout",
+            "Query execution was interrupted (max_statement_time exceeded)",
+            "Query execution was interrupted, maximum statement execution time exceeded",
+        ] {
+            assert_eq!(
+                classify(&database(Kind::Unknown, message)),
+                TimedOut,
+                "{message}"
+            );
+        }
+        assert_eq!(mysql_class(1969), TimedOut);
+        assert_eq!(mysql_class(3024), TimedOut);
+        assert_eq!(
+            classify(&database(
+                Kind::Unknown,
+                "canceling statement due to user request"
+            )),
+            Other,
+            "57014 from a cancel request is not a timeout"
+        );
+        let timeout = crate::Error::Database(database(
+            Kind::Unknown,
+            "canceling statement due to statement timeout",
+        ));
+        assert!(timeout.is_timeout() && !timeout.is_conflict());
     }
 
     #[test]

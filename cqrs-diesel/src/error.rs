@@ -100,6 +100,26 @@ pub enum Error {
     #[error("the connection's transaction state is unknown; drop it and open a new one")]
     BrokenConnection,
 
+    /// A replica statement ran longer than `CQRS_QUERY_TIMEOUT` and the database cancelled it
+    /// (PostgreSQL `statement_timeout`, MariaDB `max_statement_time`, MySQL
+    /// `max_execution_time`). Nothing of its batch was kept; the consumer tries the batch again
+    /// after the retry delay without spending any message's retries. Raise the timeout if such
+    /// statements are expected, or look for what held them (a lock, a missing index).
+    #[error(
+        "a replica statement ran longer than CQRS_QUERY_TIMEOUT ({} ms) and was cancelled: {source}",
+        timeout.as_millis()
+    )]
+    QueryTimeout {
+        /// The configured timeout.
+        timeout: std::time::Duration,
+        /// The statement that timed out, with its binds, when `CQRS_LOG_TIMED_OUT_QUERIES` is
+        /// on (the worker records it then); `None` otherwise.
+        statement: Option<String>,
+        /// The database's error.
+        #[source]
+        source: DieselError,
+    },
+
     /// A blocking database task panicked or was cancelled; this is a bug, please report it.
     #[error("a database task did not finish: {0}")]
     Task(String),
@@ -114,6 +134,7 @@ impl Error {
         match self {
             Error::Database(_) | Error::Connect(_) => self.is_conflict() || self.is_unavailable(),
             Error::Transport(error) => error.is_retryable(),
+            Error::QueryTimeout { .. } => true,
             Error::Hook { .. }
             | Error::NotFound { .. }
             | Error::UnrepresentableValue { .. }
@@ -151,9 +172,18 @@ impl Error {
         self.class() == ErrorClass::Unavailable
     }
 
+    /// True when a statement ran longer than the session's statement timeout
+    /// (`CQRS_QUERY_TIMEOUT`) and the database cancelled it: [`Error::QueryTimeout`], or a
+    /// database error with the timeout's code (PostgreSQL 57014 for `statement_timeout`,
+    /// MariaDB 1969, MySQL 3024).
+    pub fn is_timeout(&self) -> bool {
+        self.class() == ErrorClass::TimedOut
+    }
+
     /// What this error means for whoever would run the statement again.
     pub(crate) fn class(&self) -> ErrorClass {
         match self {
+            Error::QueryTimeout { .. } => ErrorClass::TimedOut,
             Error::Database(error) => db_errors::classify(error),
             Error::Connect(_) => ErrorClass::Unavailable,
             _ => ErrorClass::Other,

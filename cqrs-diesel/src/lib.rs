@@ -83,7 +83,7 @@ pub use cqrs_core::trace;
 pub mod runtime {
     pub use cqrs_core::{
         Applied, Applier, Backoff, BatchError, Clock, ConsumerHandle, ConsumerRuntime,
-        ConsumerStats, Incoming, ManualClock, ModelPolicy, shutdown_signal,
+        ConsumerStats, Incoming, ManualClock, ModelPolicy, RetryChoice, shutdown_signal,
     };
 }
 
@@ -102,7 +102,10 @@ pub use master::{
 pub use relay::{OutboxRelay, RelayHandle, RelayHealth, RelayStats};
 pub use session::SessionSetup;
 
-pub use replica::{CustomReplica, MessageInfo, ReplicaModel, ReplicaStore, Replicas, run_consumer};
+pub use replica::{
+    CustomReplica, MessageInfo, ReplicaHooks, ReplicaModel, ReplicaStore, Replicas, run_consumer,
+    run_consumer_only,
+};
 
 /// `#[derive(MasterModel)]`: see [the trait](trait@MasterModel) and the crate README.
 pub use cqrs_derive::MasterModel;

@@ -5,8 +5,8 @@ use std::time::Duration;
 use super::{
     AMQP_URL, BATCH_SIZE, CONNECT_TIMEOUT, CONNECTION_NAME, Config, DEAD_LETTER_QUEUE,
     DEAD_MESSAGE_TTL, DELAY_QUEUE_MAX_SIZE, DURATION_FORMS, EXCHANGE, MAX_BODY_SIZE, MESSAGE_TTL,
-    PREFETCH, PUBLISH_CONFIRM_WINDOW, QUEUE, QueueType, RECONNECT_MAX_DELAY, RECONNECT_MIN_DELAY,
-    RETRY_DELAY, RETRY_MAX_DELAY, WORKERS, config,
+    PREFETCH, PUBLISH_CONFIRM_WINDOW, QUERY_TIMEOUT, QUEUE, QueueType, RECONNECT_MAX_DELAY,
+    RECONNECT_MIN_DELAY, RETRY_DELAY, RETRY_MAX_DELAY, WORKERS, config,
 };
 use crate::{AmqpUrl, Error, Result};
 
@@ -67,6 +67,8 @@ pub struct ConfigBuilder {
     tls_ca_file: Option<std::path::PathBuf>,
     tls_cert_file: Option<std::path::PathBuf>,
     tls_key_file: Option<std::path::PathBuf>,
+    query_timeout: Option<Duration>,
+    log_timed_out_queries: Option<bool>,
     clock: Option<crate::Clock>,
 }
 
@@ -197,6 +199,21 @@ impl ConfigBuilder {
     /// 1048576), >= 1; larger bodies are dead-lettered unread.
     pub fn max_body_size(mut self, bytes: usize) -> Self {
         self.max_body_size = Some(bytes);
+        self
+    }
+
+    /// The statement timeout of the replica worker's database sessions (`CQRS_QUERY_TIMEOUT`,
+    /// default none); `None` or zero = no timeout. MariaDB counts it in microseconds and
+    /// MySQL in milliseconds, so it must be at least 1 ms.
+    pub fn query_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.query_timeout = timeout;
+        self
+    }
+
+    /// Whether a replica statement that timed out is logged with its SQL
+    /// (`CQRS_LOG_TIMED_OUT_QUERIES`, default `false`).
+    pub fn log_timed_out_queries(mut self, log: bool) -> Self {
+        self.log_timed_out_queries = Some(log);
         self
     }
 
@@ -496,6 +513,20 @@ impl ConfigBuilder {
             ));
         }
 
+        let query_timeout = self.query_timeout.filter(|timeout| !timeout.is_zero());
+        if let Some(timeout) = query_timeout
+            && timeout < Duration::from_millis(1)
+        {
+            return Err(config(
+                QUERY_TIMEOUT,
+                format!(
+                    "`{}` is not accepted: expected at least 1 ms (MySQL counts the timeout in \
+                     milliseconds), or 0 for none",
+                    show(timeout)
+                ),
+            ));
+        }
+
         if self.connection_name.as_deref() == Some("") {
             return Err(config(
                 CONNECTION_NAME,
@@ -532,6 +563,8 @@ impl ConfigBuilder {
                 .connection_name
                 .unwrap_or_else(|| DEFAULT_CONNECTION_NAME.to_owned()),
             tls,
+            query_timeout,
+            log_timed_out_queries: self.log_timed_out_queries.unwrap_or(false),
             clock: self.clock.unwrap_or_default(),
         })
     }

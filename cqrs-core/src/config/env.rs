@@ -6,15 +6,15 @@ use std::time::Duration;
 
 use super::{
     AMQP_URL, BATCH_SIZE, BATCH_WAIT, CONNECT_TIMEOUT, CONNECTION_NAME, Config, DEAD_LETTER_QUEUE,
-    DEAD_MESSAGE_TTL, DELAY_QUEUE_MAX_SIZE, DURATION_FORMS, EXCHANGE, MAX_BODY_SIZE, MAX_RETRIES,
-    MESSAGE_TTL, PREFETCH, PUBLISH_CONFIRM_WINDOW, QUEUE, QUEUE_TYPE, RECONNECT_MAX_DELAY,
-    RECONNECT_MIN_DELAY, RETRY_DELAY, RETRY_EXPONENTIAL, RETRY_MAX_DELAY, TLS_CA_FILE,
-    TLS_CERT_FILE, TLS_KEY_FILE, WORKERS, invalid,
+    DEAD_MESSAGE_TTL, DELAY_QUEUE_MAX_SIZE, DURATION_FORMS, EXCHANGE, LOG_TIMED_OUT_QUERIES,
+    MAX_BODY_SIZE, MAX_RETRIES, MESSAGE_TTL, PREFETCH, PUBLISH_CONFIRM_WINDOW, QUERY_TIMEOUT,
+    QUEUE, QUEUE_TYPE, RECONNECT_MAX_DELAY, RECONNECT_MIN_DELAY, RETRY_DELAY, RETRY_EXPONENTIAL,
+    RETRY_MAX_DELAY, TLS_CA_FILE, TLS_CERT_FILE, TLS_KEY_FILE, WORKERS, invalid,
 };
 use crate::{Error, Result};
 
 /// Every variable [`Config::from_env`] reads.
-const ALL_VARS: [&str; 25] = [
+const ALL_VARS: [&str; 27] = [
     AMQP_URL,
     EXCHANGE,
     QUEUE,
@@ -40,6 +40,8 @@ const ALL_VARS: [&str; 25] = [
     TLS_CA_FILE,
     TLS_CERT_FILE,
     TLS_KEY_FILE,
+    QUERY_TIMEOUT,
+    LOG_TIMED_OUT_QUERIES,
 ];
 
 impl Config {
@@ -183,6 +185,12 @@ impl Config {
         if let Some(v) = get(CONNECTION_NAME) {
             b = b.connection_name(v);
         }
+        if let Some(v) = get(QUERY_TIMEOUT) {
+            b = b.query_timeout(Some(parse_query_timeout(&v)?));
+        }
+        if let Some(v) = get(LOG_TIMED_OUT_QUERIES) {
+            b = b.log_timed_out_queries(parse_bool(LOG_TIMED_OUT_QUERIES, &v)?);
+        }
         if let Some(v) = get(TLS_CA_FILE) {
             b = b.tls_ca_file(v);
         }
@@ -253,6 +261,34 @@ pub(super) fn parse_duration(setting: &'static str, value: &str) -> Result<Durat
                 &format!("a smaller duration, {DURATION_FORMS}"),
             )
         })
+}
+
+/// `CQRS_QUERY_TIMEOUT`: a bare whole number is milliseconds, as django-cqrs reads it
+/// (`CQRS_QUERY_TIMEOUT = 10000`); the unit forms of other durations (`500ms`, `2s`) are
+/// accepted too. `0` = no timeout.
+pub(super) fn parse_query_timeout(value: &str) -> Result<Duration> {
+    let trimmed = value.trim();
+    if !trimmed.is_empty() && trimmed.bytes().all(|b| b.is_ascii_digit()) {
+        return trimmed
+            .parse::<u64>()
+            .map(Duration::from_millis)
+            .map_err(|_| {
+                invalid(
+                    QUERY_TIMEOUT,
+                    value,
+                    "a smaller whole number of milliseconds",
+                )
+            });
+    }
+    parse_duration(QUERY_TIMEOUT, value).map_err(|error| match error {
+        Error::Config { setting, .. } => invalid(
+            setting,
+            value,
+            "a whole number of milliseconds (`10000`, as django-cqrs), or a whole number \
+             followed by `ms`, `s`, `m` or `h` (`500ms`, `2s`); `0` for none",
+        ),
+        other => other,
+    })
 }
 
 /// A duration, or `none`.

@@ -44,6 +44,8 @@ const CONNECTION_NAME: &str = "CQRS_CONNECTION_NAME";
 const TLS_CA_FILE: &str = "CQRS_AMQP_TLS_CA_FILE";
 const TLS_CERT_FILE: &str = "CQRS_AMQP_TLS_CERT_FILE";
 const TLS_KEY_FILE: &str = "CQRS_AMQP_TLS_KEY_FILE";
+const QUERY_TIMEOUT: &str = "CQRS_QUERY_TIMEOUT";
+const LOG_TIMED_OUT_QUERIES: &str = "CQRS_LOG_TIMED_OUT_QUERIES";
 
 /// How durations are written in environment variables, quoted in error messages.
 const DURATION_FORMS: &str = "a whole number of seconds (`30`) or a whole number followed by \
@@ -122,6 +124,8 @@ impl FromStr for QueueType {
 /// | `CQRS_CONNECTION_NAME` | `cqrs-diesel` | connection name shown by the broker, followed by the role: `cqrs-diesel (consumer)` |
 /// | `CQRS_AMQP_TLS_CA_FILE` | none | PEM file of CA certificates trusted for `amqps://`, besides the system's |
 /// | `CQRS_AMQP_TLS_CERT_FILE`, `CQRS_AMQP_TLS_KEY_FILE` | none | client certificate and PKCS#8 key (PEM) for mutual TLS |
+/// | `CQRS_QUERY_TIMEOUT` | `0` (off) | statement timeout of the replica worker's database sessions; a bare number is **milliseconds**, as in django-cqrs (`500`, or `500ms`, `2s`); `0` = none |
+/// | `CQRS_LOG_TIMED_OUT_QUERIES` | `false` | log the SQL of a replica statement that timed out (WARN), not only that one did |
 ///
 /// Formats in environment variables: durations are a whole number of seconds (`30`) or a whole
 /// number with a unit `ms`, `s`, `m` or `h` (`500ms`, `2s`, `5m`, `1h`); fractions (`1.5s`)
@@ -154,6 +158,8 @@ pub struct Config {
     reconnect_max_delay: Duration,
     connection_name: String,
     tls: TlsSettings,
+    query_timeout: Option<Duration>,
+    log_timed_out_queries: bool,
     clock: Clock,
 }
 
@@ -309,6 +315,22 @@ impl Config {
     /// TLS settings for `amqps://` brokers: extra trusted CAs and a client identity.
     pub fn tls(&self) -> &TlsSettings {
         &self.tls
+    }
+
+    /// The statement timeout of the replica worker's database sessions (`CQRS_QUERY_TIMEOUT`);
+    /// `None` (the default) = no timeout. A statement running longer is cancelled by the
+    /// database and its batch is tried again after the retry delay, without spending any
+    /// message's retries. PostgreSQL applies it as `statement_timeout`, MariaDB as
+    /// `max_statement_time`, MySQL as `max_execution_time` (which MySQL applies to `SELECT`s
+    /// only); SQLite has none and ignores it with a warning.
+    pub fn query_timeout(&self) -> Option<Duration> {
+        self.query_timeout
+    }
+
+    /// Whether a replica statement that timed out is logged with its SQL
+    /// (`CQRS_LOG_TIMED_OUT_QUERIES`, default `false`: a short line without the SQL).
+    pub fn log_timed_out_queries(&self) -> bool {
+        self.log_timed_out_queries
     }
 
     /// Where the runtime reads the current time: [`Clock::system`] unless

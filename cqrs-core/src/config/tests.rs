@@ -350,3 +350,58 @@ fn consumer_batching_settings_name_the_variable_when_invalid() {
     let (s, _) = setting_of(Config::builder().workers(0).build());
     assert_eq!(s, WORKERS);
 }
+
+#[test]
+fn query_timeout_is_off_by_default_and_log_of_timed_out_queries_too() {
+    let config = lookup(&[]).unwrap();
+    assert_eq!(config.query_timeout(), None);
+    assert!(!config.log_timed_out_queries());
+}
+
+#[test]
+fn query_timeout_reads_a_bare_number_as_milliseconds_like_django_cqrs() {
+    let timeout = |v: &str| lookup(&[(QUERY_TIMEOUT, v)]).unwrap().query_timeout();
+    assert_eq!(timeout("10000"), Some(Duration::from_millis(10_000)));
+    assert_eq!(timeout("250"), Some(Duration::from_millis(250)));
+    assert_eq!(timeout("1500ms"), Some(Duration::from_millis(1500)));
+    assert_eq!(timeout("2s"), Some(Duration::from_secs(2)));
+    assert_eq!(timeout("0"), None, "0 is django-cqrs's `no timeout`");
+    assert_eq!(timeout("  "), None, "blank is the default");
+}
+
+#[test]
+fn query_timeout_rejects_what_is_not_a_duration() {
+    for bad in ["-1", "1.5", "ten", "10d", "99999999999999999999"] {
+        let (setting, reason) = setting_of(lookup(&[(QUERY_TIMEOUT, bad)]));
+        assert_eq!(setting, QUERY_TIMEOUT, "{bad}");
+        assert!(reason.contains(bad), "{reason}");
+        assert!(reason.contains("milliseconds"), "{reason}");
+    }
+}
+
+#[test]
+fn query_timeout_below_a_millisecond_is_refused_by_the_builder() {
+    let (setting, reason) = setting_of(
+        Config::builder()
+            .query_timeout(Some(Duration::from_micros(500)))
+            .build(),
+    );
+    assert_eq!(setting, QUERY_TIMEOUT);
+    assert!(reason.contains("at least 1 ms"), "{reason}");
+    let zero = Config::builder()
+        .query_timeout(Some(Duration::ZERO))
+        .build()
+        .unwrap();
+    assert_eq!(zero.query_timeout(), None);
+}
+
+#[test]
+fn log_timed_out_queries_reads_booleans() {
+    let log = |v: &str| lookup(&[(LOG_TIMED_OUT_QUERIES, v)]).map(|c| c.log_timed_out_queries());
+    assert!(log("True").unwrap());
+    assert!(log("1").unwrap());
+    assert!(!log("no").unwrap());
+    let (setting, reason) = setting_of(log("maybe"));
+    assert_eq!(setting, LOG_TIMED_OUT_QUERIES);
+    assert!(reason.contains("maybe"), "{reason}");
+}

@@ -58,6 +58,20 @@ pub struct ModelPolicy {
     pub only_direct_syncs: bool,
 }
 
+/// A model's own answer for a message that failed to apply (django-cqrs's `should_retry_cqrs`
+/// and `get_cqrs_retry_delay`), from [`Applier::retry_choice`]. `None` fields keep the
+/// runtime's default: retry while the message's retries are below the model's maximum
+/// ([`ModelPolicy::max_retries`], else `CQRS_MAX_RETRIES`), after the model's delay
+/// ([`ModelPolicy::retry_delay`], else `CQRS_RETRY_DELAY`, exponential when configured).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetryChoice {
+    /// `Some(false)`: dead-letter the message now; `Some(true)`: retry it, even past the
+    /// maximum.
+    pub retry: Option<bool>,
+    /// The delay before the retry, instead of the default one.
+    pub delay: Option<Duration>,
+}
+
 /// What applying one message did, for counters and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -96,6 +110,13 @@ pub enum BatchError {
     /// tries the same batch again after a short pause, without spending any message's retries.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A statement ran longer than the database session's timeout (`CQRS_QUERY_TIMEOUT`) and
+    /// was cancelled: nothing was applied. The runtime tries the same batch again after the
+    /// configured retry delay (`CQRS_RETRY_DELAY`), without splitting it and without spending
+    /// any message's retries: a timeout says nothing against one message, so it never
+    /// dead-letters one.
+    #[error("timed out: {0}")]
+    TimedOut(String),
     /// Something in the batch failed and the whole transaction was rolled back. The runtime
     /// splits the batch to find the failing message; a batch of one message that fails is
     /// retried through the delay queue, then dead-lettered.
@@ -111,6 +132,14 @@ pub trait Applier: Send + Sync + 'static {
     /// Every `cqrs_id` this applier handles (the queue is bound for each).
     fn cqrs_ids(&self) -> Vec<String>;
 
+    /// Called once by [`ConsumerRuntime::new`](crate::ConsumerRuntime::new) with the runtime's
+    /// configuration, before anything is applied: an applier takes the settings it applies
+    /// itself (cqrs-diesel's replicas: `CQRS_QUERY_TIMEOUT`, `CQRS_LOG_TIMED_OUT_QUERIES`).
+    /// Does nothing by default.
+    fn configure(&mut self, config: &crate::Config) {
+        let _ = config;
+    }
+
     /// The settings of one model; `None` when the `cqrs_id` is unknown (the message is then
     /// dead-lettered).
     fn policy(&self, cqrs_id: &str) -> Option<ModelPolicy>;
@@ -118,6 +147,21 @@ pub trait Applier: Send + Sync + 'static {
     /// Decodes and checks one message (its `instance_data` against the model). An `Err` is a
     /// malformed message: it goes to the dead-letter queue with this reason, without retries.
     fn prepare(&self, incoming: &Incoming) -> Result<Self::Prepared, String>;
+
+    /// Decides for one message whose batch of one failed ([`BatchError::Failed`]) on `worker`,
+    /// after `retries` earlier retries, with `error`: whether and when to retry it. Called on
+    /// the worker right after the failed [`apply`](Self::apply), so an applier may look up the
+    /// typed error it kept for that worker. The default keeps the runtime's policy.
+    fn retry_choice(
+        &self,
+        worker: usize,
+        prepared: &Self::Prepared,
+        retries: u32,
+        error: &str,
+    ) -> RetryChoice {
+        let _ = (worker, prepared, retries, error);
+        RetryChoice::default()
+    }
 
     /// Applies a batch in one transaction. `Ok` holds one [`Applied`] per message, in order;
     /// then the runtime acknowledges them all.

@@ -46,10 +46,14 @@ pub(crate) enum Rejection {
     Unknown,
     /// Its `expires` has passed.
     Expired,
+    /// Its model is known, but this runtime consumes only other ones
+    /// ([`ConsumerRuntime::only_cqrs_ids`](crate::ConsumerRuntime::only_cqrs_ids)).
+    NotSelected,
 }
 
 /// Reads and checks one delivery, in this order: the body must parse (else malformed), its
-/// `cqrs_id` must be known (else unknown), it must not have expired, a broadcast SYNC of an
+/// `cqrs_id` must be known (else unknown) and selected (else not selected), it must not have
+/// expired, a broadcast SYNC of an
 /// only-direct-syncs model is ignored, and the applier must accept it in `prepare` (else
 /// malformed). What passes goes to the worker of its row.
 pub(crate) fn route<A: Applier>(
@@ -96,6 +100,27 @@ pub(crate) fn route<A: Applier>(
         return reject(ctx, delivery, label, None, Rejection::Unknown, reason);
     };
     let cqrs_id = payload.cqrs_id.clone();
+    if let Some(selected) = &ctx.selected
+        && !selected.contains(&cqrs_id)
+    {
+        let reason = format!(
+            "cqrs_id `{cqrs_id}` is not consumed by this worker, which was started for {} only \
+             (--cqrs-id); replay it with `cqrs dead-letters retry` once a worker consumes it",
+            selected
+                .iter()
+                .map(|id| format!("`{id}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        return reject(
+            ctx,
+            delivery,
+            label,
+            Some(&cqrs_id),
+            Rejection::NotSelected,
+            reason,
+        );
+    }
     if payload.is_expired(received_at, received_at, ctx.config.message_ttl()) {
         let reason = "expired".to_owned();
         return reject(

@@ -33,8 +33,8 @@ struct ModelMeters {
     /// One per [`Applied`] variant, in [`outcome_index`] order.
     outcomes: [Counter; 10],
     retried: Counter,
-    /// failed, malformed, unknown, expired.
-    dead_lettered: [Counter; 4],
+    /// failed, malformed, unknown, expired, not_selected.
+    dead_lettered: [Counter; 5],
     lag: Histogram,
 }
 
@@ -67,6 +67,7 @@ impl ModelMeters {
                 dead("malformed"),
                 dead("unknown"),
                 dead("expired"),
+                dead("not_selected"),
             ],
             lag: histogram!(REPLICATION_LAG, CQRS_ID => cqrs_id.to_owned()),
         }
@@ -107,6 +108,7 @@ pub(crate) struct Meters {
     delay_queue: Gauge,
     conflict_retries: Counter,
     unavailable_retries: Counter,
+    timeout_retries: Counter,
 }
 
 impl Meters {
@@ -125,6 +127,7 @@ impl Meters {
             delay_queue: gauge!(DELAY_QUEUE, DESTINATION => queue.to_owned()),
             conflict_retries: retries("conflict"),
             unavailable_retries: retries("unavailable"),
+            timeout_retries: retries("timeout"),
         }
     }
 
@@ -172,6 +175,7 @@ impl Meters {
             DeadReason::Rejected(Rejection::Malformed) => 1,
             DeadReason::Rejected(Rejection::Unknown) => 2,
             DeadReason::Rejected(Rejection::Expired) => 3,
+            DeadReason::Rejected(Rejection::NotSelected) => 4,
         };
         self.model(cqrs_id).dead_lettered[index].increment(1);
     }
@@ -192,9 +196,110 @@ impl Meters {
         }
     }
 
+    /// A batch tried again after one of its statements timed out.
+    pub(crate) fn batch_retry_after_timeout(&self) {
+        self.timeout_retries.increment(1);
+    }
+
     /// The delay queue now holds `len` messages.
     pub(crate) fn delay_queue(&self, len: usize) {
         #[allow(clippy::cast_precision_loss)] // the delay queue is bounded far below 2^52
         self.delay_queue.set(len as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use metrics::{Key, KeyName, Metadata, Recorder, SharedString, Unit};
+
+    use super::*;
+
+    /// One registered counter: its name, its labels and its value.
+    type Registered = (String, Vec<(String, String)>, Arc<AtomicU64>);
+
+    /// Keeps every counter registered.
+    #[derive(Default)]
+    struct Capture(Mutex<Vec<Registered>>);
+
+    impl Capture {
+        fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<u64> {
+            let counters = self.0.lock().unwrap();
+            counters
+                .iter()
+                .find(|(n, l, _)| {
+                    n == name
+                        && labels
+                            .iter()
+                            .all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v))
+                })
+                .map(|(_, _, value)| value.load(Ordering::Relaxed))
+        }
+    }
+
+    impl Recorder for Capture {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            let value = Arc::new(AtomicU64::new(0));
+            let labels = key
+                .labels()
+                .map(|label| (label.key().to_owned(), label.value().to_owned()))
+                .collect();
+            self.0
+                .lock()
+                .unwrap()
+                .push((key.name().to_owned(), labels, Arc::clone(&value)));
+            Counter::from_arc(value)
+        }
+
+        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::noop()
+        }
+
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::noop()
+        }
+    }
+
+    #[test]
+    fn a_message_of_a_model_not_selected_counts_as_dead_lettered_with_its_reason() {
+        let capture = Capture::default();
+        let meters = metrics::with_local_recorder(&capture, || {
+            Meters::new("q", &["author".to_owned(), "book".to_owned()])
+        });
+        meters.dead_lettered("book", DeadReason::Rejected(Rejection::NotSelected));
+        assert_eq!(
+            capture.value(
+                DEAD_LETTERED,
+                &[(CQRS_ID, "book"), (REASON, "not_selected")]
+            ),
+            Some(1)
+        );
+        assert_eq!(
+            capture.value(DEAD_LETTERED, &[(CQRS_ID, "book"), (REASON, "unknown")]),
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn a_batch_retried_after_a_timeout_counts_with_the_reason_timeout() {
+        let capture = Capture::default();
+        let meters =
+            metrics::with_local_recorder(&capture, || Meters::new("q", &["author".to_owned()]));
+        meters.batch_retry_after_timeout();
+        meters.batch_retry_after_timeout();
+        assert_eq!(
+            capture.value(BATCH_RETRIES, &[(DESTINATION, "q"), (REASON, "timeout")]),
+            Some(2)
+        );
+        assert_eq!(
+            capture.value(BATCH_RETRIES, &[(DESTINATION, "q"), (REASON, "conflict")]),
+            Some(0)
+        );
     }
 }

@@ -34,7 +34,9 @@ mod tests;
 
 use std::sync::Arc;
 
-pub use apply::{Applied, Applier, BatchError, Incoming, ModelPolicy, SEQ_HEADER, parse_seq};
+pub use apply::{
+    Applied, Applier, BatchError, Incoming, ModelPolicy, RetryChoice, SEQ_HEADER, parse_seq,
+};
 pub use dead_letter::{
     DEAD_LETTER_AT_HEADER, DEAD_LETTER_REASON_HEADER, DEAD_LETTER_ROUTING_KEY_HEADER,
 };
@@ -59,6 +61,9 @@ pub(crate) struct Context {
     pub(crate) meters: meters::Meters,
     /// What [`ConsumerHandle::health`] reports.
     pub(crate) health: Arc<health::HealthState>,
+    /// The `cqrs_id`s this runtime consumes when limited to some
+    /// ([`ConsumerRuntime::only_cqrs_ids`]); `None`: every one the applier handles.
+    pub(crate) selected: Option<std::collections::BTreeSet<String>>,
 }
 
 /// Resolves once `stop` is true (or its sender is gone).

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::apply::ModelPolicy;
+use super::apply::{ModelPolicy, RetryChoice};
 use crate::backoff::Backoff;
 use crate::config::Config;
 
@@ -25,17 +25,37 @@ pub(crate) enum AfterFailure {
 /// Decides for a message that has been retried `retries` times and failed again with `error`:
 /// dead-letter it when `retries + 1` exceeds the model's maximum (the policy's, else the
 /// configuration's; none = unlimited), otherwise retry it after the model's delay.
+///
+/// `choice` (the model's retry hook) overrides either decision: `retry: Some(false)`
+/// dead-letters at once (the reason says the model refused), `Some(true)` retries past the
+/// maximum; `delay` replaces the computed delay.
 pub(crate) fn after_failure(
     retries: u32,
     policy: &ModelPolicy,
     config: &Config,
     error: &str,
+    choice: RetryChoice,
 ) -> AfterFailure {
     let max_retries = policy.max_retries.unwrap_or(config.max_retries());
-    if max_retries.is_some_and(|max| u64::from(retries) + 1 > u64::from(max)) {
-        return AfterFailure::DeadLetter {
-            reason: format!("failed after {retries} retries: {error}"),
-        };
+    let exhausted = max_retries.is_some_and(|max| u64::from(retries) + 1 > u64::from(max));
+    match choice.retry {
+        Some(false) => {
+            return AfterFailure::DeadLetter {
+                reason: format!(
+                    "not retried (the model's should_retry_cqrs refused) after {retries} \
+                     retries: {error}"
+                ),
+            };
+        }
+        None if exhausted => {
+            return AfterFailure::DeadLetter {
+                reason: format!("failed after {retries} retries: {error}"),
+            };
+        }
+        Some(true) | None => {}
+    }
+    if let Some(delay) = choice.delay {
+        return AfterFailure::Retry { delay };
     }
     let delay = retry_delay(
         retries,
@@ -84,7 +104,7 @@ mod tests {
         let policy = ModelPolicy::default();
         for retries in 0..3 {
             assert_eq!(
-                after_failure(retries, &policy, &config, "boom"),
+                after_failure(retries, &policy, &config, "boom", RetryChoice::default()),
                 AfterFailure::Retry {
                     delay: Duration::from_secs(2)
                 },
@@ -93,7 +113,7 @@ mod tests {
             );
         }
         assert_eq!(
-            after_failure(3, &policy, &config, "boom"),
+            after_failure(3, &policy, &config, "boom", RetryChoice::default()),
             AfterFailure::DeadLetter {
                 reason: "failed after 3 retries: boom".to_owned()
             }
@@ -104,11 +124,17 @@ mod tests {
     fn zero_retries_dead_letters_at_the_first_failure_and_none_never_does() {
         let policy = ModelPolicy::default();
         assert!(matches!(
-            after_failure(0, &policy, &config(Some(0)), "x"),
+            after_failure(0, &policy, &config(Some(0)), "x", RetryChoice::default()),
             AfterFailure::DeadLetter { .. }
         ));
         assert!(matches!(
-            after_failure(u32::MAX, &policy, &config(None), "x"),
+            after_failure(
+                u32::MAX,
+                &policy,
+                &config(None),
+                "x",
+                RetryChoice::default()
+            ),
             AfterFailure::Retry { .. }
         ));
     }
@@ -122,13 +148,13 @@ mod tests {
             ..ModelPolicy::default()
         };
         assert_eq!(
-            after_failure(0, &policy, &config, "x"),
+            after_failure(0, &policy, &config, "x", RetryChoice::default()),
             AfterFailure::Retry {
                 delay: Duration::from_millis(50)
             }
         );
         assert!(matches!(
-            after_failure(1, &policy, &config, "x"),
+            after_failure(1, &policy, &config, "x", RetryChoice::default()),
             AfterFailure::DeadLetter { .. }
         ));
         let unlimited = ModelPolicy {
@@ -136,8 +162,47 @@ mod tests {
             ..ModelPolicy::default()
         };
         assert!(matches!(
-            after_failure(1000, &unlimited, &config, "x"),
+            after_failure(1000, &unlimited, &config, "x", RetryChoice::default()),
             AfterFailure::Retry { .. }
+        ));
+    }
+
+    #[test]
+    fn the_model_hook_can_refuse_a_retry_force_one_and_set_the_delay() {
+        let config = config(Some(3));
+        let policy = ModelPolicy::default();
+        let refuse = RetryChoice {
+            retry: Some(false),
+            delay: None,
+        };
+        let AfterFailure::DeadLetter { reason } = after_failure(0, &policy, &config, "x", refuse)
+        else {
+            panic!("refused");
+        };
+        assert!(reason.contains("should_retry_cqrs refused"), "{reason}");
+        let force = RetryChoice {
+            retry: Some(true),
+            delay: Some(Duration::from_millis(7)),
+        };
+        assert_eq!(
+            after_failure(99, &policy, &config, "x", force),
+            AfterFailure::Retry {
+                delay: Duration::from_millis(7)
+            }
+        );
+        let delay_only = RetryChoice {
+            retry: None,
+            delay: Some(Duration::from_secs(9)),
+        };
+        assert_eq!(
+            after_failure(0, &policy, &config, "x", delay_only),
+            AfterFailure::Retry {
+                delay: Duration::from_secs(9)
+            }
+        );
+        assert!(matches!(
+            after_failure(3, &policy, &config, "x", delay_only),
+            AfterFailure::DeadLetter { .. }
         ));
     }
 
@@ -166,7 +231,9 @@ mod tests {
             retry_exponential: Some(true),
             ..ModelPolicy::default()
         };
-        let AfterFailure::Retry { delay } = after_failure(3, &policy, &config, "x") else {
+        let AfterFailure::Retry { delay } =
+            after_failure(3, &policy, &config, "x", RetryChoice::default())
+        else {
             panic!("unlimited retries");
         };
         assert!(

@@ -50,7 +50,11 @@ use crate::transport::{Consumer, Delivery, Topology, Transport};
 ///   ([`BatchError::Unavailable`](crate::BatchError::Unavailable)) the worker holds its batch,
 ///   unacknowledged, and tries it again after a backoff; after a transient conflict (a deadlock,
 ///   a serialization failure: [`BatchError::Conflict`](crate::BatchError::Conflict)) it tries
-///   the batch again after a short pause. Neither spends any message's retries.
+///   the batch again after a short pause; after a statement timeout
+///   ([`BatchError::TimedOut`](crate::BatchError::TimedOut), `CQRS_QUERY_TIMEOUT`) after the
+///   retry delay. None of them spends any message's retries. Whether and when a message that
+///   failed alone is retried, the applier may decide per message
+///   ([`Applier::retry_choice`](crate::Applier::retry_choice)).
 /// - **Nothing is lost**: a delivery is acknowledged only once it is applied, or once its retry
 ///   or dead letter is confirmed by the broker; until then it stays unacknowledged and comes
 ///   back if the process dies.
@@ -125,6 +129,7 @@ pub struct ConsumerRuntime<T, A> {
     unavailable_max: Duration,
     counters: Arc<Counters>,
     health: Arc<HealthState>,
+    only: Vec<String>,
 }
 
 impl<T, A> fmt::Debug for ConsumerRuntime<T, A> {
@@ -135,6 +140,7 @@ impl<T, A> fmt::Debug for ConsumerRuntime<T, A> {
             .field("batch_wait", &self.batch_wait)
             .field("workers", &self.workers)
             .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("only_cqrs_ids", &self.only)
             .field("stats", &self.counters.snapshot())
             .finish_non_exhaustive()
     }
@@ -159,8 +165,10 @@ impl<T: Transport, A: Applier> ConsumerRuntime<T, A> {
     /// Batch size, batch wait and number of workers start at the configuration's values
     /// (`CQRS_BATCH_SIZE`, `CQRS_BATCH_WAIT`, `CQRS_WORKERS`: 100, 5 ms and 1 by default);
     /// the shutdown timeout at 30 s; the backoff while the database is unavailable at the
-    /// configuration's reconnection delays (100 ms doubling up to 10 s by default).
-    pub fn new(transport: T, config: Config, applier: A) -> Self {
+    /// configuration's reconnection delays (100 ms doubling up to 10 s by default). The
+    /// applier is given the configuration first ([`Applier::configure`]).
+    pub fn new(transport: T, config: Config, mut applier: A) -> Self {
+        applier.configure(&config);
         ConsumerRuntime {
             transport,
             batch_size: config.batch_size(),
@@ -173,7 +181,55 @@ impl<T: Transport, A: Applier> ConsumerRuntime<T, A> {
             applier: Arc::new(applier),
             counters: Arc::new(Counters::default()),
             health: Arc::new(HealthState::default()),
+            only: Vec::new(),
         }
+    }
+
+    /// Consumes only these models' messages (django-cqrs's `cqrs_consume --cqrs-id`); none given
+    /// (the default) = every `cqrs_id` the applier handles.
+    ///
+    /// The queue is bound only for these `cqrs_id`s. Bindings of earlier runs stay (RabbitMQ
+    /// keeps them, as django-cqrs leaves them), so messages of the applier's other models can
+    /// still arrive: they are not applied but dead-lettered, counted in
+    /// [`ConsumerStats::not_selected`] and the dead-letter metric with the reason
+    /// `not_selected`, with a reason header that says so; `cqrs dead-letters retry` replays
+    /// them once a worker consumes those models. (django-cqrs applies them anyway, since its
+    /// worker serves every registered model whatever its bindings.)
+    ///
+    /// A `cqrs_id` the applier does not handle makes [`run_until`](Self::run_until) fail at
+    /// start with [`Error::UnknownCqrsIds`], naming the registered ones.
+    pub fn only_cqrs_ids<I, S>(mut self, cqrs_ids: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.only = cqrs_ids.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The selected `cqrs_id`s, checked against the applier's; `None` when not limited.
+    fn selected(&self) -> Result<Option<std::collections::BTreeSet<String>>> {
+        if self.only.is_empty() {
+            return Ok(None);
+        }
+        let registered = self.applier.cqrs_ids();
+        let mut unknown: Vec<String> = self
+            .only
+            .iter()
+            .filter(|id| !registered.contains(id))
+            .cloned()
+            .collect();
+        if !unknown.is_empty() {
+            unknown.sort();
+            unknown.dedup();
+            let mut registered = registered;
+            registered.sort();
+            return Err(Error::UnknownCqrsIds {
+                unknown,
+                registered,
+            });
+        }
+        Ok(Some(self.only.iter().cloned().collect()))
     }
 
     /// The most messages applied in one batch, that is in one call of [`Applier::apply`]
@@ -229,6 +285,8 @@ impl<T: Transport, A: Applier> ConsumerRuntime<T, A> {
     /// # Errors
     ///
     /// - [`Error::Config`] for `CQRS_QUEUE` when the configuration has no queue.
+    /// - [`Error::UnknownCqrsIds`] when [`only_cqrs_ids`](Self::only_cqrs_ids) names a model
+    ///   the applier does not handle.
     /// - An error of the transport that retrying cannot mend: declaring the topology or
     ///   consuming the queue refused (for example, a queue declared before with other
     ///   arguments), or the consumer failing for good while running.
@@ -247,6 +305,13 @@ impl<T: Transport, A: Applier> ConsumerRuntime<T, A> {
                     .to_owned(),
             });
         };
+        let selected = match self.selected() {
+            Ok(selected) => selected,
+            Err(error) => {
+                self.health.error(error.to_string());
+                return Err(error);
+            }
+        };
         let ctx = Arc::new(Context {
             queue: queue.to_owned(),
             dead_letter_queue: dead_letter_queue.to_owned(),
@@ -254,6 +319,7 @@ impl<T: Transport, A: Applier> ConsumerRuntime<T, A> {
             counters: Arc::clone(&self.counters),
             meters: Meters::new(queue, &self.applier.cqrs_ids()),
             health: Arc::clone(&self.health),
+            selected,
         });
         let started = self.start(&ctx, shutdown.as_mut()).await;
         if let Err(error) = &started {
@@ -391,7 +457,10 @@ impl<T: Transport, A: Applier> ConsumerRuntime<T, A> {
         ctx: &Context,
         mut shutdown: Pin<&mut (impl Future<Output = ()> + Send)>,
     ) -> Result<Option<T::Consumer>> {
-        let cqrs_ids = self.applier.cqrs_ids();
+        let cqrs_ids = match &ctx.selected {
+            Some(selected) => selected.iter().cloned().collect(),
+            None => self.applier.cqrs_ids(),
+        };
         if cqrs_ids.is_empty() {
             tracing::warn!(
                 queue = %ctx.queue,
@@ -493,6 +562,7 @@ impl<T: Transport, A: Applier> ConsumerRuntime<T, A> {
                     Rejection::Malformed => &ctx.counters.malformed,
                     Rejection::Unknown => &ctx.counters.unknown,
                     Rejection::Expired => &ctx.counters.expired,
+                    Rejection::NotSelected => &ctx.counters.not_selected,
                 };
                 bump(counter);
                 tracing::debug!(

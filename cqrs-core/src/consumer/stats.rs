@@ -56,6 +56,10 @@ pub struct ConsumerStats {
     pub unknown: u64,
     /// Messages whose `expires` had passed; each is dead-lettered.
     pub expired: u64,
+    /// Messages of a model the applier knows but this runtime was told not to consume
+    /// ([`ConsumerRuntime::only_cqrs_ids`](crate::ConsumerRuntime::only_cqrs_ids), `cqrs consume
+    /// --cqrs-id`); each is dead-lettered, for `dead-letters retry` to replay later.
+    pub not_selected: u64,
     /// Batches (including the halves of split batches) the applier applied successfully.
     pub batches: u64,
     /// Failed batches of more than one message that were split in two to find the failing
@@ -66,6 +70,10 @@ pub struct ConsumerStats {
     /// Batches tried again after a transient conflict (a deadlock, a serialization failure, a
     /// lock wait timeout), without spending any message's retries.
     pub conflict_retries: u64,
+    /// Batches tried again, after the retry delay, because a statement ran longer than
+    /// `CQRS_QUERY_TIMEOUT` ([`BatchError::TimedOut`](crate::BatchError::TimedOut)), without
+    /// spending any message's retries.
+    pub timeout_retries: u64,
 }
 
 impl ConsumerStats {
@@ -104,10 +112,12 @@ pub(crate) struct Counters {
     pub(crate) malformed: AtomicU64,
     pub(crate) unknown: AtomicU64,
     pub(crate) expired: AtomicU64,
+    pub(crate) not_selected: AtomicU64,
     pub(crate) batches: AtomicU64,
     pub(crate) batch_failures: AtomicU64,
     pub(crate) unavailable_retries: AtomicU64,
     pub(crate) conflict_retries: AtomicU64,
+    pub(crate) timeout_retries: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -155,10 +165,12 @@ impl Counters {
             malformed: get(&self.malformed),
             unknown: get(&self.unknown),
             expired: get(&self.expired),
+            not_selected: get(&self.not_selected),
             batches: get(&self.batches),
             batch_failures: get(&self.batch_failures),
             unavailable_retries: get(&self.unavailable_retries),
             conflict_retries: get(&self.conflict_retries),
+            timeout_retries: get(&self.timeout_retries),
         }
     }
 }

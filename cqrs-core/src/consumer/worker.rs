@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::Context;
-use super::apply::{Applied, Applier, BatchError, Incoming, SEQ_HEADER};
+use super::apply::{Applied, Applier, BatchError, Incoming, RetryChoice, SEQ_HEADER};
 use super::dead_letter::{Label, dead_letter};
 use super::dispatch::panic_message;
 use super::meters::DeadReason;
@@ -258,6 +258,23 @@ impl<A: Applier> Worker<A> {
                         () = tokio::time::sleep(pause) => {}
                     }
                 }
+                Err(BatchError::TimedOut(error)) => {
+                    bump(&self.ctx.counters.timeout_retries);
+                    self.ctx.meters.batch_retry_after_timeout();
+                    let delay = self.ctx.config.retry_delay();
+                    tracing::debug!(
+                        worker = self.index,
+                        size = batch.len(),
+                        %error,
+                        retry_in = ?delay,
+                        "a statement timed out; trying the batch again after the retry delay"
+                    );
+                    tokio::select! {
+                        biased;
+                        () = super::stopped(stop) => return Attempt::Stopped,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
                 Err(BatchError::Unavailable(error)) => {
                     bump(&self.ctx.counters.unavailable_retries);
                     self.ctx.meters.batch_retry(false);
@@ -320,65 +337,80 @@ impl<A: Applier> Worker<A> {
             incoming,
             label,
             span,
-            ..
+            prepared,
         } = job;
         super::span::failed(&span);
         let mut payload = incoming.payload;
         let policy = self.applier.policy(&payload.cqrs_id).unwrap_or_default();
-        let scheduled = match after_failure(payload.retries, &policy, &self.ctx.config, error) {
-            AfterFailure::Retry { delay } => {
-                let retries = payload.retries.saturating_add(1);
-                tracing::warn!(
-                    worker = self.index,
-                    cqrs_id = label.cqrs_id(),
-                    pk = label.pk(),
-                    retries,
-                    delay = ?delay,
-                    %error,
-                    "applying failed; retrying after the delay"
-                );
-                if payload.expires == Expiry::Unspecified {
-                    // Keep the lifetime counted from the first receipt, as the reference does.
-                    payload.expires = payload
-                        .expires_at(incoming.received_at, self.ctx.config.message_ttl())
-                        .map_or(Expiry::Never, |at| {
-                            Expiry::At(at.trunc_subsecs(0).fixed_offset())
-                        });
-                }
-                payload.retries = retries;
-                let message = OutgoingMessage::new(
-                    direct_routing_key(&self.ctx.queue, &payload.cqrs_id),
-                    payload.to_vec(),
-                );
-                // A retry keeps the master's sequence and trace: it is the same write.
-                let mut message = match incoming.seq {
-                    Some(seq) => message.with_header(SEQ_HEADER, seq.to_string()),
-                    None => message,
-                };
-                if let Some(trace) = TraceContext::from_headers(delivery.headers()) {
-                    for (name, value) in trace.headers() {
-                        message = message.with_header(name, value);
+        let choice = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            self.applier
+                .retry_choice(self.index, &prepared, payload.retries, error)
+        }))
+        .unwrap_or_else(|panic| {
+            tracing::error!(
+                worker = self.index,
+                cqrs_id = label.cqrs_id(),
+                panic = panic_message(panic.as_ref()),
+                "the model's retry hook panicked; using the default retry policy"
+            );
+            RetryChoice::default()
+        });
+        let scheduled =
+            match after_failure(payload.retries, &policy, &self.ctx.config, error, choice) {
+                AfterFailure::Retry { delay } => {
+                    let retries = payload.retries.saturating_add(1);
+                    tracing::warn!(
+                        worker = self.index,
+                        cqrs_id = label.cqrs_id(),
+                        pk = label.pk(),
+                        retries,
+                        delay = ?delay,
+                        %error,
+                        "applying failed; retrying after the delay"
+                    );
+                    if payload.expires == Expiry::Unspecified {
+                        // Keep the lifetime counted from the first receipt, as the reference does.
+                        payload.expires = payload
+                            .expires_at(incoming.received_at, self.ctx.config.message_ttl())
+                            .map_or(Expiry::Never, |at| {
+                                Expiry::At(at.trunc_subsecs(0).fixed_offset())
+                            });
+                    }
+                    payload.retries = retries;
+                    let message = OutgoingMessage::new(
+                        direct_routing_key(&self.ctx.queue, &payload.cqrs_id),
+                        payload.to_vec(),
+                    );
+                    // A retry keeps the master's sequence and trace: it is the same write.
+                    let mut message = match incoming.seq {
+                        Some(seq) => message.with_header(SEQ_HEADER, seq.to_string()),
+                        None => message,
+                    };
+                    if let Some(trace) = TraceContext::from_headers(delivery.headers()) {
+                        for (name, value) in trace.headers() {
+                            message = message.with_header(name, value);
+                        }
+                    }
+                    Scheduled {
+                        due: Instant::now() + delay,
+                        pending: Pending::retry(delivery, message, label, retries),
                     }
                 }
-                Scheduled {
-                    due: Instant::now() + delay,
-                    pending: Pending::retry(delivery, message, label, retries),
+                AfterFailure::DeadLetter { reason } => {
+                    let message =
+                        dead_letter(&self.ctx, &delivery, Some(&payload.cqrs_id), &reason);
+                    Scheduled {
+                        due: Instant::now(),
+                        pending: Pending::dead_letter(
+                            delivery,
+                            message,
+                            label,
+                            &reason,
+                            DeadReason::Failed,
+                        ),
+                    }
                 }
-            }
-            AfterFailure::DeadLetter { reason } => {
-                let message = dead_letter(&self.ctx, &delivery, Some(&payload.cqrs_id), &reason);
-                Scheduled {
-                    due: Instant::now(),
-                    pending: Pending::dead_letter(
-                        delivery,
-                        message,
-                        label,
-                        &reason,
-                        DeadReason::Failed,
-                    ),
-                }
-            }
-        };
+            };
         if self.settle.send(scheduled).is_err() {
             tracing::error!(
                 worker = self.index,

@@ -403,8 +403,27 @@ pub(crate) fn consume_workers(matches: &clap::ArgMatches) -> Option<usize> {
         .flatten()
         .map(|&workers| usize::from(workers))
 }
-const CQRS_ID_WHY: &str = "the consumer serves every replica model the service registers \
-     (django-cqrs's --cqrs-id only narrows the queue's bindings, which stay from earlier runs)";
+/// The id of consume's `--cqrs-id` argument.
+pub(crate) const CONSUME_CQRS_IDS: &str = "cqrs_id";
+
+/// The models consume's `--cqrs-id` (`-cid`) names; empty when not given (or given bare, as
+/// django-cqrs's `nargs='*'` allows): every registered model. Commas also separate ids.
+pub(crate) fn consume_cqrs_ids(matches: &clap::ArgMatches) -> Vec<String> {
+    let Some((_, consume)) = matches.subcommand() else {
+        return Vec::new();
+    };
+    consume
+        .try_get_many::<String>(CONSUME_CQRS_IDS)
+        .ok()
+        .flatten()
+        .into_iter()
+        .flatten()
+        .flat_map(|ids| ids.split(','))
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
 const RELOAD_WHY: &str = "a compiled service has no source files to reload; restart it instead";
 const TIMEOUT_WHY: &str = "there are no worker processes to kill: the consumer stops by itself \
      on SIGTERM or SIGINT";
@@ -436,7 +455,8 @@ fn ignored_text(
 }
 
 /// django-cqrs's `cqrs_consume` flags. `--workers` sets the number of replica workers (as
-/// `CQRS_WORKERS` does); the others do not map onto this consumer's run: each is accepted,
+/// `CQRS_WORKERS` does) and `--cqrs-id` the models consumed; the others do not map onto this
+/// consumer's run: each is accepted,
 /// checked as django-cqrs would, and ignored with a one-line warning on standard error
 /// (printed while the arguments are parsed).
 fn django_consume_args() -> [Arg; 6] {
@@ -452,15 +472,16 @@ fn django_consume_args() -> [Arg; 6] {
                 "Replica workers applying batches concurrently (instead of CQRS_WORKERS; one \
                  row always goes to the same worker)",
             ),
-        Arg::new("cqrs_id")
+        Arg::new(CONSUME_CQRS_IDS)
             .long("cqrs-id")
             .value_name("CQRS_ID")
             .num_args(0..)
             .action(ArgAction::Append)
-            .value_parser(ignored_text("--cqrs-id", CQRS_ID_WHY))
-            .help(format!(
-                "{django} models to consume (also -cid): ignored (with a warning); {CQRS_ID_WHY}"
-            )),
+            .help(
+                "Consume only these models (also -cid, repeatable): the queue is bound for them \
+                 only; messages of the other registered models still in the queue are \
+                 dead-lettered for `dead-letters retry`. None given: every registered model",
+            ),
         Arg::new("reload")
             .long("reload")
             .short('r')
@@ -1067,7 +1088,43 @@ mod tests {
             .try_get_matches_from(["cqrs", "consume"])
             .unwrap();
         assert_eq!(super::consume_workers(&matches), None);
+        assert!(super::consume_cqrs_ids(&matches).is_empty());
         assert!(parse(&["cqrs", "consume", "-w", "0"]).is_err());
+        let consume = CliArgs::command();
+        let cqrs_id_help = consume
+            .find_subcommand("consume")
+            .and_then(|consume| {
+                consume
+                    .get_arguments()
+                    .find(|arg| arg.get_id() == "cqrs_id")
+            })
+            .and_then(|arg| arg.get_help())
+            .map(ToString::to_string)
+            .unwrap();
+        assert!(
+            !cqrs_id_help.contains("ignored") && cqrs_id_help.contains("dead-lettered"),
+            "--cqrs-id is served now: {cqrs_id_help}"
+        );
+        for (args, expected) in [
+            (
+                &["cqrs", "cqrs_consume", "-cid", "author", "book"][..],
+                &["author", "book"][..],
+            ),
+            (
+                &["cqrs", "consume", "--cqrs-id=author", "--cqrs-id", "book"],
+                &["author", "book"],
+            ),
+            (
+                &["cqrs", "consume", "--cqrs-id", "author,book"],
+                &["author", "book"],
+            ),
+            (&["cqrs", "consume", "--cqrs-id", "-r"], &[]),
+        ] {
+            let matches = CliArgs::command()
+                .try_get_matches_from(django_spellings(args.iter().copied()))
+                .unwrap();
+            assert_eq!(super::consume_cqrs_ids(&matches), expected, "{args:?}");
+        }
         assert_eq!(
             ignored("--reload", "", RELOAD_WHY),
             format!("warning: consume: --reload is ignored: {RELOAD_WHY}")

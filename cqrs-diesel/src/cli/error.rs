@@ -141,7 +141,10 @@ impl CliError {
 }
 
 fn is_config(error: &cqrs_core::Error) -> bool {
-    matches!(error, cqrs_core::Error::Config { .. })
+    matches!(
+        error,
+        cqrs_core::Error::Config { .. } | cqrs_core::Error::UnknownCqrsIds { .. }
+    )
 }
 
 fn unknown_cqrs_id(side: &str, cqrs_id: &str, known: &[&str]) -> String {

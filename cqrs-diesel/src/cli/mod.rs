@@ -301,7 +301,14 @@ impl<C: CqrsConnection> Cli<C> {
             Command::DeadLetters(DeadLetters::Dump(args)) => dead_letters::dump(self, args).await?,
             Command::DeadLetters(DeadLetters::Retry) => dead_letters::retry(self).await?,
             Command::DeadLetters(DeadLetters::Purge) => dead_letters::purge(self).await?,
-            Command::Consume => services::consume(self, args::consume_workers(matches)).await?,
+            Command::Consume => {
+                services::consume(
+                    self,
+                    args::consume_workers(matches),
+                    args::consume_cqrs_ids(matches),
+                )
+                .await?
+            }
             Command::Relay(args) => services::relay(self, args).await?,
         };
         io::stderr_line(&report.summary);

@@ -6,10 +6,12 @@ use crate::connection::CqrsConnection;
 use crate::{ConsumerRuntime, OutboxRelay, RabbitMqTransport};
 
 /// The replica worker until the shutdown signal; `workers` (consume's `--workers`) overrides
-/// `CQRS_WORKERS`.
+/// `CQRS_WORKERS`; `cqrs_ids` (consume's `--cqrs-id`), when not empty, limits the models
+/// consumed.
 pub(super) async fn consume<C: CqrsConnection>(
     cli: &Cli<C>,
     workers: Option<usize>,
+    cqrs_ids: Vec<String>,
 ) -> Result<Report, CliError> {
     let Some(replicas) = cli.replicas() else {
         return Err(CliError::Invalid(
@@ -19,7 +21,7 @@ pub(super) async fn consume<C: CqrsConnection>(
     };
     let config = cli.config().clone();
     let transport = RabbitMqTransport::new(config.clone());
-    let mut runtime = ConsumerRuntime::new(transport, config, replicas);
+    let mut runtime = ConsumerRuntime::new(transport, config, replicas).only_cqrs_ids(cqrs_ids);
     if let Some(workers) = workers {
         runtime = runtime.workers(workers);
     }

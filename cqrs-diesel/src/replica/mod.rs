@@ -31,7 +31,7 @@ pub(crate) mod sql;
 pub(crate) mod state;
 
 pub(crate) use model::key_text;
-pub use model::{CustomReplica, MessageInfo, ReplicaModel, ReplicaStore};
+pub use model::{CustomReplica, MessageInfo, ReplicaHooks, ReplicaModel, ReplicaStore};
 pub use registry::{Prepared, Replicas};
 pub use state::{MYSQL_REPLICA_UP_SQL, POSTGRES_REPLICA_UP_SQL, SQLITE_REPLICA_UP_SQL};
 
@@ -45,8 +45,28 @@ pub async fn run_consumer<C: crate::CqrsConnection>(
     config: cqrs_core::Config,
     replicas: Replicas<C>,
 ) -> crate::Result<cqrs_core::ConsumerStats> {
+    run_consumer_only(config, replicas, std::iter::empty::<String>()).await
+}
+
+/// [`run_consumer`] for some of the registered models only (django-cqrs's `cqrs_consume
+/// --cqrs-id`): the queue is bound for these `cqrs_id`s only; messages of the other registered
+/// models that still reach the queue (through bindings of earlier runs) are dead-lettered with
+/// a reason that says so, for `cqrs dead-letters retry` to replay later (see
+/// [`ConsumerRuntime::only_cqrs_ids`](cqrs_core::ConsumerRuntime::only_cqrs_ids)). An empty
+/// list consumes every registered model.
+///
+/// # Errors
+///
+/// As [`run_consumer`]; also [`cqrs_core::Error::UnknownCqrsIds`] (before connecting) when a
+/// `cqrs_id` is not registered, naming the registered ones.
+pub async fn run_consumer_only<C: crate::CqrsConnection>(
+    config: cqrs_core::Config,
+    replicas: Replicas<C>,
+    cqrs_ids: impl IntoIterator<Item = impl Into<String>>,
+) -> crate::Result<cqrs_core::ConsumerStats> {
     let transport = cqrs_core::RabbitMqTransport::new(config.clone());
     let stats = cqrs_core::ConsumerRuntime::new(transport, config, replicas)
+        .only_cqrs_ids(cqrs_ids)
         .run_until(cqrs_core::shutdown_signal())
         .await?;
     Ok(stats)
@@ -76,8 +96,9 @@ pub async fn run_consumer<C: crate::CqrsConnection>(
 /// ```
 ///
 /// Custom models go after a `;`: `pub fn run_consumer(PgConnection) { AccountRef; AuditLog }`.
-/// The function also has a sibling `replicas(connect)` returning the registry, for tests and
-/// for running the runtime yourself.
+/// The function also has two siblings: `replicas(connect)` returning the registry, for tests and
+/// for running the runtime yourself, and `run_consumer_only(config, connect, cqrs_ids)`, which
+/// consumes only the models named (see [`run_consumer_only`](crate::run_consumer_only)).
 #[macro_export]
 macro_rules! consumer {
     (
@@ -91,6 +112,17 @@ macro_rules! consumer {
                 + Send + Sync + 'static,
         ) -> $crate::Result<$crate::ConsumerStats> {
             $crate::run_consumer(config, replicas(connect)).await
+        }
+
+        /// The replica worker for some of this service's replica models only (the others'
+        /// messages are dead-lettered); an unknown `cqrs_id` is an error at start.
+        $vis async fn run_consumer_only(
+            config: $crate::Config,
+            connect: impl Fn() -> ::core::result::Result<$conn, $crate::diesel::ConnectionError>
+                + Send + Sync + 'static,
+            cqrs_ids: impl ::core::iter::IntoIterator<Item = impl ::core::convert::Into<::std::string::String>>,
+        ) -> $crate::Result<$crate::ConsumerStats> {
+            $crate::run_consumer_only(config, replicas(connect), cqrs_ids).await
         }
 
         /// The registry of this service's replica models.

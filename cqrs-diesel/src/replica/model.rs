@@ -10,9 +10,62 @@ use serde_json::{Map, Value};
 use crate::connection::{CqrsConnection, DbConn};
 use crate::master::HookError;
 
+/// A replica model's retry policy as code (django-cqrs's `should_retry_cqrs` and
+/// `get_cqrs_retry_delay`). `#[derive(ReplicaModel)]` implements it with the defaults, which
+/// keep the configured policy exactly; with `#[cqrs(hooks)]` the derive leaves it to you:
+///
+/// ```
+/// use std::time::Duration;
+/// use cqrs_diesel::{Error, ReplicaHooks, ReplicaModel};
+///
+/// #[derive(Debug, Clone, ReplicaModel)]
+/// #[cqrs(id = "account", custom, hooks)]
+/// struct AccountAudit {
+///     id: i64,
+/// }
+/// # impl cqrs_diesel::CustomReplica for AccountAudit {
+/// #     fn cqrs_create(_: Option<cqrs_diesel::DbConn<'_>>, _: Self, _: cqrs_diesel::MessageInfo<'_>) -> Result<(), cqrs_diesel::HookError> { Ok(()) }
+/// #     fn cqrs_delete(_: Option<cqrs_diesel::DbConn<'_>>, _: i64, _: cqrs_diesel::MessageInfo<'_>) -> Result<(), cqrs_diesel::HookError> { Ok(()) }
+/// # }
+///
+/// impl ReplicaHooks for AccountAudit {
+///     fn should_retry_cqrs(current_retry: u32, error: &Error, default: bool) -> bool {
+///         // A handler's refusal will not change: dead-letter it at once.
+///         !matches!(error, Error::Hook { .. }) && default
+///     }
+///
+///     fn get_cqrs_retry_delay(current_retry: u32) -> Option<Duration> {
+///         Some(Duration::from_secs(5) * (current_retry + 1))
+///     }
+/// }
+/// ```
+///
+/// Both are asked only for a message that failed alone with an error of its own
+/// ([`BatchError::Failed`](cqrs_core::BatchError::Failed)). A conflict, an unavailable
+/// database and a statement timeout ([`Error::QueryTimeout`](crate::Error::QueryTimeout)) retry
+/// the whole batch without asking: they say nothing about one message.
+pub trait ReplicaHooks {
+    /// Whether to retry a message that failed with `error` after `current_retry` earlier
+    /// retries. `default` is what the configured policy says (retries below the model's
+    /// maximum, `max_retries` or `CQRS_MAX_RETRIES`); return it to keep that policy. `false`
+    /// dead-letters the message now, with a reason that says the hook refused; `true` retries
+    /// it even past the maximum.
+    fn should_retry_cqrs(current_retry: u32, error: &crate::Error, default: bool) -> bool {
+        let _ = (current_retry, error);
+        default
+    }
+
+    /// The delay before retry number `current_retry + 1`; `None` (the default) keeps the
+    /// model's `retry_delay` or `CQRS_RETRY_DELAY`, exponential when configured.
+    fn get_cqrs_retry_delay(current_retry: u32) -> Option<std::time::Duration> {
+        let _ = current_retry;
+        None
+    }
+}
+
 /// A Diesel model that keeps a local copy of another service's rows. Implemented by
 /// `#[derive(ReplicaModel)]`; register it with [`Replicas::register`](crate::Replicas::register).
-pub trait ReplicaModel: Sized + Send + Sync + 'static {
+pub trait ReplicaModel: ReplicaHooks + Sized + Send + Sync + 'static {
     /// The `cqrs_id` of the master model this replicates.
     const CQRS_ID: &'static str;
     /// Whether custom handlers receive the message's `meta` (`#[cqrs(meta)]`).

@@ -6,9 +6,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use cqrs_core::{Applied, Applier, BatchError, Incoming, ModelPolicy, Payload, SignalType};
-use diesel::result::ConnectionError;
+use cqrs_core::{
+    Applied, Applier, BatchError, Incoming, ModelPolicy, Payload, RetryChoice, SignalType,
+};
+use diesel::result::{ConnectionError, QueryResult};
 use serde_json::Value;
 
 use crate::connection::CqrsConnection;
@@ -63,6 +66,8 @@ trait ModelApply<C>: Send + Sync {
     fn cqrs_id(&self) -> &'static str;
     fn policy(&self) -> ModelPolicy;
     fn needs_database(&self) -> bool;
+    /// The model's [`ReplicaHooks`](crate::ReplicaHooks) answer for a failed message.
+    fn retry_choice(&self, retries: u32, error: &Error, defaults: &RetryDefaults) -> RetryChoice;
     fn decode(&self, incoming: &Incoming) -> Result<Prepared, String>;
     fn apply(
         &self,
@@ -70,6 +75,32 @@ trait ModelApply<C>: Send + Sync {
         items: &[&Prepared],
         counters: &Counters,
     ) -> Result<Vec<Applied>, Error>;
+}
+
+/// What the configured policy says for a failed message, for the hooks' `default`.
+#[derive(Debug, Clone, Copy)]
+struct RetryDefaults {
+    max_retries: Option<u32>,
+}
+
+/// Asks `M`'s [`ReplicaHooks`](crate::ReplicaHooks); `None` fields where it keeps the default.
+fn hook_choice<M: crate::ReplicaHooks>(
+    retries: u32,
+    error: &Error,
+    defaults: &RetryDefaults,
+) -> RetryChoice {
+    let default = defaults
+        .max_retries
+        .is_none_or(|max| u64::from(retries) < u64::from(max));
+    let retry = M::should_retry_cqrs(retries, error, default);
+    RetryChoice {
+        retry: (retry != default).then_some(retry),
+        delay: if retry {
+            M::get_cqrs_retry_delay(retries)
+        } else {
+            None
+        },
+    }
 }
 
 /// Counters the statements keep besides the runtime's (see [`Replicas::gaps`]).
@@ -119,6 +150,64 @@ pub struct Replicas<C: CqrsConnection> {
     connect: Option<Connect<C>>,
     connections: Arc<Mutex<HashMap<usize, C>>>,
     counters: Arc<Counters>,
+    limits: SessionLimits,
+    /// The last statement that failed on each worker's connection, recorded only when timed
+    /// out statements are logged.
+    failed_statements: Arc<Mutex<HashMap<usize, String>>>,
+    /// The typed error of each worker's last failed batch, for the retry hooks.
+    failed_errors: Arc<Mutex<HashMap<usize, Error>>>,
+    /// `CQRS_MAX_RETRIES`, for the retry hooks' `default`.
+    max_retries: Option<u32>,
+}
+
+/// What the worker's sessions are limited to (`CQRS_QUERY_TIMEOUT`,
+/// `CQRS_LOG_TIMED_OUT_QUERIES`).
+#[derive(Debug, Clone, Copy, Default)]
+struct SessionLimits {
+    query_timeout: Option<Duration>,
+    log_timed_out_queries: bool,
+}
+
+/// Whether the warning that SQLite has no statement timeout was logged.
+static SQLITE_TIMEOUT_WARNED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Sets the statement timeout of a new worker session: PostgreSQL `statement_timeout` (ms),
+/// MariaDB `max_statement_time` (seconds, fractional), or, where that variable does not exist
+/// (MySQL), `max_execution_time` (ms; MySQL applies it to `SELECT`s only). SQLite has no
+/// statement timeout: a warning, once per process.
+fn set_statement_timeout<C: CqrsConnection>(conn: &mut C, timeout: Duration) -> QueryResult<()> {
+    let millis = timeout.as_millis().max(1);
+    match C::BACKEND {
+        crate::Backend::Postgres => {
+            conn.batch_execute(&format!("SET statement_timeout = {millis}"))
+        }
+        crate::Backend::Mysql => {
+            let seconds = format!("{}.{:06}", timeout.as_secs(), timeout.subsec_micros());
+            match conn.batch_execute(&format!("SET SESSION max_statement_time = {seconds}")) {
+                Ok(()) => Ok(()),
+                Err(mariadb) => {
+                    tracing::debug!(
+                        error = %mariadb,
+                        "no max_statement_time (not MariaDB): using MySQL's max_execution_time, \
+                         which bounds SELECT statements only"
+                    );
+                    conn.batch_execute(&format!("SET SESSION max_execution_time = {millis}"))
+                }
+            }
+        }
+        crate::Backend::Sqlite => {
+            if !SQLITE_TIMEOUT_WARNED.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    timeout_ms = u64::try_from(millis).unwrap_or(u64::MAX),
+                    "CQRS_QUERY_TIMEOUT is set, but SQLite has no statement timeout: replica \
+                     statements on SQLite run without one (a locked database still fails after \
+                     the connection's busy_timeout)"
+                );
+            }
+            Ok(())
+        }
+    }
 }
 
 impl<C: CqrsConnection> Replicas<C> {
@@ -130,6 +219,12 @@ impl<C: CqrsConnection> Replicas<C> {
             connect: Some(Arc::new(connect)),
             connections: Arc::new(Mutex::new(HashMap::new())),
             counters: Arc::new(Counters::default()),
+            limits: SessionLimits::default(),
+            failed_statements: Arc::new(Mutex::new(HashMap::new())),
+            failed_errors: Arc::new(Mutex::new(HashMap::new())),
+            max_retries: cqrs_core::Config::builder()
+                .build()
+                .map_or(Some(30), |config| config.max_retries()),
         }
     }
 
@@ -141,6 +236,12 @@ impl<C: CqrsConnection> Replicas<C> {
             connect: None,
             connections: Arc::new(Mutex::new(HashMap::new())),
             counters: Arc::new(Counters::default()),
+            limits: SessionLimits::default(),
+            failed_statements: Arc::new(Mutex::new(HashMap::new())),
+            failed_errors: Arc::new(Mutex::new(HashMap::new())),
+            max_retries: cqrs_core::Config::builder()
+                .build()
+                .map_or(Some(30), |config| config.max_retries()),
         }
     }
 
@@ -207,9 +308,43 @@ impl<C: CqrsConnection> Replicas<C> {
                 conn.prepare_session().map_err(|error| {
                     BatchError::Unavailable(format!("cannot prepare the session: {error}"))
                 })?;
+                if let Some(timeout) = self.limits.query_timeout {
+                    set_statement_timeout(&mut conn, timeout).map_err(|error| {
+                        BatchError::Unavailable(format!(
+                            "cannot set the statement timeout (CQRS_QUERY_TIMEOUT): {error}"
+                        ))
+                    })?;
+                    if self.limits.log_timed_out_queries {
+                        let failed = Arc::clone(&self.failed_statements);
+                        conn.set_instrumentation(
+                            move |event: diesel::connection::InstrumentationEvent<'_>| {
+                                if let diesel::connection::InstrumentationEvent::FinishQuery {
+                                    query,
+                                    error: Some(_),
+                                    ..
+                                } = event
+                                {
+                                    let mut failed = match failed.lock() {
+                                        Ok(failed) => failed,
+                                        Err(poisoned) => poisoned.into_inner(),
+                                    };
+                                    failed.insert(worker, query.to_string());
+                                }
+                            },
+                        );
+                    }
+                }
                 Ok(Some(conn))
             }
         }
+    }
+
+    /// Keeps the typed error of `worker`'s failed batch for [`Applier::retry_choice`].
+    fn keep_failure(&self, worker: usize, error: Error) {
+        match self.failed_errors.lock() {
+            Ok(mut failed) => failed.insert(worker, error),
+            Err(poisoned) => poisoned.into_inner().insert(worker, error),
+        };
     }
 
     fn checkin(&self, worker: usize, conn: C) {
@@ -227,6 +362,10 @@ impl<C: CqrsConnection> Clone for Replicas<C> {
             connect: self.connect.clone(),
             connections: self.connections.clone(),
             counters: self.counters.clone(),
+            limits: self.limits,
+            failed_statements: self.failed_statements.clone(),
+            failed_errors: self.failed_errors.clone(),
+            max_retries: self.max_retries,
         }
     }
 }
@@ -273,14 +412,55 @@ fn apply_all<C: CqrsConnection>(
 ///
 /// neither spends any message's retries. Anything else is [`BatchError::Failed`], split to
 /// find the failing message.
-fn batch_error<C: CqrsConnection>(error: &Error, conn: &mut C) -> BatchError {
+///
+/// A statement cancelled by the session's timeout (`CQRS_QUERY_TIMEOUT`) is
+/// [`Error::QueryTimeout`] and [`BatchError::TimedOut`]: the same batch again after the retry
+/// delay, spending no retries; it is logged at WARN, with the statement when
+/// `CQRS_LOG_TIMED_OUT_QUERIES` is on.
+fn batch_error<C: CqrsConnection>(
+    error: Error,
+    conn: &mut C,
+    limits: SessionLimits,
+    statement: Option<String>,
+    worker: usize,
+) -> (Error, BatchError) {
     use crate::db_errors::ErrorClass;
+    let class = error.class_on(conn);
+    let error = match (class, error, limits.query_timeout) {
+        (ErrorClass::TimedOut, Error::Database(source), Some(timeout)) => {
+            let statement = statement.filter(|_| limits.log_timed_out_queries);
+            let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+            match &statement {
+                Some(sql) => tracing::warn!(
+                    worker,
+                    timeout_ms,
+                    statement = %sql,
+                    error = %source,
+                    "replica statement timed out (CQRS_QUERY_TIMEOUT); the batch is tried again"
+                ),
+                None => tracing::warn!(
+                    worker,
+                    timeout_ms,
+                    "replica statement timed out (CQRS_QUERY_TIMEOUT); the batch is tried again \
+                     (CQRS_LOG_TIMED_OUT_QUERIES=true logs the statement)"
+                ),
+            }
+            Error::QueryTimeout {
+                timeout,
+                statement,
+                source,
+            }
+        }
+        (_, error, _) => error,
+    };
     let text = error.to_string();
-    match error.class_on(conn) {
+    let outcome = match class {
         ErrorClass::Unavailable => BatchError::Unavailable(text),
         ErrorClass::Conflict => BatchError::Conflict(text),
+        ErrorClass::TimedOut => BatchError::TimedOut(text),
         ErrorClass::Other => BatchError::Failed(text),
-    }
+    };
+    (error, outcome)
 }
 
 impl<C: CqrsConnection> Applier for Replicas<C> {
@@ -290,6 +470,40 @@ impl<C: CqrsConnection> Applier for Replicas<C> {
         let mut ids: Vec<String> = self.models.keys().map(|id| (*id).to_owned()).collect();
         ids.sort();
         ids
+    }
+
+    /// Takes `CQRS_QUERY_TIMEOUT` and `CQRS_LOG_TIMED_OUT_QUERIES` for the worker's sessions.
+    fn configure(&mut self, config: &cqrs_core::Config) {
+        self.limits = SessionLimits {
+            query_timeout: config.query_timeout(),
+            log_timed_out_queries: config.log_timed_out_queries(),
+        };
+        self.max_retries = config.max_retries();
+    }
+
+    /// Asks the failed message's model ([`ReplicaHooks`](crate::ReplicaHooks)) with the typed
+    /// error this worker's last batch failed with.
+    fn retry_choice(
+        &self,
+        worker: usize,
+        prepared: &Prepared,
+        retries: u32,
+        error: &str,
+    ) -> RetryChoice {
+        let Some(model) = self.models.get(prepared.cqrs_id) else {
+            return RetryChoice::default();
+        };
+        let typed = match self.failed_errors.lock() {
+            Ok(mut failed) => failed.remove(&worker),
+            Err(poisoned) => poisoned.into_inner().remove(&worker),
+        };
+        // A failure without a typed error (a panic, a lost task) reaches the hook as a task
+        // error.
+        let typed = typed.unwrap_or_else(|| Error::Task(error.to_owned()));
+        let defaults = RetryDefaults {
+            max_retries: model.policy().max_retries.unwrap_or(self.max_retries),
+        };
+        model.retry_choice(retries, &typed, &defaults)
     }
 
     fn policy(&self, cqrs_id: &str) -> Option<ModelPolicy> {
@@ -331,8 +545,11 @@ impl<C: CqrsConnection> Applier for Replicas<C> {
                 None
             };
             let Some(mut conn) = conn else {
-                return apply_all(&this.models, None, &batch, &this.counters)
-                    .map_err(|error| BatchError::Failed(error.to_string()));
+                return apply_all(&this.models, None, &batch, &this.counters).map_err(|error| {
+                    let outcome = BatchError::Failed(error.to_string());
+                    this.keep_failure(worker, error);
+                    outcome
+                });
             };
             let result = conn.write_transaction(|conn| {
                 apply_all(&this.models, Some(conn), &batch, &this.counters)
@@ -343,7 +560,15 @@ impl<C: CqrsConnection> Applier for Replicas<C> {
                     Ok(outcomes)
                 }
                 Err(error) => {
-                    let outcome = batch_error(&error, &mut conn);
+                    let statement = match this.failed_statements.lock() {
+                        Ok(mut failed) => failed.remove(&worker),
+                        Err(poisoned) => poisoned.into_inner().remove(&worker),
+                    };
+                    let (error, outcome) =
+                        batch_error(error, &mut conn, this.limits, statement, worker);
+                    if matches!(outcome, BatchError::Failed(_)) {
+                        this.keep_failure(worker, error);
+                    }
                     if !matches!(outcome, BatchError::Unavailable(_)) {
                         this.checkin(worker, conn);
                     }
@@ -452,6 +677,10 @@ where
 
     fn needs_database(&self) -> bool {
         true
+    }
+
+    fn retry_choice(&self, retries: u32, error: &Error, defaults: &RetryDefaults) -> RetryChoice {
+        hook_choice::<M>(retries, error, defaults)
     }
 
     fn decode(&self, incoming: &Incoming) -> Result<Prepared, String> {
@@ -704,6 +933,10 @@ where
 
     fn needs_database(&self) -> bool {
         false
+    }
+
+    fn retry_choice(&self, retries: u32, error: &Error, defaults: &RetryDefaults) -> RetryChoice {
+        hook_choice::<M>(retries, error, defaults)
     }
 
     fn decode(&self, incoming: &Incoming) -> Result<Prepared, String> {

@@ -566,3 +566,74 @@ async fn cqrs_consume_accepts_workers_cqrs_id_reload_and_timeouts_and_consumes()
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cqrs_consume_with_dash_cid_consumes_only_that_model_and_dead_letters_the_others() {
+    use crate::replica::only_cqrs_ids::{Book, book, publish};
+
+    let db = SqliteDb::new("django_consume_cid");
+    db.execute(SqliteAuthorReplica::DDL);
+    db.connect().run_replica_migrations().unwrap();
+    let config = config_builder("django_consume_cid").build().unwrap();
+    let transport = RabbitMqTransport::new(config.clone());
+    // Bindings of an earlier, unlimited run; a book waits in the queue.
+    transport
+        .declare(&Topology::from_config(&config, ["author", "book"]))
+        .await
+        .unwrap();
+    publish(&transport, "book", &book(3)).await.unwrap();
+    let stop = Arc::new(Notify::new());
+    let signal = stop.clone();
+    let cli = Cli::new(config.clone(), db.connector())
+        .replica::<SqliteAuthorReplica>()
+        .custom_replica::<Book>()
+        .shutdown_on(move || {
+            let signal = signal.clone();
+            async move { signal.notified().await }
+        });
+    let consumer = tokio::spawn(async move {
+        cli.try_run_from(["cqrs", "cqrs_consume", "-cid", "author"])
+            .await
+    });
+
+    super::consume_one_save(&config, &db).await;
+    let dead_letter_queue = config.dead_letter_queue().unwrap();
+    wait_depth(&transport, dead_letter_queue, 1).await;
+    stop.notify_one();
+    let report = tokio::time::timeout(Duration::from_secs(10), consumer)
+        .await
+        .expect("consume stops on the signal")
+        .unwrap()
+        .expect("consume ends cleanly");
+    assert_eq!(
+        (report.processed, report.written, report.skipped),
+        (2, 1, 1)
+    );
+    assert_eq!(ids(&db), vec![7]);
+    let dead = crate::replica::dead_letters(dead_letter_queue).await;
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].0.contains(r#""cqrs_id":"book""#), "{dead:?}");
+    assert!(
+        dead[0].1.contains("not consumed by this worker"),
+        "{dead:?}"
+    );
+    transport.close().await;
+    cleanup(
+        config.exchange(),
+        &[config.queue().unwrap(), dead_letter_queue],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cqrs_consume_with_an_unregistered_cqrs_id_fails_at_start_with_usage_exit_code() {
+    let (_db, _, cli) = sqlite_replica("django_consume_unknown", &[]).await;
+    let error = run(&cli, &["cqrs_consume", "--cqrs-id", "film"])
+        .await
+        .unwrap_err();
+    assert_eq!(error.exit_code(), 2, "{error}");
+    assert!(
+        error.to_string().contains("`film`") && error.to_string().contains("`author`"),
+        "{error}"
+    );
+}

@@ -9,7 +9,10 @@ mod failures;
 mod golden;
 mod model_based;
 pub mod models;
+pub mod only_cqrs_ids;
 mod process;
+mod query_timeout;
+mod retry_hooks;
 mod scenarios;
 mod unavailable;
 

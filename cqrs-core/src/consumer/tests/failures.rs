@@ -427,3 +427,97 @@ async fn a_retry_and_a_dead_letter_keep_the_trace_headers() {
     assert_eq!(dead[0].header(TRACEPARENT_HEADER), Some(PARENT));
     assert_eq!(dead[0].header(TRACESTATE_HEADER), Some("congo=t61rcWkgMzE"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_applier_s_retry_choice_dead_letters_at_once_or_sets_the_delay() {
+    let (config, transport) = broker(
+        Config::builder()
+            .max_retries(Some(5))
+            .retry_delay(Duration::from_secs(1)),
+    )
+    .await;
+    publish(&transport, "book", body("book", 7, 1)).await;
+    publish(&transport, "book", body("book", 8, 1)).await;
+    let recorder = Recorder::default().with(|s| {
+        s.fail.insert("7".to_owned());
+        s.fail_first.insert("8".to_owned());
+        s.choices.insert(
+            "7".to_owned(),
+            RetryChoice {
+                retry: Some(false),
+                delay: None,
+            },
+        );
+        s.choices.insert(
+            "8".to_owned(),
+            RetryChoice {
+                retry: None,
+                delay: Some(Duration::from_secs(30)),
+            },
+        );
+    });
+    let start = Instant::now();
+    let handle = ConsumerRuntime::new(transport.clone(), config, recorder.clone())
+        .batch_size(1)
+        .spawn();
+    eventually("one dead-lettered, one applied after its delay", || {
+        let stats = handle.stats();
+        stats.dead_lettered == 1 && stats.applied() == 1
+    })
+    .await;
+    let stats = handle.shutdown().await.unwrap();
+    assert_eq!(recorder.attempts_of("7"), 1, "refused: no retry");
+    assert_eq!(stats.retried, 1, "only 8");
+    let applied_at = recorder
+        .applied()
+        .into_iter()
+        .find(|(_, item, _)| item.pk == "8")
+        .map(|(_, _, at)| at)
+        .unwrap();
+    let waited = applied_at - start;
+    assert!(
+        waited >= Duration::from_secs(30) && waited < Duration::from_secs(31),
+        "the choice's 30 s, not the configured 1 s: {waited:?}"
+    );
+    let dead = take_all(&transport, "dead_letter_q").await;
+    let reason = dead[0].header(DEAD_LETTER_REASON_HEADER).unwrap();
+    assert!(reason.contains("should_retry_cqrs refused"), "{reason}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_timed_out_batch_is_tried_again_whole_after_the_retry_delay_spending_no_retries() {
+    let (config, transport) = broker(
+        Config::builder()
+            .max_retries(Some(0))
+            .retry_delay(Duration::from_secs(7)),
+    )
+    .await;
+    publish(&transport, "author", body("author", 1, 1)).await;
+    publish(&transport, "author", body("author", 2, 1)).await;
+    let recorder = Recorder::default().with(|s| s.timed_out = 2);
+    let start = Instant::now();
+    let handle = ConsumerRuntime::new(transport.clone(), config, recorder.clone())
+        .batch_size(2)
+        .batch_wait(Duration::from_millis(50))
+        .spawn();
+    eventually("both applied", || handle.stats().applied() == 2).await;
+    let stats = handle.shutdown().await.unwrap();
+    assert_eq!(
+        (
+            stats.timeout_retries,
+            stats.retried,
+            stats.dead_lettered,
+            stats.batch_failures
+        ),
+        (2, 0, 0, 0),
+        "not split, no retry spent although max_retries = 0: {stats:?}"
+    );
+    let calls = recorder.calls();
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    assert!(calls.iter().all(|call| call.pks == ["1", "2"]), "{calls:?}");
+    let last = calls[2].started - start;
+    assert!(
+        last >= Duration::from_secs(14) && last < Duration::from_secs(15),
+        "two retry delays of 7 s: {last:?}"
+    );
+}

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::apply::{Applied, Applier, BatchError, Incoming, ModelPolicy};
+use super::apply::{Applied, Applier, BatchError, Incoming, ModelPolicy, RetryChoice};
 use crate::config::{Config, ConfigBuilder};
 use crate::error::{Error, Result};
 use crate::memory::{InMemoryConsumer, InMemoryTransport};
@@ -64,8 +64,12 @@ struct State {
     refuse: HashSet<String>,
     /// The next calls that report the database unavailable.
     unavailable: usize,
+    /// The next calls that report a statement timeout.
+    timed_out: usize,
     /// How long each call takes.
     delay: Duration,
+    /// What `retry_choice` answers, by primary key.
+    choices: HashMap<String, RetryChoice>,
 }
 
 /// A test applier recording what it gets; clones share the record.
@@ -129,6 +133,20 @@ impl Applier for Recorder {
         )
     }
 
+    fn retry_choice(
+        &self,
+        _worker: usize,
+        item: &Item,
+        _retries: u32,
+        _error: &str,
+    ) -> RetryChoice {
+        self.state()
+            .choices
+            .get(&item.pk)
+            .copied()
+            .unwrap_or_default()
+    }
+
     fn prepare(&self, incoming: &Incoming) -> Result<Item, String> {
         let payload = &incoming.payload;
         let pk = super::dead_letter::pk_key(&payload.instance_pk);
@@ -177,6 +195,12 @@ impl Applier for Recorder {
             call.outcome = "unavailable";
             state.calls.push(call);
             return Err(BatchError::Unavailable("connection refused".to_owned()));
+        }
+        if state.timed_out > 0 {
+            state.timed_out -= 1;
+            call.outcome = "timed out";
+            state.calls.push(call);
+            return Err(BatchError::TimedOut("statement timeout".to_owned()));
         }
         if let Some(item) = batch.iter().find(|item| state.panic_on.contains(&item.pk)) {
             let pk = item.pk.clone();

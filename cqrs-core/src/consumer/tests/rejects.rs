@@ -200,3 +200,57 @@ async fn a_malformed_sequence_header_is_dead_lettered_with_its_reason() {
         assert!(reason.contains(SEQ_HEADER), "{reason}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_runtime_limited_to_some_cqrs_ids_dead_letters_the_other_models_messages() {
+    // The queue is still bound for `book` (as by an earlier, unlimited run).
+    let (config, transport) = broker(Config::builder()).await;
+    publish(&transport, "book", body("book", 1, 1)).await;
+    publish(&transport, "author", body("author", 2, 1)).await;
+    let recorder = Recorder::default();
+    let handle = ConsumerRuntime::new(transport.clone(), config, recorder.clone())
+        .only_cqrs_ids(["author"])
+        .spawn();
+    eventually("one applied, one dead-lettered", || {
+        let stats = handle.stats();
+        stats.applied() == 1 && stats.dead_lettered == 1
+    })
+    .await;
+    let stats = handle.shutdown().await.unwrap();
+
+    assert_eq!(recorder.applied_pks(), ["2"], "only the author was applied");
+    assert_eq!((stats.not_selected, stats.unknown), (1, 0));
+    let dead = take_all(&transport, "dead_letter_q").await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].routing_key, "cqrs.dead_letter_q.book");
+    let reason = dead[0].header(DEAD_LETTER_REASON_HEADER).unwrap();
+    assert!(
+        reason.contains("cqrs_id `book` is not consumed by this worker")
+            && reason.contains("`author`"),
+        "{reason}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn limiting_a_runtime_to_an_unknown_cqrs_id_fails_at_start_naming_the_registered_ones() {
+    let (config, transport) = broker(Config::builder()).await;
+    let error = ConsumerRuntime::new(transport.clone(), config, Recorder::default())
+        .only_cqrs_ids(["author", "film"])
+        .run_until(std::future::pending())
+        .await
+        .unwrap_err();
+    let Error::UnknownCqrsIds {
+        unknown,
+        registered,
+    } = &error
+    else {
+        panic!("{error:?}")
+    };
+    assert_eq!(unknown, &["film"]);
+    assert!(registered.contains(&"author".to_owned()));
+    let text = error.to_string();
+    assert!(
+        text.contains("`film`") && text.contains("`author`"),
+        "{text}"
+    );
+}
