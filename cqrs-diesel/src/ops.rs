@@ -176,6 +176,7 @@ where
                     SignalType::Sync,
                     instance_data.clone(),
                     None,
+                    None,
                 )
             });
             out.push(MasterRow {
@@ -313,9 +314,25 @@ where
     }
 }
 
+type MasterBuilder<C> = fn(MasterConfig) -> Arc<dyn MasterOps<C>>;
+
+fn master_adapter<M, C>(config: MasterConfig) -> Arc<dyn MasterOps<C>>
+where
+    C: CqrsConnection,
+    M: MasterStore<C>,
+{
+    Arc::new(MasterAdapter::<M> {
+        config,
+        model: PhantomData,
+    })
+}
+
 /// The models of a service, by `cqrs_id`, for operator commands.
 pub struct Operations<C: CqrsConnection> {
     masters: BTreeMap<&'static str, Arc<dyn MasterOps<C>>>,
+    /// How each master's operations are made from a configuration, to remake them when it
+    /// changes.
+    master_builders: BTreeMap<&'static str, MasterBuilder<C>>,
     replicas: BTreeMap<&'static str, Arc<dyn ReplicaOps<C>>>,
     master_config: MasterConfig,
 }
@@ -324,6 +341,7 @@ impl<C: CqrsConnection> Default for Operations<C> {
     fn default() -> Self {
         Operations {
             masters: BTreeMap::new(),
+            master_builders: BTreeMap::new(),
             replicas: BTreeMap::new(),
             master_config: MasterConfig::DEFAULT,
         }
@@ -334,6 +352,7 @@ impl<C: CqrsConnection> Clone for Operations<C> {
     fn clone(&self) -> Self {
         Operations {
             masters: self.masters.clone(),
+            master_builders: self.master_builders.clone(),
             replicas: self.replicas.clone(),
             master_config: self.master_config.clone(),
         }
@@ -346,22 +365,28 @@ impl<C: CqrsConnection> Operations<C> {
         Self::default()
     }
 
-    /// The clock and message TTL of the SYNC messages built for the master models added after
-    /// this call (default [`MasterConfig::DEFAULT`]).
+    /// The clock, message TTL and meta and correlation functions of the SYNC messages built
+    /// for the master models, those added before this call and after (default
+    /// [`MasterConfig::DEFAULT`]).
     pub fn with_master_config(mut self, config: MasterConfig) -> Self {
+        for (cqrs_id, build) in &self.master_builders {
+            self.masters.insert(cqrs_id, build(config.clone()));
+        }
         self.master_config = config;
         self
     }
 
+    /// The configuration of the SYNC messages built for the master models.
+    pub fn master_config(&self) -> &MasterConfig {
+        &self.master_config
+    }
+
     /// Adds a master model.
     pub fn master<M: MasterStore<C>>(mut self) -> Self {
-        self.masters.insert(
-            M::CQRS_ID,
-            Arc::new(MasterAdapter::<M> {
-                config: self.master_config.clone(),
-                model: PhantomData,
-            }),
-        );
+        let build: MasterBuilder<C> = master_adapter::<M, C>;
+        self.masters
+            .insert(M::CQRS_ID, build(self.master_config.clone()));
+        self.master_builders.insert(M::CQRS_ID, build);
         self
     }
 

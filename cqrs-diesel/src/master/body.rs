@@ -6,6 +6,7 @@ use cqrs_core::{Payload, SignalType};
 use serde_json::{Map, Value};
 
 use super::config::MasterConfig;
+use super::message::MessageContext;
 use super::{HookError, MasterModel, UpdatedAt};
 use crate::error::{Error, Result};
 use crate::exec::Exec;
@@ -55,9 +56,10 @@ pub(crate) async fn save_body<M: MasterModel + Sync, E: Exec>(
     conn: &mut E,
     signal: SignalType,
     previous_data: Option<Map<String, Value>>,
+    queue: Option<&str>,
 ) -> Result<String> {
     let data = instance_data(row, conn).await?;
-    Ok(body(config, row, signal, data, previous_data))
+    Ok(body(config, row, signal, data, previous_data, queue))
 }
 
 /// The body of a DELETE of `old` (the row as it was).
@@ -75,7 +77,7 @@ pub(crate) fn delete_body<M: MasterModel>(config: &MasterConfig, old: &M) -> Str
     if let Some(custom) = old.delete_custom() {
         data.insert("custom".to_owned(), Value::Object(custom));
     }
-    body(config, old, SignalType::Delete, data, None)
+    body(config, old, SignalType::Delete, data, None, None)
 }
 
 /// The `cqrs_updated` of a DELETE: now, but never at or before the deleted row's own time, so
@@ -99,25 +101,69 @@ pub(crate) fn body<M: MasterModel>(
     signal: SignalType,
     data: Map<String, Value>,
     previous_data: Option<Map<String, Value>>,
+    queue: Option<&str>,
 ) -> String {
     let now = config.clock().now();
-    body_with_pk(config, row, row.cqrs_pk(), signal, data, previous_data, now).to_string()
+    let message = Message {
+        pk: row.cqrs_pk(),
+        signal,
+        data,
+        previous_data,
+        queue,
+    };
+    body_with_pk(config, row, message, now).to_string()
+}
+
+/// What a body is built from, besides the row and the configuration.
+pub(crate) struct Message<'q> {
+    /// `instance_pk`.
+    pub(crate) pk: Value,
+    pub(crate) signal: SignalType,
+    /// `instance_data`.
+    pub(crate) data: Map<String, Value>,
+    pub(crate) previous_data: Option<Map<String, Value>>,
+    /// The queue of a SYNC sent to one replica.
+    pub(crate) queue: Option<&'q str>,
 }
 
 /// [`body`] with the `instance_pk` given, its `expires` counted from `now`, as a JSON value.
+/// The `meta` and `correlation_id` are the model's hooks' when they give one, otherwise the
+/// configuration's functions'.
 pub(crate) fn body_with_pk<M: MasterModel>(
     config: &MasterConfig,
     row: &M,
-    pk: Value,
-    signal: SignalType,
-    data: Map<String, Value>,
-    previous_data: Option<Map<String, Value>>,
+    message: Message<'_>,
     now: DateTime<Utc>,
 ) -> Value {
-    let mut payload = Payload::new(signal, M::CQRS_ID, pk, data)
+    let mut meta = row.meta();
+    let mut correlation_id = row.correlation_id();
+    if (meta.is_none() && config.meta_function().is_some())
+        || (correlation_id.is_none() && config.correlation_function().is_some())
+    {
+        let context = MessageContext {
+            cqrs_id: M::CQRS_ID,
+            signal: message.signal,
+            instance_pk: &message.pk,
+            instance_data: &message.data,
+            previous_data: message.previous_data.as_ref(),
+            queue: message.queue,
+            row,
+        };
+        if meta.is_none() {
+            meta = config
+                .meta_function()
+                .and_then(|function| function(&context));
+        }
+        if correlation_id.is_none() {
+            correlation_id = config
+                .correlation_function()
+                .and_then(|function| function(&context));
+        }
+    }
+    let mut payload = Payload::new(message.signal, M::CQRS_ID, message.pk, message.data)
         .with_ttl(now, config.message_ttl())
-        .with_meta(row.meta().unwrap_or_default());
-    payload.previous_data = previous_data;
-    payload.correlation_id = row.correlation_id();
+        .with_meta(meta.unwrap_or_default());
+    payload.previous_data = message.previous_data;
+    payload.correlation_id = correlation_id;
     payload.to_value()
 }

@@ -14,6 +14,7 @@ mod body;
 pub(crate) mod columns;
 mod config;
 pub(crate) mod fallback;
+mod message;
 pub(crate) mod registry;
 mod rows;
 pub(crate) mod single;
@@ -27,6 +28,7 @@ pub use crate::exec::{Awaiting, Blocking, Dialect, DialectKind, Exec, Mode, Ret,
 pub(crate) use body::{body, instance_data};
 pub use columns::MasterColumns;
 pub use config::MasterConfig;
+pub use message::{CorrelationFunction, MessageContext, MetaFunction};
 pub use single::SinglePlan;
 pub(crate) use statements::push_columns;
 pub use store::{MasterStore, RowFilter, UpdatedAt, UtcWire, decode_key};
@@ -115,12 +117,17 @@ pub trait MasterHooks {
         true
     }
 
-    /// The message's `meta` object. `None` sends `{}`, as the reference does.
+    /// The message's `meta` object (django-cqrs's `get_cqrs_meta`). `Some` wins over the
+    /// write's [`MasterConfig::with_meta_function`]; `None` (the default) leaves the `meta` to
+    /// that function, and without one sends `{}`, as the reference does. A model that wants
+    /// `{}` whatever the configuration returns `Some(Map::new())`.
     fn meta(&self) -> Option<Map<String, Value>> {
         None
     }
 
-    /// The message's `correlation_id`.
+    /// The message's `correlation_id`. `Some` wins over the write's
+    /// [`MasterConfig::with_correlation_function`]; `None` (the default) leaves it to that
+    /// function, and without one sends `null`.
     fn correlation_id(&self) -> Option<String> {
         None
     }

@@ -40,7 +40,8 @@ fn pk_key<M: MasterModel>(row: &M) -> String {
 /// [`single`]): outside any transaction (the statement is its own), for a model that publishes
 /// with the default hooks and, for a save, tracks no field (whose old values the message needs
 /// before it is built) unless PostgreSQL can read them in the statement. `None` when it did not
-/// run, or refused itself because a stored value differed from the one its message was built
+/// run (nor with a configuration whose meta or correlation function must see each message as
+/// sent), or refused itself because a stored value differed from the one its message was built
 /// from, or met a concurrent transaction: then the caller writes on the general path, which
 /// handles all of these.
 async fn write_single<M: RowOf<E>, E: Exec>(
@@ -51,6 +52,7 @@ async fn write_single<M: RowOf<E>, E: Exec>(
 ) -> Result<Option<Option<M>>> {
     if E::Backend::KIND != DialectKind::Postgres
         || M::CUSTOM_HOOKS
+        || config.has_message_functions()
         || !M::PRODUCE
         || (kind == SingleKind::Save && !M::TRACKED_FIELDS.is_empty() && !M::TRACKED_IN_SQL)
         || conn.depth() > 0
@@ -142,6 +144,7 @@ async fn save_in_transaction<M: RowOf<E>, E: Exec>(
         conn,
         SignalType::Save,
         previous_data.clone(),
+        None,
     )
     .await?;
     match prior {
@@ -216,6 +219,7 @@ async fn insert_generated_once<M: RowOf<E>, E: Exec>(
             conn,
             SignalType::Save,
             previous_data.clone(),
+            None,
         )
         .await?;
         queue_new_save::<M, E>(conn, key, pk_key(&stored), &body, previous_data).await?;
@@ -324,7 +328,7 @@ where
 {
     let mut bodies = Vec::with_capacity(stored.len());
     for row in stored {
-        bodies.push(save_body(config, row, conn, SignalType::Save, previous(row)).await?);
+        bodies.push(save_body(config, row, conn, SignalType::Save, previous(row), None).await?);
     }
     let entries: Vec<NewOutboxEntry<'_>> = bodies
         .iter()
@@ -483,7 +487,7 @@ async fn sync_once<M: RowOf<E>, E: Exec>(
     }
     // A row read from the database has no previous values: `null`, as django-cqrs sends from
     // its `cqrs_sync` and `cqrs_diff_sync` commands.
-    let body = save_body(config, &stored, conn, SignalType::Sync, None).await?;
+    let body = save_body(config, &stored, conn, SignalType::Sync, None, queue).await?;
     let routing_key = match queue {
         Some(queue) => direct_routing_key(queue, M::CQRS_ID),
         None => M::CQRS_ID.to_owned(),

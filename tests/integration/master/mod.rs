@@ -8,6 +8,7 @@ mod decimal;
 mod generated_keys;
 mod hooks;
 mod insertable;
+mod message_functions;
 pub mod models;
 mod ops;
 mod outage;
