@@ -97,8 +97,8 @@ pub use cqrs_core::Error as TransportError;
 pub use master::atomic_async;
 pub use master::{
     Awaiting, Blocking, CorrelationFunction, Dialect, DialectKind, Exec, HookError, HookFuture,
-    MasterConfig, MasterHooks, MasterModel, MasterStore, MessageContext, MetaFunction, Mode, Ret,
-    RowFilter, UpdatedAt, WriteFuture, atomic,
+    MasterConfig, MasterHooks, MasterModel, MasterStore, MessageContext, MetaFunction, Mode,
+    RelateFuture, Related, Ret, RowFilter, UpdatedAt, WriteFuture, atomic,
 };
 pub use relay::{OutboxRelay, RelayHandle, RelayHealth, RelayStats};
 pub use session::SessionSetup;

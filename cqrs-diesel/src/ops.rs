@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use crate::connection::CqrsConnection;
 use crate::error::{Error, Result};
-use crate::master::{MasterConfig, MasterStore, RowFilter, body, instance_data};
+use crate::master::{MasterConfig, MasterStore, RowFilter, body, page_instance_data};
 use crate::replica::state::NewState;
 use crate::replica::{ReplicaModel, ReplicaStore};
 
@@ -165,14 +165,16 @@ where
     ) -> Result<Vec<MasterRow>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = M::cqrs_select_page(conn, filter, after, limit)?;
+        // One page: the model's `relate_cqrs_serialization` runs once for all of it.
+        let refs: Vec<&M> = rows.iter().collect();
+        let data = crate::exec::run_ready(page_instance_data(&refs, conn))?;
         let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            let instance_data = crate::exec::run_ready(instance_data(&row, conn))?;
+        for (row, instance_data) in rows.iter().zip(data) {
             let sync_body = (M::PRODUCE && row.is_sync_instance()).then(|| {
                 // Read from the database: no previous values (`null`, as django-cqrs sends).
                 body(
                     &self.config,
-                    &row,
+                    row,
                     SignalType::Sync,
                     instance_data.clone(),
                     None,

@@ -33,20 +33,33 @@ fn hook_error(cqrs_id: &'static str, hook: &'static str, error: HookError) -> Er
     }
 }
 
-/// `instance_data` of a SAVE or SYNC of `row` (as stored): the default serialization, then
-/// the model's `serialize` hook.
-pub(crate) async fn instance_data<M: MasterModel + Sync, E: Exec>(
-    row: &M,
+/// `instance_data` of a SAVE or SYNC of each row of a page (as stored), in order: the default
+/// serialization, then the model's hooks: `relate_cqrs_serialization` once for the page, then
+/// per row `serialize_related` with what it loaded, or `serialize_async` when it loaded
+/// nothing.
+pub(crate) async fn page_instance_data<M: MasterModel + Sync, E: Exec>(
+    rows: &[&M],
     conn: &mut E,
-) -> Result<Map<String, Value>> {
-    row.cqrs_check_values()?;
-    let mut data = row.cqrs_instance_data();
-    if M::CUSTOM_HOOKS {
-        row.serialize_async(conn.db_conn(), &mut data)
-            .await
-            .map_err(|error| hook_error(M::CQRS_ID, "serialize", error))?;
+) -> Result<Vec<Map<String, Value>>> {
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        row.cqrs_check_values()?;
+        out.push(row.cqrs_instance_data());
     }
-    Ok(data)
+    if M::CUSTOM_HOOKS && !rows.is_empty() {
+        let related = M::relate_cqrs_serialization_async(rows, conn.db_conn())
+            .await
+            .map_err(|error| hook_error(M::CQRS_ID, "relate_cqrs_serialization", error))?;
+        for (row, data) in rows.iter().zip(out.iter_mut()) {
+            let result = if related.is_none() {
+                row.serialize_async(conn.db_conn(), data).await
+            } else {
+                row.serialize_related(&related, conn.db_conn(), data)
+            };
+            result.map_err(|error| hook_error(M::CQRS_ID, "serialize", error))?;
+        }
+    }
+    Ok(out)
 }
 
 /// The body of a SAVE or SYNC of `row` (as stored).
@@ -58,8 +71,37 @@ pub(crate) async fn save_body<M: MasterModel + Sync, E: Exec>(
     previous_data: Option<Map<String, Value>>,
     queue: Option<&str>,
 ) -> Result<String> {
-    let data = instance_data(row, conn).await?;
-    Ok(body(config, row, signal, data, previous_data, queue))
+    let mut bodies = save_bodies(
+        config,
+        &[row],
+        conn,
+        signal,
+        |_| previous_data.clone(),
+        queue,
+    )
+    .await?;
+    bodies.pop().ok_or_else(|| Error::NotFound {
+        cqrs_id: M::CQRS_ID,
+        pk: row.cqrs_pk().to_string(),
+    })
+}
+
+/// The bodies of a SAVE or SYNC of each row of a page (as stored), in order, with the
+/// `previous_data` `previous` gives each.
+pub(crate) async fn save_bodies<M: MasterModel + Sync, E: Exec>(
+    config: &MasterConfig,
+    rows: &[&M],
+    conn: &mut E,
+    signal: SignalType,
+    previous: impl Fn(&M) -> Option<Map<String, Value>>,
+    queue: Option<&str>,
+) -> Result<Vec<String>> {
+    let data = page_instance_data(rows, conn).await?;
+    Ok(rows
+        .iter()
+        .zip(data)
+        .map(|(row, data)| body(config, *row, signal, data, previous(row), queue))
+        .collect())
 }
 
 /// The body of a DELETE of `old` (the row as it was).

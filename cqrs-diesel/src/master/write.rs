@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use cqrs_core::{SignalType, direct_routing_key};
 use serde_json::{Map, Value};
 
-use super::body::{delete_body, save_body, tracked_nulls};
+use super::body::{delete_body, save_bodies, save_body, tracked_nulls};
 use super::columns::RowOf;
 use super::config::MasterConfig;
 use super::registry::{self, PriorSave};
@@ -326,10 +326,9 @@ where
     M: MasterModel + Sync,
     E: Exec,
 {
-    let mut bodies = Vec::with_capacity(stored.len());
-    for row in stored {
-        bodies.push(save_body(config, row, conn, SignalType::Save, previous(row), None).await?);
-    }
+    // One page: the model's `relate_cqrs_serialization` runs once for all of them.
+    let refs: Vec<&M> = stored.iter().collect();
+    let bodies = save_bodies(config, &refs, conn, SignalType::Save, previous, None).await?;
     let entries: Vec<NewOutboxEntry<'_>> = bodies
         .iter()
         .map(|body| NewOutboxEntry {
