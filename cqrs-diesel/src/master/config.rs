@@ -273,6 +273,36 @@ impl MasterConfig {
         <C::Mode as Mode>::ret(write::sync(self, row, conn, queue))
     }
 
+    /// Queues a SYNC of each of `rows` as stored now, to every replica (`queue` `None`) or to
+    /// the replica queue `queue` only, in one transaction, a page (one statement's rows) at a
+    /// time: the model's [`relate_cqrs_serialization`](super::MasterHooks::relate_cqrs_serialization)
+    /// runs once per page. Rows that no longer exist, and those
+    /// [`is_sync_instance`](super::MasterHooks::is_sync_instance) refuses, are skipped (as
+    /// django-cqrs's `cqrs_sync` command skips them). Returns how many SYNCs were queued.
+    ///
+    /// ```no_run
+    /// # use cqrs_diesel::{MasterConfig, MasterModel, MasterStore};
+    /// # fn demo<Account>(conn: &mut diesel::PgConnection, accounts: Vec<Account>) -> cqrs_diesel::Result<()>
+    /// # where Account: MasterModel + MasterStore<diesel::PgConnection> {
+    /// let master = MasterConfig::new();
+    /// let queued = master.bulk_sync(conn, &accounts, Some("payments_replica"))?;
+    /// # let _ = queued;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn bulk_sync<'a, M, C>(
+        &'a self,
+        conn: &'a mut C,
+        rows: &'a [M],
+        queue: Option<&'a str>,
+    ) -> Ret<'a, C, usize>
+    where
+        C: Exec,
+        M: MasterStore<C>,
+    {
+        <C::Mode as Mode>::ret(write::bulk_sync(self, conn, rows, queue))
+    }
+
     /// [`MasterModel::bulk_insert_with_and_publish`] with this configuration (sync
     /// connections: `insert` runs Diesel statements of yours).
     pub fn insert_with<M, C, F>(&self, conn: &mut C, insert: F) -> Result<Vec<M>>

@@ -503,6 +503,59 @@ async fn sync_once<M: RowOf<E>, E: Exec>(
     Ok(true)
 }
 
+/// Queues a SYNC of each stored row with one of `rows`' keys, a page (one statement's rows) at
+/// a time: the rows that no longer exist, and those `is_sync_instance` refuses, are skipped.
+/// Returns how many were queued.
+pub(crate) async fn bulk_sync<M: RowOf<E>, E: Exec>(
+    config: &MasterConfig,
+    conn: &mut E,
+    rows: &[M],
+    queue: Option<&str>,
+) -> Result<usize> {
+    if !M::PRODUCE || rows.is_empty() {
+        return Ok(0);
+    }
+    let queued = in_write_transaction!(E, conn, bulk_sync_once(config, conn, rows, queue))?;
+    if queued > 0 {
+        after_write(conn);
+    }
+    Ok(queued)
+}
+
+async fn bulk_sync_once<M: RowOf<E>, E: Exec>(
+    config: &MasterConfig,
+    conn: &mut E,
+    rows: &[M],
+    queue: Option<&str>,
+) -> Result<usize> {
+    let routing_key = match queue {
+        Some(queue) => direct_routing_key(queue, M::CQRS_ID),
+        None => M::CQRS_ID.to_owned(),
+    };
+    let mut queued = 0;
+    for chunk in rows.chunks(rows_per_statement(M::COLUMN_COUNT)) {
+        let refs: Vec<&M> = chunk.iter().collect();
+        // Locked until the entries are queued, as `sync_once` locks its row.
+        let stored = rows::find_many(conn, &refs, true).await?;
+        let publish: Vec<&M> = stored.iter().filter(|row| row.is_sync_instance()).collect();
+        // One page: the model's `relate_cqrs_serialization` runs once for all of it.
+        let bodies = save_bodies(config, &publish, conn, SignalType::Sync, |_| None, queue).await?;
+        let entries: Vec<NewOutboxEntry<'_>> = bodies
+            .iter()
+            .map(|body| NewOutboxEntry {
+                cqrs_id: M::CQRS_ID,
+                routing_key: &routing_key,
+                body,
+            })
+            .collect();
+        for entries in entries.chunks(rows_per_statement(3)) {
+            queue::push_many(conn, entries).await?;
+        }
+        queued += bodies.len();
+    }
+    Ok(queued)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

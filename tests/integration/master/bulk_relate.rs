@@ -366,3 +366,41 @@ async fn the_bulk_dump_command_relates_once_per_batch() {
         );
     }
 }
+
+fn bulk_sync_relates_once_per_page<D, M>(db: D, ddl: &str)
+where
+    D: TestDb,
+    D::Conn: diesel::connection::LoadConnection,
+    diesel::query_builder::SqlQuery: diesel::query_dsl::LoadQuery<'static, D::Conn, BodyRow>,
+    M: Tome + MasterStore<D::Conn>,
+{
+    set_up(&db, ddl);
+    let conn = &mut db.connect();
+    let rows: Vec<M> = (1..=ROWS).map(|id| M::new(id, "first")).collect();
+    M::bulk_create_and_publish(conn, &rows).unwrap();
+    diesel::connection::SimpleConnection::batch_execute(conn, "DELETE FROM cqrs_outbox").unwrap();
+    let reads = PersonReads::default();
+    conn.set_instrumentation(reads.instrumentation());
+
+    // And one row that does not exist: skipped.
+    let mut keys = rows;
+    keys.push(M::new(ROWS + 1, "gone"));
+    let queued = cqrs_diesel::MasterConfig::new()
+        .bulk_sync(conn, &keys, Some("replica_x"))
+        .unwrap();
+    assert_eq!(queued, ROWS as usize);
+    assert_eq!(reads.get(), PAGES, "one read of `person` per page");
+    let bodies = outbox_bodies(conn);
+    assert_eq!(bodies.len(), ROWS as usize);
+    assert_named(&bodies, "SYNC");
+}
+
+#[test]
+fn bulk_sync_relates_once_per_page_on_postgres() {
+    bulk_sync_relates_once_per_page::<_, PgTome>(PgDb::new("relate_sync"), PG_DDL);
+}
+
+#[test]
+fn bulk_sync_relates_once_per_page_on_mariadb() {
+    bulk_sync_relates_once_per_page::<_, MysqlTome>(MysqlDb::new("relate_sync"), MYSQL_DDL);
+}
