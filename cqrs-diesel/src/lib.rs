@@ -96,8 +96,9 @@ pub use cqrs_core::Error as TransportError;
 #[cfg(feature = "async")]
 pub use master::atomic_async;
 pub use master::{
-    Awaiting, Blocking, Dialect, DialectKind, Exec, HookError, HookFuture, MasterConfig,
-    MasterHooks, MasterModel, MasterStore, Mode, Ret, RowFilter, UpdatedAt, WriteFuture, atomic,
+    Awaiting, Blocking, CorrelationFunction, Dialect, DialectKind, Exec, HookError, HookFuture,
+    MasterConfig, MasterHooks, MasterModel, MasterStore, MessageContext, MetaFunction, Mode,
+    RelateFuture, Related, Ret, RowFilter, UpdatedAt, WriteFuture, atomic,
 };
 pub use relay::{OutboxRelay, RelayHandle, RelayHealth, RelayStats};
 pub use session::SessionSetup;

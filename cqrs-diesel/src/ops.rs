@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use crate::connection::CqrsConnection;
 use crate::error::{Error, Result};
-use crate::master::{MasterConfig, MasterStore, RowFilter, body, instance_data};
+use crate::master::{MasterConfig, MasterStore, RowFilter, body, page_instance_data};
 use crate::replica::state::NewState;
 use crate::replica::{ReplicaModel, ReplicaStore};
 
@@ -165,16 +165,19 @@ where
     ) -> Result<Vec<MasterRow>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = M::cqrs_select_page(conn, filter, after, limit)?;
+        // One page: the model's `relate_cqrs_serialization` runs once for all of it.
+        let refs: Vec<&M> = rows.iter().collect();
+        let data = crate::exec::run_ready(page_instance_data(&refs, conn))?;
         let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            let instance_data = crate::exec::run_ready(instance_data(&row, conn))?;
+        for (row, instance_data) in rows.iter().zip(data) {
             let sync_body = (M::PRODUCE && row.is_sync_instance()).then(|| {
                 // Read from the database: no previous values (`null`, as django-cqrs sends).
                 body(
                     &self.config,
-                    &row,
+                    row,
                     SignalType::Sync,
                     instance_data.clone(),
+                    None,
                     None,
                 )
             });
@@ -313,9 +316,25 @@ where
     }
 }
 
+type MasterBuilder<C> = fn(MasterConfig) -> Arc<dyn MasterOps<C>>;
+
+fn master_adapter<M, C>(config: MasterConfig) -> Arc<dyn MasterOps<C>>
+where
+    C: CqrsConnection,
+    M: MasterStore<C>,
+{
+    Arc::new(MasterAdapter::<M> {
+        config,
+        model: PhantomData,
+    })
+}
+
 /// The models of a service, by `cqrs_id`, for operator commands.
 pub struct Operations<C: CqrsConnection> {
     masters: BTreeMap<&'static str, Arc<dyn MasterOps<C>>>,
+    /// How each master's operations are made from a configuration, to remake them when it
+    /// changes.
+    master_builders: BTreeMap<&'static str, MasterBuilder<C>>,
     replicas: BTreeMap<&'static str, Arc<dyn ReplicaOps<C>>>,
     master_config: MasterConfig,
 }
@@ -324,6 +343,7 @@ impl<C: CqrsConnection> Default for Operations<C> {
     fn default() -> Self {
         Operations {
             masters: BTreeMap::new(),
+            master_builders: BTreeMap::new(),
             replicas: BTreeMap::new(),
             master_config: MasterConfig::DEFAULT,
         }
@@ -334,6 +354,7 @@ impl<C: CqrsConnection> Clone for Operations<C> {
     fn clone(&self) -> Self {
         Operations {
             masters: self.masters.clone(),
+            master_builders: self.master_builders.clone(),
             replicas: self.replicas.clone(),
             master_config: self.master_config.clone(),
         }
@@ -346,22 +367,28 @@ impl<C: CqrsConnection> Operations<C> {
         Self::default()
     }
 
-    /// The clock and message TTL of the SYNC messages built for the master models added after
-    /// this call (default [`MasterConfig::DEFAULT`]).
+    /// The clock, message TTL and meta and correlation functions of the SYNC messages built
+    /// for the master models, those added before this call and after (default
+    /// [`MasterConfig::DEFAULT`]).
     pub fn with_master_config(mut self, config: MasterConfig) -> Self {
+        for (cqrs_id, build) in &self.master_builders {
+            self.masters.insert(cqrs_id, build(config.clone()));
+        }
         self.master_config = config;
         self
     }
 
+    /// The configuration of the SYNC messages built for the master models.
+    pub fn master_config(&self) -> &MasterConfig {
+        &self.master_config
+    }
+
     /// Adds a master model.
     pub fn master<M: MasterStore<C>>(mut self) -> Self {
-        self.masters.insert(
-            M::CQRS_ID,
-            Arc::new(MasterAdapter::<M> {
-                config: self.master_config.clone(),
-                model: PhantomData,
-            }),
-        );
+        let build: MasterBuilder<C> = master_adapter::<M, C>;
+        self.masters
+            .insert(M::CQRS_ID, build(self.master_config.clone()));
+        self.master_builders.insert(M::CQRS_ID, build);
         self
     }
 

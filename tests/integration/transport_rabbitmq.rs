@@ -444,3 +444,54 @@ async fn a_cluster_list_skips_a_dead_node() {
     assert_eq!(queue_depth(&setup.queue).await, 1);
     setup.teardown().await;
 }
+
+/// Runs the `transport_drop` binary (a service that drops its Tokio runtime with its transport
+/// open) and returns its standard error, after checking that it published and exited 0.
+fn run_transport_drop(mode: &str) -> String {
+    let exchange = crate::support::unique("transport_drop");
+    let queue = format!("{exchange}_q");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_transport_drop"));
+    command
+        .env("CQRS_AMQP_URL", crate::support::amqp_url())
+        .env("CQRS_EXCHANGE", &exchange)
+        .env("CQRS_QUEUE", &queue)
+        .env("RUST_BACKTRACE", "0");
+    command.arg(mode);
+    let output = command.output().expect("start transport_drop");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    );
+    assert!(
+        output.status.success() && stdout.contains("published"),
+        "transport_drop failed ({}): {stdout}{stderr}",
+        output.status
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(cleanup(&exchange, &[&queue]));
+    stderr
+}
+
+#[test]
+fn a_runtime_dropped_with_a_publishing_transport_open_prints_nothing() {
+    let stderr = run_transport_drop("publish");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.trim().is_empty(), "nothing at all: {stderr}");
+}
+
+#[test]
+fn a_runtime_dropped_with_a_consuming_transport_open_prints_nothing() {
+    let stderr = run_transport_drop("consume");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.trim().is_empty(), "nothing at all: {stderr}");
+}
+
+#[test]
+fn a_runtime_dropped_while_transports_connect_prints_nothing() {
+    let stderr = run_transport_drop("connecting");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.trim().is_empty(), "nothing at all: {stderr}");
+}

@@ -1,5 +1,6 @@
 //! Making connections: the URL list tried in turn, backoff with jitter, redacted logging.
 
+use std::sync::OnceLock;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -11,6 +12,50 @@ use super::Shared;
 use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::error::{Error, Result};
+
+/// The runtime every RabbitMQ connection of this process runs on: lapin's I/O thread, its
+/// internal task (the one that settles its promises and closes channels and connections),
+/// heartbeats and the socket's registration with a reactor.
+///
+/// Why a runtime of its own, and not the application's: lapin's I/O loop is a thread that
+/// drives the connection with `block_on` on the runtime the connection was made on, and its
+/// internal task and heartbeats are tasks of that runtime. When the application drops its
+/// runtime with a connection still open (a `#[tokio::main]` returning, a test ending, a
+/// command's runtime dropped with a transport in a leaked task), those tasks are cancelled
+/// under the I/O thread, which then fails or panics ("lapin-io-loop ... task was cancelled")
+/// instead of closing, and a connection dropped later has nothing left to close it. No close
+/// at our end can prevent that when the runtime itself goes first. On this runtime, which is
+/// never dropped (a static), the connections outlive any application runtime: a transport
+/// closed or dropped later still closes its connections cleanly (`connection.close`, or
+/// lapin's close on drop), and at process exit the thread simply ends with the process. The
+/// cost is one thread, idle but for the broker's traffic; the application's futures await
+/// lapin's as before (its promises wake any executor).
+fn io_runtime() -> Result<&'static tokio::runtime::Runtime> {
+    static RUNTIME: OnceLock<std::result::Result<tokio::runtime::Runtime, String>> =
+        OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("cqrs-amqp-io")
+                .enable_all()
+                .build()
+                .map_err(|error| error.to_string())
+        })
+        .as_ref()
+        .map_err(|reason| Error::Connect {
+            url: "(none)".to_owned(),
+            reason: format!("cannot start the runtime RabbitMQ connections run on: {reason}"),
+        })
+}
+
+/// Closes `connection` on the connections' runtime, without waiting: for
+/// destructors, which cannot await.
+pub(super) fn close_in_background(connection: Connection) {
+    if let Ok(runtime) = io_runtime() {
+        runtime.spawn(async move { close_quietly(&connection).await });
+    }
+}
 
 /// The configured URLs, redacted, for messages.
 pub(super) fn url_list(config: &Config) -> String {
@@ -74,10 +119,14 @@ pub(super) async fn connect(
             None => shared.config.connect_timeout(),
         }
         .max(Duration::from_millis(50));
-        let runtime = lapin::runtime::default_runtime().map_err(|error| Error::Connect {
-            url: url.to_string(),
-            reason: format!("no async runtime for lapin: {error}"),
-        })?;
+        // lapin binds the connection to the runtime entered when it is made: ours.
+        let runtime = {
+            let _entered = io_runtime()?.enter();
+            lapin::runtime::default_runtime().map_err(|error| Error::Connect {
+                url: url.to_string(),
+                reason: format!("no async runtime for lapin: {error}"),
+            })?
+        };
         let attempt = tokio::time::timeout(
             per_attempt,
             Connection::connect_uri_with_config(

@@ -40,6 +40,11 @@ pub use consumer::RabbitMqConsumer;
 /// - Publishing and consuming use separate connections, so broker flow control on publishers
 ///   never stalls consumers.
 /// - Passwords are never logged: URLs appear only in their redacted form.
+/// - Connections run on a runtime of the library's own (one thread, `cqrs-amqp-io`), not on
+///   the caller's: an application that drops its Tokio runtime with a transport still open
+///   prints nothing and its connections still close cleanly. [`close`](Transport::close) (or
+///   dropping the last handle) closes them; call `close` where the application ends, to let
+///   confirms in flight arrive.
 ///
 /// ```no_run
 /// # async fn run() -> cqrs_core::Result<()> {
@@ -118,6 +123,18 @@ pub(crate) async fn redeclare(shared: &Shared, connection: &Connection) {
         };
         if let Err(error) = result {
             tracing::warn!(exchange = %topology.exchange, %error, "cannot declare the topology again");
+        }
+    }
+}
+
+/// The last handle of a transport that was not [`close`](Transport::close)d closes its
+/// publishing connection (consumers close theirs as their tasks end), on the runtime the
+/// connections run on, so that the broker sees a clean close rather than a dropped socket,
+/// whether or not the application's runtime is still there.
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let Some(link) = self.publisher.get_mut().live.take() {
+            connect::close_in_background(link.connection);
         }
     }
 }

@@ -214,6 +214,30 @@ impl<C: CqrsConnection> Cli<C> {
         }
     }
 
+    /// Builds the SYNC messages of `sync` and `diff-sync` and the `bulk-dump` records with
+    /// `master` instead of the default, [`MasterConfig::from_config`] of the configuration:
+    /// pass the service's own configuration, so that its meta and correlation functions
+    /// ([`MasterConfig::with_meta_function`]) apply to the operator commands' messages too.
+    /// Applies to every master model, added before or after.
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "postgres")]
+    /// # fn demo(config: cqrs_diesel::Config) {
+    /// use cqrs_diesel::{MasterConfig, cli::Cli};
+    /// use diesel::{Connection, PgConnection};
+    ///
+    /// let master = MasterConfig::from_config(&config)
+    ///     .with_correlation_function(|message| Some(format!("sync:{}", message.instance_pk)));
+    /// let cli = Cli::new(config, || PgConnection::establish("postgres://postgres@127.0.0.1/test"))
+    ///     .with_master_config(master);
+    /// # let _ = cli;
+    /// # }
+    /// ```
+    pub fn with_master_config(mut self, master: MasterConfig) -> Self {
+        self.ops = self.ops.with_master_config(master);
+        self
+    }
+
     /// Adds a master model: `sync`, `bulk-dump`, `diff-master`, `diff-sync` and
     /// `deleted-diff-master` serve it.
     pub fn master<M: MasterStore<C>>(mut self) -> Self {

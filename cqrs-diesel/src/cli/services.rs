@@ -21,14 +21,15 @@ pub(super) async fn consume<C: CqrsConnection>(
     };
     let config = cli.config().clone();
     let transport = RabbitMqTransport::new(config.clone());
-    let mut runtime = ConsumerRuntime::new(transport, config, replicas).only_cqrs_ids(cqrs_ids);
+    let mut runtime =
+        ConsumerRuntime::new(transport.clone(), config, replicas).only_cqrs_ids(cqrs_ids);
     if let Some(workers) = workers {
         runtime = runtime.workers(workers);
     }
-    let stats = runtime
-        .run_until(cli.shutdown())
-        .await
-        .map_err(CliError::broker)?;
+    let stats = runtime.run_until(cli.shutdown()).await;
+    // Before the command's runtime ends: the broker sees the connections closed, not cut.
+    crate::Transport::close(&transport).await;
+    let stats = stats.map_err(CliError::broker)?;
     Ok(Report {
         processed: stats.received,
         written: stats.applied(),

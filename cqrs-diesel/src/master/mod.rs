@@ -14,7 +14,9 @@ mod body;
 pub(crate) mod columns;
 mod config;
 pub(crate) mod fallback;
+mod message;
 pub(crate) mod registry;
+mod related;
 mod rows;
 pub(crate) mod single;
 pub(crate) mod sql;
@@ -24,9 +26,11 @@ pub(crate) mod tx;
 mod write;
 
 pub use crate::exec::{Awaiting, Blocking, Dialect, DialectKind, Exec, Mode, Ret, WriteFuture};
-pub(crate) use body::{body, instance_data};
+pub(crate) use body::{body, page_instance_data};
 pub use columns::MasterColumns;
 pub use config::MasterConfig;
+pub use message::{CorrelationFunction, MessageContext, MetaFunction};
+pub use related::Related;
 pub use single::SinglePlan;
 pub(crate) use statements::push_columns;
 pub use store::{MasterStore, RowFilter, UpdatedAt, UtcWire, decode_key};
@@ -40,6 +44,10 @@ pub type HookError = Box<dyn std::error::Error + Send + Sync>;
 /// The future [`MasterHooks::serialize_async`] returns.
 pub type HookFuture<'a> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), HookError>> + Send + 'a>>;
+
+/// The future [`MasterHooks::relate_cqrs_serialization_async`] returns.
+pub type RelateFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Related, HookError>> + Send + 'a>>;
 
 /// Per-model behaviour a user can customise, the counterpart of django-cqrs's
 /// `MasterMixin` methods. Every method has a default.
@@ -110,17 +118,105 @@ pub trait MasterHooks {
         Box::pin(std::future::ready(self.serialize(conn, data)))
     }
 
+    /// Loads, once for a page of rows, what their serialization reads besides the rows
+    /// themselves (django-cqrs's `relate_cqrs_serialization`, which its bulk operations and
+    /// `bulk_relate_cqrs_serialization` apply once per batch): typically the related rows of
+    /// every row of the page, with one query. What it returns is handed to
+    /// [`serialize_related`](Self::serialize_related) for each row of the page, instead of
+    /// [`serialize_async`](Self::serialize_async); [`Related::none`] (the default) keeps
+    /// [`serialize_async`](Self::serialize_async), so a model that does not override it pays
+    /// nothing.
+    ///
+    /// A page is: one statement's rows of `bulk_create`/`bulk_insert`/`bulk_update`, the rows
+    /// `insert_with` returned, one page (`--batch`) of the operator commands `sync`,
+    /// `diff-sync` and `bulk-dump`, and the one row of a single write or `cqrs_sync`. It runs
+    /// inside the write's transaction, after the rows are stored.
+    ///
+    /// On an async connection override [`relate_cqrs_serialization_async`](
+    /// Self::relate_cqrs_serialization_async) instead.
+    ///
+    /// ```
+    /// use std::collections::HashMap;
+    /// use cqrs_diesel::{DbConn, HookError, MasterHooks, Related};
+    /// use serde_json::{Map, Value, json};
+    ///
+    /// struct Book { id: i64, writer_id: i32 }
+    ///
+    /// impl MasterHooks for Book {
+    ///     fn relate_cqrs_serialization(rows: &[&Self], _conn: DbConn<'_>) -> Result<Related, HookError> {
+    ///         // One query for the page: SELECT id, name FROM writer WHERE id IN (...).
+    ///         let writers: HashMap<i32, String> =
+    ///             rows.iter().map(|book| (book.writer_id, format!("writer {}", book.writer_id))).collect();
+    ///         Ok(Related::new(writers))
+    ///     }
+    ///
+    ///     fn serialize_related(
+    ///         &self,
+    ///         related: &Related,
+    ///         _conn: DbConn<'_>,
+    ///         data: &mut Map<String, Value>,
+    ///     ) -> Result<(), HookError> {
+    ///         let writers = related.get::<HashMap<i32, String>>().ok_or("the page's writers")?;
+    ///         data.insert("writer_name".into(), json!(writers.get(&self.writer_id)));
+    ///         Ok(())
+    ///     }
+    /// }
+    /// ```
+    fn relate_cqrs_serialization(rows: &[&Self], conn: DbConn<'_>) -> Result<Related, HookError>
+    where
+        Self: Sized,
+    {
+        let _ = (rows, conn);
+        Ok(Related::none())
+    }
+
+    /// What every write calls to run [`relate_cqrs_serialization`](
+    /// Self::relate_cqrs_serialization): by default that method. Override it to await
+    /// diesel-async queries on `DbConn::AsyncPg`, `DbConn::AsyncMysql` or `DbConn::AsyncSqlite`
+    /// (on the sync variants the future must be ready at once: a sync write polls it once).
+    fn relate_cqrs_serialization_async<'a>(
+        rows: &'a [&'a Self],
+        conn: DbConn<'a>,
+    ) -> RelateFuture<'a>
+    where
+        Self: Sized + Sync,
+    {
+        Box::pin(std::future::ready(Self::relate_cqrs_serialization(
+            rows, conn,
+        )))
+    }
+
+    /// Adjusts `instance_data` of a SAVE or SYNC with what
+    /// [`relate_cqrs_serialization`](Self::relate_cqrs_serialization) loaded for the row's
+    /// page; called instead of [`serialize_async`](Self::serialize_async) when that returned
+    /// something other than [`Related::none`]. By default it calls
+    /// [`serialize`](Self::serialize).
+    fn serialize_related(
+        &self,
+        related: &Related,
+        conn: DbConn<'_>,
+        data: &mut Map<String, Value>,
+    ) -> Result<(), HookError> {
+        let _ = related;
+        self.serialize(conn, data)
+    }
+
     /// Whether `cqrs_sync` publishes this row (django-cqrs's `is_sync_instance`).
     fn is_sync_instance(&self) -> bool {
         true
     }
 
-    /// The message's `meta` object. `None` sends `{}`, as the reference does.
+    /// The message's `meta` object (django-cqrs's `get_cqrs_meta`). `Some` wins over the
+    /// write's [`MasterConfig::with_meta_function`]; `None` (the default) leaves the `meta` to
+    /// that function, and without one sends `{}`, as the reference does. A model that wants
+    /// `{}` whatever the configuration returns `Some(Map::new())`.
     fn meta(&self) -> Option<Map<String, Value>> {
         None
     }
 
-    /// The message's `correlation_id`.
+    /// The message's `correlation_id`. `Some` wins over the write's
+    /// [`MasterConfig::with_correlation_function`]; `None` (the default) leaves it to that
+    /// function, and without one sends `null`.
     fn correlation_id(&self) -> Option<String> {
         None
     }

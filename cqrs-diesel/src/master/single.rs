@@ -119,7 +119,14 @@ impl SinglePlan {
                 (pk, data, None, cqrs_core::SignalType::Delete)
             }
         };
-        let mut body = super::body::body_with_pk(config, row, pk, signal, data, previous_data, now);
+        let message = super::body::Message {
+            pk,
+            signal,
+            data,
+            previous_data,
+            queue: None,
+        };
+        let mut body = super::body::body_with_pk(config, row, message, now);
         let mut previous_nulls = String::new();
         if let (SingleKind::Save, Some(nulls)) = (kind, nulls) {
             // The old values of the tracked fields, read by the statement.

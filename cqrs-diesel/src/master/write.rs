@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use cqrs_core::{SignalType, direct_routing_key};
 use serde_json::{Map, Value};
 
-use super::body::{delete_body, save_body, tracked_nulls};
+use super::body::{delete_body, save_bodies, save_body, tracked_nulls};
 use super::columns::RowOf;
 use super::config::MasterConfig;
 use super::registry::{self, PriorSave};
@@ -40,7 +40,8 @@ fn pk_key<M: MasterModel>(row: &M) -> String {
 /// [`single`]): outside any transaction (the statement is its own), for a model that publishes
 /// with the default hooks and, for a save, tracks no field (whose old values the message needs
 /// before it is built) unless PostgreSQL can read them in the statement. `None` when it did not
-/// run, or refused itself because a stored value differed from the one its message was built
+/// run (nor with a configuration whose meta or correlation function must see each message as
+/// sent), or refused itself because a stored value differed from the one its message was built
 /// from, or met a concurrent transaction: then the caller writes on the general path, which
 /// handles all of these.
 async fn write_single<M: RowOf<E>, E: Exec>(
@@ -51,6 +52,7 @@ async fn write_single<M: RowOf<E>, E: Exec>(
 ) -> Result<Option<Option<M>>> {
     if E::Backend::KIND != DialectKind::Postgres
         || M::CUSTOM_HOOKS
+        || config.has_message_functions()
         || !M::PRODUCE
         || (kind == SingleKind::Save && !M::TRACKED_FIELDS.is_empty() && !M::TRACKED_IN_SQL)
         || conn.depth() > 0
@@ -142,6 +144,7 @@ async fn save_in_transaction<M: RowOf<E>, E: Exec>(
         conn,
         SignalType::Save,
         previous_data.clone(),
+        None,
     )
     .await?;
     match prior {
@@ -216,6 +219,7 @@ async fn insert_generated_once<M: RowOf<E>, E: Exec>(
             conn,
             SignalType::Save,
             previous_data.clone(),
+            None,
         )
         .await?;
         queue_new_save::<M, E>(conn, key, pk_key(&stored), &body, previous_data).await?;
@@ -322,10 +326,9 @@ where
     M: MasterModel + Sync,
     E: Exec,
 {
-    let mut bodies = Vec::with_capacity(stored.len());
-    for row in stored {
-        bodies.push(save_body(config, row, conn, SignalType::Save, previous(row)).await?);
-    }
+    // One page: the model's `relate_cqrs_serialization` runs once for all of them.
+    let refs: Vec<&M> = stored.iter().collect();
+    let bodies = save_bodies(config, &refs, conn, SignalType::Save, previous, None).await?;
     let entries: Vec<NewOutboxEntry<'_>> = bodies
         .iter()
         .map(|body| NewOutboxEntry {
@@ -483,7 +486,7 @@ async fn sync_once<M: RowOf<E>, E: Exec>(
     }
     // A row read from the database has no previous values: `null`, as django-cqrs sends from
     // its `cqrs_sync` and `cqrs_diff_sync` commands.
-    let body = save_body(config, &stored, conn, SignalType::Sync, None).await?;
+    let body = save_body(config, &stored, conn, SignalType::Sync, None, queue).await?;
     let routing_key = match queue {
         Some(queue) => direct_routing_key(queue, M::CQRS_ID),
         None => M::CQRS_ID.to_owned(),
@@ -498,6 +501,59 @@ async fn sync_once<M: RowOf<E>, E: Exec>(
     )
     .await?;
     Ok(true)
+}
+
+/// Queues a SYNC of each stored row with one of `rows`' keys, a page (one statement's rows) at
+/// a time: the rows that no longer exist, and those `is_sync_instance` refuses, are skipped.
+/// Returns how many were queued.
+pub(crate) async fn bulk_sync<M: RowOf<E>, E: Exec>(
+    config: &MasterConfig,
+    conn: &mut E,
+    rows: &[M],
+    queue: Option<&str>,
+) -> Result<usize> {
+    if !M::PRODUCE || rows.is_empty() {
+        return Ok(0);
+    }
+    let queued = in_write_transaction!(E, conn, bulk_sync_once(config, conn, rows, queue))?;
+    if queued > 0 {
+        after_write(conn);
+    }
+    Ok(queued)
+}
+
+async fn bulk_sync_once<M: RowOf<E>, E: Exec>(
+    config: &MasterConfig,
+    conn: &mut E,
+    rows: &[M],
+    queue: Option<&str>,
+) -> Result<usize> {
+    let routing_key = match queue {
+        Some(queue) => direct_routing_key(queue, M::CQRS_ID),
+        None => M::CQRS_ID.to_owned(),
+    };
+    let mut queued = 0;
+    for chunk in rows.chunks(rows_per_statement(M::COLUMN_COUNT)) {
+        let refs: Vec<&M> = chunk.iter().collect();
+        // Locked until the entries are queued, as `sync_once` locks its row.
+        let stored = rows::find_many(conn, &refs, true).await?;
+        let publish: Vec<&M> = stored.iter().filter(|row| row.is_sync_instance()).collect();
+        // One page: the model's `relate_cqrs_serialization` runs once for all of it.
+        let bodies = save_bodies(config, &publish, conn, SignalType::Sync, |_| None, queue).await?;
+        let entries: Vec<NewOutboxEntry<'_>> = bodies
+            .iter()
+            .map(|body| NewOutboxEntry {
+                cqrs_id: M::CQRS_ID,
+                routing_key: &routing_key,
+                body,
+            })
+            .collect();
+        for entries in entries.chunks(rows_per_statement(3)) {
+            queue::push_many(conn, entries).await?;
+        }
+        queued += bodies.len();
+    }
+    Ok(queued)
 }
 
 #[cfg(test)]

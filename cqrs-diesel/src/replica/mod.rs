@@ -65,11 +65,13 @@ pub async fn run_consumer_only<C: crate::CqrsConnection>(
     cqrs_ids: impl IntoIterator<Item = impl Into<String>>,
 ) -> crate::Result<cqrs_core::ConsumerStats> {
     let transport = cqrs_core::RabbitMqTransport::new(config.clone());
-    let stats = cqrs_core::ConsumerRuntime::new(transport, config, replicas)
+    let stats = cqrs_core::ConsumerRuntime::new(transport.clone(), config, replicas)
         .only_cqrs_ids(cqrs_ids)
         .run_until(cqrs_core::shutdown_signal())
-        .await?;
-    Ok(stats)
+        .await;
+    // Before the caller's runtime ends: the broker sees the connections closed, not cut.
+    cqrs_core::Transport::close(&transport).await;
+    Ok(stats?)
 }
 
 /// Generates a service's `run_consumer()` from the list of its replica models.

@@ -186,3 +186,37 @@ async fn sync_publishes_exactly_the_selected_rows() {
     transport.close().await;
     crate::support::cleanup(master.config.exchange(), &[]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_builds_its_messages_with_the_clis_master_config() {
+    let master = Master::standalone(3);
+    let transport = RabbitMqTransport::new(master.config.clone());
+    transport
+        .declare(&Topology::exchange_only(master.config.exchange()))
+        .await
+        .unwrap();
+    let mut capture = Capture::bind(master.config.exchange()).await;
+    // Given after the model was added: it applies to it all the same.
+    let cli = master.cli.clone().with_master_config(
+        cqrs_diesel::MasterConfig::from_config(&master.config)
+            .with_meta_function(|message| {
+                let mut meta = serde_json::Map::new();
+                meta.insert("by".into(), Value::from("cli"));
+                meta.insert("signal".into(), Value::from(message.signal.as_str()));
+                Some(meta)
+            })
+            .with_correlation_function(|message| Some(format!("sync-{}", message.instance_pk))),
+    );
+
+    ok(&cli, &["sync", "-c", "author", "--all"]).await;
+    let mut got = capture.take(3, Duration::from_secs(10)).await;
+    got.sort_by_key(|(_, body)| body["instance_pk"].as_i64());
+    for (i, (_, body)) in got.iter().enumerate() {
+        assert_eq!(
+            body["meta"],
+            serde_json::json!({"by": "cli", "signal": "SYNC"}),
+            "{body}"
+        );
+        assert_eq!(body["correlation_id"], format!("sync-{}", i + 1), "{body}");
+    }
+}

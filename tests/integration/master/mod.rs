@@ -1,6 +1,7 @@
 //! The master side on PostgreSQL, MariaDB and SQLite: each write's outbox entry, published by
 //! the relay and read back by a plain lapin consumer, against the golden fixture.
 
+mod bulk_relate;
 mod cancel;
 mod concurrency;
 mod config;
@@ -8,6 +9,7 @@ mod decimal;
 mod generated_keys;
 mod hooks;
 mod insertable;
+mod message_functions;
 pub mod models;
 mod ops;
 mod outage;
