@@ -50,6 +50,6 @@ pub use memory::{InMemoryConsumer, InMemoryTransport};
 pub use payload::{Expiry, Payload, SignalType};
 pub use rabbitmq::{QueueBrowser, RabbitMqConsumer, RabbitMqTransport};
 pub use transport::{
-    Confirmation, Consumer, Delivery, OutgoingMessage, PartialPublish, ReplicaQueues, Topology,
-    Transport, dead_letter_routing_key, direct_routing_key,
+    Confirmation, Consumer, Delivery, OutgoingMessage, PartialPublish, ReplicaQueues, Settle,
+    Topology, Transport, dead_letter_routing_key, direct_routing_key,
 };

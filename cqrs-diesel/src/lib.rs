@@ -59,7 +59,7 @@ pub mod transport {
         AmqpUrl, Confirmation, Consumer, DEAD_LETTER_AT_HEADER, DEAD_LETTER_REASON_HEADER,
         DEAD_LETTER_ROUTING_KEY_HEADER, Delivery, InMemoryConsumer, InMemoryTransport,
         OutgoingMessage, PartialPublish, QueueBrowser, QueueType, RabbitMqConsumer,
-        RabbitMqTransport, ReplicaQueues, TlsSettings, Topology, Transport,
+        RabbitMqTransport, ReplicaQueues, Settle, TlsSettings, Topology, Transport,
         dead_letter_routing_key, direct_routing_key,
     };
 }
