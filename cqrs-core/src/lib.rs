@@ -5,8 +5,8 @@
 //! - the wire format shared with django-cqrs: [`Payload`], [`SignalType`], [`Expiry`] and the
 //!   value encodings of [`WireValue`];
 //! - the configuration: [`Config`], built with [`Config::builder`] or [`Config::from_env`];
-//! - the [`Transport`] contract (with [`Consumer`] and [`Settle`]; see the module
-//!   documentation of `transport.rs` for implementers) and two implementations:
+//! - the [`Transport`] contract (with [`Consumer`] and [`Settle`]; the [`transport`] module
+//!   documents it for implementers) and two implementations:
 //!   `RabbitMqTransport` (lapin, publisher confirms, reconnection; cargo feature `rabbitmq`, on
 //!   by default) and [`InMemoryTransport`] (tests and broker-less demos);
 //! - the replica side's [`ConsumerRuntime`]: batching over workers, retries through the delay
@@ -31,7 +31,7 @@ mod payload;
 mod rabbitmq;
 mod topic;
 pub mod trace;
-mod transport;
+pub mod transport;
 
 /// The decimal type of `Numeric` columns, re-exported so models and this crate agree on one
 /// version.
