@@ -5,8 +5,10 @@
 //! - the wire format shared with django-cqrs: [`Payload`], [`SignalType`], [`Expiry`] and the
 //!   value encodings of [`WireValue`];
 //! - the configuration: [`Config`], built with [`Config::builder`] or [`Config::from_env`];
-//! - the [`Transport`] trait with two implementations: [`RabbitMqTransport`] (lapin, publisher
-//!   confirms, reconnection) and [`InMemoryTransport`] (tests and broker-less demos);
+//! - the [`Transport`] contract (with [`Consumer`] and [`Settle`]; the [`transport`] module
+//!   documents it for implementers) and two implementations:
+//!   `RabbitMqTransport` (lapin, publisher confirms, reconnection; cargo feature `rabbitmq`, on
+//!   by default) and [`InMemoryTransport`] (tests and broker-less demos);
 //! - the replica side's [`ConsumerRuntime`]: batching over workers, retries through the delay
 //!   queue, dead letters and graceful shutdown, around an [`Applier`] that writes the rows.
 //!
@@ -25,10 +27,11 @@ mod error;
 mod memory;
 pub mod metric;
 mod payload;
+#[cfg(feature = "rabbitmq")]
 mod rabbitmq;
 mod topic;
 pub mod trace;
-mod transport;
+pub mod transport;
 
 /// The decimal type of `Numeric` columns, re-exported so models and this crate agree on one
 /// version.
@@ -48,8 +51,9 @@ pub use encoding::{ValueError, WireValue, format_timestamp, parse_timestamp};
 pub use error::{Error, JsonType, Result};
 pub use memory::{InMemoryConsumer, InMemoryTransport};
 pub use payload::{Expiry, Payload, SignalType};
+#[cfg(feature = "rabbitmq")]
 pub use rabbitmq::{QueueBrowser, RabbitMqConsumer, RabbitMqTransport};
 pub use transport::{
-    Confirmation, Consumer, Delivery, OutgoingMessage, PartialPublish, ReplicaQueues, Topology,
-    Transport, dead_letter_routing_key, direct_routing_key,
+    Confirmation, Consumer, Delivery, OutgoingMessage, PartialPublish, ReplicaQueues, Settle,
+    Topology, Transport, dead_letter_routing_key, direct_routing_key,
 };

@@ -6,12 +6,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use futures_util::future::BoxFuture;
 use tokio::sync::Notify;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::transport::{
-    Acker, Confirmation, Consumer, Delivery, OutgoingMessage, Topology, Transport,
+    Confirmation, Consumer, Delivery, OutgoingMessage, Settle, Topology, Transport,
 };
 
 /// A transport whose broker lives in this process.
@@ -297,18 +298,18 @@ impl InMemoryConsumer {
         state.next_tag += 1;
         state.unacked.insert(tag, message.clone());
         outstanding.insert(tag);
-        Some(Delivery {
-            body: message.body,
-            routing_key: message.routing_key,
-            redelivered: message.redelivered,
-            headers: message.headers,
-            expiration: message.expiration,
-            acker: Acker::Memory(MemoryAcker {
-                queue: Arc::clone(&self.queue),
-                outstanding: Arc::clone(&self.outstanding),
-                tag,
-            }),
-        })
+        let settle = MemoryAcker {
+            queue: Arc::clone(&self.queue),
+            outstanding: Arc::clone(&self.outstanding),
+            tag,
+        };
+        let mut delivery = Delivery::new(message.body, message.routing_key, settle)
+            .with_redelivered(message.redelivered)
+            .with_headers(message.headers);
+        if let Some(ttl) = message.expiration {
+            delivery = delivery.with_expiration(ttl);
+        }
+        Some(delivery)
     }
 }
 
@@ -352,7 +353,7 @@ impl Drop for InMemoryConsumer {
 }
 
 /// Settles one in-memory delivery.
-pub(crate) struct MemoryAcker {
+struct MemoryAcker {
     queue: Arc<MemoryQueue>,
     outstanding: Arc<Mutex<HashSet<u64>>>,
     tag: u64,
@@ -375,11 +376,7 @@ impl MemoryAcker {
         })
     }
 
-    pub(crate) fn ack(&self) -> Result<()> {
-        self.settle().map(drop)
-    }
-
-    pub(crate) fn reject(&self, requeue: bool) -> Result<()> {
+    fn reject_now(&self, requeue: bool) -> Result<()> {
         let mut message = self.settle()?;
         if requeue {
             message.redelivered = true;
@@ -387,6 +384,16 @@ impl MemoryAcker {
             self.queue.changed.notify_waiters();
         }
         Ok(())
+    }
+}
+
+impl Settle for MemoryAcker {
+    fn ack(self: Box<Self>) -> BoxFuture<'static, Result<()>> {
+        Box::pin(std::future::ready(self.settle().map(drop)))
+    }
+
+    fn reject(self: Box<Self>, requeue: bool) -> BoxFuture<'static, Result<()>> {
+        Box::pin(std::future::ready(self.reject_now(requeue)))
     }
 }
 

@@ -1,11 +1,115 @@
 //! The transport abstraction: publish with confirmation, consume with ack / reject, declare
 //! the broker topology of docs/WIRE.md.
+//!
+//! # Writing a transport
+//!
+//! The relay, the consumer runtime and the operator commands speak to a broker only through
+//! three traits: [`Transport`] (declare, publish, consume, probe, close), [`Consumer`] (the
+//! deliveries of one queue) and [`Settle`] (acknowledge or reject one [`Delivery`]). A
+//! transport outside this crate implements the three and builds its deliveries with
+//! [`Delivery::new`]. [`RabbitMqTransport`](crate::RabbitMqTransport) and
+//! [`InMemoryTransport`](crate::InMemoryTransport) are two implementations written that way.
+//! What the library relies on:
+//!
+//! - **Confirmed means durable.** The [`Confirmation`] of a [`Transport::publish`] resolves to
+//!   `Ok` only once the broker has durably accepted the message (persisted and routed to every
+//!   bound queue): the outbox relay deletes the outbox entry on that `Ok`, and the consumer
+//!   runtime acknowledges the original of a retry or dead letter on it. Anything short of that
+//!   is an error: a retryable one ([`Error::ConnectionLost`], [`Error::Nacked`],
+//!   [`Error::Connect`]) when publishing again may succeed, [`Error::Unroutable`] when no
+//!   queue is bound to the routing key (publishes are *mandatory*).
+//! - **Order.** [`Transport::publish`] hands messages over in call order and returns once the
+//!   message is handed over, before its confirmation: the relay keeps many confirmations in
+//!   flight and relies on the broker delivering one queue's messages in the order they were
+//!   handed over (one row's changes are applied in order).
+//! - **At least once.** A delivery that is neither acknowledged nor rejected comes again
+//!   (marked [`redelivered`](Delivery::redelivered)) once the consumer it came from ends:
+//!   dropped, its connection lost, the transport closed. Dropping a [`Settle`] must not
+//!   acknowledge. Duplicates are fine (the replica orders messages by revision); losses are
+//!   not. A [`Consumer`] reconnects by itself after a lost connection and reports through
+//!   [`Consumer::next`]'s `Err` only what reconnecting cannot mend; it honours `prefetch` (at
+//!   most that many deliveries handed out and not yet settled).
+//! - **Topology.** [`Transport::declare`] creates, idempotently, the topic exchange
+//!   ([`Topology::exchange`]) and, when [`Topology::replica`] is set, the replica queue, its
+//!   dead-letter queue (both durable, of the configured [`QueueType`]) and every binding of
+//!   [`Topology::bindings`]. Messages published with [`OutgoingMessage::exchange`] `Some("")`
+//!   go to the queue named by their routing key, with no binding (the default exchange).
+//! - **Properties.** A delivery carries the routing key the message was published with, its
+//!   string headers and its expiration ([`OutgoingMessage::headers`],
+//!   [`OutgoingMessage::expiration`]); a message whose expiration passes while it waits in a
+//!   queue is dropped by the broker.
+//! - **Dead letters and retries need nothing of the transport.** The consumer runtime
+//!   publishes a dead letter itself, to the dead-letter routing key
+//!   ([`dead_letter_routing_key`], or the dead-letter queue through the default exchange when
+//!   the `cqrs_id` is unknown), and a retry to the replica's direct routing key
+//!   ([`direct_routing_key`]), holding retries in its own delay queue until they are due; it
+//!   acknowledges the original once the copy is confirmed. No broker-side dead-lettering or
+//!   delayed delivery is used.
+//! - **Probe and close.** [`Transport::probe`] answers a readiness probe: `Ok` when the broker
+//!   can be reached now (connecting if needed), otherwise the error a publish would meet.
+//!   [`Transport::close`] ends the transport's consumers (their [`Consumer::next`] returns
+//!   `None`; what they handed out and was not settled comes again), waits briefly for
+//!   confirmations in flight, and makes every later operation fail with [`Error::Closed`].
+//!   Closing twice is harmless.
+//!
+//! A [`Settle`] for a broker whose deliveries are settled by tag (the shape of most clients):
+//!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//!
+//! use cqrs_core::{Delivery, Result, Settle};
+//! use futures_util::future::BoxFuture;
+//!
+//! /// What the broker was told, by delivery tag.
+//! type Settled = Arc<Mutex<Vec<(u64, &'static str)>>>;
+//!
+//! struct ByTag {
+//!     tag: u64,
+//!     log: Settled,
+//! }
+//!
+//! impl Settle for ByTag {
+//!     fn ack(self: Box<Self>) -> BoxFuture<'static, Result<()>> {
+//!         Box::pin(async move {
+//!             self.log.lock().unwrap().push((self.tag, "ack"));
+//!             Ok(())
+//!         })
+//!     }
+//!
+//!     fn reject(self: Box<Self>, requeue: bool) -> BoxFuture<'static, Result<()>> {
+//!         Box::pin(async move {
+//!             let what = if requeue { "requeue" } else { "drop" };
+//!             self.log.lock().unwrap().push((self.tag, what));
+//!             Ok(())
+//!         })
+//!     }
+//! }
+//!
+//! # futures_util::FutureExt::now_or_never(async {
+//! let log = Settled::default();
+//! let delivery = Delivery::new(
+//!     br#"{"signal_type":"SAVE"}"#.to_vec(),
+//!     "account",
+//!     ByTag { tag: 7, log: Arc::clone(&log) },
+//! )
+//! .with_redelivered(true)
+//! .with_header("x-cqrs-seq", "1");
+//! assert_eq!(delivery.routing_key(), "account");
+//! assert_eq!(delivery.header("x-cqrs-seq"), Some("1"));
+//! delivery.ack().await?;
+//! assert_eq!(*log.lock().unwrap(), [(7, "ack")]);
+//! # Ok::<(), cqrs_core::Error>(())
+//! # }).unwrap()?;
+//! # Ok::<(), cqrs_core::Error>(())
+//! ```
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
+
+use futures_util::future::BoxFuture;
 
 use crate::config::{Config, QueueType};
 use crate::error::{Error, Result};
@@ -326,25 +430,86 @@ pub trait Consumer: Send + 'static {
     fn next(&mut self) -> impl Future<Output = Option<Result<Delivery>>> + Send;
 }
 
+/// How one [`Delivery`] is settled with the broker it came from: what a transport attaches to
+/// every delivery it hands out.
+///
+/// [`Delivery::ack`] and [`Delivery::reject`] consume the delivery and call one of these
+/// methods exactly once. A settlement that is dropped without either (its delivery was dropped)
+/// must leave the message unacknowledged: the broker delivers it again once the consumer it
+/// came from ends.
+///
+/// Errors: when the channel (or consumer) the delivery came from is gone, fail with
+/// [`Error::ConnectionLost`] (retryable: the broker delivers the message again to a live
+/// consumer); when the broker refuses the operation, [`Error::Refused`].
+pub trait Settle: Send + 'static {
+    /// Acknowledges the delivery: the broker forgets the message.
+    fn ack(self: Box<Self>) -> BoxFuture<'static, Result<()>>;
+
+    /// Rejects the delivery. With `requeue` the broker delivers it again (marked redelivered);
+    /// without, the broker drops it.
+    fn reject(self: Box<Self>, requeue: bool) -> BoxFuture<'static, Result<()>>;
+}
+
 /// One message received from a queue. Acknowledge it once it is applied, or reject it.
 ///
 /// Dropping a delivery without acknowledging leaves it unacknowledged until its consumer ends,
 /// when the broker delivers it again.
+///
+/// A transport builds its deliveries with [`Delivery::new`], attaching the [`Settle`] that
+/// acknowledges or rejects the message with its broker.
 pub struct Delivery {
-    pub(crate) body: Vec<u8>,
-    pub(crate) routing_key: String,
-    pub(crate) redelivered: bool,
-    pub(crate) headers: Vec<(String, String)>,
-    pub(crate) expiration: Option<Duration>,
-    pub(crate) acker: Acker,
-}
-
-pub(crate) enum Acker {
-    Rabbit(lapin::Acker),
-    Memory(crate::memory::MemoryAcker),
+    body: Vec<u8>,
+    routing_key: String,
+    redelivered: bool,
+    headers: Vec<(String, String)>,
+    expiration: Option<Duration>,
+    settle: Box<dyn Settle>,
 }
 
 impl Delivery {
+    /// A delivery of `body`, published with `routing_key`, that `settle` acknowledges or
+    /// rejects. Not redelivered, no headers, no expiration: set them with
+    /// [`with_redelivered`](Self::with_redelivered), [`with_header`](Self::with_header),
+    /// [`with_headers`](Self::with_headers) and [`with_expiration`](Self::with_expiration).
+    pub fn new(
+        body: impl Into<Vec<u8>>,
+        routing_key: impl Into<String>,
+        settle: impl Settle,
+    ) -> Self {
+        Delivery {
+            body: body.into(),
+            routing_key: routing_key.into(),
+            redelivered: false,
+            headers: Vec::new(),
+            expiration: None,
+            settle: Box::new(settle),
+        }
+    }
+
+    /// Marks whether the broker delivered this message before (the AMQP `redelivered` flag).
+    pub fn with_redelivered(mut self, redelivered: bool) -> Self {
+        self.redelivered = redelivered;
+        self
+    }
+
+    /// Adds a string header.
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Replaces the string headers (a transport drops headers whose values are not strings).
+    pub fn with_headers(mut self, headers: Vec<(String, String)>) -> Self {
+        self.headers = headers;
+        self
+    }
+
+    /// Sets the per-message expiration it was published with.
+    pub fn with_expiration(mut self, ttl: Duration) -> Self {
+        self.expiration = Some(ttl);
+        self
+    }
+
     /// The message body.
     pub fn body(&self) -> &[u8] {
         &self.body
@@ -384,19 +549,13 @@ impl Delivery {
     /// Fails with [`Error::ConnectionLost`] if the channel it came from is gone; the broker
     /// then delivers it again to a live consumer.
     pub async fn ack(self) -> Result<()> {
-        match self.acker {
-            Acker::Rabbit(acker) => crate::rabbitmq::ack(&acker).await,
-            Acker::Memory(acker) => acker.ack(),
-        }
+        self.settle.ack().await
     }
 
     /// Rejects the delivery. With `requeue` the broker delivers it again; without, it is
     /// dropped (publish it to the dead-letter routing key first to keep it).
     pub async fn reject(self, requeue: bool) -> Result<()> {
-        match self.acker {
-            Acker::Rabbit(acker) => crate::rabbitmq::reject(&acker, requeue).await,
-            Acker::Memory(acker) => acker.reject(requeue),
-        }
+        self.settle.reject(requeue).await
     }
 }
 

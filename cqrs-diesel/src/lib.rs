@@ -16,6 +16,11 @@
 //!   outbox with publisher confirms;
 //! - PostgreSQL, MySQL/MariaDB and SQLite, each behind the cargo feature of its name.
 //!
+//! The RabbitMQ transport and what builds one ([`run_consumer`], [`consumer!`]'s
+//! `run_consumer()`) are behind the cargo feature `rabbitmq` (on by default); without it, the
+//! relay and the consumer runtime run over any [`Transport`] (see
+//! [`transport::Settle`] for writing one).
+//!
 //! ```no_run
 //! use cqrs_diesel::{Config, RabbitMqTransport, Topology, Transport};
 //!
@@ -45,11 +50,13 @@ pub mod session;
 
 // The everyday names of cqrs-core at the root; everything else under `transport`, `wire` and
 // `runtime` below.
+#[cfg(feature = "rabbitmq")]
+pub use cqrs_core::RabbitMqTransport;
 #[cfg(feature = "decimal")]
 pub use cqrs_core::bigdecimal;
 pub use cqrs_core::{
     Clock, Config, ConfigBuilder, ConsumerHandle, ConsumerHealth, ConsumerRuntime, ConsumerStats,
-    ManualClock, RabbitMqTransport, Topology, Transport, WireValue, metric, shutdown_signal,
+    ManualClock, Topology, Transport, WireValue, metric, shutdown_signal,
 };
 
 /// Brokers and messages: the [`Transport`] trait, its RabbitMQ and in-memory implementations,
@@ -58,10 +65,12 @@ pub mod transport {
     pub use cqrs_core::{
         AmqpUrl, Confirmation, Consumer, DEAD_LETTER_AT_HEADER, DEAD_LETTER_REASON_HEADER,
         DEAD_LETTER_ROUTING_KEY_HEADER, Delivery, InMemoryConsumer, InMemoryTransport,
-        OutgoingMessage, PartialPublish, QueueBrowser, QueueType, RabbitMqConsumer,
-        RabbitMqTransport, ReplicaQueues, TlsSettings, Topology, Transport,
-        dead_letter_routing_key, direct_routing_key,
+        OutgoingMessage, PartialPublish, QueueType, ReplicaQueues, Settle, TlsSettings, Topology,
+        Transport, dead_letter_routing_key, direct_routing_key,
     };
+    /// The RabbitMQ transport (feature `rabbitmq`).
+    #[cfg(feature = "rabbitmq")]
+    pub use cqrs_core::{QueueBrowser, RabbitMqConsumer, RabbitMqTransport};
 }
 
 /// The message contract: the body ([`Payload`](wire::Payload)), its signal types and expiry,
@@ -103,10 +112,9 @@ pub use master::{
 pub use relay::{OutboxRelay, RelayHandle, RelayHealth, RelayStats};
 pub use session::SessionSetup;
 
-pub use replica::{
-    CustomReplica, MessageInfo, ReplicaHooks, ReplicaModel, ReplicaStore, Replicas, run_consumer,
-    run_consumer_only,
-};
+pub use replica::{CustomReplica, MessageInfo, ReplicaHooks, ReplicaModel, ReplicaStore, Replicas};
+#[cfg(feature = "rabbitmq")]
+pub use replica::{run_consumer, run_consumer_only};
 
 /// `#[derive(MasterModel)]`: see [the trait](trait@MasterModel) and the crate README.
 pub use cqrs_derive::MasterModel;

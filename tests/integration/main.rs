@@ -12,6 +12,7 @@ mod relay;
 mod replica;
 mod support;
 mod trace;
+mod transport_custom;
 mod transport_rabbitmq;
 mod transport_reconnect;
 mod transport_tls;

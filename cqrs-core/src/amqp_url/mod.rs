@@ -5,6 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+#[cfg(feature = "rabbitmq")]
 use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo};
 
 use crate::{Error, Result};
@@ -42,7 +43,7 @@ const MAX_VHOST_LEN: usize = 255;
 ///
 /// [`Display`](fmt::Display) and [`Debug`] print the URL with its password replaced by `***`
 /// (`amqp://guest:***@127.0.0.1:5672/%2f`). The only way to reach the password is
-/// [`AmqpUrl::to_lapin`], which hands it to the client library.
+/// `AmqpUrl::to_lapin` (feature `rabbitmq`), which hands it to the client library.
 ///
 /// ```
 /// use cqrs_core::AmqpUrl;
@@ -131,9 +132,11 @@ impl AmqpUrl {
         self.channel_max
     }
 
-    /// The URL in lapin's form, password included, to open a connection.
+    /// The URL in lapin's form, password included, to open a connection (feature
+    /// `rabbitmq`).
     ///
     /// This is the only way to get at the password: do not log the result.
+    #[cfg(feature = "rabbitmq")]
     pub fn to_lapin(&self) -> AMQPUri {
         AMQPUri {
             scheme: if self.tls {

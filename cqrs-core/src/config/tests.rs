@@ -270,9 +270,12 @@ fn tls_files_are_read_from_the_environment_and_never_shown_in_debug() {
         config.tls().client_identity_files(),
         Some((cert.0.as_path(), key.0.as_path()))
     );
-    let lapin = config.tls().to_lapin();
-    assert_eq!(lapin.cert_chain.as_deref(), Some(FAKE_CERT));
-    assert!(lapin.identity.is_some());
+    #[cfg(feature = "rabbitmq")]
+    {
+        let lapin = config.tls().to_lapin();
+        assert_eq!(lapin.cert_chain.as_deref(), Some(FAKE_CERT));
+        assert!(lapin.identity.is_some());
+    }
     let debug = format!("{config:?}");
     assert!(!debug.contains("S3CR3T-K3Y"), "{debug}");
     assert!(debug.contains("key.pem"), "{debug}");
@@ -283,8 +286,11 @@ fn tls_defaults_to_system_roots_only() {
     let config = Config::builder().build().unwrap();
     assert_eq!(config.tls().ca_file(), None);
     assert_eq!(config.tls().client_identity_files(), None);
-    let lapin = config.tls().to_lapin();
-    assert!(lapin.cert_chain.is_none() && lapin.identity.is_none());
+    #[cfg(feature = "rabbitmq")]
+    {
+        let lapin = config.tls().to_lapin();
+        assert!(lapin.cert_chain.is_none() && lapin.identity.is_none());
+    }
 }
 
 #[test]

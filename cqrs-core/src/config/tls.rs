@@ -79,6 +79,7 @@ impl TlsSettings {
     }
 
     /// The settings in the form lapin takes.
+    #[cfg(feature = "rabbitmq")]
     pub(crate) fn to_lapin(&self) -> lapin::tcp::OwnedTLSConfig {
         lapin::tcp::OwnedTLSConfig {
             identity: self

@@ -9,10 +9,10 @@ use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Shared, connect, map_lapin, short};
+use super::{RabbitSettle, Shared, connect, map_lapin, short};
 use crate::backoff::Backoff;
 use crate::error::{Error, Result};
-use crate::transport::{Acker, Consumer, Delivery};
+use crate::transport::{Consumer, Delivery};
 
 /// Deliveries from one RabbitMQ queue. Dropping it cancels the consumer; what was delivered
 /// and not acknowledged goes back to the queue.
@@ -242,13 +242,16 @@ pub(super) fn convert(delivery: lapin::message::Delivery) -> Delivery {
         .as_ref()
         .and_then(|ms| ms.as_str().parse::<u64>().ok())
         .map(Duration::from_millis);
-    Delivery {
-        body: delivery.data,
-        routing_key: delivery.routing_key.to_string(),
-        redelivered: delivery.redelivered,
-        headers,
-        expiration,
-        acker: Acker::Rabbit(delivery.acker),
+    let converted = Delivery::new(
+        delivery.data,
+        delivery.routing_key.to_string(),
+        RabbitSettle(delivery.acker),
+    )
+    .with_redelivered(delivery.redelivered)
+    .with_headers(headers);
+    match expiration {
+        Some(ttl) => converted.with_expiration(ttl),
+        None => converted,
     }
 }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use lapin::options::{
     BasicAckOptions, BasicPublishOptions, BasicRejectOptions, ConfirmSelectOptions,
     ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
@@ -21,7 +22,7 @@ use tokio::time::Instant;
 use crate::backoff::Backoff;
 use crate::config::{Config, QueueType};
 use crate::error::{Error, Result};
-use crate::transport::{Confirmation, OutgoingMessage, Topology, Transport};
+use crate::transport::{Confirmation, OutgoingMessage, Settle, Topology, Transport};
 
 pub use browse::QueueBrowser;
 pub use consumer::RabbitMqConsumer;
@@ -497,15 +498,22 @@ pub(crate) fn map_lapin(operation: &'static str, error: lapin::Error) -> Error {
     }
 }
 
-pub(crate) async fn ack(acker: &lapin::Acker) -> Result<()> {
-    settled("basic.ack", acker.ack(BasicAckOptions::default()).await)
-}
+/// Settles one RabbitMQ delivery on the channel it came from.
+pub(crate) struct RabbitSettle(pub(crate) lapin::Acker);
 
-pub(crate) async fn reject(acker: &lapin::Acker, requeue: bool) -> Result<()> {
-    settled(
-        "basic.reject",
-        acker.reject(BasicRejectOptions { requeue }).await,
-    )
+impl Settle for RabbitSettle {
+    fn ack(self: Box<Self>) -> BoxFuture<'static, Result<()>> {
+        Box::pin(async move { settled("basic.ack", self.0.ack(BasicAckOptions::default()).await) })
+    }
+
+    fn reject(self: Box<Self>, requeue: bool) -> BoxFuture<'static, Result<()>> {
+        Box::pin(async move {
+            settled(
+                "basic.reject",
+                self.0.reject(BasicRejectOptions { requeue }).await,
+            )
+        })
+    }
 }
 
 fn settled(operation: &'static str, result: lapin::Result<bool>) -> Result<()> {

@@ -41,6 +41,10 @@ pub use state::{MYSQL_REPLICA_UP_SQL, POSTGRES_REPLICA_UP_SQL, SQLITE_REPLICA_UP
 ///
 /// Returns the counters at the end; an error only for what retrying cannot mend (no queue
 /// configured, the queue deleted, access refused).
+///
+/// Feature `rabbitmq`; without it, run [`ConsumerRuntime`](cqrs_core::ConsumerRuntime) over a
+/// transport of your own.
+#[cfg(feature = "rabbitmq")]
 pub async fn run_consumer<C: crate::CqrsConnection>(
     config: cqrs_core::Config,
     replicas: Replicas<C>,
@@ -59,6 +63,7 @@ pub async fn run_consumer<C: crate::CqrsConnection>(
 ///
 /// As [`run_consumer`]; also [`cqrs_core::Error::UnknownCqrsIds`] (before connecting) when a
 /// `cqrs_id` is not registered, naming the registered ones.
+#[cfg(feature = "rabbitmq")]
 pub async fn run_consumer_only<C: crate::CqrsConnection>(
     config: cqrs_core::Config,
     replicas: Replicas<C>,
@@ -101,30 +106,33 @@ pub async fn run_consumer_only<C: crate::CqrsConnection>(
 /// The function also has two siblings: `replicas(connect)` returning the registry, for tests and
 /// for running the runtime yourself, and `run_consumer_only(config, connect, cqrs_ids)`, which
 /// consumes only the models named (see [`run_consumer_only`](crate::run_consumer_only)).
+/// Those two exist with the feature `rabbitmq` of cqrs-diesel (on by default); `replicas` always.
 #[macro_export]
 macro_rules! consumer {
     (
         $(#[$attr:meta])*
         $vis:vis fn $name:ident($conn:ty) { $($model:ty),* $(,)? $(; $($custom:ty),* $(,)?)? }
     ) => {
-        $(#[$attr])*
-        $vis async fn $name(
-            config: $crate::Config,
-            connect: impl Fn() -> ::core::result::Result<$conn, $crate::diesel::ConnectionError>
-                + Send + Sync + 'static,
-        ) -> $crate::Result<$crate::ConsumerStats> {
-            $crate::run_consumer(config, replicas(connect)).await
-        }
+        $crate::__with_rabbitmq! {
+            $(#[$attr])*
+            $vis async fn $name(
+                config: $crate::Config,
+                connect: impl Fn() -> ::core::result::Result<$conn, $crate::diesel::ConnectionError>
+                    + Send + Sync + 'static,
+            ) -> $crate::Result<$crate::ConsumerStats> {
+                $crate::run_consumer(config, replicas(connect)).await
+            }
 
-        /// The replica worker for some of this service's replica models only (the others'
-        /// messages are dead-lettered); an unknown `cqrs_id` is an error at start.
-        $vis async fn run_consumer_only(
-            config: $crate::Config,
-            connect: impl Fn() -> ::core::result::Result<$conn, $crate::diesel::ConnectionError>
-                + Send + Sync + 'static,
-            cqrs_ids: impl ::core::iter::IntoIterator<Item = impl ::core::convert::Into<::std::string::String>>,
-        ) -> $crate::Result<$crate::ConsumerStats> {
-            $crate::run_consumer_only(config, replicas(connect), cqrs_ids).await
+            /// The replica worker for some of this service's replica models only (the others'
+            /// messages are dead-lettered); an unknown `cqrs_id` is an error at start.
+            $vis async fn run_consumer_only(
+                config: $crate::Config,
+                connect: impl Fn() -> ::core::result::Result<$conn, $crate::diesel::ConnectionError>
+                    + Send + Sync + 'static,
+                cqrs_ids: impl ::core::iter::IntoIterator<Item = impl ::core::convert::Into<::std::string::String>>,
+            ) -> $crate::Result<$crate::ConsumerStats> {
+                $crate::run_consumer_only(config, replicas(connect), cqrs_ids).await
+            }
         }
 
         /// The registry of this service's replica models.
@@ -137,4 +145,21 @@ macro_rules! consumer {
                 $($(.register_custom::<$custom>())*)?
         }
     };
+}
+
+/// Emits its input when cqrs-diesel has the feature `rabbitmq` (decided by cqrs-diesel's
+/// features, not by those of the crate that expands [`consumer!`](crate::consumer)).
+#[cfg(feature = "rabbitmq")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __with_rabbitmq {
+    ($($item:tt)*) => { $($item)* };
+}
+
+/// Emits nothing: cqrs-diesel is built without the feature `rabbitmq`.
+#[cfg(not(feature = "rabbitmq"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __with_rabbitmq {
+    ($($item:tt)*) => {};
 }
