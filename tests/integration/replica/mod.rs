@@ -297,3 +297,35 @@ pub async fn dead_letters(queue: &str) -> Vec<(String, String)> {
     let _ = connection.close(200, "".into()).await;
     out
 }
+
+/// Holds the replica state row of author 1 locked (`SELECT ... FOR UPDATE` in an open
+/// transaction on a connection of its own, the row created first) until the returned sender
+/// sends or is dropped; returns once the lock is held.
+pub fn lock_author_state<C>(
+    connect: impl FnOnce() -> C + Send + 'static,
+) -> (std::thread::JoinHandle<()>, std::sync::mpsc::Sender<()>)
+where
+    C: cqrs_diesel::diesel::Connection,
+{
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let mut conn = connect();
+        conn.batch_execute(
+            "INSERT INTO cqrs_replica_state (cqrs_id, pk, revision, updated_us, deleted) \
+             VALUES ('author', '1', 0, 0, TRUE)",
+        )
+        .expect("a state row");
+        conn.transaction(|conn| {
+            conn.batch_execute(
+                "SELECT * FROM cqrs_replica_state WHERE cqrs_id = 'author' AND pk = '1' FOR UPDATE",
+            )?;
+            let _ = locked_tx.send(());
+            let _ = release_rx.recv_timeout(std::time::Duration::from_secs(60));
+            Ok::<_, cqrs_diesel::diesel::result::Error>(())
+        })
+        .expect("the holding transaction");
+    });
+    locked_rx.recv().expect("the lock is held");
+    (holder, release_tx)
+}

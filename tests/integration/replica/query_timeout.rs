@@ -5,8 +5,6 @@
 use std::time::Duration;
 
 use cqrs_diesel::Replicas;
-use cqrs_diesel::diesel::Connection;
-use cqrs_diesel::diesel::connection::SimpleConnection;
 
 use super::models::{AuthorRow, MysqlAuthorReplica, PgAuthorReplica};
 use super::{Worker, author};
@@ -27,26 +25,7 @@ where
     })
     .await;
     // Another transaction holds the state row of author 1 until told to let go.
-    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
-    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-    let holder = std::thread::spawn(move || {
-        let mut conn = holder_connect().expect("connect");
-        conn.batch_execute(
-            "INSERT INTO cqrs_replica_state (cqrs_id, pk, revision, updated_us, deleted) \
-             VALUES ('author', '1', 0, 0, TRUE)",
-        )
-        .expect("a state row");
-        conn.transaction(|conn| {
-            conn.batch_execute(
-                "SELECT * FROM cqrs_replica_state WHERE cqrs_id = 'author' AND pk = '1' FOR UPDATE",
-            )?;
-            let _ = locked_tx.send(());
-            let _ = release_rx.recv_timeout(Duration::from_secs(60));
-            Ok::<_, cqrs_diesel::diesel::result::Error>(())
-        })
-        .expect("the holding transaction");
-    });
-    locked_rx.recv().expect("the lock is held");
+    let (holder, release_tx) = super::lock_author_state(move || holder_connect().expect("connect"));
     worker
         .broadcast(&author("SAVE", 1, "after the lock", 0))
         .await;
