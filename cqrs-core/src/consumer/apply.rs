@@ -149,17 +149,20 @@ pub trait Applier: Send + Sync + 'static {
     fn prepare(&self, incoming: &Incoming) -> Result<Self::Prepared, String>;
 
     /// Decides for one message whose batch of one failed ([`BatchError::Failed`]) on `worker`,
-    /// after `retries` earlier retries, with `error`: whether and when to retry it. Called on
-    /// the worker right after the failed [`apply`](Self::apply), so an applier may look up the
-    /// typed error it kept for that worker. The default keeps the runtime's policy.
+    /// after `retries` earlier retries, with `error`: whether and when to retry it.
+    /// `would_retry` is the configured policy's answer (retries left under the model's
+    /// maximum, else `CQRS_MAX_RETRIES`). Called on the worker right after the failed
+    /// [`apply`](Self::apply), so an applier may look up the typed error it kept for that
+    /// worker. The default keeps the runtime's policy.
     fn retry_choice(
         &self,
         worker: usize,
         prepared: &Self::Prepared,
         retries: u32,
         error: &str,
+        would_retry: bool,
     ) -> RetryChoice {
-        let _ = (worker, prepared, retries, error);
+        let _ = (worker, prepared, retries, error, would_retry);
         RetryChoice::default()
     }
 

@@ -29,6 +29,14 @@ pub(crate) enum AfterFailure {
 /// `choice` (the model's retry hook) overrides either decision: `retry: Some(false)`
 /// dead-letters at once (the reason says the model refused), `Some(true)` retries past the
 /// maximum; `delay` replaces the computed delay.
+/// Whether a message retried `retries` times has used up the model's retries (the policy's
+/// maximum, else the configuration's; none = unlimited): what the configured policy answers
+/// when it fails again.
+pub(crate) fn retries_exhausted(retries: u32, policy: &ModelPolicy, config: &Config) -> bool {
+    let max_retries = policy.max_retries.unwrap_or(config.max_retries());
+    max_retries.is_some_and(|max| u64::from(retries) + 1 > u64::from(max))
+}
+
 pub(crate) fn after_failure(
     retries: u32,
     policy: &ModelPolicy,
@@ -36,8 +44,7 @@ pub(crate) fn after_failure(
     error: &str,
     choice: RetryChoice,
 ) -> AfterFailure {
-    let max_retries = policy.max_retries.unwrap_or(config.max_retries());
-    let exhausted = max_retries.is_some_and(|max| u64::from(retries) + 1 > u64::from(max));
+    let exhausted = retries_exhausted(retries, policy, config);
     match choice.retry {
         Some(false) => {
             return AfterFailure::DeadLetter {

@@ -19,7 +19,7 @@ use super::apply::{Applied, Applier, BatchError, Incoming, RetryChoice, SEQ_HEAD
 use super::dead_letter::{Label, dead_letter};
 use super::dispatch::panic_message;
 use super::meters::DeadReason;
-use super::retry::{AfterFailure, after_failure};
+use super::retry::{AfterFailure, after_failure, retries_exhausted};
 use super::settle::{Pending, Scheduled, SettleSender};
 use super::stats::{Tally, bump};
 use crate::backoff::Backoff;
@@ -342,9 +342,10 @@ impl<A: Applier> Worker<A> {
         super::span::failed(&span);
         let mut payload = incoming.payload;
         let policy = self.applier.policy(&payload.cqrs_id).unwrap_or_default();
+        let would_retry = !retries_exhausted(payload.retries, &policy, &self.ctx.config);
         let choice = std::panic::catch_unwind(AssertUnwindSafe(|| {
             self.applier
-                .retry_choice(self.index, &prepared, payload.retries, error)
+                .retry_choice(self.index, &prepared, payload.retries, error, would_retry)
         }))
         .unwrap_or_else(|panic| {
             tracing::error!(

@@ -67,7 +67,7 @@ trait ModelApply<C>: Send + Sync {
     fn policy(&self) -> ModelPolicy;
     fn needs_database(&self) -> bool;
     /// The model's [`ReplicaHooks`](crate::ReplicaHooks) answer for a failed message.
-    fn retry_choice(&self, retries: u32, error: &Error, defaults: &RetryDefaults) -> RetryChoice;
+    fn retry_choice(&self, retries: u32, error: &Error, would_retry: bool) -> RetryChoice;
     fn decode(&self, incoming: &Incoming) -> Result<Prepared, String>;
     fn apply(
         &self,
@@ -77,24 +77,15 @@ trait ModelApply<C>: Send + Sync {
     ) -> Result<Vec<Applied>, Error>;
 }
 
-/// What the configured policy says for a failed message, for the hooks' `default`.
-#[derive(Debug, Clone, Copy)]
-struct RetryDefaults {
-    max_retries: Option<u32>,
-}
-
 /// Asks `M`'s [`ReplicaHooks`](crate::ReplicaHooks); `None` fields where it keeps the default.
 fn hook_choice<M: crate::ReplicaHooks>(
     retries: u32,
     error: &Error,
-    defaults: &RetryDefaults,
+    would_retry: bool,
 ) -> RetryChoice {
-    let default = defaults
-        .max_retries
-        .is_none_or(|max| u64::from(retries) < u64::from(max));
-    let retry = M::should_retry_cqrs(retries, error, default);
+    let retry = M::should_retry_cqrs(retries, error, would_retry);
     RetryChoice {
-        retry: (retry != default).then_some(retry),
+        retry: (retry != would_retry).then_some(retry),
         delay: if retry {
             M::get_cqrs_retry_delay(retries)
         } else {
@@ -156,8 +147,6 @@ pub struct Replicas<C: CqrsConnection> {
     failed_statements: Arc<Mutex<HashMap<usize, String>>>,
     /// The typed error of each worker's last failed batch, for the retry hooks.
     failed_errors: Arc<Mutex<HashMap<usize, Error>>>,
-    /// `CQRS_MAX_RETRIES`, for the retry hooks' `default`.
-    max_retries: Option<u32>,
 }
 
 /// What the worker's sessions are limited to (`CQRS_QUERY_TIMEOUT`,
@@ -166,6 +155,13 @@ pub struct Replicas<C: CqrsConnection> {
 struct SessionLimits {
     query_timeout: Option<Duration>,
     log_timed_out_queries: bool,
+}
+
+/// A registry's maps stay usable after a panic elsewhere: each update is one insert or remove.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Whether the warning that SQLite has no statement timeout was logged.
@@ -214,35 +210,13 @@ impl<C: CqrsConnection> Replicas<C> {
     /// A registry writing to the database `connect` opens (one connection per worker, opened
     /// again after a failure).
     pub fn new(connect: impl Fn() -> Result<C, ConnectionError> + Send + Sync + 'static) -> Self {
-        Replicas {
-            models: HashMap::new(),
-            connect: Some(Arc::new(connect)),
-            connections: Arc::new(Mutex::new(HashMap::new())),
-            counters: Arc::new(Counters::default()),
-            limits: SessionLimits::default(),
-            failed_statements: Arc::new(Mutex::new(HashMap::new())),
-            failed_errors: Arc::new(Mutex::new(HashMap::new())),
-            max_retries: cqrs_core::Config::builder()
-                .build()
-                .map_or(Some(30), |config| config.max_retries()),
-        }
+        Replicas::with_connect(Some(Arc::new(connect)))
     }
 
     /// A registry without a database, for services whose replicas are all custom handlers
     /// that write elsewhere (`C` is then only a type parameter: choose any backend).
     pub fn without_database() -> Self {
-        Replicas {
-            models: HashMap::new(),
-            connect: None,
-            connections: Arc::new(Mutex::new(HashMap::new())),
-            counters: Arc::new(Counters::default()),
-            limits: SessionLimits::default(),
-            failed_statements: Arc::new(Mutex::new(HashMap::new())),
-            failed_errors: Arc::new(Mutex::new(HashMap::new())),
-            max_retries: cqrs_core::Config::builder()
-                .build()
-                .map_or(Some(30), |config| config.max_retries()),
-        }
+        Replicas::with_connect(None)
     }
 
     /// Registers a replica model written with the default revision-guarded statements.
@@ -292,14 +266,23 @@ impl<C: CqrsConnection> Replicas<C> {
         self.counters.downgrades.load(Ordering::Relaxed)
     }
 
+    fn with_connect(connect: Option<Connect<C>>) -> Self {
+        Replicas {
+            models: HashMap::new(),
+            connect,
+            connections: Arc::new(Mutex::new(HashMap::new())),
+            counters: Arc::new(Counters::default()),
+            limits: SessionLimits::default(),
+            failed_statements: Arc::new(Mutex::new(HashMap::new())),
+            failed_errors: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
     fn checkout(&self, worker: usize) -> Result<Option<C>, BatchError> {
         let Some(connect) = &self.connect else {
             return Ok(None);
         };
-        let cached = match self.connections.lock() {
-            Ok(mut pool) => pool.remove(&worker),
-            Err(poisoned) => poisoned.into_inner().remove(&worker),
-        };
+        let cached = lock(&self.connections).remove(&worker);
         match cached {
             Some(conn) => Ok(Some(conn)),
             None => {
@@ -324,11 +307,7 @@ impl<C: CqrsConnection> Replicas<C> {
                                     ..
                                 } = event
                                 {
-                                    let mut failed = match failed.lock() {
-                                        Ok(failed) => failed,
-                                        Err(poisoned) => poisoned.into_inner(),
-                                    };
-                                    failed.insert(worker, query.to_string());
+                                    lock(&failed).insert(worker, query.to_string());
                                 }
                             },
                         );
@@ -341,17 +320,11 @@ impl<C: CqrsConnection> Replicas<C> {
 
     /// Keeps the typed error of `worker`'s failed batch for [`Applier::retry_choice`].
     fn keep_failure(&self, worker: usize, error: Error) {
-        match self.failed_errors.lock() {
-            Ok(mut failed) => failed.insert(worker, error),
-            Err(poisoned) => poisoned.into_inner().insert(worker, error),
-        };
+        lock(&self.failed_errors).insert(worker, error);
     }
 
     fn checkin(&self, worker: usize, conn: C) {
-        match self.connections.lock() {
-            Ok(mut pool) => pool.insert(worker, conn),
-            Err(poisoned) => poisoned.into_inner().insert(worker, conn),
-        };
+        lock(&self.connections).insert(worker, conn);
     }
 }
 
@@ -365,7 +338,6 @@ impl<C: CqrsConnection> Clone for Replicas<C> {
             limits: self.limits,
             failed_statements: self.failed_statements.clone(),
             failed_errors: self.failed_errors.clone(),
-            max_retries: self.max_retries,
         }
     }
 }
@@ -478,7 +450,6 @@ impl<C: CqrsConnection> Applier for Replicas<C> {
             query_timeout: config.query_timeout(),
             log_timed_out_queries: config.log_timed_out_queries(),
         };
-        self.max_retries = config.max_retries();
     }
 
     /// Asks the failed message's model ([`ReplicaHooks`](crate::ReplicaHooks)) with the typed
@@ -489,21 +460,16 @@ impl<C: CqrsConnection> Applier for Replicas<C> {
         prepared: &Prepared,
         retries: u32,
         error: &str,
+        would_retry: bool,
     ) -> RetryChoice {
         let Some(model) = self.models.get(prepared.cqrs_id) else {
             return RetryChoice::default();
         };
-        let typed = match self.failed_errors.lock() {
-            Ok(mut failed) => failed.remove(&worker),
-            Err(poisoned) => poisoned.into_inner().remove(&worker),
-        };
+        let typed = lock(&self.failed_errors).remove(&worker);
         // A failure without a typed error (a panic, a lost task) reaches the hook as a task
         // error.
         let typed = typed.unwrap_or_else(|| Error::Task(error.to_owned()));
-        let defaults = RetryDefaults {
-            max_retries: model.policy().max_retries.unwrap_or(self.max_retries),
-        };
-        model.retry_choice(retries, &typed, &defaults)
+        model.retry_choice(retries, &typed, would_retry)
     }
 
     fn policy(&self, cqrs_id: &str) -> Option<ModelPolicy> {
@@ -560,10 +526,7 @@ impl<C: CqrsConnection> Applier for Replicas<C> {
                     Ok(outcomes)
                 }
                 Err(error) => {
-                    let statement = match this.failed_statements.lock() {
-                        Ok(mut failed) => failed.remove(&worker),
-                        Err(poisoned) => poisoned.into_inner().remove(&worker),
-                    };
+                    let statement = lock(&this.failed_statements).remove(&worker);
                     let (error, outcome) =
                         batch_error(error, &mut conn, this.limits, statement, worker);
                     if matches!(outcome, BatchError::Failed(_)) {
@@ -679,8 +642,8 @@ where
         true
     }
 
-    fn retry_choice(&self, retries: u32, error: &Error, defaults: &RetryDefaults) -> RetryChoice {
-        hook_choice::<M>(retries, error, defaults)
+    fn retry_choice(&self, retries: u32, error: &Error, would_retry: bool) -> RetryChoice {
+        hook_choice::<M>(retries, error, would_retry)
     }
 
     fn decode(&self, incoming: &Incoming) -> Result<Prepared, String> {
@@ -935,8 +898,8 @@ where
         false
     }
 
-    fn retry_choice(&self, retries: u32, error: &Error, defaults: &RetryDefaults) -> RetryChoice {
-        hook_choice::<M>(retries, error, defaults)
+    fn retry_choice(&self, retries: u32, error: &Error, would_retry: bool) -> RetryChoice {
+        hook_choice::<M>(retries, error, would_retry)
     }
 
     fn decode(&self, incoming: &Incoming) -> Result<Prepared, String> {

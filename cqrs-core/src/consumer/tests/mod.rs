@@ -139,6 +139,7 @@ impl Applier for Recorder {
         item: &Item,
         _retries: u32,
         _error: &str,
+        _would_retry: bool,
     ) -> RetryChoice {
         self.state()
             .choices
