@@ -71,12 +71,13 @@ pub(crate) async fn save_body<M: MasterModel + Sync, E: Exec>(
     previous_data: Option<Map<String, Value>>,
     queue: Option<&str>,
 ) -> Result<String> {
+    let mut previous_data = previous_data;
     let mut bodies = save_bodies(
         config,
         &[row],
         conn,
         signal,
-        |_| previous_data.clone(),
+        |_| previous_data.take(),
         queue,
     )
     .await?;
@@ -93,7 +94,7 @@ pub(crate) async fn save_bodies<M: MasterModel + Sync, E: Exec>(
     rows: &[&M],
     conn: &mut E,
     signal: SignalType,
-    previous: impl Fn(&M) -> Option<Map<String, Value>>,
+    mut previous: impl FnMut(&M) -> Option<Map<String, Value>>,
     queue: Option<&str>,
 ) -> Result<Vec<String>> {
     let data = page_instance_data(rows, conn).await?;
