@@ -19,7 +19,7 @@ use crate::support::{cleanup, config_builder, raw_connection};
 /// A test applier for the model `author`: records every attempt and what it applied, fails
 /// the primary keys it is told to, and takes `delay` per batch.
 #[derive(Clone, Default)]
-struct Recorder {
+pub(crate) struct Recorder {
     state: Arc<Mutex<RecorderState>>,
     fail: Arc<HashSet<i64>>,
     delay: Duration,
@@ -44,7 +44,7 @@ impl Recorder {
         state.attempts.get(&pk).copied().unwrap_or(0)
     }
 
-    fn applied(&self) -> Vec<i64> {
+    pub(crate) fn applied(&self) -> Vec<i64> {
         self.state.lock().unwrap().applied.clone()
     }
 }

@@ -4,7 +4,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cqrs_diesel::runtime::{Applied, Applier, BatchError, Incoming, ModelPolicy};
 use cqrs_diesel::transport::{
     Confirmation, Consumer, Delivery, InMemoryConsumer, InMemoryTransport, OutgoingMessage, Settle,
 };
@@ -12,6 +11,8 @@ use cqrs_diesel::wire::{Expiry, Payload, SignalType};
 use cqrs_diesel::{Config, ConsumerRuntime, Topology, Transport, TransportError};
 use futures_util::future::BoxFuture;
 use serde_json::json;
+
+use crate::consumer_runtime::Recorder;
 
 /// What was settled, in order: `(routing key, "ack" | "requeue" | "drop")`.
 type Log = Arc<Mutex<Vec<(String, &'static str)>>>;
@@ -151,44 +152,6 @@ impl Consumer for WrappedConsumer {
     }
 }
 
-/// Applies `author` messages, recording their primary keys.
-#[derive(Clone, Default)]
-struct Authors {
-    applied: Arc<Mutex<Vec<i64>>>,
-}
-
-impl Applier for Authors {
-    type Prepared = i64;
-
-    fn cqrs_ids(&self) -> Vec<String> {
-        vec!["author".to_owned()]
-    }
-
-    fn policy(&self, cqrs_id: &str) -> Option<ModelPolicy> {
-        (cqrs_id == "author").then(ModelPolicy::default)
-    }
-
-    fn prepare(&self, incoming: &Incoming) -> Result<i64, String> {
-        incoming
-            .payload
-            .instance_pk
-            .as_i64()
-            .ok_or_else(|| "the primary key must be an integer".to_owned())
-    }
-
-    async fn apply(
-        &self,
-        _worker: usize,
-        batch: Vec<Arc<i64>>,
-    ) -> Result<Vec<Applied>, BatchError> {
-        self.applied
-            .lock()
-            .unwrap()
-            .extend(batch.iter().map(|pk| **pk));
-        Ok(vec![Applied::Created; batch.len()])
-    }
-}
-
 fn body(pk: i64) -> Vec<u8> {
     let serde_json::Value::Object(data) = json!({"id": pk, "cqrs_revision": 1}) else {
         unreachable!()
@@ -222,7 +185,7 @@ async fn the_consumer_runtime_runs_over_a_transport_written_outside_the_library(
         .await
         .unwrap();
 
-    let authors = Authors::default();
+    let authors = Recorder::default();
     let handle = ConsumerRuntime::new(transport.clone(), config.clone(), authors.clone())
         .batch_wait(Duration::from_millis(5))
         .spawn();
@@ -236,7 +199,7 @@ async fn the_consumer_runtime_runs_over_a_transport_written_outside_the_library(
     }
     let stats = handle.shutdown().await.unwrap();
 
-    let mut applied = authors.applied.lock().unwrap().clone();
+    let mut applied = authors.applied();
     applied.sort_unstable();
     assert_eq!(applied, [1, 2]);
     assert_eq!(stats.malformed, 1);

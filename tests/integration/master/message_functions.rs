@@ -3,7 +3,7 @@
 //! messages with the configuration gives them the functions' `meta` and `correlation_id`,
 //! unless the model's own hook gives one.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeZone, Utc};
 use cqrs_diesel::{
     DbConn, HookError, MasterConfig, MasterHooks, MasterModel, MasterStore, MessageContext,
 };
@@ -48,13 +48,21 @@ fn master<M: MasterModel>() -> MasterConfig {
         })
 }
 
+/// A fixed time for the rows' own timestamps (the writes stamp `cqrs_updated` from the
+/// configuration's clock).
+fn written_at() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2031, 3, 4, 5, 0, 0)
+        .single()
+        .expect("a valid time")
+}
+
 fn new_author<M: Author>(id: i32, name: &str) -> M {
     M::new(
         id,
         name,
         None,
         None,
-        Utc::now(),
+        written_at(),
         true,
         1.0,
         Uuid::nil(),
@@ -254,7 +262,7 @@ async fn a_models_meta_hook_wins_over_the_meta_function() {
             id,
             body: "x".into(),
             cqrs_revision: 0,
-            cqrs_updated: Utc::now(),
+            cqrs_updated: written_at(),
         };
         config.save(&note, conn).unwrap();
     }
