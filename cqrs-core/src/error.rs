@@ -148,6 +148,17 @@ pub enum Error {
         routing_key: String,
     },
 
+    /// The broker neither confirmed nor refused a publish in time (a broker blocking its
+    /// publishers for a resource alarm, a connection stalled without being lost). Whether the
+    /// message was taken is unknown: publish it again (at least once).
+    #[error(
+        "the broker did not confirm a publish within {waited:?}; it may be blocking publishers (a memory or disk alarm) or unreachable: publish again later"
+    )]
+    ConfirmTimeout {
+        /// How long the publisher waited.
+        waited: std::time::Duration,
+    },
+
     /// The transport was closed by its owner; no further operation is possible.
     #[error("the transport is closed")]
     Closed,
@@ -173,6 +184,7 @@ impl Error {
             Error::Refused { .. } => false,
             Error::Unroutable { .. } => false,
             Error::Nacked { .. } => true,
+            Error::ConfirmTimeout { .. } => true,
             Error::Closed => false,
         }
     }

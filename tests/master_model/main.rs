@@ -45,6 +45,7 @@ mod process;
 #[allow(dead_code)]
 #[path = "../integration/support.rs"]
 mod support;
+mod watchdog;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -1235,6 +1236,7 @@ impl<S: Side> Harness<'_, S> {
             self.offset += tick.micros();
             self.clock
                 .set(self.base + chrono::Duration::microseconds(self.offset));
+            watchdog::phase(format!("{}: step #{n}: {op:?}", S::NAME));
             self.exec(n, op)?;
         }
         self.check()
@@ -1242,12 +1244,15 @@ impl<S: Side> Harness<'_, S> {
 
     /// Once every message is settled: the replica equals the master.
     fn check(&mut self) -> Result<(), String> {
+        watchdog::phase(format!("{}: the final check", S::NAME));
         if !self.consumers.running() {
             self.consumers.start(self.rt, &self.tap)?;
         }
         self.wait_published()?;
         let relay = self.relay.take().expect("the relay runs until the check");
+        watchdog::phase(format!("{}: the final check: stopping the relay", S::NAME));
         let relayed = self.rt.block_on(relay.shutdown());
+        watchdog::phase(format!("{}: the final check: settling", S::NAME));
         let deadline = Instant::now() + TIMEOUT;
         while (self.tap.len() as u64) < relayed.published {
             if Instant::now() > deadline {
@@ -1460,6 +1465,10 @@ fn run_case<S: Side>(
     let (clock, master_config) = case_master();
     let base = case_start();
 
+    watchdog::phase(format!(
+        "{}: setting up the databases and the broker",
+        S::NAME
+    ));
     let master = S::db("mm_master");
     master.execute(<S::Master as Author>::DDL);
     master
@@ -1534,9 +1543,11 @@ fn run_case<S: Side>(
         .and_then(|()| harness.run());
 
     // Tear down, whatever happened.
+    watchdog::phase(format!("{}: tear-down: stopping the relay", S::NAME));
     if let Some(relay) = harness.relay.take() {
         rt.block_on(relay.shutdown());
     }
+    watchdog::phase(format!("{}: tear-down: stopping the consumers", S::NAME));
     let stopped = harness.consumers.stop(rt);
     {
         let mut total = slots.borrow_mut();
@@ -1553,6 +1564,7 @@ fn run_case<S: Side>(
     .flatten()
     .map(str::to_owned)
     .collect();
+    watchdog::phase(format!("{}: tear-down: closing the transports", S::NAME));
     rt.block_on(async {
         harness.consumers.transport.close().await;
         harness.relay_transport.close().await;
@@ -1561,7 +1573,10 @@ fn run_case<S: Side>(
         support::cleanup(&exchange, &queues).await;
     });
     let log = std::mem::take(&mut harness.log);
+    watchdog::phase(format!("{}: tear-down: dropping the databases", S::NAME));
     drop(harness);
+    drop(master);
+    watchdog::idle();
 
     match result.and(stopped) {
         Ok(()) => Ok(()),

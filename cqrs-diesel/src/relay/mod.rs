@@ -129,6 +129,7 @@ pub struct OutboxRelay<C, T> {
     connect: Connect<C>,
     batch_size: usize,
     confirm_window: usize,
+    confirm_timeout: Duration,
     poll_interval: Duration,
     pipeline_depth: usize,
     retry_min: Duration,
@@ -148,6 +149,7 @@ impl<C, T> std::fmt::Debug for OutboxRelay<C, T> {
         f.debug_struct("OutboxRelay")
             .field("batch_size", &self.batch_size)
             .field("confirm_window", &self.confirm_window)
+            .field("confirm_timeout", &self.confirm_timeout)
             .field("poll_interval", &self.poll_interval)
             .field("pipeline_depth", &self.pipeline_depth)
             .field("idle_connections", &self.idle.len())
@@ -167,8 +169,9 @@ enum BrokerState {
 impl<C: CqrsConnection, T: Transport> OutboxRelay<C, T> {
     /// A relay publishing through `transport`, on database connections opened by `connect`.
     ///
-    /// Defaults: batches of 1000 entries, 1000 confirmations in flight, a poll every second,
-    /// three batches in flight (one on SQLite), retries after 100 ms doubling up to 10 s.
+    /// Defaults: batches of 1000 entries, 1000 confirmations in flight, each awaited at most
+    /// 30 s, a poll every second, three batches in flight (one on SQLite), retries after
+    /// 100 ms doubling up to 10 s.
     pub fn new(
         transport: T,
         connect: impl Fn() -> Result<C, ConnectionError> + Send + Sync + 'static,
@@ -178,6 +181,7 @@ impl<C: CqrsConnection, T: Transport> OutboxRelay<C, T> {
             connect: Arc::new(connect),
             batch_size: 1000,
             confirm_window: 1000,
+            confirm_timeout: Duration::from_secs(30),
             poll_interval: Duration::from_secs(1),
             pipeline_depth: 3,
             retry_min: Duration::from_millis(100),
@@ -207,6 +211,17 @@ impl<C: CqrsConnection, T: Transport> OutboxRelay<C, T> {
     /// How many publishes may wait for their confirmation at once (default 1000, at least 1).
     pub fn confirm_window(mut self, confirmations: usize) -> Self {
         self.confirm_window = confirmations.max(1);
+        self
+    }
+
+    /// How long a publish may wait for its confirmation, from the moment it was handed to the
+    /// transport (default 30 s). Past it, the pass ends with
+    /// [`cqrs_core::Error::ConfirmTimeout`] (retryable): the unconfirmed entries stay in the
+    /// outbox and are published again after the retry delay, so a broker that blocks its
+    /// publishers (a memory or disk alarm) or a stalled connection delays the outbox instead
+    /// of stopping the relay, and a shutdown never waits longer than this.
+    pub fn confirm_timeout(mut self, timeout: Duration) -> Self {
+        self.confirm_timeout = timeout;
         self
     }
 
@@ -255,6 +270,7 @@ impl<C: CqrsConnection, T: Transport> OutboxRelay<C, T> {
             connect: &self.connect,
             batch_size: self.batch_size,
             confirm_window: self.confirm_window,
+            confirm_timeout: self.confirm_timeout,
             depth: self.pipeline_depth,
             counters: &self.counters,
             meters: &self.meters,

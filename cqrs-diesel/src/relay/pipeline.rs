@@ -31,7 +31,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use cqrs_core::{Confirmation, Transport};
 use diesel::connection::{Connection, TransactionManager};
@@ -57,6 +57,8 @@ pub(crate) struct Pass<'a, C, T> {
     pub(crate) connect: &'a Connect<C>,
     pub(crate) batch_size: usize,
     pub(crate) confirm_window: usize,
+    /// The longest a publish waits for its confirmation, from when it was handed over.
+    pub(crate) confirm_timeout: Duration,
     pub(crate) depth: usize,
     pub(crate) counters: &'a Counters,
     pub(crate) meters: &'a RelayMeters,
@@ -203,6 +205,7 @@ where
         connect,
         batch_size,
         confirm_window,
+        confirm_timeout,
         depth,
         counters,
         meters,
@@ -298,7 +301,15 @@ where
                 permit.forget();
                 let model = meters.model(&entry.cqrs_id);
                 let (message, span) = super::message::outgoing(entry, transport.exchange());
-                match transport.publish(&message).instrument(span).await {
+                let handed = tokio::time::timeout(
+                    confirm_timeout,
+                    transport.publish(&message).instrument(span),
+                )
+                .await
+                .unwrap_or(Err(cqrs_core::Error::ConfirmTimeout {
+                    waited: confirm_timeout,
+                }));
+                match handed {
                     Ok(confirmation) => {
                         model.sent.increment(1);
                         let _ = flow_tx.send(Flow::Sent(confirmation, model, Instant::now()));
@@ -327,7 +338,13 @@ where
                     if let Some(batch) = current.as_mut()
                         && batch.intact
                     {
-                        let result = confirmation.await;
+                        let due = tokio::time::Instant::from_std(sent + confirm_timeout);
+                        let result =
+                            tokio::time::timeout_at(due, confirmation)
+                                .await
+                                .unwrap_or(Err(cqrs_core::Error::ConfirmTimeout {
+                                    waited: confirm_timeout,
+                                }));
                         meters.confirm_latency.record(sent.elapsed().as_secs_f64());
                         match result {
                             Ok(()) => {

@@ -258,3 +258,74 @@ async fn a_closed_transport_ends_the_relay() {
     assert_eq!(stats.errors, 1);
     assert_eq!(db.pending(), 1);
 }
+
+/// Delegates to the in-memory broker, except that no confirmation ever arrives: a broker
+/// blocking its publishers for a resource alarm.
+#[derive(Clone)]
+struct NeverConfirms {
+    inner: InMemoryTransport,
+}
+
+impl Transport for NeverConfirms {
+    type Consumer = InMemoryConsumer;
+
+    async fn declare(&self, topology: &Topology) -> cqrs_core::Result<()> {
+        self.inner.declare(topology).await
+    }
+
+    async fn publish(&self, _message: &OutgoingMessage) -> cqrs_core::Result<Confirmation> {
+        Ok(Confirmation::new(std::future::pending()))
+    }
+
+    async fn consume(&self, queue: &str, prefetch: u16) -> cqrs_core::Result<InMemoryConsumer> {
+        self.inner.consume(queue, prefetch).await
+    }
+
+    async fn close(&self) {
+        self.inner.close().await
+    }
+}
+
+#[tokio::test]
+async fn a_confirmation_that_never_comes_ends_the_pass_after_the_confirm_timeout() {
+    let db = Db::new();
+    db.insert(0..5, "author");
+    let transport = NeverConfirms {
+        inner: broker().await,
+    };
+    let mut relay =
+        OutboxRelay::new(transport, db.connector()).confirm_timeout(Duration::from_millis(200));
+    let error = tokio::time::timeout(Duration::from_secs(10), relay.drain())
+        .await
+        .expect("the pass gives up after the confirm timeout")
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::Transport(cqrs_core::Error::ConfirmTimeout { waited }) if waited == Duration::from_millis(200)
+        ),
+        "{error}"
+    );
+    assert!(error.is_retryable());
+    assert_eq!(relay.stats().published, 0);
+    assert_eq!(db.pending(), 5, "unconfirmed entries stay in the outbox");
+}
+
+#[tokio::test]
+async fn a_relay_waiting_for_confirmations_stops_within_the_confirm_timeout() {
+    let db = Db::new();
+    db.insert(0..5, "author");
+    let transport = NeverConfirms {
+        inner: broker().await,
+    };
+    let relay = OutboxRelay::new(transport, db.connector())
+        .confirm_timeout(Duration::from_millis(300))
+        .spawn();
+    // Let it publish and start waiting.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stats = tokio::time::timeout(Duration::from_secs(10), relay.shutdown())
+        .await
+        .expect("the shutdown waits at most the confirm timeout");
+    assert_eq!(stats.published, 0);
+    assert_eq!(db.pending(), 5);
+}
