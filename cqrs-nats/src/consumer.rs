@@ -229,6 +229,7 @@ impl Consumer for NatsConsumer {
     async fn next(&mut self) -> Option<Result<Delivery>> {
         loop {
             if self.shared.check_open().is_err() {
+                self.messages = None;
                 return None;
             }
             if self.messages.is_none() {
@@ -255,7 +256,10 @@ impl Consumer for NatsConsumer {
             };
             let item = tokio::select! {
                 item = messages.next() => item,
-                _ = self.shutdown.wait_for(|closed| *closed) => return None,
+                _ = self.shutdown.wait_for(|closed| *closed) => {
+                    self.messages = None;
+                    return None;
+                }
             };
             match item {
                 Some(Ok(message)) => {
@@ -276,6 +280,9 @@ impl Consumer for NatsConsumer {
 
 impl Drop for NatsConsumer {
     fn drop(&mut self) {
+        // Unsubscribe first (synchronously queued before the naks): the server then skips this
+        // consumer's pending pull request and hands the nak'ed messages to a live one.
+        self.messages = None;
         let unsettled = self.shared.inflight.take_consumer(Some(self.id));
         if unsettled.is_empty() {
             return;

@@ -443,7 +443,11 @@ impl Transport for NatsTransport {
             return;
         }
         let _ = self.shared.shutdown.send(true);
-        // What consumers handed out and was not settled comes again at once.
+        // Consumers waiting in `next` see the signal and stop pulling; then what consumers
+        // handed out and was not settled is nak'ed, so it comes again at once (a consumer
+        // still pulling may receive it again and lose it with the connection: then it comes
+        // again after `ack_wait`).
+        tokio::time::sleep(Duration::from_millis(50)).await;
         self.shared.inflight.nak_all().await;
         if tokio::time::timeout(Duration::from_secs(2), self.shared.client.flush())
             .await
