@@ -96,6 +96,20 @@ struct Settings {
     messages: Vec<OutgoingMessage>,
 }
 
+impl Settings {
+    /// The bodies and messages of round `round`.
+    fn fill(&mut self, round: usize) {
+        let first = (round - 1) * self.count;
+        self.bodies = (first..first + self.count).map(body).collect();
+        assert!(self.bodies.iter().all(|b| b.len() == 450), "bodies are 450 bytes");
+        self.messages = self
+            .bodies
+            .iter()
+            .map(|b| OutgoingMessage::new("author", b.clone()))
+            .collect();
+    }
+}
+
 /// One round of one broker: publish then consume, raw and ours, alternating who goes first.
 async fn round<T: Transport, P, C>(
     settings: &Settings,
@@ -166,18 +180,12 @@ async fn run() -> Result<(), BoxError> {
     let prefetch: u16 = env_or("BENCH_PREFETCH", 1000);
     let tag = std::process::id().to_string();
 
-    let bodies: Vec<Vec<u8>> = (0..count).map(body).collect();
-    assert!(bodies.iter().all(|b| b.len() == 450), "bodies are 450 bytes");
-    let messages: Vec<OutgoingMessage> = bodies
-        .iter()
-        .map(|b| OutgoingMessage::new("author", b.clone()))
-        .collect();
-    let settings = Settings {
+    let mut settings = Settings {
         count,
         window,
         prefetch,
-        bodies,
-        messages,
+        bodies: Vec::new(),
+        messages: Vec::new(),
     };
 
     let config = Config::builder()
@@ -217,6 +225,9 @@ async fn run() -> Result<(), BoxError> {
     );
     let (mut best_rabbit, mut best_nats) = (Best::default(), Best::default());
     for n in 1..=rounds {
+        // New primary keys every round: NATS deduplicates identical messages (same subject,
+        // body and headers) within the stream's duplicate window.
+        settings.fill(n);
         let first_raw = n % 2 == 1;
         if let Some((raw, transport)) = &rabbit {
             let figures = round(
