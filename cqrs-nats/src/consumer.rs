@@ -174,9 +174,15 @@ impl NatsConsumer {
         if let Some(map) = &message.headers {
             for (name, values) in map.iter() {
                 let name = name.to_string();
-                let Some(value) = values.first() else { continue };
+                let Some(value) = values.first() else {
+                    continue;
+                };
                 if name == EXPIRATION_HEADER {
-                    expiration = value.as_str().parse::<u64>().ok().map(Duration::from_millis);
+                    expiration = value
+                        .as_str()
+                        .parse::<u64>()
+                        .ok()
+                        .map(Duration::from_millis);
                 } else if !name.starts_with("Nats-") {
                     headers.push((name, value.as_str().to_owned()));
                 }
@@ -223,7 +229,6 @@ impl NatsConsumer {
 fn not_found(reason: &str) -> bool {
     reason.contains("not found")
 }
-
 
 impl Consumer for NatsConsumer {
     async fn next(&mut self) -> Option<Result<Delivery>> {
@@ -306,16 +311,28 @@ struct NatsSettle {
 }
 
 impl NatsSettle {
-    fn settle(self: Box<Self>, kind: AckKind, operation: &'static str) -> BoxFuture<'static, Result<()>> {
+    fn settle(
+        self: Box<Self>,
+        kind: AckKind,
+        operation: &'static str,
+    ) -> BoxFuture<'static, Result<()>> {
         Box::pin(async move {
-            let acker = self.shared.inflight.take(self.id).ok_or(Error::ConnectionLost {
-                operation,
-                reason: "the consumer this delivery came from has ended; it comes again".to_owned(),
-            })?;
-            acker.ack_with(kind).await.map_err(|e| Error::ConnectionLost {
-                operation,
-                reason: e.to_string(),
-            })
+            let acker = self
+                .shared
+                .inflight
+                .take(self.id)
+                .ok_or(Error::ConnectionLost {
+                    operation,
+                    reason: "the consumer this delivery came from has ended; it comes again"
+                        .to_owned(),
+                })?;
+            acker
+                .ack_with(kind)
+                .await
+                .map_err(|e| Error::ConnectionLost {
+                    operation,
+                    reason: e.to_string(),
+                })
         })
     }
 }

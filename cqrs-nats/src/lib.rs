@@ -122,8 +122,8 @@ impl NatsOptions {
     /// Options from the environment: the URL from `CQRS_NATS_URL` (default
     /// `nats://127.0.0.1:4222`), the exchange from `CQRS_EXCHANGE` (default `cqrs`).
     pub fn from_env() -> Self {
-        let url = std::env::var("CQRS_NATS_URL")
-            .unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
+        let url =
+            std::env::var("CQRS_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
         let options = NatsOptions::new(url);
         match std::env::var("CQRS_EXCHANGE") {
             Ok(exchange) if !exchange.is_empty() => options.exchange(exchange),

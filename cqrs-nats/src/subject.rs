@@ -121,8 +121,14 @@ mod tests {
             routing_key("cqrs", "cqrs.cqrs.replica.author"),
             "cqrs.replica.author"
         );
-        assert_eq!(queue_subject("cqrs", "dead_letter_b"), "cqrs._queue.dead_letter_b");
-        assert_eq!(routing_key("cqrs", "cqrs._queue.dead_letter_b"), "dead_letter_b");
+        assert_eq!(
+            queue_subject("cqrs", "dead_letter_b"),
+            "cqrs._queue.dead_letter_b"
+        );
+        assert_eq!(
+            routing_key("cqrs", "cqrs._queue.dead_letter_b"),
+            "dead_letter_b"
+        );
         assert_eq!(stream_name("my.exchange x"), "cqrs_my_exchange_x");
     }
 

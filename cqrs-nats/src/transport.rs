@@ -9,9 +9,7 @@ use async_nats::connection::State;
 use async_nats::jetstream::{self, consumer::pull, context::PublishErrorKind, stream};
 use async_nats::{HeaderMap, HeaderName, HeaderValue};
 use bytes::Bytes;
-use cqrs_core::{
-    Confirmation, Error, OutgoingMessage, Result, Topology, Transport,
-};
+use cqrs_core::{Confirmation, Error, OutgoingMessage, Result, Topology, Transport};
 use futures_util::TryStreamExt;
 use tokio::sync::watch;
 
@@ -241,10 +239,10 @@ impl Shared {
                 self.ensure_consumer(&stream, queue, filters).await?;
             }
         }
-        if let Ok(mut topologies) = self.topologies.lock() {
-            if !topologies.contains(topology) {
-                topologies.push(topology.clone());
-            }
+        if let Ok(mut topologies) = self.topologies.lock()
+            && !topologies.contains(topology)
+        {
+            topologies.push(topology.clone());
         }
         self.refresh_routes(&stream_name(exchange)).await
     }
@@ -463,8 +461,11 @@ impl Transport for NatsTransport {
 
     async fn probe(&self) -> Result<()> {
         self.shared.wait_connected().await?;
-        match tokio::time::timeout(self.shared.options.connect_timeout, self.shared.js.query_account())
-            .await
+        match tokio::time::timeout(
+            self.shared.options.connect_timeout,
+            self.shared.js.query_account(),
+        )
+        .await
         {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(Error::Connect {

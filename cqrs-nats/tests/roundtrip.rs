@@ -45,7 +45,9 @@ async fn publish_consume_ack_reject_and_unroutable() {
 
     for i in 0..3 {
         transport
-            .publish_confirmed(&OutgoingMessage::new("author", format!("m{i}")).with_header("x-a", "b"))
+            .publish_confirmed(
+                &OutgoingMessage::new("author", format!("m{i}")).with_header("x-a", "b"),
+            )
             .await
             .unwrap();
     }
@@ -81,7 +83,9 @@ async fn publish_consume_ack_reject_and_unroutable() {
     transport.close().await;
     assert!(consumer.next().await.is_none());
     assert!(matches!(
-        transport.publish(&OutgoingMessage::new("author", "late")).await,
+        transport
+            .publish(&OutgoingMessage::new("author", "late"))
+            .await,
         Err(Error::Closed)
     ));
 }

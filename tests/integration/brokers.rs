@@ -14,7 +14,9 @@ use cqrs_nats::{NatsOptions, NatsTransport};
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 
-use crate::support::{TempVhost, amqp_url_for_vhost, config_builder, raw_connection, rabbitmqctl, unique};
+use crate::support::{
+    TempVhost, amqp_url_for_vhost, config_builder, rabbitmqctl, raw_connection, unique,
+};
 
 /// A broker the scenarios run against.
 pub trait Broker: Send + Sync + 'static {
@@ -138,7 +140,9 @@ impl Broker for Nats {
     }
 
     async fn depth(config: &Config, queue: &str) -> u32 {
-        let client = async_nats::connect(nats_url()).await.expect("raw NATS client");
+        let client = async_nats::connect(nats_url())
+            .await
+            .expect("raw NATS client");
         let js = async_nats::jetstream::new(client);
         let stream = js
             .get_stream(cqrs_nats::stream_name(config.exchange()))
@@ -208,7 +212,14 @@ impl NatsServer {
 
     fn spawn(&self) {
         let child = Command::new(Self::binary())
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
             .arg(&self.store)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -217,7 +228,10 @@ impl NatsServer {
         *self.child.lock().unwrap() = Some(child);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "nats-server did not listen");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nats-server did not listen"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

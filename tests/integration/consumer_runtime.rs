@@ -195,7 +195,9 @@ async fn wait_for(what: &str, within: Duration, done: impl Fn() -> bool) {
     }
 }
 
-async fn a_poison_message_is_retried_max_retries_times_then_dead_lettered_with_its_reason<B: Broker>() {
+async fn a_poison_message_is_retried_max_retries_times_then_dead_lettered_with_its_reason<
+    B: Broker,
+>() {
     let broker = Queues::<B>::new("poison", |b| {
         b.max_retries(Some(3))
             .retry_delay(Duration::from_millis(50))
@@ -288,7 +290,10 @@ async fn a_message_for_an_unknown_cqrs_id_is_dead_lettered<B: Broker>() {
     film.cqrs_id = "film".to_owned();
     broker
         .transport
-        .publish_confirmed(&OutgoingMessage::to_queue(broker.queue.clone(), film.to_vec()))
+        .publish_confirmed(&OutgoingMessage::to_queue(
+            broker.queue.clone(),
+            film.to_vec(),
+        ))
         .await
         .expect("published to the queue by name");
 

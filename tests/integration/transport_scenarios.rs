@@ -118,10 +118,16 @@ async fn reject_with_requeue_redelivers_and_without_requeue_drops<B: Broker>() {
 
     let again = next_within(&mut consumer, 10).await;
     assert_eq!(again.body(), b"keep");
-    assert!(again.redelivered(), "a requeued message is marked redelivered");
+    assert!(
+        again.redelivered(),
+        "a requeued message is marked redelivered"
+    );
     again.ack().await.unwrap();
     let nothing = tokio::time::timeout(Duration::from_millis(500), consumer.next()).await;
-    assert!(nothing.is_err(), "the message rejected without requeue is gone");
+    assert!(
+        nothing.is_err(),
+        "the message rejected without requeue is gone"
+    );
     drop(consumer);
     setup.teardown().await;
 }
@@ -161,10 +167,12 @@ async fn unroutable_publish_is_reported_as_an_error<B: Broker>() {
         .publish_confirmed(&OutgoingMessage::new("nobody_listens", "lost?"))
         .await;
     match result {
-        Err(ref error @ Error::Unroutable {
-            ref exchange,
-            ref routing_key,
-        }) => {
+        Err(
+            ref error @ Error::Unroutable {
+                ref exchange,
+                ref routing_key,
+            },
+        ) => {
             assert_eq!(exchange, setup.config.exchange());
             assert_eq!(routing_key, "nobody_listens");
             assert!(!error.is_retryable());
@@ -218,17 +226,26 @@ async fn a_message_past_its_expiration_is_dropped_and_the_expiration_is_delivere
     assert_eq!(delivery.body(), b"long", "the expired message is gone");
     assert_eq!(delivery.routing_key(), dead_key);
     assert_eq!(delivery.expiration(), Some(Duration::from_secs(864_000)));
-    assert_eq!(delivery.header("x-cqrs-error"), Some("missing key `cqrs_id`"));
+    assert_eq!(
+        delivery.header("x-cqrs-error"),
+        Some("missing key `cqrs_id`")
+    );
     delivery.ack().await.unwrap();
     let nothing = tokio::time::timeout(Duration::from_millis(500), consumer.next()).await;
-    assert!(nothing.is_err(), "nothing else: the expired message never comes");
+    assert!(
+        nothing.is_err(),
+        "nothing else: the expired message never comes"
+    );
     drop(consumer);
     setup.teardown().await;
 }
 
 async fn consuming_a_missing_queue_is_refused<B: Broker>() {
     let setup = Setup::<B>::new("missing", &["author"]).await;
-    let result = setup.transport.consume("no_such_queue_for_cqrs_tests", 5).await;
+    let result = setup
+        .transport
+        .consume("no_such_queue_for_cqrs_tests", 5)
+        .await;
     match result {
         Err(error @ Error::Refused { .. }) => assert!(!error.is_retryable()),
         Err(other) => panic!("expected Refused, got {other:?}"),
@@ -251,7 +268,10 @@ async fn publishing_and_consuming_resume_after_the_broker_goes_away<B: Broker>()
         .declare(&Topology::from_config(&config, ["author"]))
         .await
         .unwrap();
-    let mut consumer = transport.consume(config.queue().unwrap(), 200).await.unwrap();
+    let mut consumer = transport
+        .consume(config.queue().unwrap(), 200)
+        .await
+        .unwrap();
 
     let received = Arc::new(Mutex::new(HashSet::new()));
     let consumer_task = {

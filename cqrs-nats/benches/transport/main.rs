@@ -101,7 +101,10 @@ impl Settings {
     fn fill(&mut self, round: usize) {
         let first = (round - 1) * self.count;
         self.bodies = (first..first + self.count).map(body).collect();
-        assert!(self.bodies.iter().all(|b| b.len() == 450), "bodies are 450 bytes");
+        assert!(
+            self.bodies.iter().all(|b| b.len() == 450),
+            "bodies are 450 bytes"
+        );
         self.messages = self
             .bodies
             .iter()
@@ -170,8 +173,8 @@ fn main() -> Result<(), BoxError> {
 async fn run() -> Result<(), BoxError> {
     let amqp_url = std::env::var("AMQP_URL")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
-    let nats_url = std::env::var("CQRS_TEST_NATS_URL")
-        .unwrap_or_else(|_| "nats://127.0.0.1:4223".into());
+    let nats_url =
+        std::env::var("CQRS_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4223".into());
     let brokers: String = env_or("BENCH_BROKERS", "rabbitmq,nats".to_owned());
     let (with_rabbitmq, with_nats) = (brokers.contains("rabbitmq"), brokers.contains("nats"));
     let count: usize = env_or("BENCH_MESSAGES", 50_000);

@@ -28,8 +28,8 @@ use serde_json::{Value, json};
 
 use lapin::options::BasicGetOptions;
 
-use crate::db::TestDb;
 use crate::brokers::{Broker, RabbitMq};
+use crate::db::TestDb;
 use crate::support::raw_connection;
 
 /// A running replica worker on a test database, with its own exchange and queues, on the
