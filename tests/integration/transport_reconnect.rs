@@ -1,6 +1,6 @@
-//! The transport after the broker drops its connections, and what it logs.
+//! The RabbitMQ transport's logs and its queue re-declaration; publishing and consuming across
+//! an outage is the shared scenario in `transport_scenarios.rs`.
 
-use std::collections::HashSet;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -8,102 +8,7 @@ use std::time::Duration;
 use cqrs_diesel::transport::{Consumer, OutgoingMessage};
 use cqrs_diesel::{Config, RabbitMqTransport, Topology, Transport, TransportError as Error};
 
-use crate::support::{TempVhost, amqp_url_for_vhost, rabbitmqctl, unique};
-
-const TOTAL: u32 = 3000;
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn publishing_and_consuming_resume_after_the_broker_closes_every_connection() {
-    let vhost = TempVhost::new("cqrs_reconnect");
-    let config = Config::builder()
-        .amqp_url(&amqp_url_for_vhost(&vhost.name))
-        .exchange(unique("reconnect_x"))
-        .queue(unique("reconnect_q"))
-        .connect_timeout(Duration::from_secs(10))
-        .reconnect_min_delay(Duration::from_millis(50))
-        .reconnect_max_delay(Duration::from_millis(500))
-        .build()
-        .unwrap();
-    let transport = RabbitMqTransport::new(config.clone());
-    transport
-        .declare(&Topology::from_config(&config, ["author"]))
-        .await
-        .unwrap();
-    let mut consumer = transport
-        .consume(config.queue().unwrap(), 200)
-        .await
-        .unwrap();
-
-    let received = Arc::new(Mutex::new(HashSet::new()));
-    let consumer_task = {
-        let received = Arc::clone(&received);
-        tokio::spawn(async move {
-            while let Some(delivery) = consumer.next().await {
-                let delivery = delivery.expect("no consumer error");
-                let n: u32 = std::str::from_utf8(delivery.body())
-                    .unwrap()
-                    .parse()
-                    .unwrap();
-                // An ack on a channel that died is refused; the broker redelivers: fine.
-                let _ = delivery.ack().await;
-                let mut seen = received.lock().unwrap();
-                seen.insert(n);
-                if seen.len() == TOTAL as usize {
-                    return;
-                }
-            }
-        })
-    };
-
-    let mut confirmed = Vec::new();
-    let mut retryable_failures = 0u32;
-    let mut closes = Vec::new();
-    for n in 0..TOTAL {
-        if n == 1000 || n == 2000 {
-            let vhost = vhost.name.clone();
-            closes.push(tokio::task::spawn_blocking(move || {
-                rabbitmqctl(&[
-                    "close_all_connections",
-                    "--vhost",
-                    &vhost,
-                    "cqrs reconnection test",
-                ])
-            }));
-        }
-        let message = OutgoingMessage::new("author", n.to_string());
-        loop {
-            match transport.publish_confirmed(&message).await {
-                Ok(()) => {
-                    confirmed.push(n);
-                    break;
-                }
-                Err(error) if error.is_retryable() => {
-                    retryable_failures += 1;
-                    assert!(retryable_failures < 200, "no progress: {error}");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(error) => panic!("publish {n} failed for good: {error}"),
-            }
-        }
-    }
-    let mut closed_report = String::new();
-    for close in closes {
-        closed_report.push_str(&close.await.unwrap());
-    }
-    eprintln!(
-        "retryable publish failures: {retryable_failures}; rabbitmqctl said: {closed_report}"
-    );
-
-    tokio::time::timeout(Duration::from_secs(60), consumer_task)
-        .await
-        .expect("every confirmed message arrives after reconnection")
-        .unwrap();
-    let seen = received.lock().unwrap().clone();
-    let lost: Vec<_> = confirmed.iter().filter(|n| !seen.contains(n)).collect();
-    assert!(lost.is_empty(), "confirmed but never delivered: {lost:?}");
-    assert_eq!(confirmed.len(), TOTAL as usize);
-    transport.close().await;
-}
+use crate::support::rabbitmqctl;
 
 /// A `MakeWriter` that keeps everything the subscriber writes.
 #[derive(Clone, Default)]

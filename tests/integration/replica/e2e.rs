@@ -1,16 +1,17 @@
-//! End to end: the master side on PostgreSQL -> outbox relay -> RabbitMQ -> replica workers on
-//! MariaDB and on SQLite. After 20,000 mixed writes (creates, updates, deletes, bulk creates
+//! End to end: the master side on PostgreSQL -> outbox relay -> broker (RabbitMQ, NATS
+//! JetStream: one generic body) -> replica workers on MariaDB and on SQLite. After 20,000 mixed writes (creates, updates, deletes, bulk creates
 //! and bulk updates, from several writers) both replicas equal the master row for row.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::Utc;
-use cqrs_diesel::{Config, CqrsConnection, MasterModel, OutboxRelay, RabbitMqTransport, Replicas};
+use cqrs_diesel::{Config, CqrsConnection, MasterModel, OutboxRelay, Replicas};
 use diesel::prelude::*;
 
 use super::Worker;
 use super::models::{AuthorRow, MysqlAuthorReplica, SqliteAuthorReplica, pg_schema};
+use crate::brokers::{Broker, broker_tests};
 use crate::db::{MysqlDb, PgDb, SqliteDb, TestDb};
 use crate::master::Author;
 use crate::master::models::PgAuthor;
@@ -114,8 +115,9 @@ fn write_mix(conn: &mut PgConnection, writer: usize, quota: usize) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn twenty_thousand_writes_replicate_to_mariadb_and_sqlite() {
+broker_tests!(twenty_thousand_writes_replicate_to_mariadb_and_sqlite);
+
+async fn twenty_thousand_writes_replicate_to_mariadb_and_sqlite<B: Broker>() {
     let exchange = unique("e2e_x");
     let master = PgDb::new("e2e_master");
     master.execute(<PgAuthor as Author>::DDL);
@@ -127,7 +129,7 @@ async fn twenty_thousand_writes_replicate_to_mariadb_and_sqlite() {
     let mariadb = MysqlDb::new("e2e_mariadb");
     let replicas = Replicas::new(mariadb.connector()).register::<MysqlAuthorReplica>();
     let exchange_for = exchange.clone();
-    let to_mariadb = Worker::start_with(
+    let to_mariadb = Worker::<_, B>::start_on(
         mariadb,
         <MysqlAuthorReplica as AuthorRow>::DDL,
         replicas,
@@ -137,7 +139,7 @@ async fn twenty_thousand_writes_replicate_to_mariadb_and_sqlite() {
     let sqlite = SqliteDb::new("e2e_sqlite");
     let replicas = Replicas::new(sqlite.connector()).register::<SqliteAuthorReplica>();
     let exchange_for = exchange.clone();
-    let to_sqlite = Worker::start_with(
+    let to_sqlite = Worker::<_, B>::start_on(
         sqlite,
         <SqliteAuthorReplica as AuthorRow>::DDL,
         replicas,
@@ -150,7 +152,7 @@ async fn twenty_thousand_writes_replicate_to_mariadb_and_sqlite() {
         .exchange(exchange.clone())
         .build()
         .expect("config");
-    let relay = OutboxRelay::new(RabbitMqTransport::new(config), master.connector()).spawn();
+    let relay = OutboxRelay::new(B::transport(&config).await, master.connector()).spawn();
 
     let writers: Vec<_> = (0..WRITERS)
         .map(|writer| {

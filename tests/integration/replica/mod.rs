@@ -22,32 +22,47 @@ use cqrs_diesel::runtime::Applier;
 use cqrs_diesel::transport::{OutgoingMessage, direct_routing_key};
 use cqrs_diesel::{
     Config, ConfigBuilder, ConsumerHandle, ConsumerRuntime, ConsumerStats, CqrsConnection,
-    RabbitMqTransport, Replicas, Topology, Transport,
+    Replicas, Topology, Transport,
 };
 use serde_json::{Value, json};
 
 use lapin::options::BasicGetOptions;
 
+use crate::brokers::{Broker, RabbitMq};
 use crate::db::TestDb;
-use crate::support::{config_builder, raw_connection};
+use crate::support::raw_connection;
 
-/// A running replica worker on a test database, with its own exchange and queues.
-pub struct Worker<D: TestDb> {
+/// A running replica worker on a test database, with its own exchange and queues, on the
+/// broker `B` (RabbitMQ unless said otherwise).
+pub struct Worker<D: TestDb, B: Broker = RabbitMq> {
     pub db: D,
     pub config: Config,
-    pub transport: RabbitMqTransport,
+    pub transport: B::Transport,
     handle: Option<ConsumerHandle>,
     cqrs_ids: Vec<String>,
 }
 
 impl<D: TestDb> Worker<D> {
     /// Creates the tables (`ddl`) and the tombstone table, declares the topology and starts
-    /// the runtime with `replicas`.
+    /// the runtime with `replicas`, on RabbitMQ.
     pub async fn start(db: D, ddl: &str, replicas: Replicas<D::Conn>) -> Self {
         Self::start_with(db, ddl, replicas, |builder| builder).await
     }
 
+    /// [`Worker::start`] with a configuration of the test's choice, on RabbitMQ.
     pub async fn start_with(
+        db: D,
+        ddl: &str,
+        replicas: Replicas<D::Conn>,
+        configure: impl FnOnce(ConfigBuilder) -> ConfigBuilder,
+    ) -> Self {
+        Worker::<D, RabbitMq>::start_on(db, ddl, replicas, configure).await
+    }
+}
+
+impl<D: TestDb, B: Broker> Worker<D, B> {
+    /// [`Worker::start_with`] on the broker `B`.
+    pub async fn start_on(
         db: D,
         ddl: &str,
         replicas: Replicas<D::Conn>,
@@ -64,10 +79,10 @@ impl<D: TestDb> Worker<D> {
         db.connect()
             .run_replica_migrations()
             .expect("replica migration");
-        let config = configure(config_builder("replica"))
+        let config = configure(B::config_builder("replica"))
             .build()
             .expect("config");
-        let transport = RabbitMqTransport::new(config.clone());
+        let transport = B::transport(&config).await;
         let cqrs_ids = replicas.cqrs_ids();
         transport
             .declare(&Topology::from_config(&config, cqrs_ids.clone()))
@@ -179,22 +194,16 @@ impl<D: TestDb> Worker<D> {
     }
 }
 
-impl<D: TestDb> Drop for Worker<D> {
+impl<D: TestDb, B: Broker> Drop for Worker<D, B> {
     fn drop(&mut self) {
-        let exchange = self.config.exchange().to_owned();
-        let queues: Vec<String> = [self.config.queue(), self.config.dead_letter_queue()]
-            .into_iter()
-            .flatten()
-            .map(str::to_owned)
-            .collect();
+        let config = self.config.clone();
         let _ = &self.cqrs_ids;
         std::thread::spawn(move || {
             if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
             {
-                let queues: Vec<&str> = queues.iter().map(String::as_str).collect();
-                runtime.block_on(crate::support::cleanup(&exchange, &queues));
+                runtime.block_on(B::cleanup(&config));
             }
         });
     }
