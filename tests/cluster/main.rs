@@ -10,8 +10,9 @@
 //! at another node; the replica consumes with a `ConsumerRuntime` in this process and a
 //! `replica_process`, again with rotated URL lists. During the writes, one node after the
 //! other: node 1 is stopped gracefully (`rabbitmqctl stop`) and started again; the queue's
-//! leader (`rabbitmqctl list_queues name leader`) is stopped and started again; node 2 is
-//! killed (SIGKILL of its Erlang VM) and started again.
+//! leader (`rabbitmqctl list_queues name leader`) is stopped and started again; node 2, where
+//! both relays are connected by then, is killed (SIGKILL of its Erlang VM; or the queue's
+//! leader with `CQRS_CLUSTER_KILL=leader`) and started again.
 //!
 //! Once the outbox is empty and the queue drained, the replica must equal the master field by
 //! field (`cqrs_revision` and `cqrs_updated` included) for every live key; every deleted key
@@ -72,8 +73,9 @@ use process::ReplicaProcess;
 
 const DEFAULT_WRITES: usize = 2_500;
 /// How long the writes are spread over by default: long enough for the three node events
-/// (each takes 10-20 s on a 2-core machine) to happen while the master writes.
-const DEFAULT_WRITE_SECS: u64 = 60;
+/// (each takes 10-25 s on a 2-core machine: a quarter of the writes is 20 s) to happen while
+/// the master writes.
+const DEFAULT_WRITE_SECS: u64 = 80;
 /// The cluster's node names (`cqrs-cN@localhost`) and node 1's AMQP port.
 const CLUSTER_NAME: &str = "cqrs-c";
 const CLUSTER_PORT: u16 = 5701;
@@ -209,8 +211,15 @@ impl Drop for RelayProcess {
 }
 
 /// The longest time within `[from, to]` (extended to the first progress after `to`) during
-/// which the published count did not grow, and when (after `from`) that stall ended.
-fn longest_stall(history: &[Sample], from: Instant, to: Instant) -> (Duration, Duration) {
+/// which the published count did not grow while there was something to publish, and when
+/// (after `from`) that pause ended. The time the writer spent waiting for a node event to end
+/// (`idle`: nothing new to publish) is left out of each pause.
+fn longest_stall(
+    history: &[Sample],
+    from: Instant,
+    to: Instant,
+    idle: &[(Instant, Instant)],
+) -> (Duration, Duration) {
     let mut progress: Vec<Instant> = Vec::new();
     let mut previous = 0;
     for &(at, published, _) in history {
@@ -219,10 +228,15 @@ fn longest_stall(history: &[Sample], from: Instant, to: Instant) -> (Duration, D
         }
         previous = published;
     }
+    let idle_within = |a: Instant, b: Instant| {
+        idle.iter()
+            .map(|&(s, e)| e.min(b).saturating_duration_since(s.max(a)))
+            .sum::<Duration>()
+    };
     let mut start = from;
     let mut longest = (Duration::ZERO, Duration::ZERO);
     for at in progress.into_iter().filter(|at| *at > from) {
-        let gap = at - start;
+        let gap = (at - start).saturating_sub(idle_within(start, at));
         if gap > longest.0 {
             longest = (gap, at - from);
         }
@@ -335,14 +349,18 @@ struct Written {
     deletes: usize,
     /// Keys that ever had a row.
     keys: BTreeSet<i32>,
+    /// When the writer waited for a node event to end before the next one (nothing was
+    /// written meanwhile).
+    waits: Vec<(Instant, Instant)>,
 }
 
-/// The node events, in order: (what, which node: `None` for the queue's leader).
+/// A node event: a node stopped gracefully or killed, then started again.
 #[derive(Debug, Clone, Copy)]
 enum Fault {
     Stop(usize),
     StopLeader,
-    Kill(usize),
+    /// SIGKILL of a node, or of the queue's leader (`None`).
+    Kill(Option<usize>),
 }
 
 /// What one node event did and took.
@@ -364,20 +382,25 @@ fn fault(
     writes: &AtomicUsize,
     hold_until: usize,
 ) -> Result<Event, String> {
+    let leader = cluster.leader(queue)?;
     let began = Instant::now();
     let (node, what) = match fault {
         Fault::Stop(n) => (n, format!("graceful stop of node {n}")),
-        Fault::StopLeader => {
-            let n = cluster.leader(queue)?;
-            (n, format!("graceful stop of node {n}, the queue's leader"))
+        Fault::StopLeader => (leader, format!("graceful stop of node {leader}")),
+        Fault::Kill(n) => {
+            let n = n.unwrap_or(leader);
+            (n, format!("SIGKILL of node {n}"))
         }
-        Fault::Kill(n) => (n, format!("SIGKILL of node {n}")),
+    };
+    let what = if node == leader {
+        format!("{what}, the queue's leader")
+    } else {
+        format!("{what}, not the leader (node {leader})")
     };
     report(&format!("event: {what}"));
     match fault {
-        Fault::Kill(n) => cluster.kill_node(n)?,
-        Fault::Stop(n) => cluster.stop_node(n)?,
-        Fault::StopLeader => cluster.stop_node(node)?,
+        Fault::Kill(_) => cluster.kill_node(node)?,
+        Fault::Stop(_) | Fault::StopLeader => cluster.stop_node(node)?,
     }
     let down_took = began.elapsed();
     // Down while the master writes on: at least 2 s, and until `hold_until` writes.
@@ -388,7 +411,7 @@ fn fault(
         std::thread::sleep(Duration::from_millis(50));
     }
     cluster.start_node(node)?;
-    if let Fault::StopLeader = fault {
+    if node == leader {
         let now = cluster.leader(queue)?;
         report(&format!("the queue's leader is now node {now}"));
     }
@@ -610,7 +633,13 @@ fn a_quorum_queue_replica_equals_its_master_across_node_stops_leader_stop_and_ki
     ];
 
     // The writes, with the node events between them.
-    let faults = [Fault::Stop(1), Fault::StopLeader, Fault::Kill(2)];
+    // Node 1 has relay A and the replica_process; node 2 has relay B, and relay A after the
+    // first event: the kill hits both relays (`CQRS_CLUSTER_KILL=leader` kills the leader).
+    let kill = match std::env::var("CQRS_CLUSTER_KILL").as_deref() {
+        Ok("leader") => None,
+        _ => Some(env_number("CQRS_CLUSTER_KILL", 2usize).clamp(1, 3)),
+    };
+    let faults = [Fault::Stop(1), Fault::StopLeader, Fault::Kill(kill)];
     let checkpoints: Vec<usize> = (1..=faults.len()).map(|k| writes * k / 4).collect();
     let hold = writes / 12;
     let done = AtomicUsize::new(0);
@@ -659,12 +688,16 @@ fn a_quorum_queue_replica_equals_its_master_across_node_stops_leader_stop_and_ki
             for n in 0..writes {
                 // Each event but the first must be over before the next begins.
                 if let Some(k) = checkpoints.iter().position(|c| *c == n) {
-                    let deadline = Instant::now() + TIMEOUT;
+                    let waited = Instant::now();
+                    let deadline = waited + TIMEOUT;
                     while events_done.load(Ordering::Acquire) < k {
                         if Instant::now() > deadline {
                             return Err(format!("node event {k} did not end in time"));
                         }
                         std::thread::sleep(Duration::from_millis(10));
+                    }
+                    if waited.elapsed() > Duration::from_millis(20) {
+                        out.waits.push((waited, Instant::now()));
                     }
                 }
                 let due = write_began + Duration::from_secs_f64(interval * n as f64);
@@ -716,14 +749,15 @@ fn a_quorum_queue_replica_equals_its_master_across_node_stops_leader_stop_and_ki
     let events = events.expect("the node events");
     report(&format!(
         "master: {} writes in {} ({} creates, {} re-creates after a delete, {} updates, {} \
-         deletes, {} keys)",
+         deletes, {} keys); it waited {} for node events to end",
         written.writes,
         secs(write_time),
         written.creates,
         written.recreates,
         written.updates,
         written.deletes,
-        written.keys.len()
+        written.keys.len(),
+        secs(written.waits.iter().map(|(a, b)| *b - *a).sum())
     ));
 
     // Settle: the outbox empty, then the replica equal to the master and the queue drained.
@@ -801,7 +835,12 @@ fn a_quorum_queue_replica_equals_its_master_across_node_stops_leader_stop_and_ki
         in_process.retried
     ));
     let first_event = events.first().map_or(write_began, |e| e.began);
-    let (baseline, _) = longest_stall(&merged(&histories), write_began, first_event);
+    let (baseline, _) = longest_stall(
+        &merged(&histories),
+        write_began,
+        first_event,
+        &written.waits,
+    );
     report(&format!(
         "before the first event, publishing (both relays) never paused longer than {}",
         secs(baseline)
@@ -821,7 +860,7 @@ fn a_quorum_queue_replica_equals_its_master_across_node_stops_leader_stop_and_ki
         };
         let mut per_relay = Vec::new();
         for (n, history) in histories.iter().enumerate() {
-            let (stall, resumed) = longest_stall(history, event.began, event.ended);
+            let (stall, resumed) = longest_stall(history, event.began, event.ended, &written.waits);
             let errors = errors_until(history, window_end)
                 .saturating_sub(errors_until(history, event.began));
             per_relay.push(format!(
@@ -831,7 +870,12 @@ fn a_quorum_queue_replica_equals_its_master_across_node_stops_leader_stop_and_ki
                 secs(resumed)
             ));
         }
-        let (both, resumed) = longest_stall(&merged(&histories), event.began, event.ended);
+        let (both, resumed) = longest_stall(
+            &merged(&histories),
+            event.began,
+            event.ended,
+            &written.waits,
+        );
         report(&format!(
             "event {} ({}): down in {}, back after {}; publishing (both relays) paused at most {} \
              (ended {} after the event began); {}",
