@@ -25,7 +25,9 @@
 //! however the test ends (the cluster's drop guard).
 //!
 //! `CQRS_CLUSTER_WRITES` (default [`DEFAULT_WRITES`]), `CQRS_CLUSTER_WRITE_SECS` (default
-//! [`DEFAULT_WRITE_SECS`]) and `CQRS_CLUSTER_SEED` (the operations' seed, printed) set the run.
+//! [`DEFAULT_WRITE_SECS`]), `CQRS_CLUSTER_SEED` (the operations' seed, printed),
+//! `CQRS_CLUSTER_KILL` (the node the third event kills, default 2, or `leader`) and
+//! `CQRS_CLUSTER_RELAY_LOG` (the relays' `RUST_LOG`, default `warn`) set the run.
 //! The full run: `CQRS_CLUSTER_WRITES=20000 cargo test -p cqrs-integration-tests --test cluster
 //! -- --nocapture`.
 
@@ -624,7 +626,10 @@ fn a_quorum_queue_replica_equals_its_master_across_node_stops_leader_stop_and_ki
             ("CQRS_TEST_PG_SCHEMA", master.schema.clone()),
             ("CQRS_TEST_RELAY_POLL_MS", "50".to_owned()),
             ("CQRS_TEST_RELAY_RETRY_MAX_MS", "1000".to_owned()),
-            ("RUST_LOG", "warn".to_owned()),
+            (
+                "RUST_LOG",
+                std::env::var("CQRS_CLUSTER_RELAY_LOG").unwrap_or_else(|_| "warn".to_owned()),
+            ),
         ]
     };
     let relays = [

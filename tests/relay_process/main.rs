@@ -9,7 +9,8 @@
 //! - `CQRS_TEST_PG_SCHEMA`: the schema put first on the `search_path` (the outbox's);
 //! - `CQRS_TEST_RELAY_POLL_MS` (default 50): the relay's poll interval;
 //! - `CQRS_TEST_RELAY_RETRY_MAX_MS` (default the library's 10 s): the longest delay between
-//!   attempts after an error.
+//!   attempts after an error;
+//! - `RUST_LOG` (default `warn`): what the library logs to stderr, with times.
 //!
 //! Output, on stdout, one line each time its counters change and one when it ends:
 //! `stats <published> <unroutable> <errors>`, then `final <published> <unroutable> <errors>`.
@@ -40,6 +41,12 @@ fn millis(name: &str) -> Result<Option<Duration>, String> {
 }
 
 fn main() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     if let Err(error) = run() {
         eprintln!("relay_process: {error}");
         std::process::exit(1);
