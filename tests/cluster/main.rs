@@ -8,11 +8,12 @@
 //! created again after their delete), paced over about `CQRS_CLUSTER_WRITE_SECS` seconds. Two
 //! `relay_process` processes publish the one outbox, each with the cluster's URL list starting
 //! at another node; the replica consumes with a `ConsumerRuntime` in this process and a
-//! `replica_process`, again with rotated URL lists. During the writes, one node after the
-//! other: node 1 is stopped gracefully (`rabbitmqctl stop`) and started again; the queue's
-//! leader (`rabbitmqctl list_queues name leader`) is stopped and started again; node 2, where
-//! both relays are connected by then, is killed (SIGKILL of its Erlang VM; or the queue's
-//! leader with `CQRS_CLUSTER_KILL=leader`) and started again.
+//! `replica_process`, again with rotated URL lists. The queue is declared through node 2, so
+//! node 2 leads it. During the writes, one node after the other: node 1 (relay A's and the
+//! `replica_process`'s) is stopped gracefully (`rabbitmqctl stop`) and started again; node 2,
+//! the queue's leader, where both relays are connected by then, is killed (SIGKILL of its
+//! Erlang VM) and started again; the queue's new leader (`rabbitmqctl list_queues name
+//! leader`) is stopped gracefully and started again.
 //!
 //! Once the outbox is empty and the queue drained, the replica must equal the master field by
 //! field (`cqrs_revision` and `cqrs_updated` included) for every live key; every deleted key
@@ -26,8 +27,7 @@
 //!
 //! `CQRS_CLUSTER_WRITES` (default [`DEFAULT_WRITES`]), `CQRS_CLUSTER_WRITE_SECS` (default
 //! [`DEFAULT_WRITE_SECS`]), `CQRS_CLUSTER_SEED` (the operations' seed, printed),
-//! `CQRS_CLUSTER_KILL` (the node the third event kills, default 2, or `leader`) and
-//! `CQRS_CLUSTER_RELAY_LOG` (the relays' `RUST_LOG`, default `warn`) set the run.
+//! and `CQRS_CLUSTER_RELAY_LOG` (the relays' `RUST_LOG`, default `warn`) set the run.
 //! The full run: `CQRS_CLUSTER_WRITES=20000 cargo test -p cqrs-integration-tests --test cluster
 //! -- --nocapture`.
 
@@ -361,8 +361,7 @@ struct Written {
 enum Fault {
     Stop(usize),
     StopLeader,
-    /// SIGKILL of a node, or of the queue's leader (`None`).
-    Kill(Option<usize>),
+    Kill(usize),
 }
 
 /// What one node event did and took.
@@ -389,10 +388,7 @@ fn fault(
     let (node, what) = match fault {
         Fault::Stop(n) => (n, format!("graceful stop of node {n}")),
         Fault::StopLeader => (leader, format!("graceful stop of node {leader}")),
-        Fault::Kill(n) => {
-            let n = n.unwrap_or(leader);
-            (n, format!("SIGKILL of node {n}"))
-        }
+        Fault::Kill(n) => (n, format!("SIGKILL of node {n}")),
     };
     let what = if node == leader {
         format!("{what}, the queue's leader")
@@ -576,18 +572,26 @@ fn a_quorum_queue_replica_equals_its_master_across_node_stops_leader_stop_and_ki
             .build()
             .expect("a consumer configuration")
     };
+    // Declared through node 2: a quorum queue's first leader is the declaring client's node.
+    let declaring = RabbitMqTransport::new(consumer_config(2));
+    rt.block_on(async {
+        let declared = declaring
+            .declare(&Topology::from_config(&consumer_config(2), ["author"]))
+            .await;
+        declaring.close().await;
+        declared
+    })
+    .expect("declaring the quorum queue on the cluster");
+    let leader = cluster
+        .leader(&queue)
+        .expect("the replica queue is a quorum queue with a leader");
+    report(&format!("quorum queue {queue}, leader node {leader}"));
     let config = consumer_config(3);
     let dead_letter_queue = config
         .dead_letter_queue()
         .expect("a dead-letter queue")
         .to_owned();
     let transport = RabbitMqTransport::new(config.clone());
-    rt.block_on(transport.declare(&Topology::from_config(&config, ["author"])))
-        .expect("declaring the quorum queue on the cluster");
-    let leader = cluster
-        .leader(&queue)
-        .expect("the replica queue is a quorum queue with a leader");
-    report(&format!("quorum queue {queue}, leader node {leader}"));
 
     // The replica: this process's runtime (URLs from node 3) and a replica_process (from node 1).
     let replicas = Replicas::new(replica.connector()).register::<PgAuthorReplica>();
@@ -638,13 +642,9 @@ fn a_quorum_queue_replica_equals_its_master_across_node_stops_leader_stop_and_ki
     ];
 
     // The writes, with the node events between them.
-    // Node 1 has relay A and the replica_process; node 2 has relay B, and relay A after the
-    // first event: the kill hits both relays (`CQRS_CLUSTER_KILL=leader` kills the leader).
-    let kill = match std::env::var("CQRS_CLUSTER_KILL").as_deref() {
-        Ok("leader") => None,
-        _ => Some(env_number("CQRS_CLUSTER_KILL", 2usize).clamp(1, 3)),
-    };
-    let faults = [Fault::Stop(1), Fault::StopLeader, Fault::Kill(kill)];
+    // Node 1 has relay A and the replica_process; node 2 leads the queue and has relay B, and
+    // relay A after the first event: the kill hits the leader and both relays.
+    let faults = [Fault::Stop(1), Fault::Kill(2), Fault::StopLeader];
     let checkpoints: Vec<usize> = (1..=faults.len()).map(|k| writes * k / 4).collect();
     let hold = writes / 12;
     let done = AtomicUsize::new(0);
