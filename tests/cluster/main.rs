@@ -814,7 +814,7 @@ fn a_quorum_queue_replica_equals_its_master_across_node_stops_leader_stop_and_ki
         relay_finals.push((name, relay.stop().expect("the relay stops cleanly")));
     }
     let in_process = rt
-        .block_on(tokio::time::timeout(TIMEOUT, consumer.shutdown()))
+        .block_on(async { tokio::time::timeout(TIMEOUT, consumer.shutdown()).await })
         .unwrap_or_else(|_| panic!("the consumer runtime did not stop within {}", secs(TIMEOUT)))
         .expect("the consumer runtime stops cleanly");
     // A replica_process that does not stop within 30 s is reported (and killed), not failed
@@ -829,11 +829,8 @@ fn a_quorum_queue_replica_equals_its_master_across_node_stops_leader_stop_and_ki
             "WARNING: {error}; it was killed (its last counters are used)"
         ));
     }
-    rt.block_on(tokio::time::timeout(
-        Duration::from_secs(30),
-        transport.close(),
-    ))
-    .expect("the transport closes within 30 s");
+    rt.block_on(async { tokio::time::timeout(Duration::from_secs(30), transport.close()).await })
+        .expect("the transport closes within 30 s");
     let (dead, _) = rt
         .block_on(queue_counts(&all_urls, &dead_letter_queue))
         .expect("the cluster answers");
