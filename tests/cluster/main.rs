@@ -938,11 +938,15 @@ fn a_quorum_queue_replica_equals_its_master_across_node_stops_leader_stop_and_ki
     for (name, (_, unroutable, _)) in &relay_finals {
         assert_eq!(*unroutable, 0, "{name} had unroutable messages");
     }
-    assert!(
-        settled >= written.writes as u64,
-        "lost: {settled} messages settled for {} writes",
-        written.writes
-    );
+    // A killed replica_process's counters stop at its last report: the count holds only when
+    // it stopped cleanly (the replica's rows above are the proof either way).
+    if worker_stop.is_none() {
+        assert!(
+            settled >= written.writes as u64,
+            "lost: {settled} messages settled for {} writes",
+            written.writes
+        );
+    }
     assert_eq!(
         in_process.dead_lettered + worker_counts.dead_lettered,
         0,

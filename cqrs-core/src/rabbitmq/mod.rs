@@ -522,18 +522,40 @@ pub(crate) fn map_lapin(operation: &'static str, error: lapin::Error) -> Error {
 /// Settles one RabbitMQ delivery on the channel it came from.
 pub(crate) struct RabbitSettle(pub(crate) lapin::Acker);
 
+/// How long settling one delivery may take: an acknowledgement on a connection that died
+/// without lapin noticing could otherwise wait for ever and hold its worker (and the runtime's
+/// shutdown) with it.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl Settle for RabbitSettle {
     fn ack(self: Box<Self>) -> BoxFuture<'static, Result<()>> {
-        Box::pin(async move { settled("basic.ack", self.0.ack(BasicAckOptions::default()).await) })
+        Box::pin(async move { bounded("basic.ack", self.0.ack(BasicAckOptions::default())).await })
     }
 
     fn reject(self: Box<Self>, requeue: bool) -> BoxFuture<'static, Result<()>> {
         Box::pin(async move {
-            settled(
+            bounded(
                 "basic.reject",
-                self.0.reject(BasicRejectOptions { requeue }).await,
+                self.0.reject(BasicRejectOptions { requeue }),
             )
+            .await
         })
+    }
+}
+
+async fn bounded(
+    operation: &'static str,
+    settle: impl Future<Output = lapin::Result<bool>>,
+) -> Result<()> {
+    match tokio::time::timeout(SETTLE_TIMEOUT, settle).await {
+        Ok(result) => settled(operation, result),
+        Err(_) => Err(Error::ConnectionLost {
+            operation,
+            reason: format!(
+                "not sent within {SETTLE_TIMEOUT:?}; the broker delivers it again once its \
+                 channel is gone"
+            ),
+        }),
     }
 }
 
