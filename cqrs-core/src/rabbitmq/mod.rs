@@ -376,10 +376,10 @@ impl Transport for RabbitMqTransport {
                     routing_key: routing_key.to_string(),
                 }),
                 Ok(lapin::Confirmation::Nack(_)) => {
-                    // A channel whose quorum-queue client still addresses a leader that died
-                    // goes on nacking until the broker's own timers correct it (about 7 s
-                    // measured on RabbitMQ 3.10): the next publish takes a new channel, which
-                    // looks the leader up afresh.
+                    // Seen in tests/cluster (RabbitMQ 3.10): after a quorum queue's leader was
+                    // killed, a channel opened meanwhile went on being nacked for 7-8 s, while
+                    // a new channel published at once. So the next publish takes a new
+                    // connection and channel.
                     tracing::warn!(
                         exchange = %exchange,
                         routing_key = %routing_key,
