@@ -1,8 +1,14 @@
-//! The transport across a real broker restart (`rabbitmqctl stop_app` / `start_app`): while the
-//! broker is down, publishing fails with a retryable error after `connect_timeout`; once it is
-//! back, publishing and consuming resume by themselves, and persistent messages published
-//! before the restart are still there.
+//! The transport across a real broker restart: while the broker is down, publishing fails with
+//! a retryable error after `connect_timeout`; once it is back, publishing and consuming resume
+//! by themselves, and persistent messages published before the restart are still there.
+//!
+//! The broker is a node of its own (cqrs-r1@localhost on port 5711, started by
+//! `scripts/rabbitmq-cluster.sh` and torn down however the test ends), stopped with
+//! `rabbitmqctl stop` and started again on its data: no test stops the machine's shared broker.
 
+#[allow(dead_code)]
+#[path = "../common/cluster.rs"]
+mod cluster;
 // Shared with the integration binary; this test uses only part of it.
 #[allow(dead_code)]
 #[path = "../integration/support.rs"]
@@ -14,21 +20,8 @@ use std::time::Duration;
 use cqrs_diesel::transport::{Consumer, OutgoingMessage};
 use cqrs_diesel::{Config, RabbitMqTransport, Topology, Transport};
 
-use support::{amqp_url, cleanup, rabbitmqctl, unique};
-
-/// Starts the broker again however the test ends.
-struct RestartGuard;
-
-impl Drop for RestartGuard {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("rabbitmqctl")
-            .arg("start_app")
-            .output();
-        let _ = std::process::Command::new("rabbitmqctl")
-            .args(["await_startup", "--timeout", "60"])
-            .output();
-    }
-}
+use cluster::Cluster;
+use support::unique;
 
 async fn publish_until_confirmed(transport: &RabbitMqTransport, message: &OutgoingMessage) {
     for _ in 0..600 {
@@ -45,8 +38,11 @@ async fn publish_until_confirmed(transport: &RabbitMqTransport, message: &Outgoi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transport_survives_a_broker_restart_and_persistent_messages_survive_it_too() {
+    let broker = tokio::task::spawn_blocking(|| Cluster::start("cqrs-r", 1, 5711))
+        .await
+        .expect("starting the broker's node");
     let config = Config::builder()
-        .amqp_url(&amqp_url())
+        .amqp_url(&broker.url(1))
         .exchange(unique("restart_x"))
         .queue(unique("restart_q"))
         .connect_timeout(Duration::from_secs(2))
@@ -67,17 +63,23 @@ async fn transport_survives_a_broker_restart_and_persistent_messages_survive_it_
         .collect();
     transport.publish_all(&before, 100).await.unwrap();
 
-    {
-        let _guard = RestartGuard;
-        rabbitmqctl(&["stop_app"]);
-        let down = transport
-            .publish_confirmed(&OutgoingMessage::new("author", "during outage"))
-            .await;
-        let error = down.expect_err("no broker, no confirm");
-        assert!(error.is_retryable(), "an outage is retryable: {error}");
-        rabbitmqctl(&["start_app"]);
-        rabbitmqctl(&["await_startup", "--timeout", "60"]);
-    }
+    let broker = tokio::task::spawn_blocking(move || {
+        broker.stop_node(1).expect("rabbitmqctl stop");
+        broker
+    })
+    .await
+    .expect("stopping the broker");
+    let down = transport
+        .publish_confirmed(&OutgoingMessage::new("author", "during outage"))
+        .await;
+    let error = down.expect_err("no broker, no confirm");
+    assert!(error.is_retryable(), "an outage is retryable: {error}");
+    let broker = tokio::task::spawn_blocking(move || {
+        broker.start_node(1).expect("starting the broker again");
+        broker
+    })
+    .await
+    .expect("starting the broker");
 
     // Consuming starts after the restart; publishing goes on.
     let mut consumer = transport.consume(&queue, 100).await.unwrap();
@@ -101,9 +103,8 @@ async fn transport_survives_a_broker_restart_and_persistent_messages_survive_it_
     assert_eq!(seen, (0..600).collect::<HashSet<u32>>());
     drop(consumer);
     transport.close().await;
-    cleanup(
-        config.exchange(),
-        &[&queue, config.dead_letter_queue().unwrap()],
-    )
-    .await;
+    // The node, its queues and exchange go with it.
+    tokio::task::spawn_blocking(move || drop(broker))
+        .await
+        .expect("tearing the broker down");
 }

@@ -7,7 +7,8 @@
 //!   and `CQRS_QUEUE`;
 //! - `CQRS_TEST_BACKEND`: `postgres`, `mariadb` or `sqlite`;
 //! - `CQRS_TEST_DATABASE_URL`: the database (a SQLite file's path);
-//! - `CQRS_TEST_PG_SCHEMA`: on PostgreSQL, the schema put first on the `search_path`.
+//! - `CQRS_TEST_PG_SCHEMA`: on PostgreSQL, the schema put first on the `search_path`;
+//! - `RUST_LOG` (default `warn`): what the library logs to stderr.
 //!
 //! Output, on stdout, one line each time its counters change and one when it ends:
 //! `stats <applied> <dead_lettered> <malformed>`, then `final <applied> <dead_lettered>
@@ -37,6 +38,13 @@ fn var(name: &str) -> Result<String, String> {
 }
 
 fn main() {
+    // The library's warnings and errors on stderr (RUST_LOG, default warn).
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     if let Err(error) = run() {
         eprintln!("replica_process: {error}");
         std::process::exit(1);

@@ -239,15 +239,7 @@ impl RabbitMqTransport {
 
     /// Forgets the publishing link if it is still `channel`, so the next publish reconnects.
     async fn drop_publish_channel(&self, channel: &Channel) {
-        let mut state = self.shared.publisher.lock().await;
-        if state
-            .live
-            .as_ref()
-            .is_some_and(|link| link.channel.id() == channel.id())
-            && let Some(old) = state.live.take()
-        {
-            connect::close_quietly(&old.connection).await;
-        }
+        forget_publish_link(&self.shared, channel).await;
     }
 
     fn check_open(&self) -> Result<()> {
@@ -256,6 +248,20 @@ impl RabbitMqTransport {
         } else {
             Ok(())
         }
+    }
+}
+
+/// Forgets the publishing link if it is still `channel` (closing its connection), so the next
+/// publish connects anew.
+async fn forget_publish_link(shared: &Shared, channel: &Channel) {
+    let mut state = shared.publisher.lock().await;
+    if state
+        .live
+        .as_ref()
+        .is_some_and(|link| link.channel.id() == channel.id())
+        && let Some(old) = state.live.take()
+    {
+        connect::close_quietly(&old.connection).await;
     }
 }
 
@@ -361,6 +367,7 @@ impl Transport for RabbitMqTransport {
                 return Err(error);
             }
         };
+        let shared = Arc::clone(&self.shared);
         Ok(Confirmation::new(async move {
             match confirm.await {
                 Ok(lapin::Confirmation::Ack(None)) => Ok(()),
@@ -368,12 +375,26 @@ impl Transport for RabbitMqTransport {
                     exchange: exchange.to_string(),
                     routing_key: routing_key.to_string(),
                 }),
-                Ok(lapin::Confirmation::Nack(_) | lapin::Confirmation::NotRequested) => {
+                Ok(lapin::Confirmation::Nack(_)) => {
+                    // Seen in tests/cluster (RabbitMQ 3.10): after a quorum queue's leader was
+                    // killed, a channel opened meanwhile went on being nacked for 7-8 s, while
+                    // a new channel published at once. So the next publish takes a new
+                    // connection and channel.
+                    tracing::warn!(
+                        exchange = %exchange,
+                        routing_key = %routing_key,
+                        "RabbitMQ nacked a publish; the next publish opens a new connection"
+                    );
+                    forget_publish_link(&shared, &channel).await;
                     Err(Error::Nacked {
                         exchange: exchange.to_string(),
                         routing_key: routing_key.to_string(),
                     })
                 }
+                Ok(lapin::Confirmation::NotRequested) => Err(Error::Nacked {
+                    exchange: exchange.to_string(),
+                    routing_key: routing_key.to_string(),
+                }),
                 Err(error) => Err(map_lapin("publisher confirm", error)),
             }
         }))
@@ -501,18 +522,40 @@ pub(crate) fn map_lapin(operation: &'static str, error: lapin::Error) -> Error {
 /// Settles one RabbitMQ delivery on the channel it came from.
 pub(crate) struct RabbitSettle(pub(crate) lapin::Acker);
 
+/// How long settling one delivery may take: an acknowledgement on a connection that died
+/// without lapin noticing could otherwise wait for ever and hold its worker (and the runtime's
+/// shutdown) with it.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl Settle for RabbitSettle {
     fn ack(self: Box<Self>) -> BoxFuture<'static, Result<()>> {
-        Box::pin(async move { settled("basic.ack", self.0.ack(BasicAckOptions::default()).await) })
+        Box::pin(async move { bounded("basic.ack", self.0.ack(BasicAckOptions::default())).await })
     }
 
     fn reject(self: Box<Self>, requeue: bool) -> BoxFuture<'static, Result<()>> {
         Box::pin(async move {
-            settled(
+            bounded(
                 "basic.reject",
-                self.0.reject(BasicRejectOptions { requeue }).await,
+                self.0.reject(BasicRejectOptions { requeue }),
             )
+            .await
         })
+    }
+}
+
+async fn bounded(
+    operation: &'static str,
+    settle: impl Future<Output = lapin::Result<bool>>,
+) -> Result<()> {
+    match tokio::time::timeout(SETTLE_TIMEOUT, settle).await {
+        Ok(result) => settled(operation, result),
+        Err(_) => Err(Error::ConnectionLost {
+            operation,
+            reason: format!(
+                "not sent within {SETTLE_TIMEOUT:?}; the broker delivers it again once its \
+                 channel is gone"
+            ),
+        }),
     }
 }
 
