@@ -107,3 +107,30 @@ pub struct SqliteAuthorReplica {
     pub cqrs_revision: i32,
     pub cqrs_updated: DateTime<Utc>,
 }
+
+/// `fields()` on each replica row type: every field but the key, as text (the float with its
+/// bits), so tests compare a replica row with a master row field by field.
+macro_rules! fields_as_text {
+    ($($row:ty),*) => {$(
+        impl $row {
+            /// Every field but the key, by name, as text.
+            #[allow(dead_code)]
+            pub fn fields(&self) -> Vec<(&'static str, String)> {
+                vec![
+                    ("name", format!("{:?}", self.name)),
+                    ("email", format!("{:?}", self.email)),
+                    ("birth_date", format!("{:?}", self.birth_date)),
+                    ("joined_at", format!("{:?}", self.joined_at)),
+                    ("active", format!("{:?}", self.active)),
+                    ("score", format!("{:?} ({:#x})", self.score, self.score.to_bits())),
+                    ("external_id", format!("{:?}", self.external_id)),
+                    ("bio", format!("{:?}", self.bio)),
+                    ("cqrs_revision", format!("{:?}", self.cqrs_revision)),
+                    ("cqrs_updated", format!("{:?}", self.cqrs_updated)),
+                ]
+            }
+        }
+    )*};
+}
+
+fields_as_text!(PgAuthorReplica, MysqlAuthorReplica, SqliteAuthorReplica);

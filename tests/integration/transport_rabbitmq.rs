@@ -7,71 +7,17 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use cqrs_diesel::transport::{
-    Consumer, OutgoingMessage, QueueType, dead_letter_routing_key, direct_routing_key,
+    OutgoingMessage, QueueType, dead_letter_routing_key, direct_routing_key,
 };
 use cqrs_diesel::{Config, RabbitMqTransport, Topology, Transport, TransportError as Error};
-use lapin::options::{BasicGetOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
+use lapin::options::BasicGetOptions;
 
+use crate::brokers::{Broker, RabbitMq};
 use crate::support::{cleanup, config_builder, rabbitmqctl, raw_connection};
+use crate::transport_scenarios::next_within;
 
-async fn next_within(consumer: &mut impl Consumer, secs: u64) -> cqrs_diesel::transport::Delivery {
-    tokio::time::timeout(Duration::from_secs(secs), consumer.next())
-        .await
-        .expect("a delivery within the timeout")
-        .expect("the consumer is open")
-        .expect("no consumer error")
-}
-
-async fn queue_depth(queue: &str) -> u32 {
-    let connection = raw_connection().await;
-    let channel = connection.create_channel().await.unwrap();
-    let declared = channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let _ = connection.close(200, "".into()).await;
-    declared.message_count()
-}
-
-struct Setup {
-    config: Config,
-    transport: RabbitMqTransport,
-    queue: String,
-    dlq: String,
-}
-
-impl Setup {
-    async fn new(tag: &str, cqrs_ids: &[&str]) -> Setup {
-        Setup::with(config_builder(tag).build().unwrap(), cqrs_ids).await
-    }
-
-    async fn with(config: Config, cqrs_ids: &[&str]) -> Setup {
-        let transport = RabbitMqTransport::new(config.clone());
-        transport
-            .declare(&Topology::from_config(&config, cqrs_ids.iter().copied()))
-            .await
-            .expect("topology declared");
-        Setup {
-            queue: config.queue().unwrap().to_owned(),
-            dlq: config.dead_letter_queue().unwrap().to_owned(),
-            config,
-            transport,
-        }
-    }
-
-    async fn teardown(self) {
-        self.transport.close().await;
-        cleanup(self.config.exchange(), &[&self.queue, &self.dlq]).await;
-    }
-}
+/// The shared scenarios' set-up, on RabbitMQ.
+type Setup = crate::transport_scenarios::Setup<RabbitMq>;
 
 fn bindings_of(exchange: &str) -> BTreeSet<(String, String)> {
     let out = rabbitmqctl(&[
@@ -315,7 +261,7 @@ async fn a_cluster_list_skips_a_dead_node() {
         .publish_confirmed(&OutgoingMessage::new("author", "via second node"))
         .await
         .expect("published through the live node");
-    assert_eq!(queue_depth(&setup.queue).await, 1);
+    assert_eq!(RabbitMq::depth(&setup.config, &setup.queue).await, 1);
     setup.teardown().await;
 }
 

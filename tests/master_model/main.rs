@@ -652,24 +652,7 @@ macro_rules! side {
                     .order(dsl::id)
                     .load(conn)
                     .map_err(|e| format!("loading the author rows: {e}"))?;
-                Ok(rows
-                    .into_iter()
-                    .map(|r| {
-                        let fields = vec![
-                            ("name", format!("{:?}", r.name)),
-                            ("email", format!("{:?}", r.email)),
-                            ("birth_date", format!("{:?}", r.birth_date)),
-                            ("joined_at", format!("{:?}", r.joined_at)),
-                            ("active", format!("{:?}", r.active)),
-                            ("score", format!("{:?} ({:#x})", r.score, r.score.to_bits())),
-                            ("external_id", format!("{:?}", r.external_id)),
-                            ("bio", format!("{:?}", r.bio)),
-                            ("cqrs_revision", format!("{:?}", r.cqrs_revision)),
-                            ("cqrs_updated", format!("{:?}", r.cqrs_updated)),
-                        ];
-                        (r.id, fields)
-                    })
-                    .collect())
+                Ok(rows.into_iter().map(|r| (r.id, r.fields())).collect())
             }
 
             fn states(conn: &mut $conn) -> Result<Vec<StateRow>, String> {

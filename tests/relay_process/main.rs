@@ -17,7 +17,10 @@
 //! It stops cleanly (finishing the batch in hand) when its stdin closes, and exits 0; any
 //! failure exits 1 with the reason on stderr.
 
-use std::io::{Read, Write};
+#[path = "../common/child.rs"]
+mod child;
+
+use std::io::Write;
 use std::time::Duration;
 
 use cqrs_diesel::diesel::connection::SimpleConnection;
@@ -41,16 +44,7 @@ fn millis(name: &str) -> Result<Option<Duration>, String> {
 }
 
 fn main() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-    if let Err(error) = run() {
-        eprintln!("relay_process: {error}");
-        std::process::exit(1);
-    }
+    child::main("relay_process", run);
 }
 
 fn run() -> Result<(), String> {
@@ -99,13 +93,7 @@ async fn relay(
     }
     let handle = relay.spawn();
 
-    let (closed_tx, mut closed) = tokio::sync::oneshot::channel::<()>();
-    std::thread::spawn(move || {
-        let mut stdin = std::io::stdin();
-        let mut buf = [0u8; 64];
-        while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
-        let _ = closed_tx.send(());
-    });
+    let mut closed = child::stdin_closed();
 
     let mut last = None;
     loop {

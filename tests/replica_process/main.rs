@@ -17,8 +17,10 @@
 
 #[path = "../common/authors.rs"]
 mod authors;
+#[path = "../common/child.rs"]
+mod child;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::time::Duration;
 
 use cqrs_diesel::diesel::connection::SimpleConnection;
@@ -38,17 +40,7 @@ fn var(name: &str) -> Result<String, String> {
 }
 
 fn main() {
-    // The library's warnings and errors on stderr (RUST_LOG, default warn).
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-    if let Err(error) = run() {
-        eprintln!("replica_process: {error}");
-        std::process::exit(1);
-    }
+    child::main("replica_process", run);
 }
 
 fn run() -> Result<(), String> {
@@ -117,13 +109,7 @@ where
         .batch_wait(Duration::from_millis(5))
         .spawn();
 
-    let (closed_tx, mut closed) = tokio::sync::oneshot::channel::<()>();
-    std::thread::spawn(move || {
-        let mut stdin = std::io::stdin();
-        let mut buf = [0u8; 64];
-        while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
-        let _ = closed_tx.send(());
-    });
+    let mut closed = child::stdin_closed();
 
     let mut last = None;
     loop {
