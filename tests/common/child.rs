@@ -15,6 +15,11 @@ pub fn main(name: &str, run: impl FnOnce() -> Result<(), String>) {
     }
 }
 
+/// The environment variable `name`, or an error naming it.
+pub fn var(name: &str) -> Result<String, String> {
+    std::env::var(name).map_err(|_| format!("{name} is not set"))
+}
+
 /// Resolves when the process's stdin closes (its parent closed it, or ended): the helper
 /// processes' signal to stop cleanly.
 pub fn stdin_closed() -> tokio::sync::oneshot::Receiver<()> {

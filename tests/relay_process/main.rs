@@ -28,10 +28,6 @@ use cqrs_diesel::diesel::result::ConnectionError;
 use cqrs_diesel::diesel::{Connection, PgConnection};
 use cqrs_diesel::{Config, OutboxRelay, RabbitMqTransport, RelayStats, Transport};
 
-fn var(name: &str) -> Result<String, String> {
-    std::env::var(name).map_err(|_| format!("{name} is not set"))
-}
-
 fn millis(name: &str) -> Result<Option<Duration>, String> {
     match std::env::var(name) {
         Ok(value) => value
@@ -42,6 +38,8 @@ fn millis(name: &str) -> Result<Option<Duration>, String> {
         Err(_) => Ok(None),
     }
 }
+
+use child::var;
 
 fn main() {
     child::main("relay_process", run);

@@ -35,9 +35,7 @@ use authors::{MysqlAuthorReplica, PgAuthorReplica, SqliteAuthorReplica};
 
 type Connector<C> = Box<dyn Fn() -> Result<C, ConnectionError> + Send + Sync>;
 
-fn var(name: &str) -> Result<String, String> {
-    std::env::var(name).map_err(|_| format!("{name} is not set"))
-}
+use child::var;
 
 fn main() {
     child::main("replica_process", run);
