@@ -237,11 +237,6 @@ impl RabbitMqTransport {
             .map_err(|e| map_lapin("channel.open", e))
     }
 
-    /// Forgets the publishing link if it is still `channel`, so the next publish reconnects.
-    async fn drop_publish_channel(&self, channel: &Channel) {
-        forget_publish_link(&self.shared, channel).await;
-    }
-
     fn check_open(&self) -> Result<()> {
         if self.shared.closed.load(Ordering::Acquire) {
             Err(Error::Closed)
@@ -362,7 +357,7 @@ impl Transport for RabbitMqTransport {
             Err(error) => {
                 let error = map_lapin("basic.publish", error);
                 if error.is_retryable() {
-                    self.drop_publish_channel(&channel).await;
+                    forget_publish_link(&self.shared, &channel).await;
                 }
                 return Err(error);
             }
