@@ -10,11 +10,23 @@ use syn::{Data, DeriveInput, Fields, Ident, LitBool, LitStr, Path, Token, Type};
 pub(crate) enum BackendName {
     Postgres,
     Mysql,
+    /// Diesel's MariaDB backend (`MariadbConnection`): master models only.
+    Mariadb,
     Sqlite,
 }
 
 impl BackendName {
-    pub(crate) const ALL: [BackendName; 3] = [
+    /// Every backend a master model is generated for unless it lists its own.
+    pub(crate) const ALL: [BackendName; 4] = [
+        BackendName::Postgres,
+        BackendName::Mysql,
+        BackendName::Mariadb,
+        BackendName::Sqlite,
+    ];
+
+    /// Every backend a replica model is generated for unless it lists its own: replicas write
+    /// to MariaDB through the MySQL backend.
+    pub(crate) const REPLICA: [BackendName; 3] = [
         BackendName::Postgres,
         BackendName::Mysql,
         BackendName::Sqlite,
@@ -40,6 +52,11 @@ impl BackendName {
                 quote! { ::cqrs_diesel::__cqrs_if_mysql },
                 quote! { __d::MysqlConnection },
                 quote! { __d::mysql::Mysql },
+            ),
+            BackendName::Mariadb => (
+                quote! { ::cqrs_diesel::__cqrs_if_mariadb },
+                quote! { __d::MariadbConnection },
+                quote! { __d::mariadb::Mariadb },
             ),
             BackendName::Sqlite => (
                 quote! { ::cqrs_diesel::__cqrs_if_sqlite },
@@ -132,21 +149,37 @@ struct StructAttrs {
     backends: Option<Vec<BackendName>>,
 }
 
-/// `backends(postgres, mysql, sqlite)`: a non-empty list of backends.
+/// `backends(postgres, mysql, mariadb, sqlite)`: a non-empty list of backends, out of
+/// `allowed`.
 pub(crate) fn parse_backends(
     meta: &syn::meta::ParseNestedMeta<'_>,
+    allowed: &[BackendName],
 ) -> syn::Result<Vec<BackendName>> {
     let mut list = Vec::new();
     meta.parse_nested_meta(|backend| {
-        list.push(if backend.path.is_ident("postgres") {
+        let name = if backend.path.is_ident("postgres") {
             BackendName::Postgres
         } else if backend.path.is_ident("mysql") {
             BackendName::Mysql
+        } else if backend.path.is_ident("mariadb") {
+            BackendName::Mariadb
         } else if backend.path.is_ident("sqlite") {
             BackendName::Sqlite
         } else {
-            return Err(backend.error("unknown backend: expected `postgres`, `mysql` or `sqlite`"));
-        });
+            let expected = if allowed.contains(&BackendName::Mariadb) {
+                "`postgres`, `mysql`, `mariadb` or `sqlite`"
+            } else {
+                "`postgres`, `mysql` or `sqlite`"
+            };
+            return Err(backend.error(format!("unknown backend: expected {expected}")));
+        };
+        if !allowed.contains(&name) {
+            return Err(backend.error(
+                "a replica writes to MariaDB through the MySQL backend (`MysqlConnection`): \
+                 list `mysql` instead of `mariadb`",
+            ));
+        }
+        list.push(name);
         Ok(())
     })?;
     if list.is_empty() {
@@ -283,7 +316,7 @@ fn parse_struct_attrs(input: &DeriveInput, errors: &mut Errors) -> StructAttrs {
                 } else if meta.path.is_ident("hooks") {
                     set_once(errors, &mut hooks, (), &meta, "hooks");
                 } else if meta.path.is_ident("backends") {
-                    let backends = parse_backends(&meta)?;
+                    let backends = parse_backends(&meta, &BackendName::ALL)?;
                     set_once(errors, &mut out.backends, backends, &meta, "backends");
                 } else {
                     unknown_key(

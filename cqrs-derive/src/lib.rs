@@ -23,8 +23,10 @@ use syn::{DeriveInput, parse_macro_input};
 /// - `tracked(field, ...)`: fields whose old values are sent in `previous_data`;
 /// - `produce = false`: write without publishing;
 /// - `hooks`: you implement `MasterHooks` yourself (otherwise the defaults are used);
-/// - `backends(postgres, mysql, sqlite)`: generate statements only for these backends
-///   (default: every backend enabled in cqrs-diesel's features).
+/// - `backends(postgres, mysql, mariadb, sqlite)`: generate statements only for these
+///   backends (default: every backend enabled in cqrs-diesel's features). `mysql` is Diesel's
+///   MySQL backend (`MysqlConnection`, which also talks to MariaDB), `mariadb` its MariaDB
+///   backend (`MariadbConnection`, with `RETURNING`).
 ///
 /// Field attributes: `#[cqrs(skip)]` leaves a field out of the payload; `#[cqrs(rename =
 /// "...")]` changes its key in `instance_data`; `#[cqrs(column = name)]` (or Diesel's
@@ -59,7 +61,8 @@ pub fn derive_master_model(input: TokenStream) -> TokenStream {
 /// - `only_direct_syncs`: accept only SYNCs aimed at this service's queue;
 /// - `max_retries = 5` (or `"none"`), `retry_delay = "500ms"`, `retry_exponential = true`:
 ///   this model's retry policy (the configuration's otherwise);
-/// - `backends(postgres, mysql, sqlite)`: generate statements only for these backends.
+/// - `backends(postgres, mysql, sqlite)`: generate statements only for these backends (a
+///   replica writes to MariaDB through `mysql`).
 ///
 /// Field attributes: `#[cqrs(from = "master_name")]` reads the field from another key of
 /// `instance_data`; `#[cqrs(default)]` takes `Default::default()` when the key is missing

@@ -177,7 +177,7 @@ fn parse(input: &DeriveInput) -> syn::Result<Model> {
                         "retry_exponential",
                     );
                 } else if path.is_ident("backends") {
-                    let value = parse_backends(&meta_item)?;
+                    let value = parse_backends(&meta_item, &BackendName::REPLICA)?;
                     set_once(&mut errors, &mut backends, value, &meta_item, "backends");
                 } else {
                     unknown_key(
@@ -311,7 +311,7 @@ fn parse(input: &DeriveInput) -> syn::Result<Model> {
         max_retries,
         retry_delay_ms,
         retry_exponential,
-        backends: backends.unwrap_or_else(|| BackendName::ALL.to_vec()),
+        backends: backends.unwrap_or_else(|| BackendName::REPLICA.to_vec()),
     })
 }
 

@@ -155,6 +155,9 @@ pub enum DbConn<'a> {
     /// A MySQL/MariaDB connection.
     #[cfg(feature = "mysql")]
     Mysql(&'a mut diesel::MysqlConnection),
+    /// A MariaDB connection through Diesel's MariaDB backend.
+    #[cfg(feature = "mariadb")]
+    Mariadb(&'a mut diesel::MariadbConnection),
     /// A SQLite connection.
     #[cfg(feature = "sqlite")]
     Sqlite(&'a mut diesel::SqliteConnection),
@@ -164,6 +167,9 @@ pub enum DbConn<'a> {
     /// An async MySQL/MariaDB connection (diesel-async).
     #[cfg(all(feature = "async", feature = "mysql"))]
     AsyncMysql(&'a mut diesel_async::AsyncMysqlConnection),
+    /// An async MariaDB connection through Diesel's MariaDB backend (diesel-async).
+    #[cfg(all(feature = "async", feature = "mariadb"))]
+    AsyncMariadb(&'a mut diesel_async::AsyncMariadbConnection),
     /// A SQLite connection wrapped for async code (diesel-async).
     #[cfg(all(feature = "async", feature = "sqlite"))]
     AsyncSqlite(
@@ -180,12 +186,16 @@ impl std::fmt::Debug for DbConn<'_> {
             DbConn::Pg(_) => "Pg",
             #[cfg(feature = "mysql")]
             DbConn::Mysql(_) => "Mysql",
+            #[cfg(feature = "mariadb")]
+            DbConn::Mariadb(_) => "Mariadb",
             #[cfg(feature = "sqlite")]
             DbConn::Sqlite(_) => "Sqlite",
             #[cfg(all(feature = "async", feature = "postgres"))]
             DbConn::AsyncPg(_) => "AsyncPg",
             #[cfg(all(feature = "async", feature = "mysql"))]
             DbConn::AsyncMysql(_) => "AsyncMysql",
+            #[cfg(all(feature = "async", feature = "mariadb"))]
+            DbConn::AsyncMariadb(_) => "AsyncMariadb",
             #[cfg(all(feature = "async", feature = "sqlite"))]
             DbConn::AsyncSqlite(_) => "AsyncSqlite",
         };

@@ -28,11 +28,16 @@ use crate::master::columns::MasterColumns;
 
 /// The backends the master side writes to, as the statements tell them apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DialectKind {
     /// PostgreSQL: `RETURNING`, row locks, one-statement writes.
     Postgres,
-    /// MySQL/MariaDB through the MySQL backend: no `RETURNING`, rows are read back.
+    /// MySQL or MariaDB through Diesel's MySQL backend (`MysqlConnection`): no `RETURNING`,
+    /// written rows are read back.
     Mysql,
+    /// MariaDB through Diesel's MariaDB backend (`MariadbConnection`): MySQL's syntax, and
+    /// `INSERT`/`DELETE ... RETURNING` (MariaDB 10.5+; an `UPDATE` is still read back).
+    Mariadb,
     /// SQLite: `RETURNING`, one writer at a time instead of row locks.
     Sqlite,
 }
@@ -43,13 +48,24 @@ impl DialectKind {
         self != DialectKind::Sqlite
     }
 
-    /// Whether writes return their rows with `RETURNING`.
+    /// Whether `INSERT` and `DELETE` return their rows with `RETURNING`.
     pub(crate) fn returns_rows(self) -> bool {
         self != DialectKind::Mysql
     }
+
+    /// Whether `UPDATE` returns its rows with `RETURNING` (MariaDB's does not).
+    pub(crate) fn returns_updated_rows(self) -> bool {
+        matches!(self, DialectKind::Postgres | DialectKind::Sqlite)
+    }
+
+    /// Whether statements are written in MySQL's syntax: `ON DUPLICATE KEY UPDATE` (which
+    /// acts on a conflict with any unique key), `VALUES(c)`, `INTERVAL 1 MICROSECOND`.
+    pub(crate) fn mysql_like(self) -> bool {
+        matches!(self, DialectKind::Mysql | DialectKind::Mariadb)
+    }
 }
 
-/// A Diesel backend the master side writes to (`Pg`, `Mysql`, `Sqlite`): what its statements
+/// A Diesel backend the master side writes to (`Pg`, `Mysql`, `Mariadb`, `Sqlite`): what its statements
 /// need to know about it. Implemented by this crate; not meant to be implemented elsewhere.
 pub trait Dialect: Backend + Send + Sync + 'static {
     /// Which backend this is.
@@ -162,6 +178,13 @@ dialect!(
     DialectKind::Mysql,
     diesel::sql_types::Unsigned<diesel::sql_types::BigInt>,
     u64
+);
+dialect!(
+    "mariadb",
+    diesel::mariadb::Mariadb,
+    DialectKind::Mariadb,
+    diesel::sql_types::BigInt,
+    i64
 );
 dialect!(
     "sqlite",
@@ -277,8 +300,9 @@ impl Mode for Awaiting {
 pub type Ret<'a, C, T> = <<C as Exec>::Mode as Mode>::Ret<'a, T>;
 
 /// A connection master writes run on: a sync Diesel connection (`PgConnection`,
-/// `MysqlConnection`, `SqliteConnection`) or, with the `async` feature, a diesel-async one
-/// (`AsyncPgConnection`, `AsyncMysqlConnection`, `SyncConnectionWrapper<SqliteConnection>`).
+/// `MysqlConnection`, `MariadbConnection`, `SqliteConnection`) or, with the `async` feature, a
+/// diesel-async one (`AsyncPgConnection`, `AsyncMysqlConnection`, `AsyncMariadbConnection`,
+/// `SyncConnectionWrapper<SqliteConnection>`).
 /// Implemented by this crate.
 pub trait Exec: Send + Sized + 'static {
     /// The Diesel backend.
@@ -417,6 +441,10 @@ sync_exec!("mysql", diesel::MysqlConnection, Mysql, |conn| {
     use diesel::connection::{Connection, TransactionManager};
     <diesel::MysqlConnection as Connection>::TransactionManager::begin_transaction(conn)
 });
+sync_exec!("mariadb", diesel::MariadbConnection, Mariadb, |conn| {
+    use diesel::connection::{Connection, TransactionManager};
+    <diesel::MariadbConnection as Connection>::TransactionManager::begin_transaction(conn)
+});
 sync_exec!("sqlite", diesel::SqliteConnection, Sqlite, sqlite_begin);
 
 /// Begins a write transaction on SQLite: a top-level one takes the database's write lock at
@@ -518,6 +546,13 @@ pub(crate) mod asynchronous {
         diesel_async::AsyncMysqlConnection,
         AsyncMysql,
         <diesel_async::AsyncMysqlConnection as AsyncConnection>::TransactionManager::begin_transaction
+    );
+
+    async_exec!(
+        "mariadb",
+        diesel_async::AsyncMariadbConnection,
+        AsyncMariadb,
+        <diesel_async::AsyncMariadbConnection as AsyncConnection>::TransactionManager::begin_transaction
     );
 
     #[cfg(feature = "sqlite")]

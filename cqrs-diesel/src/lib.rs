@@ -169,6 +169,19 @@ macro_rules! __cqrs_if_mysql {
 macro_rules! __cqrs_if_mysql {
     ($($tokens:tt)*) => {};
 }
+/// Expands its input when the `mariadb` feature of cqrs-diesel is on.
+#[doc(hidden)]
+#[macro_export]
+#[cfg(feature = "mariadb")]
+macro_rules! __cqrs_if_mariadb {
+    ($($tokens:tt)*) => { $($tokens)* };
+}
+#[doc(hidden)]
+#[macro_export]
+#[cfg(not(feature = "mariadb"))]
+macro_rules! __cqrs_if_mariadb {
+    ($($tokens:tt)*) => {};
+}
 /// Expands its input when the `sqlite` feature of cqrs-diesel is on.
 #[doc(hidden)]
 #[macro_export]

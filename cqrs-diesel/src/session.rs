@@ -3,7 +3,7 @@
 //! relay and the replica worker).
 //!
 //! The library applies the strict-mode part to the connections it opens on its own (see
-//! [`CqrsConnection::prepare_session`]); a master's writes run on the caller's connection,
+//! [`CqrsConnection::prepare_session`](crate::CqrsConnection::prepare_session)); a master's writes run on the caller's connection,
 //! which only the caller can set up. [`SessionSetup`] is that setup, once per new connection:
 //!
 //! - **MySQL/MariaDB**: strict SQL mode ([`MYSQL_STRICT_MODES`](crate::MYSQL_STRICT_MODES)
@@ -37,9 +37,11 @@ use std::time::Duration;
 use diesel::QueryResult;
 use diesel::r2d2::{CustomizeConnection, R2D2Connection};
 
-use crate::connection::{Backend, CqrsConnection, MYSQL_STRICT_MODES};
+use crate::connection::{Backend, MYSQL_STRICT_MODES};
 #[cfg(feature = "async")]
-use crate::{Awaiting, Dialect, DialectKind, Exec};
+use crate::{Blocking, Dialect, DialectKind, Exec};
+#[cfg(feature = "async")]
+use crate::Awaiting;
 
 /// The settings of [the module](self), applied to one connection by [`apply`](Self::apply) (a
 /// sync connection), by `apply_async` (a diesel-async connection, with the `async` feature) or
@@ -94,8 +96,11 @@ impl SessionSetup {
 
     /// Applies the settings to `conn`. Run it before the connection's first transaction:
     /// SQLite cannot change its journal mode inside one.
-    pub fn apply<C: CqrsConnection>(&self, conn: &mut C) -> QueryResult<()> {
-        for statement in self.statements(C::BACKEND) {
+    pub fn apply<C>(&self, conn: &mut C) -> QueryResult<()>
+    where
+        C: Exec<Mode = Blocking> + diesel::connection::SimpleConnection,
+    {
+        for statement in self.statements(backend_of::<C::Backend>()) {
             conn.batch_execute(&statement)?;
         }
         Ok(())
@@ -130,12 +135,7 @@ impl SessionSetup {
     where
         C: Exec<Mode = Awaiting> + diesel_async::SimpleAsyncConnection,
     {
-        let backend = match <C::Backend as Dialect>::KIND {
-            DialectKind::Postgres => Backend::Postgres,
-            DialectKind::Mysql => Backend::Mysql,
-            DialectKind::Sqlite => Backend::Sqlite,
-        };
-        for statement in self.statements(backend) {
+        for statement in self.statements(backend_of::<C::Backend>()) {
             conn.batch_execute(&statement).await?;
         }
         Ok(())
@@ -180,8 +180,18 @@ pub(crate) fn mysql_strict_mode_statement() -> String {
     )
 }
 
-impl<C: CqrsConnection + R2D2Connection> CustomizeConnection<C, diesel::r2d2::Error>
-    for SessionSetup
+/// The session settings' backend for a dialect: both MariaDB backends take MySQL's.
+fn backend_of<DB: Dialect>() -> Backend {
+    match DB::KIND {
+        DialectKind::Postgres => Backend::Postgres,
+        DialectKind::Mysql | DialectKind::Mariadb => Backend::Mysql,
+        DialectKind::Sqlite => Backend::Sqlite,
+    }
+}
+
+impl<C> CustomizeConnection<C, diesel::r2d2::Error> for SessionSetup
+where
+    C: Exec<Mode = Blocking> + R2D2Connection,
 {
     fn on_acquire(&self, conn: &mut C) -> Result<(), diesel::r2d2::Error> {
         self.apply(conn).map_err(diesel::r2d2::Error::QueryError)

@@ -139,6 +139,15 @@ impl MysqlDb {
             .map_or(base.as_str(), |(head, _)| head);
         format!("{server}/{}", self.database)
     }
+
+    /// The same database's URL for Diesel's MariaDB backend (`mariadb://`).
+    pub fn mariadb_url(&self) -> String {
+        let url = self.url();
+        match url.split_once("://") {
+            Some((_, rest)) => format!("mariadb://{rest}"),
+            None => url,
+        }
+    }
 }
 
 impl TestDb for MysqlDb {

@@ -500,7 +500,7 @@ pub trait MasterModel: MasterHooks + Sized + 'static {
 /// ```
 pub fn atomic<C, T, E, F>(conn: &mut C, f: F) -> std::result::Result<T, E>
 where
-    C: CqrsConnection,
+    C: Exec<Mode = Blocking>,
     F: FnOnce(&mut C) -> std::result::Result<T, E>,
     E: From<Error>,
 {

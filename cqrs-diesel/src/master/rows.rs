@@ -1,6 +1,7 @@
 //! The row operations master writes are made of, written once for every backend and both
 //! executors, from the statements of [`statements`](super::statements): PostgreSQL and SQLite
-//! return written rows with `RETURNING`; MySQL/MariaDB read them back in the same transaction.
+//! return written rows with `RETURNING`, MariaDB (its own backend) those of an `INSERT` or a
+//! `DELETE`; the MySQL backend reads them back in the same transaction.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use diesel::QueryResult;
@@ -138,16 +139,24 @@ pub(crate) async fn update<M: RowOf<E>, E: Exec>(
     bump: bool,
     now: DateTime<Utc>,
 ) -> QueryResult<Option<M>> {
+    let kind = E::Backend::KIND;
+    if bump && kind.returns_rows() && !kind.returns_updated_rows() {
+        // MariaDB returns no rows from an `UPDATE` but does from an `INSERT`: the caller has
+        // read and locked the row, so the upsert updates it and returns it, one statement
+        // instead of the update and a read.
+        return upsert(conn, row, now).await.map(Some);
+    }
     let now = stamp(conn, &[row], now).await?;
     let update = Stmt::new(Kind::Update {
         row,
         now: &now,
         bump,
     });
-    match returning(conn, update).await? {
-        Some(stored) => Ok(stored.into_iter().next()),
-        None => find(conn, row, false).await,
+    if kind.returns_updated_rows() {
+        return load_first(conn, update).await;
     }
+    conn.execute(update).await?;
+    find(conn, row, false).await
 }
 
 /// Inserts `row` (with its key) stamped now.
@@ -177,7 +186,8 @@ pub(crate) async fn upsert<M: RowOf<E>, E: Exec>(
     let rows = [row];
     let statement = insert(&rows, &now, true, true);
     if let Some(stored) = returning(conn, statement).await? {
-        return stored.into_iter().next().ok_or_else(missing_row);
+        let stored = stored.into_iter().next().ok_or_else(missing_row)?;
+        return same_keys::<M, E>(&rows, vec![stored]).map(|mut one| one.remove(0));
     }
     // `ON DUPLICATE KEY UPDATE` acts on a conflict with any unique key: a row that collided
     // with another row on another unique column updated that row, and this one does not
@@ -185,6 +195,23 @@ pub(crate) async fn upsert<M: RowOf<E>, E: Exec>(
     find(conn, row, false)
         .await?
         .ok_or_else(|| sql::collided_on_another_unique_key(M::CQRS_ID))
+}
+
+/// The rows an upsert returned, checked to be the rows it was given (same keys, same order):
+/// on MariaDB, `ON DUPLICATE KEY UPDATE ... RETURNING` returns the row it updated, which is
+/// another row when the insert collided with it on a unique key other than the primary key.
+/// The write's transaction rolls that update back.
+fn same_keys<M: RowOf<E>, E: Exec>(sent: &[&M], stored: Vec<M>) -> QueryResult<Vec<M>> {
+    use cqrs_core::WireValue;
+    let collided = stored.len() != sent.len()
+        || sent
+            .iter()
+            .zip(&stored)
+            .any(|(sent, stored)| sent.cqrs_key().to_wire() != stored.cqrs_key().to_wire());
+    if collided && E::Backend::KIND.mysql_like() {
+        return Err(sql::collided_on_another_unique_key(M::CQRS_ID));
+    }
+    Ok(stored)
 }
 
 /// Inserts `row` without its key, which the database generates; the row as stored.
@@ -282,7 +309,7 @@ pub(crate) async fn update_many<M: RowOf<E>, E: Exec>(
     let now = stamp(conn, rows, now).await?;
     let statement = insert(rows, &now, true, true);
     match returning(conn, statement).await? {
-        Some(stored) => Ok(stored),
+        Some(stored) => same_keys::<M, E>(rows, stored),
         None => find_many(conn, rows, false).await,
     }
 }

@@ -252,7 +252,9 @@ impl<M: MasterColumns<DB>, DB: Dialect> Stmt<'_, M, DB> {
                 out.push_identifier(columns[pk])?;
                 out.push_sql(" = ");
                 row.walk_value(pk, out.reborrow())?;
-                push_returning::<M, DB>(&mut out, dialect)?;
+                if dialect.returns_updated_rows() {
+                    push_returning::<M, DB>(&mut out, dialect)?;
+                }
             }
             Kind::Delete { row } => {
                 out.push_sql("DELETE FROM ");
@@ -337,7 +339,7 @@ fn push_stored<M: MasterColumns<DB>, DB: Dialect>(
     dialect: DialectKind,
     c: usize,
 ) -> QueryResult<()> {
-    if dialect != DialectKind::Mysql {
+    if !dialect.mysql_like() {
         M::walk_table(out.reborrow())?;
         out.push_sql(".");
     }
@@ -353,7 +355,7 @@ pub(crate) fn push_conflict<M: MasterColumns<DB>, DB: Dialect>(
     let columns = M::COLUMNS;
     let (pk, rev, upd) = (M::PK_INDEX, M::REVISION_INDEX, M::UPDATED_INDEX);
     let proposed = |out: &mut AstPass<'_, '_, DB>, c: usize| -> QueryResult<()> {
-        if dialect == DialectKind::Mysql {
+        if dialect.mysql_like() {
             out.push_sql("VALUES(");
             out.push_identifier(columns[c])?;
             out.push_sql(")");
@@ -363,7 +365,7 @@ pub(crate) fn push_conflict<M: MasterColumns<DB>, DB: Dialect>(
         }
         Ok(())
     };
-    if dialect == DialectKind::Mysql {
+    if dialect.mysql_like() {
         // On a conflict with any unique key: see `MasterStore::cqrs_upsert` for MySQL.
         out.push_sql(" ON DUPLICATE KEY UPDATE ");
     } else {
@@ -413,7 +415,7 @@ pub(crate) fn push_returning<M: MasterColumns<DB>, DB: Dialect>(
 /// The end of `GREATEST(now, stored`: one microsecond after the stored time.
 fn later(dialect: DialectKind) -> &'static str {
     match dialect {
-        DialectKind::Mysql => " + INTERVAL 1 MICROSECOND)",
+        DialectKind::Mysql | DialectKind::Mariadb => " + INTERVAL 1 MICROSECOND)",
         _ => " + interval '1 microsecond')",
     }
 }
@@ -424,5 +426,11 @@ impl<M: MasterColumns<DB>, DB: Dialect> QueryFragment<DB> for Stmt<'_, M, DB> {
     }
 }
 
-#[cfg(all(test, feature = "postgres", feature = "mysql", feature = "sqlite"))]
+#[cfg(all(
+    test,
+    feature = "postgres",
+    feature = "mysql",
+    feature = "mariadb",
+    feature = "sqlite"
+))]
 mod tests;

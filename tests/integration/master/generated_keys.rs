@@ -20,7 +20,7 @@ trait Note: MasterModel + Clone + std::fmt::Debug + Send + Sync + 'static {
 }
 
 macro_rules! note_model {
-    ($module:ident, $model:ident, $updated:ty, $updated_sql:ident, $backend:ident, $now:expr, $ddl:expr) => {
+    ($module:ident, $model:ident, $updated:ty, $updated_sql:ident, ($($backend:ident),+), $now:expr, $ddl:expr) => {
         mod $module {
             diesel::table! {
                 note (id) {
@@ -33,7 +33,7 @@ macro_rules! note_model {
         }
 
         #[derive(Debug, Clone, MasterModel)]
-        #[cqrs(id = "note", table = $module::note, backends($backend))]
+        #[cqrs(id = "note", table = $module::note, backends($($backend),+))]
         struct $model {
             id: i64,
             text: String,
@@ -71,7 +71,7 @@ note_model!(
     PgNote,
     DateTime<Utc>,
     Timestamptz,
-    postgres,
+    (postgres),
     epoch(),
     "CREATE TABLE note (id BIGSERIAL PRIMARY KEY, text TEXT NOT NULL,
      cqrs_revision INTEGER NOT NULL DEFAULT 0, cqrs_updated TIMESTAMPTZ NOT NULL)"
@@ -81,7 +81,7 @@ note_model!(
     MysqlNote,
     NaiveDateTime,
     Datetime,
-    mysql,
+    (mysql, mariadb),
     epoch().naive_utc(),
     "CREATE TABLE note (id BIGINT AUTO_INCREMENT PRIMARY KEY, text VARCHAR(255) NOT NULL,
      cqrs_revision INTEGER NOT NULL DEFAULT 0, cqrs_updated DATETIME(6) NOT NULL)"
@@ -91,7 +91,7 @@ note_model!(
     SqliteNote,
     DateTime<Utc>,
     TimestamptzSqlite,
-    sqlite,
+    (sqlite),
     epoch(),
     "CREATE TABLE note (id INTEGER PRIMARY KEY, text TEXT NOT NULL,
      cqrs_revision INTEGER NOT NULL DEFAULT 0, cqrs_updated TEXT NOT NULL)"

@@ -9,6 +9,7 @@ mod decimal;
 mod generated_keys;
 mod hooks;
 mod insertable;
+mod mariadb;
 mod message_functions;
 pub mod models;
 mod ops;

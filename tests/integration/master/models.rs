@@ -49,7 +49,7 @@ pub struct PgAuthor {
 }
 
 #[derive(Debug, Clone, PartialEq, MasterModel)]
-#[cqrs(id = "author", table = mysql_schema::author, tracked(name), backends(mysql))]
+#[cqrs(id = "author", table = mysql_schema::author, tracked(name), backends(mysql, mariadb))]
 pub struct MysqlAuthor {
     pub id: i32,
     pub name: String,

@@ -5,11 +5,13 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use cqrs_diesel::diesel::Connection;
+use cqrs_diesel::diesel::{Connection, MariadbConnection};
 use cqrs_diesel::{Exec, MasterStore, Mode, Ret};
 use futures_util::FutureExt;
 
-use crate::db::TestDb;
+use diesel_async::AsyncMariadbConnection;
+
+use crate::db::{MysqlDb, TestDb};
 
 /// The body of a transaction: a future borrowing the connection.
 pub type Body<'c, T> = Pin<Box<dyn Future<Output = cqrs_diesel::Result<T>> + Send + 'c>>;
@@ -30,8 +32,9 @@ pub(crate) use w;
 
 /// One way of reaching a test database's master.
 pub trait Side<D: TestDb>: Send + Sync + 'static {
-    /// The connection writes go through.
-    type Conn: Exec<Backend = <D::Conn as Exec>::Backend>;
+    /// The connection writes go through: of `D`'s backend, or, on MariaDB, of Diesel's MariaDB
+    /// backend beside its MySQL one.
+    type Conn: Exec;
 
     /// A new connection.
     fn open(db: &D) -> impl Future<Output = Self::Conn> + Send;
@@ -124,6 +127,76 @@ impl<D: TestDb> Side<D> for Async {
     }
 }
 
+/// Sync connections through Diesel's MariaDB backend (`MariadbConnection`) to a MariaDB
+/// test database, whose relay and checks use its MySQL-backend connections.
+pub struct MariadbBlocking;
+
+impl Side<MysqlDb> for MariadbBlocking {
+    type Conn = MariadbConnection;
+
+    fn open(db: &MysqlDb) -> impl Future<Output = MariadbConnection> + Send {
+        std::future::ready(
+            MariadbConnection::establish(&db.mariadb_url()).expect("MariaDB accepts connections"),
+        )
+    }
+
+    fn atomic<'a, T: Send + 'static>(
+        conn: &'a mut MariadbConnection,
+        body: impl for<'c> FnOnce(&'c mut MariadbConnection) -> Body<'c, T> + Send + 'static,
+    ) -> impl Future<Output = cqrs_diesel::Result<T>> + Send + 'a {
+        std::future::ready(cqrs_diesel::atomic(conn, |conn| ready(body(conn))))
+    }
+
+    fn transaction<'a, T: Send + 'static>(
+        conn: &'a mut MariadbConnection,
+        body: impl for<'c> FnOnce(&'c mut MariadbConnection) -> Body<'c, T> + Send + 'static,
+    ) -> impl Future<Output = cqrs_diesel::Result<T>> + Send + 'a {
+        std::future::ready(conn.transaction(|conn| ready(body(conn))))
+    }
+
+    fn spawn<T: Send + 'static>(
+        writer: impl Future<Output = T> + Send + 'static,
+    ) -> tokio::task::JoinHandle<T> {
+        <Blocking as Side<MysqlDb>>::spawn(writer)
+    }
+}
+
+/// diesel-async connections through Diesel's MariaDB backend (`AsyncMariadbConnection`).
+pub struct MariadbAsync;
+
+impl Side<MysqlDb> for MariadbAsync {
+    type Conn = AsyncMariadbConnection;
+
+    fn open(db: &MysqlDb) -> impl Future<Output = AsyncMariadbConnection> + Send {
+        let url = db.mariadb_url();
+        async move {
+            <AsyncMariadbConnection as diesel_async::AsyncConnection>::establish(&url)
+                .await
+                .expect("MariaDB accepts async connections")
+        }
+    }
+
+    fn atomic<'a, T: Send + 'static>(
+        conn: &'a mut AsyncMariadbConnection,
+        body: impl for<'c> FnOnce(&'c mut AsyncMariadbConnection) -> Body<'c, T> + Send + 'static,
+    ) -> impl Future<Output = cqrs_diesel::Result<T>> + Send + 'a {
+        cqrs_diesel::atomic_async(conn, async move |conn| body(conn).await)
+    }
+
+    fn transaction<'a, T: Send + 'static>(
+        conn: &'a mut AsyncMariadbConnection,
+        body: impl for<'c> FnOnce(&'c mut AsyncMariadbConnection) -> Body<'c, T> + Send + 'static,
+    ) -> impl Future<Output = cqrs_diesel::Result<T>> + Send + 'a {
+        diesel_async::AsyncConnection::transaction(conn, async move |conn| body(conn).await)
+    }
+
+    fn spawn<T: Send + 'static>(
+        writer: impl Future<Output = T> + Send + 'static,
+    ) -> tokio::task::JoinHandle<T> {
+        tokio::spawn(writer)
+    }
+}
+
 /// Reads the stored row back.
 pub async fn reload<C: Exec, M: MasterStore<C> + Send>(conn: &mut C, row: &M) -> Option<M> {
     done::<C, _>(row.cqrs_find(conn, false))
@@ -132,13 +205,15 @@ pub async fn reload<C: Exec, M: MasterStore<C> + Send>(conn: &mut C, row: &M) ->
 }
 
 /// Runs `$scenario::<D, M, X>(db)` for both sides on every backend, as one test module per
-/// scenario holding `{postgres,mariadb,sqlite}_{sync,async}`.
+/// scenario holding `{postgres,mariadb,sqlite}_{sync,async}`, and
+/// `mariadb_backend_{sync,async}` for MariaDB through Diesel's MariaDB backend (the MySQL
+/// model, which lists both backends).
 macro_rules! on_every_backend_and_side {
     ($scenario:ident, $pg:ty, $mysql:ty, $sqlite:ty) => {
         mod $scenario {
             use super::*;
             use $crate::db::{MysqlDb, PgDb, SqliteDb};
-            use $crate::master::side::{Async, Blocking};
+            use $crate::master::side::{Async, Blocking, MariadbAsync, MariadbBlocking};
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres_sync() {
@@ -158,6 +233,16 @@ macro_rules! on_every_backend_and_side {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn mariadb_async() {
                 super::$scenario::<_, $mysql, Async>(MysqlDb::new("m")).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn mariadb_backend_sync() {
+                super::$scenario::<_, $mysql, MariadbBlocking>(MysqlDb::new("m")).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn mariadb_backend_async() {
+                super::$scenario::<_, $mysql, MariadbAsync>(MysqlDb::new("m")).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

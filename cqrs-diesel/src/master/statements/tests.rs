@@ -108,6 +108,7 @@ macro_rules! columns {
 columns!(diesel::pg::Pg);
 columns!(diesel::mysql::Mysql);
 columns!(diesel::sqlite::Sqlite);
+columns!(diesel::mariadb::Mariadb);
 
 fn row(id: i64) -> Note {
     Note {
@@ -249,4 +250,40 @@ fn locked_reads_lock_where_the_backend_has_row_locks() {
         diesel::debug_query::<diesel::sqlite::Sqlite, _>(&select::<diesel::sqlite::Sqlite>(&rows))
             .to_string();
     assert!(!sqlite.contains("FOR UPDATE"), "{sqlite}");
+}
+
+#[test]
+fn the_mariadb_backend_returns_inserted_rows_and_reads_updated_ones_back() {
+    type Mariadb = diesel::mariadb::Mariadb;
+    fn text<Q: QueryFragment<Mariadb>>(query: &Q) -> String {
+        let sql = diesel::debug_query::<Mariadb, _>(query).to_string();
+        sql.split(" -- binds").next().unwrap_or_default().to_owned()
+    }
+    let now = NaiveDateTime::default();
+    let one = row(1);
+    let rows = [&one];
+    let upsert = Stmt::<Note, Mariadb>::new(Kind::Insert {
+        rows: &rows,
+        now: &now,
+        with_key: true,
+        upsert: true,
+    });
+    let [_, mysql, _] = sql(|| (vec![row(1)], true, true));
+    assert_eq!(
+        text(&upsert),
+        format!("{mysql} RETURNING `id`, `text`, `cqrs_revision`, `cqrs_updated`"),
+        "MySQL's upsert, returning the row"
+    );
+    let delete = Stmt::<Note, Mariadb>::new(Kind::Delete { row: &one });
+    assert!(text(&delete).ends_with(" RETURNING `id`, `text`, `cqrs_revision`, `cqrs_updated`"));
+    let update = Stmt::<Note, Mariadb>::new(Kind::Update {
+        row: &one,
+        now: &now,
+        bump: false,
+    });
+    assert!(
+        !text(&update).contains("RETURNING"),
+        "MariaDB has no UPDATE ... RETURNING: {}",
+        text(&update)
+    );
 }
