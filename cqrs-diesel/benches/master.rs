@@ -20,20 +20,25 @@
 //!
 //! Run: `cargo bench -p cqrs-diesel --bench master`. `BENCH_ROUNDS` (default 5) and
 //! `BENCH_ROWS` (rows per writer, default 200) size the run; `BENCH_BACKENDS` (default
-//! `postgres,mariadb,sqlite`) and `BENCH_WRITERS` (default `1,8`) choose what runs.
+//! `postgres,mariadb,mariadb-backend,sqlite`) and `BENCH_WRITERS` (default `1,8`) choose what
+//! runs. `mariadb` is MariaDB through Diesel's MySQL backend (`MysqlConnection`, rows read
+//! back), `mariadb-backend` the same database through its MariaDB backend
+//! (`MariadbConnection`, `RETURNING`).
 //! `PG_DATABASE_URL` and `MYSQL_DATABASE_URL` override the local servers.
 
 use std::future::Future;
 use std::time::Instant;
 
-use cqrs_diesel::{Awaiting, CqrsConnection, Exec, MasterModel, MasterStore, SessionSetup};
+use cqrs_diesel::{
+    Awaiting, Blocking, CqrsConnection, Exec, MasterModel, MasterStore, SessionSetup,
+};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel_async::AsyncConnection;
 
 /// What one backend provides to the phases.
 trait Bench: Sized + Sync {
-    type Conn: CqrsConnection;
+    type Conn: Connection + Exec<Mode = Blocking> + Send + 'static;
     /// The diesel-async connection to the same database.
     type Async: Exec<Mode = Awaiting> + AsyncConnection + Send + 'static;
     type Untracked: MasterStore<Self::Conn> + MasterStore<Self::Async>;
@@ -342,6 +347,21 @@ mod my {
     }
 }
 
+/// MariaDB through Diesel's MariaDB backend: the same table as [`my`], written with
+/// `RETURNING`.
+mod mdb {
+    use super::*;
+    use chrono::{NaiveDateTime, Utc};
+    pub type Conn = diesel::MariadbConnection;
+    pub type AConn = diesel_async::AsyncMariadbConnection;
+    fn now() -> NaiveDateTime {
+        Utc::now().naive_utc()
+    }
+    model!(account, NaiveDateTime, Datetime, mariadb);
+
+    returning_insert!(account);
+}
+
 mod lite {
     use super::*;
     use chrono::{DateTime, Utc};
@@ -560,6 +580,60 @@ impl Bench for Mariadb {
         if let Ok(mut admin) = MysqlConnection::establish(&Self::base_url()) {
             let _ = admin.batch_execute(&format!("DROP DATABASE {}", self.database));
         }
+    }
+}
+
+/// The MariaDB database of [`Mariadb`], written through `MariadbConnection` and
+/// `AsyncMariadbConnection`.
+struct MariadbBackend(Mariadb);
+
+impl MariadbBackend {
+    fn url(&self) -> String {
+        let url = self.0.url();
+        match url.split_once("://") {
+            Some((_, rest)) => format!("mariadb://{rest}"),
+            None => url,
+        }
+    }
+}
+
+impl Bench for MariadbBackend {
+    type Conn = mdb::Conn;
+    type Async = mdb::AConn;
+    type Untracked = mdb::Untracked;
+    type Tracked = mdb::Tracked;
+    const NAME: &'static str = "MariaDB (MariadbConnection)";
+
+    fn setup() -> Self {
+        MariadbBackend(Mariadb::setup())
+    }
+
+    fn connect(&self) -> mdb::Conn {
+        let mut conn = mdb::Conn::establish(&self.url()).expect("MariaDB is up");
+        SessionSetup::new().apply(&mut conn).expect("session setup");
+        conn
+    }
+
+    fn reset(&self) {
+        self.0.reset();
+    }
+
+    delegate_to!(mdb);
+
+    fn connect_async(&self) -> impl Future<Output = mdb::AConn> + Send {
+        let url = self.url();
+        async move {
+            let mut conn = mdb::AConn::establish(&url).await.expect("MariaDB is up");
+            SessionSetup::new()
+                .apply_async(&mut conn)
+                .await
+                .expect("session setup");
+            conn
+        }
+    }
+
+    fn teardown(&self) {
+        self.0.teardown();
     }
 }
 
@@ -920,10 +994,11 @@ fn main() {
         "master write path: save_and_publish / delete_and_publish vs the plain Diesel write \
          of the same row"
     );
-    for backend in env_or("BENCH_BACKENDS", "postgres,mariadb,sqlite").split(',') {
+    for backend in env_or("BENCH_BACKENDS", "postgres,mariadb,mariadb-backend,sqlite").split(',') {
         match backend.trim() {
             "postgres" => run::<Postgres>(&writers, rounds, rows),
             "mariadb" => run::<Mariadb>(&writers, rounds, rows),
+            "mariadb-backend" => run::<MariadbBackend>(&writers, rounds, rows),
             "sqlite" => run::<Sqlite>(&writers, rounds, rows),
             other => panic!("BENCH_BACKENDS: unknown backend {other:?}"),
         }

@@ -37,11 +37,10 @@ use std::time::Duration;
 use diesel::QueryResult;
 use diesel::r2d2::{CustomizeConnection, R2D2Connection};
 
-use crate::connection::{Backend, MYSQL_STRICT_MODES};
-#[cfg(feature = "async")]
-use crate::{Blocking, Dialect, DialectKind, Exec};
 #[cfg(feature = "async")]
 use crate::Awaiting;
+use crate::connection::{Backend, MYSQL_STRICT_MODES};
+use crate::{Blocking, Dialect, DialectKind, Exec};
 
 /// The settings of [the module](self), applied to one connection by [`apply`](Self::apply) (a
 /// sync connection), by `apply_async` (a diesel-async connection, with the `async` feature) or

@@ -167,7 +167,10 @@ async fn a_tracked_update_reads_the_stored_row_once_on_the_mariadb_backend() {
         ["BEGIN", "SELECT", "INSERT", "INSERT", "COMMIT"],
         "the locking read for previous_data, then the row returned by the upsert"
     );
-    assert_eq!((stored.email.as_str(), stored.cqrs_revision), ("anna@example.com", 1));
+    assert_eq!(
+        (stored.email.as_str(), stored.cqrs_revision),
+        ("anna@example.com", 1)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,4 +211,3 @@ async fn a_save_colliding_on_another_unique_column_changes_nothing_on_the_mariad
     );
     assert_eq!(setup.outbox_len(), before, "no message for a failed save");
 }
-
