@@ -953,12 +953,13 @@ fn report<B: Bench>(
         println!(
             "\n{} {mode}, {writers} writer(s), {rows} rows each, {rounds} rounds \
              (us per write per writer, median of rounds; cost = ours / plain, floor = the \
-             plain write and an outbox row in one transaction / plain, median [min-max])",
+             plain write and an outbox row in one transaction / plain, vs floor = ours / \
+             floor, each the median of the rounds' ratios [min-max])",
             B::NAME
         );
         println!(
-            "  {:<24} {:>9} {:>9} {:>9} {:>22} {:>22}",
-            "write", "plain us", "floor us", "ours us", "cost", "floor"
+            "  {:<24} {:>9} {:>9} {:>9} {:>22} {:>22} {:>22}",
+            "write", "plain us", "floor us", "ours us", "cost", "floor", "vs floor"
         );
         let us = |kind: &[[f64; 5]], p: usize| {
             median(&mut kind.iter().map(|r| r[p]).collect::<Vec<_>>())
@@ -966,8 +967,10 @@ fn report<B: Bench>(
         for (p, phase) in PHASES.iter().enumerate() {
             let (cost, cost_low, cost_high) = ratio(ours, plain, p);
             let (fl, fl_low, fl_high) = ratio(floor, plain, p);
+            let (over, over_low, over_high) = ratio(ours, floor, p);
             println!(
-                "  {:<24} {:>9.1} {:>9.1} {:>9.1} {:>9.2}x [{:.2}-{:.2}] {:>9.2}x [{:.2}-{:.2}]",
+                "  {:<24} {:>9.1} {:>9.1} {:>9.1} {:>9.2}x [{:.2}-{:.2}] {:>9.2}x [{:.2}-{:.2}] \
+                 {:>9.2}x [{:.2}-{:.2}]",
                 phase,
                 us(plain, p),
                 us(floor, p),
@@ -977,7 +980,10 @@ fn report<B: Bench>(
                 cost_high,
                 fl,
                 fl_low,
-                fl_high
+                fl_high,
+                over,
+                over_low,
+                over_high
             );
         }
     }
