@@ -26,7 +26,7 @@ use cqrs_diesel::{Config, MasterModel, OutboxRelay, RelayHandle, Topology, Trans
 use diesel::prelude::*;
 use diesel::{MysqlConnection, PgConnection, SqliteConnection};
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
-use diesel_async::{AsyncMysqlConnection, AsyncPgConnection};
+use diesel_async::{AsyncMariadbConnection, AsyncPgConnection};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -234,7 +234,7 @@ accounts_db!(
 );
 accounts_db!(
     MysqlConnection,
-    AsyncMysqlConnection,
+    AsyncMariadbConnection,
     "CREATE TABLE IF NOT EXISTS account (
         id BIGINT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(255) NOT NULL,
         email VARCHAR(255) NOT NULL, cqrs_revision INTEGER NOT NULL DEFAULT 0,

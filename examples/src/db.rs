@@ -19,7 +19,7 @@ use diesel::result::ConnectionError;
 use diesel::{MysqlConnection, PgConnection, SqliteConnection};
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
-use diesel_async::{AsyncConnection, AsyncMysqlConnection, AsyncPgConnection};
+use diesel_async::{AsyncConnection, AsyncMariadbConnection, AsyncPgConnection};
 use serde::{Deserialize, Deserializer, Serializer};
 
 use crate::error::{ApiError, ServiceError};
@@ -81,7 +81,7 @@ impl DatabaseUrl {
 /// failing).
 pub trait Database: CqrsConnection {
     /// The backend's diesel-async connection, which the request handlers write through:
-    /// `AsyncPgConnection`, `AsyncMysqlConnection`, or `SyncConnectionWrapper<SqliteConnection>`
+    /// `AsyncPgConnection`, `AsyncMariadbConnection`, or `SyncConnectionWrapper<SqliteConnection>`
     /// (SQLite has no async driver: the wrapper runs each statement on Tokio's blocking
     /// threads).
     type Async: AsyncConnection + Exec<Mode = Awaiting>;
@@ -132,11 +132,18 @@ impl Database for PgConnection {
     }
 }
 
+/// MariaDB: the request handlers write through Diesel's MariaDB backend
+/// (`AsyncMariadbConnection`, `mariadb://`), whose `INSERT ... RETURNING` saves the read-back
+/// the MySQL backend needs; the relay and the replica worker keep `MysqlConnection`.
 impl Database for MysqlConnection {
-    type Async = AsyncMysqlConnection;
-    type Manager = AsyncDieselConnectionManager<AsyncMysqlConnection>;
+    type Async = AsyncMariadbConnection;
+    type Manager = AsyncDieselConnectionManager<AsyncMariadbConnection>;
 
     fn manager(url: &str, config: ManagerConfig<Self::Async>) -> Self::Manager {
+        let url = match url.split_once("://") {
+            Some((_, rest)) => format!("mariadb://{rest}"),
+            None => url.to_owned(),
+        };
         AsyncDieselConnectionManager::new_with_config(url, config)
     }
 }

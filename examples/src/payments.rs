@@ -31,7 +31,7 @@ use cqrs_diesel::{
 use diesel::prelude::*;
 use diesel::{MysqlConnection, PgConnection, SqliteConnection};
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
-use diesel_async::{AsyncMysqlConnection, AsyncPgConnection};
+use diesel_async::{AsyncMariadbConnection, AsyncPgConnection};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -289,7 +289,7 @@ payments_db!(
 );
 payments_db!(
     MysqlConnection,
-    AsyncMysqlConnection,
+    AsyncMariadbConnection,
     "CREATE TABLE IF NOT EXISTS payment (
         id BIGINT AUTO_INCREMENT PRIMARY KEY, account_id BIGINT NOT NULL,
         amount_cents BIGINT NOT NULL, created_at DATETIME(6) NOT NULL,
@@ -298,18 +298,12 @@ payments_db!(
         id BIGINT PRIMARY KEY, name VARCHAR(255) NOT NULL,
         cqrs_revision INTEGER NOT NULL, cqrs_updated DATETIME(6) NOT NULL,
         INDEX account_ref_name (name)) DEFAULT CHARSET = utf8mb4;",
-    // No RETURNING on MySQL: the key of the session's last insert (the same pooled
-    // connection's).
+    // MariaDB's backend has `INSERT ... RETURNING`, as PostgreSQL has.
     insert: |conn, new| {
-        let insert = diesel::insert_into(payment::table).values(new);
-        diesel_async::RunQueryDsl::execute(insert, &mut *conn).await?;
-        let last_id = diesel::select(diesel::dsl::sql::<
-            diesel::sql_types::Unsigned<diesel::sql_types::BigInt>,
-        >("LAST_INSERT_ID()"));
-        let id: u64 = diesel_async::RunQueryDsl::get_result(last_id, conn).await?;
-        i64::try_from(id).map_err(|_| {
-            diesel::result::Error::DeserializationError("LAST_INSERT_ID() exceeds i64".into())
-        })
+        let insert = diesel::insert_into(payment::table)
+            .values(new)
+            .returning(payment::id);
+        diesel_async::RunQueryDsl::get_result(insert, conn).await
     }
 );
 
