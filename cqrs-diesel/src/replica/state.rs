@@ -10,6 +10,7 @@ use diesel::query_builder::{AstPass, QueryFragment};
 use diesel::row::NamedRow;
 
 use crate::exec::{Dialect, Exec};
+use crate::master::push_columns;
 use crate::replica::sql::{push_replace, rows_per_statement};
 
 diesel::table! {
@@ -130,13 +131,7 @@ const READ: [&str; 6] = ["pk", "revision", "updated_us", "deleted", "seq", "floo
 
 /// `"a", "b", ...`
 fn push_names<DB: Dialect>(out: &mut AstPass<'_, '_, DB>, names: &[&str]) -> QueryResult<()> {
-    for (n, name) in names.iter().enumerate() {
-        if n > 0 {
-            out.push_sql(", ");
-        }
-        out.push_identifier(name)?;
-    }
-    Ok(())
+    push_columns(out, None, 0..names.len(), names)
 }
 
 impl<DB: Dialect> QueryableByName<DB> for StoredState {
