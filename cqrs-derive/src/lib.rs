@@ -75,6 +75,11 @@ pub fn derive_replica_model(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
     match replica::derive(&input) {
         Ok(tokens) => tokens.into(),
-        Err(error) => error.to_compile_error().into(),
+        Err(error) => {
+            // The errors, and impls that keep every use of the model from adding its own.
+            let mut out = error.to_compile_error();
+            out.extend(replica::fallback(&input));
+            out.into()
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! `#[derive(ReplicaModel)]`: attribute parsing and code generation.
 
 use proc_macro2::TokenStream;
-use quote::quote;
+use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Data, DeriveInput, Fields, Ident, LitBool, LitInt, LitStr, Path, Type};
 
@@ -396,9 +396,8 @@ pub(crate) fn derive(input: &DeriveInput) -> syn::Result<TokenStream> {
     Ok(quote! {
         const _: () = {
             use ::cqrs_diesel::__private as __p;
-            use ::cqrs_diesel::__private::diesel as __d;
             #[allow(unused_imports)]
-            use ::cqrs_diesel::__private::diesel::prelude::*;
+            use ::cqrs_diesel::__private::diesel as __d;
 
             #hooks
 
@@ -449,6 +448,9 @@ pub(crate) fn derive(input: &DeriveInput) -> syn::Result<TokenStream> {
     })
 }
 
+/// The `ReplicaColumns` implementation for one backend, wrapped in cqrs-diesel's feature gate:
+/// the names, binds and reads every replica statement is built from by generic code in
+/// cqrs-diesel (which implements `ReplicaStore` from it).
 fn store(model: &Model, backend: BackendName) -> TokenStream {
     let ident = &model.ident;
     let Some(table) = &model.table else {
@@ -468,86 +470,105 @@ fn store(model: &Model, backend: BackendName) -> TokenStream {
         let col = &f.column;
         quote! { <#table::#col as __d::Column>::NAME }
     });
-    let (gate, conn_ty, db_ty) = backend.tokens();
+    let (gate, _, db_ty) = backend.tokens();
     let walkers = crate::columns::walk_methods(
         ident,
         table,
         &db_ty,
         fields.iter().map(|f| (&f.column, &f.ident, &f.ty)),
     );
+    // Read by the columns' names, spanned at their types: a type Diesel cannot read from its
+    // column is reported at that field.
+    let read_key = quote_spanned! {pk_ty.span()=>
+        __d::row::NamedRow::get::<__d::dsl::SqlTypeOf<#table::#pk_col>, #pk_ty>(
+            row,
+            <#table::#pk_col as __d::Column>::NAME,
+        )?
+    };
+    let read_revision = quote_spanned! {rev_ty.span()=>
+        __d::row::NamedRow::get::<__d::dsl::SqlTypeOf<#table::#rev_col>, #rev_ty>(
+            row,
+            <#table::#rev_col as __d::Column>::NAME,
+        )?
+    };
     quote! {
         #gate! {
             #[automatically_derived]
             impl __p::ReplicaColumns<#db_ty> for #ident {
-                type PkSqlType = __d::dsl::SqlTypeOf<#table::#pk_col>;
                 const COLUMNS: &'static [&'static str] = &[#(#columns),*];
                 const PK_INDEX: usize = #pk_index;
                 const REVISION_INDEX: usize = #revision_index;
 
                 #walkers
-            }
 
-            #[automatically_derived]
-            impl ::cqrs_diesel::ReplicaStore<#conn_ty> for #ident {
-                fn cqrs_stored_revisions(
-                    keys: &[#pk_ty],
-                    conn: &mut #conn_ty,
-                ) -> __d::QueryResult<::std::vec::Vec<(#pk_ty, i64)>> {
-                    let query = #table::table
-                        .filter(#table::#pk_col.eq_any(keys))
-                        .select((#table::#pk_col, #table::#rev_col));
-                    let rows = __d::RunQueryDsl::load::<(#pk_ty, #rev_ty)>(query, conn)?;
-                    ::core::result::Result::Ok(
-                        rows.into_iter()
-                            .map(|(key, revision)| (key, ::core::convert::From::from(revision)))
-                            .collect(),
-                    )
+                fn walk_key<'b>(
+                    key: &'b #pk_ty,
+                    mut out: __d::query_builder::AstPass<'_, 'b, #db_ty>,
+                ) -> __d::QueryResult<()> {
+                    out.push_bind_param::<__d::dsl::SqlTypeOf<#table::#pk_col>, #pk_ty>(key)
                 }
 
-                fn cqrs_write(rows: &[&Self], conn: &mut #conn_ty) -> __d::QueryResult<()> {
-                    __d::RunQueryDsl::execute(__p::Upsert::<Self, #db_ty>::new(rows), conn)?;
-                    ::core::result::Result::Ok(())
-                }
-
-                fn cqrs_delete_keys(
-                    keys: &[#pk_ty],
-                    conn: &mut #conn_ty,
-                ) -> __d::QueryResult<usize> {
-                    __d::RunQueryDsl::execute(
-                        __d::delete(#table::table.filter(#table::#pk_col.eq_any(keys))),
-                        conn,
-                    )
-                }
-
-                fn cqrs_key_page(
-                    after: ::core::option::Option<&#pk_ty>,
-                    limit: i64,
-                    conn: &mut #conn_ty,
-                ) -> __d::QueryResult<::std::vec::Vec<(#pk_ty, i64)>> {
-                    let mut query = #table::table
-                        .select((#table::#pk_col, #table::#rev_col))
-                        .order(#table::#pk_col.asc())
-                        .limit(limit)
-                        .into_boxed::<#db_ty>();
-                    if let ::core::option::Option::Some(after) = after {
-                        query = query.filter(#table::#pk_col.gt(::core::clone::Clone::clone(after)));
-                    }
-                    let rows = __d::RunQueryDsl::load::<(#pk_ty, #rev_ty)>(query, conn)?;
-                    ::core::result::Result::Ok(
-                        rows.into_iter()
-                            .map(|(key, revision)| (key, ::core::convert::From::from(revision)))
-                            .collect(),
-                    )
-                }
-
-                fn cqrs_count_all(conn: &mut #conn_ty) -> __d::QueryResult<i64> {
-                    __d::RunQueryDsl::get_result(#table::table.count(), conn)
-                }
-
-                fn cqrs_delete_all(conn: &mut #conn_ty) -> __d::QueryResult<usize> {
-                    __d::RunQueryDsl::execute(__d::delete(#table::table), conn)
+                fn read_key_revision<'a>(
+                    row: &impl __d::row::NamedRow<'a, #db_ty>,
+                ) -> __d::deserialize::Result<(#pk_ty, i64)> {
+                    let key = #read_key;
+                    let revision = #read_revision;
+                    ::core::result::Result::Ok((key, ::core::convert::From::from(revision)))
                 }
             }
         }
     }
+}
+
+/// The impls emitted beside the errors of a struct that failed to parse (see cqrs-diesel's
+/// `__cqrs_replica_fallback!`), when it is a plain struct they can be written for. The
+/// attributes did not parse, so what the fallback needs is read from their raw tokens: whether
+/// the user implements `ReplicaHooks` (the flag `hooks`) and the primary key's type (the field
+/// named by `pk = field`, or `id`; `i64` when neither is found).
+pub(crate) fn fallback(input: &DeriveInput) -> TokenStream {
+    let (Data::Struct(data), true) = (&input.data, input.generics.params.is_empty()) else {
+        return TokenStream::new();
+    };
+    let ident = &input.ident;
+    let mut hooks = false;
+    let mut pk_name: Option<Ident> = None;
+    for attr in &input.attrs {
+        let Ok(list) = attr.meta.require_list() else {
+            continue;
+        };
+        if !attr.path().is_ident("cqrs") {
+            continue;
+        }
+        let tokens: Vec<proc_macro2::TokenTree> = list.tokens.clone().into_iter().collect();
+        for (i, token) in tokens.iter().enumerate() {
+            let proc_macro2::TokenTree::Ident(name) = token else {
+                continue;
+            };
+            let next = tokens.get(i + 1);
+            let is_punct = |t: Option<&proc_macro2::TokenTree>, c: char| matches!(t, Some(proc_macro2::TokenTree::Punct(p)) if p.as_char() == c);
+            // Only the flag: `hooks = ...` is an error of its own, with no impl of the user's.
+            if name == "hooks" && (next.is_none() || is_punct(next, ',')) {
+                hooks = true;
+            }
+            if name == "pk"
+                && is_punct(next, '=')
+                && let Some(proc_macro2::TokenTree::Ident(field)) = tokens.get(i + 2)
+            {
+                pk_name = Some(field.clone());
+            }
+        }
+    }
+    let pk_name = pk_name.unwrap_or_else(|| Ident::new("id", proc_macro2::Span::call_site()));
+    let pk_ty = data
+        .fields
+        .iter()
+        .find(|f| f.ident.as_ref() == Some(&pk_name))
+        .map_or_else(
+            || quote! { i64 },
+            |f| {
+                let ty = &f.ty;
+                quote! { #ty }
+            },
+        );
+    quote! { ::cqrs_diesel::__cqrs_replica_fallback!(#ident, pk = #pk_ty, hooks = #hooks); }
 }

@@ -92,3 +92,17 @@ fn fallback_of_a_failed_master() {
     assert!(crate::attrs::parse_model(&input).is_err());
     insta::assert_snapshot!(pretty(crate::master::fallback(&input)));
 }
+
+#[test]
+fn fallback_of_a_failed_replica() {
+    let input: DeriveInput = syn::parse_quote! {
+        #[cqrs(id = "author", table = author, colour = "red", pk = code, hooks)]
+        struct AuthorCopy {
+            code: String,
+            cqrs_revision: i32,
+            cqrs_updated: chrono::DateTime<chrono::Utc>,
+        }
+    };
+    assert!(crate::replica::derive(&input).is_err());
+    insta::assert_snapshot!(pretty(crate::replica::fallback(&input)));
+}

@@ -10,33 +10,17 @@ use diesel::result::Error as DieselError;
 
 use crate::exec::{Blocking, Exec};
 use crate::outbox::{NewOutboxEntry, OutboxEntry};
-use crate::replica::state::{NewState, StoredState};
 
-/// The statements only this crate runs (the outbox, the relay, the replica state table): a
-/// supertrait of [`CqrsConnection`] that applications cannot name, so they stay out of the
+/// The statements only this crate runs (the outbox, the relay): a supertrait of
+/// [`CqrsConnection`] that applications cannot name, so they stay out of the
 /// connection's public methods.
 mod sealed {
     use diesel::QueryResult;
     use diesel::connection::{Connection, TransactionManager};
 
     use crate::outbox::OutboxEntry;
-    use crate::replica::state::{NewState, StoredState};
 
     pub trait Sealed: Connection {
-        /// Locks the state rows of `keys` (sorted, without duplicates) for the rest of the
-        /// transaction, creating placeholders for keys without one, and returns them.
-        fn replica_state_lock(
-            &mut self,
-            cqrs_id: &str,
-            keys: &[String],
-        ) -> QueryResult<Vec<StoredState>>;
-
-        /// Records these states (replacing the stored ones).
-        fn replica_state_record(&mut self, entries: &[NewState<'_>]) -> QueryResult<usize>;
-
-        /// Forgets every state of `cqrs_id` (`bulk-load --clear`).
-        fn replica_state_clear(&mut self, cqrs_id: &str) -> QueryResult<usize>;
-
         /// Selects and locks up to `limit` outbox entries in id order, skipping entries another
         /// relay holds (`FOR UPDATE SKIP LOCKED` on PostgreSQL and MySQL/MariaDB; SQLite serialises
         /// writers instead). Must run inside a transaction begun by `begin_relay_transaction`.
@@ -217,22 +201,6 @@ pub(crate) fn transaction_depth<C: Connection>(conn: &mut C) -> u32 {
 pub const MYSQL_STRICT_MODES: &str =
     "STRICT_ALL_TABLES,NO_ZERO_DATE,NO_ZERO_IN_DATE,ERROR_FOR_DIVISION_BY_ZERO";
 
-/// Placeholder states for `keys`: rows to lock before anything was applied to them.
-fn placeholders<'a>(cqrs_id: &'a str, keys: &'a [String]) -> Vec<NewState<'a>> {
-    use crate::replica::state::PLACEHOLDER;
-    keys.iter()
-        .map(|pk| NewState {
-            cqrs_id,
-            pk,
-            revision: PLACEHOLDER,
-            updated_us: PLACEHOLDER,
-            deleted: true,
-            seq: None,
-            floor_us: None,
-        })
-        .collect()
-}
-
 /// The public statements every backend writes the same way.
 macro_rules! shared_impl {
     () => {
@@ -285,16 +253,6 @@ macro_rules! shared_impl {
     };
 }
 
-/// The library's own statements every backend writes the same way.
-macro_rules! shared_internal_impl {
-    () => {
-        fn replica_state_clear(&mut self, cqrs_id: &str) -> QueryResult<usize> {
-            use crate::replica::state::cqrs_replica_state::dsl;
-            diesel::delete(dsl::cqrs_replica_state.filter(dsl::cqrs_id.eq(cqrs_id))).execute(self)
-        }
-    };
-}
-
 /// The outbox statements PostgreSQL and SQLite share (both have `RETURNING`).
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 macro_rules! returning_outbox_impl {
@@ -315,49 +273,6 @@ mod pg {
     use diesel::PgConnection;
 
     impl sealed::Sealed for PgConnection {
-        shared_internal_impl!();
-
-        fn replica_state_lock(
-            &mut self,
-            cqrs_id: &str,
-            keys: &[String],
-        ) -> QueryResult<Vec<StoredState>> {
-            use crate::replica::state::cqrs_replica_state::dsl;
-            if keys.is_empty() {
-                return Ok(Vec::new());
-            }
-            // One statement: a placeholder for keys without a state, and for the others an
-            // update that changes nothing but locks the row and returns it as stored. Rows are
-            // inserted and locked in the order given (sorted keys).
-            diesel::insert_into(dsl::cqrs_replica_state)
-                .values(placeholders(cqrs_id, keys))
-                .on_conflict((dsl::cqrs_id, dsl::pk))
-                .do_update()
-                .set(dsl::revision.eq(dsl::revision))
-                .returning(StoredState::as_returning())
-                .get_results(self)
-        }
-
-        fn replica_state_record(&mut self, entries: &[NewState<'_>]) -> QueryResult<usize> {
-            use crate::replica::state::cqrs_replica_state::dsl;
-            use diesel::upsert::excluded;
-            if entries.is_empty() {
-                return Ok(0);
-            }
-            diesel::insert_into(dsl::cqrs_replica_state)
-                .values(entries.to_vec())
-                .on_conflict((dsl::cqrs_id, dsl::pk))
-                .do_update()
-                .set((
-                    dsl::revision.eq(excluded(dsl::revision)),
-                    dsl::updated_us.eq(excluded(dsl::updated_us)),
-                    dsl::deleted.eq(excluded(dsl::deleted)),
-                    dsl::seq.eq(excluded(dsl::seq)),
-                    dsl::floor_us.eq(excluded(dsl::floor_us)),
-                ))
-                .execute(self)
-        }
-
         returning_outbox_impl!();
 
         fn outbox_lock_batch(&mut self, limit: i64) -> QueryResult<Vec<OutboxEntry>> {
@@ -393,53 +308,6 @@ mod mysql {
     use diesel::MysqlConnection;
 
     impl sealed::Sealed for MysqlConnection {
-        shared_internal_impl!();
-
-        fn replica_state_lock(
-            &mut self,
-            cqrs_id: &str,
-            keys: &[String],
-        ) -> QueryResult<Vec<StoredState>> {
-            use crate::replica::state::cqrs_replica_state::dsl;
-            if keys.is_empty() {
-                return Ok(Vec::new());
-            }
-            // `ON DUPLICATE KEY UPDATE` a column to itself: a no-op that keeps other errors
-            // errors (`INSERT IGNORE` would turn them into warnings).
-            diesel::insert_into(dsl::cqrs_replica_state)
-                .values(placeholders(cqrs_id, keys))
-                .on_conflict(diesel::dsl::DuplicatedKeys)
-                .do_update()
-                .set(dsl::revision.eq(dsl::revision))
-                .execute(self)?;
-            dsl::cqrs_replica_state
-                .filter(dsl::cqrs_id.eq(cqrs_id).and(dsl::pk.eq_any(keys)))
-                .order(dsl::pk)
-                .for_update()
-                .select(StoredState::as_select())
-                .load(self)
-        }
-
-        fn replica_state_record(&mut self, entries: &[NewState<'_>]) -> QueryResult<usize> {
-            use crate::replica::state::cqrs_replica_state::dsl;
-            use diesel::sql_types::{BigInt, Bool, Nullable};
-            if entries.is_empty() {
-                return Ok(0);
-            }
-            diesel::insert_into(dsl::cqrs_replica_state)
-                .values(entries)
-                .on_conflict(diesel::dsl::DuplicatedKeys)
-                .do_update()
-                .set((
-                    dsl::revision.eq(diesel::dsl::sql::<BigInt>("VALUES(`revision`)")),
-                    dsl::updated_us.eq(diesel::dsl::sql::<BigInt>("VALUES(`updated_us`)")),
-                    dsl::deleted.eq(diesel::dsl::sql::<Bool>("VALUES(`deleted`)")),
-                    dsl::seq.eq(diesel::dsl::sql::<Nullable<BigInt>>("VALUES(`seq`)")),
-                    dsl::floor_us.eq(diesel::dsl::sql::<Nullable<BigInt>>("VALUES(`floor_us`)")),
-                ))
-                .execute(self)
-        }
-
         fn outbox_delete(&mut self, ids: &[i64]) -> QueryResult<usize> {
             use std::fmt::Write;
             if ids.is_empty() {
@@ -512,51 +380,6 @@ mod sqlite {
     use diesel::connection::AnsiTransactionManager;
 
     impl sealed::Sealed for SqliteConnection {
-        shared_internal_impl!();
-
-        fn replica_state_lock(
-            &mut self,
-            cqrs_id: &str,
-            keys: &[String],
-        ) -> QueryResult<Vec<StoredState>> {
-            use crate::replica::state::cqrs_replica_state::dsl;
-            if keys.is_empty() {
-                return Ok(Vec::new());
-            }
-            // The write transaction (`BEGIN IMMEDIATE`) already holds the database's one write
-            // lock: no row lock is needed.
-            diesel::insert_or_ignore_into(dsl::cqrs_replica_state)
-                .values(placeholders(cqrs_id, keys))
-                .execute(self)?;
-            dsl::cqrs_replica_state
-                .filter(dsl::cqrs_id.eq(cqrs_id).and(dsl::pk.eq_any(keys)))
-                .order(dsl::pk)
-                .select(StoredState::as_select())
-                .load(self)
-        }
-
-        fn replica_state_record(&mut self, entries: &[NewState<'_>]) -> QueryResult<usize> {
-            use crate::replica::state::cqrs_replica_state::dsl;
-            use diesel::upsert::excluded;
-            // SQLite cannot batch an upsert in Diesel; statements are in-process calls here.
-            let mut written = 0;
-            for entry in entries {
-                written += diesel::insert_into(dsl::cqrs_replica_state)
-                    .values(entry)
-                    .on_conflict((dsl::cqrs_id, dsl::pk))
-                    .do_update()
-                    .set((
-                        dsl::revision.eq(excluded(dsl::revision)),
-                        dsl::updated_us.eq(excluded(dsl::updated_us)),
-                        dsl::deleted.eq(excluded(dsl::deleted)),
-                        dsl::seq.eq(excluded(dsl::seq)),
-                        dsl::floor_us.eq(excluded(dsl::floor_us)),
-                    ))
-                    .execute(self)?;
-            }
-            Ok(written)
-        }
-
         returning_outbox_impl!();
 
         fn outbox_lock_batch(&mut self, limit: i64) -> QueryResult<Vec<OutboxEntry>> {

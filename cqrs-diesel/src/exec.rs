@@ -110,6 +110,45 @@ pub trait Dialect: Backend + Send + Sync + 'static {
             "no one-statement writes on this backend".into(),
         )))
     }
+
+    /// Reads the signed `BIGINT` column `column` of a row.
+    #[doc(hidden)]
+    fn read_bigint<'a>(
+        row: &impl NamedRow<'a, Self>,
+        column: &str,
+    ) -> diesel::deserialize::Result<i64>;
+
+    /// Reads the nullable `BIGINT` column `column` of a row.
+    #[doc(hidden)]
+    fn read_optional_bigint<'a>(
+        row: &impl NamedRow<'a, Self>,
+        column: &str,
+    ) -> diesel::deserialize::Result<Option<i64>>;
+
+    /// Reads the text column `column` of a row.
+    #[doc(hidden)]
+    fn read_text<'a>(
+        row: &impl NamedRow<'a, Self>,
+        column: &str,
+    ) -> diesel::deserialize::Result<String>;
+
+    /// Reads the boolean column `column` of a row.
+    #[doc(hidden)]
+    fn read_bool<'a>(
+        row: &impl NamedRow<'a, Self>,
+        column: &str,
+    ) -> diesel::deserialize::Result<bool>;
+
+    /// Binds a boolean value.
+    #[doc(hidden)]
+    fn bind_bool<'b>(out: &mut AstPass<'_, 'b, Self>, value: &'b bool) -> QueryResult<()>;
+
+    /// Binds a nullable `BIGINT` value.
+    #[doc(hidden)]
+    fn bind_optional_i64<'b>(
+        out: &mut AstPass<'_, 'b, Self>,
+        value: &'b Option<i64>,
+    ) -> QueryResult<()>;
 }
 
 macro_rules! dialect {
@@ -146,6 +185,51 @@ macro_rules! dialect {
             }
 
             $($single)?
+
+            fn read_bigint<'a>(
+                row: &impl NamedRow<'a, Self>,
+                column: &str,
+            ) -> diesel::deserialize::Result<i64> {
+                NamedRow::get::<diesel::sql_types::BigInt, i64>(row, column)
+            }
+
+            fn read_optional_bigint<'a>(
+                row: &impl NamedRow<'a, Self>,
+                column: &str,
+            ) -> diesel::deserialize::Result<Option<i64>> {
+                NamedRow::get::<
+                    diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
+                    Option<i64>,
+                >(row, column)
+            }
+
+            fn read_text<'a>(
+                row: &impl NamedRow<'a, Self>,
+                column: &str,
+            ) -> diesel::deserialize::Result<String> {
+                NamedRow::get::<diesel::sql_types::Text, String>(row, column)
+            }
+
+            fn read_bool<'a>(
+                row: &impl NamedRow<'a, Self>,
+                column: &str,
+            ) -> diesel::deserialize::Result<bool> {
+                NamedRow::get::<diesel::sql_types::Bool, bool>(row, column)
+            }
+
+            fn bind_bool<'b>(out: &mut AstPass<'_, 'b, Self>, value: &'b bool) -> QueryResult<()> {
+                out.push_bind_param::<diesel::sql_types::Bool, bool>(value)
+            }
+
+            fn bind_optional_i64<'b>(
+                out: &mut AstPass<'_, 'b, Self>,
+                value: &'b Option<i64>,
+            ) -> QueryResult<()> {
+                out.push_bind_param::<
+                    diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
+                    Option<i64>,
+                >(value)
+            }
         }
     };
 }
@@ -566,4 +650,19 @@ pub(crate) mod asynchronous {
     }
 
     async_exec!("sqlite", AsyncSqlite, AsyncSqlite, begin_sqlite);
+}
+
+impl DialectKind {
+    /// Whether an upsert says `ON DUPLICATE KEY UPDATE c = VALUES(c)` (MySQL/MariaDB) rather
+    /// than `ON CONFLICT (key) DO UPDATE SET c = excluded.c`.
+    pub(crate) fn upserts_on_duplicate_key(self) -> bool {
+        self == DialectKind::Mysql
+    }
+
+    /// Whether a statement of a varying number of rows is worth keeping prepared: Diesel keys
+    /// its cache by the SQL text, one per row count, which PostgreSQL plans once for a steady
+    /// stream of full batches; the other backends prepare anew.
+    pub(crate) fn caches_batches(self) -> bool {
+        self == DialectKind::Postgres
+    }
 }

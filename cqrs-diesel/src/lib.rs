@@ -135,7 +135,8 @@ pub mod __private {
     pub use crate::master::AsyncBody;
     pub use crate::master::fallback::{FallbackResult, fallback_error};
     pub use crate::master::{MasterColumns, SinglePlan, UtcWire, decode_key};
-    pub use crate::replica::sql::{ReplicaColumns, Upsert};
+    pub use crate::replica::fallback::{REPLICA_FALLBACK, replica_fallback_error};
+    pub use crate::replica::sql::ReplicaColumns;
     pub use chrono;
     pub use cqrs_core::WireValue;
     pub use diesel;

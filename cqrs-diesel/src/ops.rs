@@ -12,7 +12,8 @@ use serde_json::{Map, Value};
 use crate::connection::CqrsConnection;
 use crate::error::{Error, Result};
 use crate::master::{MasterConfig, MasterStore, RowFilter, body, page_instance_data};
-use crate::replica::state::NewState;
+use crate::replica::sql::ready;
+use crate::replica::state::{self, NewState};
 use crate::replica::{ReplicaModel, ReplicaStore};
 
 /// One master row as operator commands need it.
@@ -295,7 +296,7 @@ where
                     floor_us: None,
                 })
                 .collect();
-            conn.replica_state_record(&states)?;
+            ready(state::record(conn, &states))?;
         }
         Ok(rejected)
     }
@@ -311,7 +312,7 @@ where
 
     fn clear(&self, conn: &mut C) -> Result<usize> {
         // A reset: the rows and what the replica knew of them.
-        conn.replica_state_clear(M::CQRS_ID)?;
+        ready(state::clear(conn, M::CQRS_ID))?;
         Ok(M::cqrs_delete_all(conn)?)
     }
 }

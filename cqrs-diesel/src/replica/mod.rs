@@ -24,6 +24,7 @@
 //! So a late, duplicated or retried copy of any message changes nothing, and several replica
 //! processes applying the same rows converge as one does.
 
+pub(crate) mod fallback;
 mod model;
 mod order;
 mod registry;

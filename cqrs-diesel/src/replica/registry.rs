@@ -18,8 +18,8 @@ use crate::connection::CqrsConnection;
 use crate::error::Error;
 use crate::replica::model::{CustomReplica, MessageInfo, ReplicaModel, ReplicaStore, key_text};
 use crate::replica::order::{self, Stored, Verdict};
-use crate::replica::sql::rows_per_statement;
-use crate::replica::state::NewState;
+use crate::replica::sql::{ready, rows_per_statement};
+use crate::replica::state::{self, NewState};
 
 type Connect<C> = Arc<dyn Fn() -> Result<C, ConnectionError> + Send + Sync>;
 
@@ -670,7 +670,7 @@ where
         let keys: Vec<String> = by_key.keys().map(|key| (*key).to_owned()).collect();
         let mut stored: HashMap<String, Stored> = HashMap::with_capacity(keys.len());
         let mut first_seen = Vec::new();
-        for state in conn.replica_state_lock(M::CQRS_ID, &keys)? {
+        for state in ready(state::lock(conn, M::CQRS_ID, &keys))? {
             if state.is_placeholder() {
                 first_seen.push(state.pk.clone());
                 stored.insert(state.pk, Stored::Nothing);
@@ -749,9 +749,7 @@ where
                 floor_us: end.floor_us,
             })
             .collect();
-        for chunk in states.chunks(1000) {
-            conn.replica_state_record(chunk)?;
-        }
+        ready(state::record(conn, &states))?;
         Ok(outcomes)
     }
 }
