@@ -63,6 +63,13 @@ impl DialectKind {
     pub(crate) fn mysql_like(self) -> bool {
         matches!(self, DialectKind::Mysql | DialectKind::Mariadb)
     }
+
+    /// Whether a statement of a varying number of rows is worth keeping prepared: Diesel keys
+    /// its cache by the SQL text, one per row count, which PostgreSQL plans once for a steady
+    /// stream of full batches; the other backends prepare anew.
+    pub(crate) fn caches_batches(self) -> bool {
+        self == DialectKind::Postgres
+    }
 }
 
 /// A Diesel backend the master side writes to (`Pg`, `Mysql`, `Mariadb`, `Sqlite`): what its statements
@@ -650,19 +657,4 @@ pub(crate) mod asynchronous {
     }
 
     async_exec!("sqlite", AsyncSqlite, AsyncSqlite, begin_sqlite);
-}
-
-impl DialectKind {
-    /// Whether an upsert says `ON DUPLICATE KEY UPDATE c = VALUES(c)` (MySQL/MariaDB) rather
-    /// than `ON CONFLICT (key) DO UPDATE SET c = excluded.c`.
-    pub(crate) fn upserts_on_duplicate_key(self) -> bool {
-        self == DialectKind::Mysql
-    }
-
-    /// Whether a statement of a varying number of rows is worth keeping prepared: Diesel keys
-    /// its cache by the SQL text, one per row count, which PostgreSQL plans once for a steady
-    /// stream of full batches; the other backends prepare anew.
-    pub(crate) fn caches_batches(self) -> bool {
-        self == DialectKind::Postgres
-    }
 }

@@ -101,7 +101,7 @@ pub(crate) fn push_replace<'c, DB: Dialect>(
     key: &[&str],
     columns: impl Iterator<Item = &'c str>,
 ) -> QueryResult<()> {
-    let on_duplicate_key = DB::KIND.upserts_on_duplicate_key();
+    let on_duplicate_key = DB::KIND.mysql_like();
     if on_duplicate_key {
         out.push_sql(" ON DUPLICATE KEY UPDATE ");
     } else {

@@ -222,7 +222,7 @@ impl<DB: Dialect> QueryFragment<DB> for StateStmt<'_> {
                 })?;
                 // A column set to itself: a no-op that keeps other errors errors (`INSERT
                 // IGNORE` and `ON CONFLICT DO NOTHING` would neither lock nor return the row).
-                if kind.upserts_on_duplicate_key() {
+                if kind.mysql_like() {
                     out.push_sql(" ON DUPLICATE KEY UPDATE ");
                     out.push_identifier("revision")?;
                     out.push_sql(" = ");
