@@ -58,7 +58,8 @@ async fn write_single<M: RowOf<E>, E: Exec>(
         || !M::PRODUCE
         || (kind == SingleKind::Save && !M::TRACKED_FIELDS.is_empty() && !M::TRACKED_IN_SQL)
         || conn.depth() > 0
-        || registry::is_abandoned(connection_key(conn))
+        // At depth 0 a mark of an abandoned write is stale: forgotten, and the write runs.
+        || registry::abandoned_inside(connection_key(conn), 0)
         || conn.broken()
     {
         return Ok(None);
