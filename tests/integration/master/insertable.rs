@@ -16,7 +16,7 @@ use cqrs_diesel::{CqrsConnection, Error, Exec, MasterModel, MasterStore, RowFilt
 use serde_json::Value;
 
 use super::side::{Side, on_every_backend_and_side};
-use crate::db::TestDb;
+use crate::db::{SqliteDb, TestDb};
 
 /// A write of the application's, boxed.
 type Write<'a, T> = Pin<Box<dyn Future<Output = cqrs_diesel::Result<T>> + Send + 'a>>;
@@ -118,11 +118,11 @@ macro_rules! backend {
                 pub text: &'a str,
             }
 
-            fn stamp(at: DateTime<Utc>) -> $updated {
+            pub fn stamp(at: DateTime<Utc>) -> $updated {
                 ($to_updated)(at)
             }
 
-            mod blocking {
+            pub mod blocking {
                 use super::*;
                 #[allow(unused_imports)] // `find` is only the MySQL insert's.
                 use diesel::{ExpressionMethods, QueryDsl, RunQueryDsl, SelectableHelper};
@@ -381,3 +381,20 @@ on_every_backend_and_side!(
     MysqlMemo,
     SqliteMemo
 );
+
+/// The `_async` form on a sync connection: the async closure runs sync statements, so its
+/// future is ready at once, and the method returns the write's `Result`.
+#[test]
+fn an_async_insert_on_a_sync_connection_returns_its_result() {
+    let db = database::<SqliteDb, SqliteMemo>(SqliteDb::new("m"));
+    let mut conn = db.connect();
+    let stored: cqrs_diesel::Result<SqliteMemo> =
+        SqliteMemo::insert_with_and_publish_async(&mut conn, async |conn, now| {
+            sqlite::blocking::insert(conn, "sync", sqlite::stamp(now))
+        });
+    let stored = stored.unwrap();
+    assert_eq!(stored.text(), "sync");
+    let bodies = outbox(&db);
+    assert_eq!(bodies.len(), 1);
+    assert_eq!(bodies[0]["instance_pk"], stored.id());
+}
