@@ -107,10 +107,30 @@ where
     D: TestDb,
     M: Author + MasterStore<D::Conn>,
 {
+    use cqrs_diesel::diesel::connection::{Connection, SimpleConnection};
     let mut conn = db.connect();
     let all = RowFilter::default();
-    let rows: BTreeMap<i32, i32> = M::cqrs_select_page(&mut conn, &all, None, i64::MAX)
-        .expect("read the rows")
+    // Rows and outbox from one snapshot: a cut write's COMMIT may still be on its way to the
+    // server, and must not land between the two reads.
+    const REPEATABLE_READ: &str = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ";
+    let postgres = <D::Conn as CqrsConnection>::BACKEND == cqrs_diesel::Backend::Postgres;
+    if !postgres {
+        // MySQL/MariaDB: for the next transaction, whose first read takes the snapshot.
+        conn.batch_execute(REPEATABLE_READ)
+            .expect("repeatable read");
+    }
+    let (stored, entries) = conn
+        .transaction::<_, cqrs_diesel::diesel::result::Error, _>(|conn| {
+            if postgres {
+                conn.batch_execute(REPEATABLE_READ)?;
+            }
+            let stored = M::cqrs_select_page(conn, &all, None, i64::MAX).map_err(|error| {
+                cqrs_diesel::diesel::result::Error::QueryBuilderError(error.into())
+            })?;
+            Ok((stored, conn.outbox_peek(i64::MAX)?))
+        })
+        .expect("read the rows and the outbox");
+    let rows: BTreeMap<i32, i32> = stored
         .into_iter()
         .map(|row| {
             (
@@ -120,7 +140,7 @@ where
         })
         .collect();
     let mut queued: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
-    for entry in conn.outbox_peek(i64::MAX).expect("read the outbox") {
+    for entry in entries {
         let body: Value = serde_json::from_str(&entry.body).expect("a body is JSON");
         let pk = body["instance_pk"].as_i64().expect("an integer key") as i32;
         let revision = body["instance_data"]["cqrs_revision"]
