@@ -133,6 +133,7 @@ pub use diesel;
 pub mod __private {
     #[cfg(feature = "async")]
     pub use crate::master::AsyncBody;
+    pub use crate::master::AsyncInsert;
     pub use crate::master::fallback::{FallbackResult, fallback_error};
     pub use crate::master::{MasterColumns, SinglePlan, UtcWire, decode_key};
     pub use crate::replica::fallback::{REPLICA_FALLBACK, replica_fallback_error};

@@ -9,8 +9,8 @@ use cqrs_core::Clock;
 use serde_json::{Map, Value};
 
 use super::message::{CorrelationFunction, MessageContext, MetaFunction};
-use super::write::{self, BulkInsert};
-use super::{MasterModel, MasterStore};
+use super::write::{self, Awaited, BulkInsert, Ready};
+use super::{AsyncInsert, MasterModel, MasterStore};
 use crate::connection::CqrsConnection;
 use crate::error::{Error, Result};
 use crate::exec::{Exec, Mode, Ret};
@@ -311,8 +311,39 @@ impl MasterConfig {
         M: MasterStore<C>,
         F: FnMut(&mut C, DateTime<Utc>) -> diesel::QueryResult<Vec<M>> + Send,
     {
-        crate::exec::run_ready(write::insert_with(self, conn, insert))
+        crate::exec::run_ready(write::insert_with(self, conn, Ready(insert), identity))
     }
+
+    /// [`MasterModel::bulk_insert_with_and_publish_async`] with this configuration: `insert`
+    /// is an async closure (diesel-async statements of yours on an async connection).
+    pub fn insert_with_async<'a, M, C, F>(
+        &'a self,
+        conn: &'a mut C,
+        insert: F,
+    ) -> Ret<'a, C, Vec<M>>
+    where
+        C: Exec,
+        M: MasterStore<C>,
+        F: for<'c> AsyncInsert<&'c mut C, diesel::QueryResult<Vec<M>>, Fut: Send> + Send + 'a,
+    {
+        <C::Mode as Mode>::ret(write::insert_with(self, conn, Awaited(insert), identity))
+    }
+
+    /// [`MasterModel::insert_with_and_publish_async`] with this configuration.
+    pub fn insert_one_with_async<'a, M, C, F>(&'a self, conn: &'a mut C, insert: F) -> Ret<'a, C, M>
+    where
+        C: Exec,
+        M: MasterStore<C>,
+        F: for<'c> AsyncInsert<&'c mut C, diesel::QueryResult<M>, Fut: Send> + Send + 'a,
+    {
+        <C::Mode as Mode>::ret(async move {
+            one(write::insert_with(self, conn, Awaited(insert), |row| vec![row]).await?)
+        })
+    }
+}
+
+fn identity<M>(rows: Vec<M>) -> Vec<M> {
+    rows
 }
 
 /// [`MasterConfig::DEFAULT`], where the write methods of [`MasterModel`] borrow it from.

@@ -454,6 +454,112 @@ pub trait MasterModel: MasterHooks + Sized + 'static {
         config::SYSTEM.insert_with(conn, insert)
     }
 
+    /// [`insert_with_and_publish`](Self::insert_with_and_publish) where `insert` is an async
+    /// closure, for diesel-async connections (`AsyncPgConnection`, `AsyncMysqlConnection`,
+    /// `SyncConnectionWrapper<SqliteConnection>`, a pooled one by `&mut *conn`): it awaits
+    /// your statements on the connection it is given. The same write as the sync method: one
+    /// transaction (or a savepoint of the caller's), `insert` runs again after a conflict,
+    /// [`Error::Unstamped`] when the stored `cqrs_updated` is not the time given, and the
+    /// values are checked ([`cqrs_check_values`](Self::cqrs_check_values)) before the SAVE is
+    /// queued. On a sync connection it works too, if `insert`'s future is ready at once (it
+    /// runs sync Diesel statements): the method then returns the `Result`.
+    ///
+    /// ```no_run
+    /// # #[cfg(all(feature = "async", feature = "postgres"))]
+    /// # mod demo {
+    /// # use cqrs_diesel::MasterModel;
+    /// # use diesel::prelude::*;
+    /// # use diesel_async::RunQueryDsl;
+    /// # diesel::table! { account (id) { id -> BigInt, name -> Text, cqrs_revision -> Integer, cqrs_updated -> Timestamptz, } }
+    /// # #[derive(Debug, Clone, MasterModel, Queryable, Selectable)]
+    /// # #[diesel(table_name = account)]
+    /// # #[cqrs(id = "account", table = account, backends(postgres))]
+    /// # struct Account { id: i64, name: String, cqrs_revision: i32, cqrs_updated: chrono::DateTime<chrono::Utc> }
+    /// #[derive(Insertable)]
+    /// #[diesel(table_name = account)]
+    /// struct NewAccount<'a> {
+    ///     name: &'a str,
+    /// }
+    ///
+    /// # async fn demo(conn: &mut diesel_async::AsyncPgConnection) -> cqrs_diesel::Result<()> {
+    /// let new = NewAccount { name: "Pavel" };
+    /// let account = Account::insert_with_and_publish_async(conn, async |conn, now| {
+    ///     diesel::insert_into(account::table)
+    ///         .values((&new, account::cqrs_updated.eq(now)))
+    ///         .returning(Account::as_returning())
+    ///         .get_result(conn)
+    ///         .await
+    /// })
+    /// .await?;
+    /// # let _ = account;
+    /// # Ok(())
+    /// # }
+    /// # }
+    /// ```
+    ///
+    /// (A method of its own rather than [`insert_with_and_publish`](Self::insert_with_and_publish)
+    /// taking either kind of closure: a closure's argument types are inferred from the one
+    /// `Fn` or `AsyncFn` bound it is passed to, so one method for both would make every
+    /// caller spell them out.)
+    fn insert_with_and_publish_async<'a, C, F>(conn: &'a mut C, insert: F) -> Ret<'a, C, Self>
+    where
+        C: Exec,
+        Self: MasterStore<C>,
+        F: for<'c> AsyncInsert<&'c mut C, diesel::QueryResult<Self>, Fut: Send> + Send + 'a,
+    {
+        config::SYSTEM.insert_one_with_async(conn, insert)
+    }
+
+    /// [`bulk_insert_with_and_publish`](Self::bulk_insert_with_and_publish) where `insert` is
+    /// an async closure, as [`insert_with_and_publish_async`](Self::insert_with_and_publish_async)
+    /// takes it: it writes the rows, each with `cqrs_updated` set to the time given, and
+    /// returns them as stored; one SAVE is queued per row, in the same transaction.
+    ///
+    /// ```no_run
+    /// # #[cfg(all(feature = "async", feature = "postgres"))]
+    /// # mod demo {
+    /// # use cqrs_diesel::MasterModel;
+    /// # use diesel::prelude::*;
+    /// # use diesel_async::RunQueryDsl;
+    /// # diesel::table! { account (id) { id -> BigInt, name -> Text, cqrs_revision -> Integer, cqrs_updated -> Timestamptz, } }
+    /// # #[derive(Debug, Clone, MasterModel, Queryable, Selectable)]
+    /// # #[diesel(table_name = account)]
+    /// # #[cqrs(id = "account", table = account, backends(postgres))]
+    /// # struct Account { id: i64, name: String, cqrs_revision: i32, cqrs_updated: chrono::DateTime<chrono::Utc> }
+    /// # #[derive(Insertable)]
+    /// # #[diesel(table_name = account)]
+    /// # struct NewAccount<'a> { name: &'a str }
+    /// # async fn demo(conn: &mut diesel_async::AsyncPgConnection) -> cqrs_diesel::Result<()> {
+    /// let names = ["Pavel", "Olga"];
+    /// let accounts = Account::bulk_insert_with_and_publish_async(conn, async |conn, now| {
+    ///     let rows: Vec<_> = names
+    ///         .iter()
+    ///         .map(|name| (NewAccount { name }, account::cqrs_updated.eq(now)))
+    ///         .collect();
+    ///     diesel::insert_into(account::table)
+    ///         .values(rows)
+    ///         .returning(Account::as_returning())
+    ///         .get_results(conn)
+    ///         .await
+    /// })
+    /// .await?;
+    /// # let _ = accounts;
+    /// # Ok(())
+    /// # }
+    /// # }
+    /// ```
+    fn bulk_insert_with_and_publish_async<'a, C, F>(
+        conn: &'a mut C,
+        insert: F,
+    ) -> Ret<'a, C, Vec<Self>>
+    where
+        C: Exec,
+        Self: MasterStore<C>,
+        F: for<'c> AsyncInsert<&'c mut C, diesel::QueryResult<Vec<Self>>, Fut: Send> + Send + 'a,
+    {
+        config::SYSTEM.insert_with_async(conn, insert)
+    }
+
     /// Updates the rows that exist (others are skipped, as Django's `bulk_update` does) with
     /// one statement per batch, bumping each revision in SQL, and queues one SAVE per updated
     /// row. Returns the updated rows as stored.
@@ -557,6 +663,28 @@ pub trait AsyncBody<A, R>:
 impl<F, A, Fut, R> AsyncBody<A, R> for F
 where
     F: AsyncFnOnce(A) -> R + FnOnce(A) -> Fut,
+    Fut: std::future::Future<Output = R>,
+{
+    type Fut = Fut;
+}
+
+/// An async closure of the application's insert (`async |conn, now| ...`), as
+/// [`MasterModel::insert_with_and_publish_async`] takes it: its future can be named, so that
+/// the method can ask it to be `Send` (the `AsyncFnMut` bound alone cannot say so).
+/// Implemented for every async closure whose future does not borrow from the closure itself
+/// (one that captures the application's values by reference, or moves in what it only
+/// reads by reference).
+#[doc(hidden)]
+pub trait AsyncInsert<A, R>:
+    AsyncFnMut(A, DateTime<Utc>) -> R + FnMut(A, DateTime<Utc>) -> <Self as AsyncInsert<A, R>>::Fut
+{
+    /// The closure's future.
+    type Fut: std::future::Future<Output = R>;
+}
+
+impl<F, A, Fut, R> AsyncInsert<A, R> for F
+where
+    F: AsyncFnMut(A, DateTime<Utc>) -> R + FnMut(A, DateTime<Utc>) -> Fut,
     Fut: std::future::Future<Output = R>,
 {
     type Fut = Fut;

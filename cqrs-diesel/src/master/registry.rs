@@ -45,21 +45,27 @@ where
 
 /// Records that a write on `connection` was abandoned inside its transaction or savepoint:
 /// the connection still holds it open, and nothing the write did was committed. Writes on the
-/// connection refuse to run inside that transaction ([`is_abandoned`]); a pool discards such a
-/// connection anyway (diesel-async's pools do not hand out a connection with an open
+/// connection refuse to run inside that transaction ([`abandoned_inside`]); a pool discards such
+/// a connection anyway (diesel-async's pools do not hand out a connection with an open
 /// transaction).
 pub(crate) fn abandon(connection: usize) {
     with(&ABANDONED, |set| set.insert(connection));
 }
 
-/// Whether a write was abandoned on `connection` (see [`abandon`]).
-pub(crate) fn is_abandoned(connection: usize) -> bool {
-    with(&ABANDONED, |set| set.contains(&connection))
-}
-
-/// Forgets an abandoned write on `connection`: its transaction is closed now.
-pub(crate) fn forget_abandoned(connection: usize) {
-    with(&ABANDONED, |set| set.remove(&connection));
+/// Whether a write on `connection`, whose transaction depth is `depth`, would run inside a
+/// transaction an abandoned write left open (see [`abandon`]). A mark stands only while the
+/// connection is inside a transaction: at depth 0 that transaction is closed (the application
+/// rolled it back), or the address belongs to another connection now (a pool dropped the
+/// marked one and a new one was allocated there), so the mark is forgotten and the write runs.
+pub(crate) fn abandoned_inside(connection: usize, depth: u32) -> bool {
+    with(&ABANDONED, |set| {
+        if depth > 0 {
+            set.contains(&connection)
+        } else {
+            set.remove(&connection);
+            false
+        }
+    })
 }
 
 /// Marks the outermost `atomic` block on one connection; dropping it forgets the block.
@@ -172,12 +178,20 @@ mod tests {
     }
 
     #[test]
-    fn an_abandoned_write_is_remembered_until_forgotten() {
-        assert!(!is_abandoned(3));
+    fn a_mark_stands_only_while_the_connection_is_inside_a_transaction() {
+        // Addresses of their own (see above).
+        assert!(!abandoned_inside(3, 1));
         abandon(3);
-        assert!(is_abandoned(3));
-        assert!(!is_abandoned(5));
-        forget_abandoned(3);
-        assert!(!is_abandoned(3));
+        assert!(abandoned_inside(3, 1));
+        assert!(
+            abandoned_inside(3, 2),
+            "the mark stands at any depth above 0"
+        );
+        assert!(!abandoned_inside(5, 1), "other connections are not marked");
+        assert!(!abandoned_inside(3, 0), "at depth 0 the mark is stale");
+        assert!(
+            !abandoned_inside(3, 1),
+            "a stale mark is forgotten: a later transaction on the address is not refused"
+        );
     }
 }

@@ -29,17 +29,13 @@ pub(crate) struct Tx {
 impl Tx {
     /// Opens a write transaction, or a savepoint when one is open. Refuses to run inside a
     /// transaction an abandoned write left open, or on a connection whose transaction state is
-    /// unknown.
+    /// unknown. A mark of an abandoned write on a connection outside any transaction is stale
+    /// and forgotten ([`registry::abandoned_inside`]).
     pub(crate) async fn begin<E: Exec>(conn: &mut E) -> Result<Tx> {
         let key = connection_key(conn);
         let depth = conn.depth();
-        if registry::is_abandoned(key) {
-            if depth > 0 {
-                return Err(Error::AbandonedTransaction);
-            }
-            // Closed since (rolled back by the application, or another connection lives at
-            // this address now).
-            registry::forget_abandoned(key);
+        if registry::abandoned_inside(key, depth) {
+            return Err(Error::AbandonedTransaction);
         }
         if depth == 0 && conn.broken() {
             return Err(Error::BrokenConnection);

@@ -2,6 +2,8 @@
 //! connection (whose futures are ready at once) or an async one: the transaction and its
 //! conflict retries, the one-statement path, and what each write queues.
 
+use std::future::Future;
+
 use chrono::{DateTime, Utc};
 use cqrs_core::{SignalType, direct_routing_key};
 use serde_json::{Map, Value};
@@ -12,7 +14,7 @@ use super::config::MasterConfig;
 use super::registry::{self, PriorSave};
 use super::single::{self, SingleKind, SinglePlan};
 use super::tx::{connection_key, in_write_transaction};
-use super::{MasterModel, UpdatedAt, rows};
+use super::{AsyncInsert, MasterModel, UpdatedAt, rows};
 use crate::error::{Error, Result};
 use crate::exec::{Dialect, DialectKind, Exec};
 use crate::outbox::{self, NewOutboxEntry, write as queue};
@@ -56,7 +58,8 @@ async fn write_single<M: RowOf<E>, E: Exec>(
         || !M::PRODUCE
         || (kind == SingleKind::Save && !M::TRACKED_FIELDS.is_empty() && !M::TRACKED_IN_SQL)
         || conn.depth() > 0
-        || registry::is_abandoned(connection_key(conn))
+        // At depth 0 a mark of an abandoned write is stale: forgotten, and the write runs.
+        || registry::abandoned_inside(connection_key(conn), 0)
         || conn.broken()
     {
         return Ok(None);
@@ -227,31 +230,84 @@ async fn insert_generated_once<M: RowOf<E>, E: Exec>(
     Ok(stored)
 }
 
+/// How a write calls the application's insert (see `insert_with_and_publish`): a sync
+/// closure, whose result is ready at once ([`Ready`]), or an async one ([`Awaited`]). The
+/// write itself ([`insert_with`]) is written once over this.
+pub(crate) trait InsertCall<E, R>: Send {
+    /// Runs the insert on `conn`, stamping the rows with `now`.
+    fn call<'c>(
+        &'c mut self,
+        conn: &'c mut E,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = diesel::QueryResult<R>> + Send + 'c;
+}
+
+/// A sync closure as an [`InsertCall`]: its statements run in the call.
+pub(crate) struct Ready<F>(pub(crate) F);
+
+impl<E, R, F> InsertCall<E, R> for Ready<F>
+where
+    F: FnMut(&mut E, DateTime<Utc>) -> diesel::QueryResult<R> + Send,
+    R: Send + 'static,
+{
+    fn call<'c>(
+        &'c mut self,
+        conn: &'c mut E,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = diesel::QueryResult<R>> + Send + 'c {
+        std::future::ready((self.0)(conn, now))
+    }
+}
+
+/// An async closure as an [`InsertCall`]: its future is awaited.
+pub(crate) struct Awaited<F>(pub(crate) F);
+
+impl<E, R, F> InsertCall<E, R> for Awaited<F>
+where
+    F: for<'c> AsyncInsert<&'c mut E, diesel::QueryResult<R>, Fut: Send> + Send,
+    E: 'static,
+    R: Send + 'static,
+{
+    fn call<'c>(
+        &'c mut self,
+        conn: &'c mut E,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = diesel::QueryResult<R>> + Send + 'c {
+        (self.0)(conn, now)
+    }
+}
+
 /// Runs the caller's `insert` in a write transaction, checks the stamp of every row it
-/// returns, and queues their SAVEs.
-pub(crate) async fn insert_with<M: RowOf<E>, E: Exec, F>(
+/// returns (`into_rows` turns what it returns into the rows), and queues their SAVEs.
+pub(crate) async fn insert_with<M: RowOf<E>, E: Exec, R, F>(
     config: &MasterConfig,
     conn: &mut E,
     mut insert: F,
+    into_rows: fn(R) -> Vec<M>,
 ) -> Result<Vec<M>>
 where
-    F: FnMut(&mut E, DateTime<Utc>) -> diesel::QueryResult<Vec<M>> + Send,
+    F: InsertCall<E, R>,
 {
-    let stored = in_write_transaction!(E, conn, insert_with_once(config, conn, &mut insert))?;
+    let stored = in_write_transaction!(
+        E,
+        conn,
+        insert_with_once(config, conn, &mut insert, into_rows)
+    )?;
     after_write(conn);
     Ok(stored)
 }
 
-async fn insert_with_once<M: RowOf<E>, E: Exec, F>(
+async fn insert_with_once<M: RowOf<E>, E: Exec, R, F>(
     config: &MasterConfig,
     conn: &mut E,
     insert: &mut F,
+    into_rows: fn(R) -> Vec<M>,
 ) -> Result<Vec<M>>
 where
-    F: FnMut(&mut E, DateTime<Utc>) -> diesel::QueryResult<Vec<M>> + Send,
+    F: InsertCall<E, R>,
 {
     let now = config.now();
-    let stored = insert(conn, now)?;
+    let stored = into_rows(insert.call(conn, now).await?);
     let expected = UpdatedAt::to_wire_utc(&now);
     for row in &stored {
         row.cqrs_check_values()?;

@@ -16,7 +16,7 @@ use cqrs_diesel::diesel;
 use cqrs_diesel::{CqrsConnection, Exec, MasterStore, RowFilter, atomic_async};
 use diesel_async::pooled_connection::deadpool::Pool;
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
-use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection, TransactionManager};
 use serde_json::Value;
 
 use super::models::{MysqlAuthor, PgAuthor};
@@ -46,17 +46,7 @@ where
     C: Exec<Mode = cqrs_diesel::Awaiting> + AsyncConnection,
     M: Author + MasterStore<C>,
 {
-    let row = M::new(
-        id,
-        "first",
-        None,
-        None,
-        chrono::DateTime::from_timestamp(0, 0).unwrap_or_default(),
-        true,
-        1.0,
-        uuid::Uuid::from_u128(id as u128),
-        None,
-    );
+    let row = author::<M>(id);
     let stored = atomic_async(conn, async move |conn| {
         let mut stored = row.save_and_publish(conn).await?;
         stored.set_name("second");
@@ -68,6 +58,47 @@ where
     again.save_and_publish(conn).await
 }
 
+/// Row `id` as the writes here first save it.
+fn author<M: Author>(id: i32) -> M {
+    M::new(
+        id,
+        "first",
+        None,
+        None,
+        chrono::DateTime::from_timestamp(0, 0).unwrap_or_default(),
+        true,
+        1.0,
+        uuid::Uuid::from_u128(id as u128),
+        None,
+    )
+}
+
+/// Abandons a write inside its transaction: an `atomic` block that saves row `id` and then
+/// waits forever, cut by a timeout. Leaves `conn` inside the block's transaction, marked.
+async fn abandon<C, M>(conn: &mut C, id: i32)
+where
+    C: Exec<Mode = cqrs_diesel::Awaiting> + AsyncConnection,
+    M: Author + MasterStore<C>,
+{
+    let row = author::<M>(id);
+    let cut = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        atomic_async(conn, async move |conn| {
+            row.save_and_publish(conn).await?;
+            std::future::pending::<()>().await;
+            Ok::<_, cqrs_diesel::Error>(())
+        }),
+    )
+    .await;
+    assert!(cut.is_err(), "the write was cut: {cut:?}");
+    assert!(conn.depth() > 0, "the cut write left its transaction open");
+    let refused = write::<_, M>(conn, id + 1).await;
+    assert!(
+        matches!(refused, Err(cqrs_diesel::Error::AbandonedTransaction)),
+        "a write inside the abandoned transaction is refused: {refused:?}"
+    );
+}
+
 /// Checks, from a connection of its own, that the outbox holds exactly the messages of what
 /// was committed: each committed row's revisions 0 to its stored one, once each, and nothing
 /// for a row that is not there. Returns the committed rows.
@@ -76,10 +107,30 @@ where
     D: TestDb,
     M: Author + MasterStore<D::Conn>,
 {
+    use cqrs_diesel::diesel::connection::{Connection, SimpleConnection};
     let mut conn = db.connect();
     let all = RowFilter::default();
-    let rows: BTreeMap<i32, i32> = M::cqrs_select_page(&mut conn, &all, None, i64::MAX)
-        .expect("read the rows")
+    // Rows and outbox from one snapshot: a cut write's COMMIT may still be on its way to the
+    // server, and must not land between the two reads.
+    const REPEATABLE_READ: &str = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ";
+    let postgres = <D::Conn as CqrsConnection>::BACKEND == cqrs_diesel::Backend::Postgres;
+    if !postgres {
+        // MySQL/MariaDB: for the next transaction, whose first read takes the snapshot.
+        conn.batch_execute(REPEATABLE_READ)
+            .expect("repeatable read");
+    }
+    let (stored, entries) = conn
+        .transaction::<_, cqrs_diesel::diesel::result::Error, _>(|conn| {
+            if postgres {
+                conn.batch_execute(REPEATABLE_READ)?;
+            }
+            let stored = M::cqrs_select_page(conn, &all, None, i64::MAX).map_err(|error| {
+                cqrs_diesel::diesel::result::Error::QueryBuilderError(error.into())
+            })?;
+            Ok((stored, conn.outbox_peek(i64::MAX)?))
+        })
+        .expect("read the rows and the outbox");
+    let rows: BTreeMap<i32, i32> = stored
         .into_iter()
         .map(|row| {
             (
@@ -89,7 +140,7 @@ where
         })
         .collect();
     let mut queued: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
-    for entry in conn.outbox_peek(i64::MAX).expect("read the outbox") {
+    for entry in entries {
         let body: Value = serde_json::from_str(&entry.body).expect("a body is JSON");
         let pk = body["instance_pk"].as_i64().expect("an integer key") as i32;
         let revision = body["instance_data"]["cqrs_revision"]
@@ -280,4 +331,73 @@ async fn a_write_cut_at_any_await_point_is_never_continued_on_a_bare_postgres_co
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_cut_at_any_await_point_is_never_continued_on_a_bare_mariadb_connection() {
     bare::<_, MysqlAuthor>(MysqlDb::new("cancel")).await;
+}
+
+/// After the application rolls back the transaction a cut write left open, the connection is
+/// outside any transaction with the cut write's mark still on it: the mark is stale, and the
+/// next write runs, commits and publishes.
+async fn rolled_back<D, M>(db: D)
+where
+    D: TestDb,
+    M: Author + MasterStore<D::AsyncConn> + MasterStore<D::Conn>,
+{
+    let setup = Setup::new::<M>(db).await;
+    let mut conn = setup.db.connect_async().await;
+    abandon::<_, M>(&mut conn, 1).await;
+    <D::AsyncConn as AsyncConnection>::TransactionManager::rollback_transaction(&mut conn)
+        .await
+        .expect("roll back the abandoned transaction");
+    assert_eq!(conn.depth(), 0);
+    let stored = write::<_, M>(&mut conn, 10)
+        .await
+        .expect("the next write runs");
+    assert_eq!(stored.revision(), 1);
+    let rows = assert_committed_and_queued_agree::<_, M>(&setup.db, 0);
+    assert_eq!(rows.get(&10), Some(&1), "the write is committed and queued");
+    assert!(!rows.contains_key(&1), "the cut write is not");
+}
+
+/// A new connection put where a marked one was (its address, as when a pool drops the marked
+/// connection and allocates the next one there) is outside any transaction: the mark is stale,
+/// and its first write runs, commits and publishes.
+async fn replaced<D, M>(db: D)
+where
+    D: TestDb,
+    M: Author + MasterStore<D::AsyncConn> + MasterStore<D::Conn>,
+{
+    let setup = Setup::new::<M>(db).await;
+    let mut conn = setup.db.connect_async().await;
+    abandon::<_, M>(&mut conn, 1).await;
+    let marked = std::ptr::from_ref(&conn) as usize;
+    // Assigned in place: the old connection is dropped, the new one lives at its address.
+    conn = setup.db.connect_async().await;
+    assert_eq!(std::ptr::from_ref(&conn) as usize, marked);
+    assert_eq!(conn.depth(), 0);
+    let stored = write::<_, M>(&mut conn, 10)
+        .await
+        .expect("the next write runs");
+    assert_eq!(stored.revision(), 1);
+    let rows = assert_committed_and_queued_agree::<_, M>(&setup.db, 0);
+    assert_eq!(rows.get(&10), Some(&1), "the write is committed and queued");
+    assert!(!rows.contains_key(&1), "the cut write is not");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_after_an_abandoned_postgres_transaction_was_rolled_back_runs_and_publishes() {
+    rolled_back::<_, PgAuthor>(PgDb::new("cancel")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_after_an_abandoned_mariadb_transaction_was_rolled_back_runs_and_publishes() {
+    rolled_back::<_, MysqlAuthor>(MysqlDb::new("cancel")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_postgres_connection_at_a_marked_address_writes_and_publishes() {
+    replaced::<_, PgAuthor>(PgDb::new("cancel")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_mariadb_connection_at_a_marked_address_writes_and_publishes() {
+    replaced::<_, MysqlAuthor>(MysqlDb::new("cancel")).await;
 }

@@ -1,6 +1,6 @@
 //! A `Numeric` column: a string of its exact digits on the wire (as Django REST writes a
 //! `Decimal`), read back exactly by a replica; a JSON number (as django-cqrs masters write one)
-//! is read too.
+//! is read too. The master writes on sync and async PostgreSQL connections.
 
 use std::str::FromStr;
 
@@ -10,6 +10,7 @@ use cqrs_diesel::{MasterModel, ReplicaModel, Replicas};
 use diesel::prelude::*;
 use serde_json::json;
 
+use super::side::{Side, on_postgres_sides, w};
 use super::{Setup, WAIT};
 use crate::db::{MysqlDb, PgDb, TestDb};
 use crate::replica::Worker;
@@ -74,11 +75,9 @@ async fn applied_on_mariadb(name: &str, body: &serde_json::Value) -> BigDecimal 
     stored[0].amount.clone()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn decimals_travel_with_every_digit_from_master_to_replica() {
+async fn decimals_travel_with_every_digit_from_master_to_replica<X: Side<PgDb>>(master: PgDb) {
     // 40 significant digits: far beyond an f64's 17.
     let digits = "123456789012345678901234567890.1234567890";
-    let master = PgDb::new("decimal");
     master.execute(MASTER_DDL);
     let mut setup = Setup::new_with_ddl(master).await;
     let row = Price {
@@ -88,7 +87,8 @@ async fn decimals_travel_with_every_digit_from_master_to_replica() {
         // Not written: the master stamps its own time.
         cqrs_updated: DateTime::from_timestamp(0, 0).unwrap(),
     };
-    row.save_and_publish(&mut setup.db.connect()).unwrap();
+    let conn = &mut X::open(&setup.db).await;
+    w!(X::Conn, row.save_and_publish(conn)).unwrap();
     setup.drain().await;
     let got = setup.capture.take(1, WAIT).await;
     assert_eq!(got[0].1["instance_data"]["amount"], json!(digits));
@@ -96,6 +96,10 @@ async fn decimals_travel_with_every_digit_from_master_to_replica() {
     let stored = applied_on_mariadb("decimal_r", &got[0].1).await;
     assert_eq!(stored.to_plain_string(), digits);
 }
+
+on_postgres_sides!(decimals_travel_with_every_digit_from_master_to_replica);
+
+// Replica only (no master write, so no side to choose).
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_decimal_sent_as_a_json_number_by_a_django_master_is_stored() {

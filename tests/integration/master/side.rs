@@ -258,3 +258,25 @@ macro_rules! on_every_backend_and_side {
     };
 }
 pub(crate) use on_every_backend_and_side;
+
+/// Runs `$scenario::<X>(db)` on both sides of PostgreSQL only, as one test module per scenario
+/// holding `postgres_{sync,async}`: for what only PostgreSQL has (its one-statement writes).
+macro_rules! on_postgres_sides {
+    ($scenario:ident) => {
+        mod $scenario {
+            use $crate::db::PgDb;
+            use $crate::master::side::{Async, Blocking};
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres_sync() {
+                super::$scenario::<Blocking>(PgDb::new("m")).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres_async() {
+                super::$scenario::<Async>(PgDb::new("m")).await;
+            }
+        }
+    };
+}
+pub(crate) use on_postgres_sides;

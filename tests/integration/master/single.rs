@@ -3,6 +3,10 @@
 //! data-modifying CTE), their messages equal the general path's, and a value the database
 //! stores differently from how it was sent (a rounding column, a stored time after the clock)
 //! is published as stored.
+//!
+//! The scenarios that hold for every master run on sync and async PostgreSQL connections
+//! ([`on_postgres_sides`]); the property test and the comparison of renamed fields compare two
+//! sync databases and stay sync.
 
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -15,6 +19,7 @@ use diesel::prelude::*;
 use proptest::prelude::*;
 use serde_json::Value;
 
+use super::side::{Side, on_postgres_sides, w};
 use crate::db::{PgDb, TestDb};
 
 mod schema {
@@ -104,7 +109,11 @@ fn gadget(id: i64, name: &str) -> Gadget {
 }
 
 fn database(tag: &str) -> PgDb {
-    let db = PgDb::new(tag);
+    with_gadgets(PgDb::new(tag))
+}
+
+/// `db` with the gadget table and the outbox.
+fn with_gadgets(db: PgDb) -> PgDb {
     db.execute(GADGET_DDL);
     db.connect().run_outbox_migrations().unwrap();
     db
@@ -128,55 +137,83 @@ fn outbox(conn: &mut PgConnection) -> Vec<Value> {
 struct Statements(Arc<Mutex<Vec<String>>>);
 
 impl Statements {
-    fn watch(conn: &mut PgConnection) -> Self {
-        let statements = Statements::default();
-        let sink = statements.0.clone();
-        conn.set_instrumentation(move |event: InstrumentationEvent<'_>| {
-            if let InstrumentationEvent::StartQuery { query, .. } = event {
-                sink.lock().unwrap().push(query.to_string());
-            }
-        });
-        statements
-    }
-
     /// The statements sent since the last call.
     fn take(&self) -> Vec<String> {
         std::mem::take(&mut *self.0.lock().unwrap())
     }
+
+    /// What the connection's instrumentation calls.
+    fn sink(&self) -> impl FnMut(InstrumentationEvent<'_>) + Send + 'static {
+        let sink = self.0.clone();
+        move |event: InstrumentationEvent<'_>| {
+            if let InstrumentationEvent::StartQuery { query, .. } = event {
+                sink.lock().unwrap().push(query.to_string());
+            }
+        }
+    }
 }
 
-#[test]
-fn a_create_an_update_and_a_delete_are_one_statement_each_on_postgres() {
-    let db = database("single_count");
-    let mut conn = db.connect();
-    let statements = Statements::watch(&mut conn);
+/// A PostgreSQL connection whose statements can be counted, sync or async.
+trait Watched {
+    fn watch(&mut self) -> Statements;
+}
 
-    let stored = gadget(1, "a").save_and_publish(&mut conn).unwrap();
+impl Watched for PgConnection {
+    fn watch(&mut self) -> Statements {
+        let statements = Statements::default();
+        self.set_instrumentation(statements.sink());
+        statements
+    }
+}
+
+impl Watched for diesel_async::AsyncPgConnection {
+    fn watch(&mut self) -> Statements {
+        let statements = Statements::default();
+        diesel_async::AsyncConnection::set_instrumentation(self, statements.sink());
+        statements
+    }
+}
+
+async fn a_create_an_update_and_a_delete_are_one_statement_each_on_postgres<X>(db: PgDb)
+where
+    X: Side<PgDb, Conn: Watched>,
+{
+    let db = with_gadgets(db);
+    let conn = &mut X::open(&db).await;
+    let statements = conn.watch();
+
+    let stored = w!(X::Conn, gadget(1, "a").save_and_publish(conn)).unwrap();
     assert_eq!(statements.take().len(), 1, "create");
     let mut changed = stored.clone();
     changed.name = "b".into();
-    changed.save_and_publish(&mut conn).unwrap();
+    w!(X::Conn, changed.save_and_publish(conn)).unwrap();
     assert_eq!(statements.take().len(), 1, "update");
-    assert!(changed.delete_and_publish(&mut conn).unwrap());
+    assert!(w!(X::Conn, changed.delete_and_publish(conn)).unwrap());
     assert_eq!(statements.take().len(), 1, "delete");
-    assert!(!changed.delete_and_publish(&mut conn).unwrap());
+    assert!(!w!(X::Conn, changed.delete_and_publish(conn)).unwrap());
     assert_eq!(statements.take().len(), 1, "delete of a missing row");
-    assert_eq!(outbox(&mut conn).len(), 3);
+    assert_eq!(outbox(&mut db.connect()).len(), 3);
 }
 
-#[test]
-fn a_generated_key_insert_is_one_statement_on_postgres() {
-    let db = database("single_genkey");
-    let mut conn = db.connect();
-    let statements = Statements::watch(&mut conn);
-    let stored = gadget(0, "a").insert_and_publish(&mut conn).unwrap();
+on_postgres_sides!(a_create_an_update_and_a_delete_are_one_statement_each_on_postgres);
+
+async fn a_generated_key_insert_is_one_statement_on_postgres<X>(db: PgDb)
+where
+    X: Side<PgDb, Conn: Watched>,
+{
+    let db = with_gadgets(db);
+    let conn = &mut X::open(&db).await;
+    let statements = conn.watch();
+    let stored = w!(X::Conn, gadget(0, "a").insert_and_publish(conn)).unwrap();
     assert_eq!(statements.take().len(), 1);
-    let bodies = outbox(&mut conn);
+    let bodies = outbox(&mut db.connect());
     assert_eq!(bodies.len(), 1);
     assert_eq!(bodies[0]["instance_pk"], Value::from(stored.id));
     assert_eq!(bodies[0]["instance_data"]["id"], Value::from(stored.id));
     assert_ne!(stored.id, 0);
 }
+
+on_postgres_sides!(a_generated_key_insert_is_one_statement_on_postgres);
 
 fn tracked(id: i64, name: &str) -> TrackedGadget {
     TrackedGadget {
@@ -208,17 +245,19 @@ struct WeightTracked {
     cqrs_updated: DateTime<Utc>,
 }
 
-#[test]
-fn a_tracked_update_is_one_statement_and_sends_the_old_values() {
-    let db = database("single_tracked");
-    let mut conn = db.connect();
-    let statements = Statements::watch(&mut conn);
-    let mut stored = tracked(1, "a").save_and_publish(&mut conn).unwrap();
+async fn a_tracked_update_is_one_statement_and_sends_the_old_values<X>(db: PgDb)
+where
+    X: Side<PgDb, Conn: Watched>,
+{
+    let db = with_gadgets(db);
+    let conn = &mut X::open(&db).await;
+    let statements = conn.watch();
+    let mut stored = w!(X::Conn, tracked(1, "a").save_and_publish(conn)).unwrap();
     assert_eq!(statements.take().len(), 1, "create");
     stored.name = "b".into();
-    stored.save_and_publish(&mut conn).unwrap();
+    w!(X::Conn, stored.save_and_publish(conn)).unwrap();
     assert_eq!(statements.take().len(), 1, "update");
-    let bodies = outbox(&mut conn);
+    let bodies = outbox(&mut db.connect());
     assert_eq!(
         bodies[0]["previous_data"],
         serde_json::json!({"name": null})
@@ -226,11 +265,15 @@ fn a_tracked_update_is_one_statement_and_sends_the_old_values() {
     assert_eq!(bodies[1]["previous_data"], serde_json::json!({"name": "a"}));
 }
 
-#[test]
-fn a_save_tracking_a_float_takes_the_general_path() {
-    let db = database("single_tracked_float");
-    let mut conn = db.connect();
-    let statements = Statements::watch(&mut conn);
+on_postgres_sides!(a_tracked_update_is_one_statement_and_sends_the_old_values);
+
+async fn a_save_tracking_a_float_takes_the_general_path<X>(db: PgDb)
+where
+    X: Side<PgDb, Conn: Watched>,
+{
+    let db = with_gadgets(db);
+    let conn = &mut X::open(&db).await;
+    let statements = conn.watch();
     let row = WeightTracked {
         id: 1,
         name: "a".into(),
@@ -242,44 +285,47 @@ fn a_save_tracking_a_float_takes_the_general_path() {
         cqrs_revision: 0,
         cqrs_updated: epoch(),
     };
-    let mut stored = row.save_and_publish(&mut conn).unwrap();
+    let mut stored = w!(X::Conn, row.save_and_publish(conn)).unwrap();
     stored.weight = 0.2;
-    stored.save_and_publish(&mut conn).unwrap();
+    w!(X::Conn, stored.save_and_publish(conn)).unwrap();
     let sent = statements.take();
     assert!(
         sent.iter().any(|sql| sql.contains("FOR UPDATE")),
         "{sent:#?}"
     );
     assert!(sent.iter().any(|sql| sql == "BEGIN"), "{sent:#?}");
-    let bodies = outbox(&mut conn);
+    let bodies = outbox(&mut db.connect());
     assert_eq!(
         bodies[1]["previous_data"],
         serde_json::json!({"name": "a", "weight": 0.1})
     );
 }
 
-#[test]
-fn concurrent_tracked_updates_each_send_the_value_they_replaced() {
-    let db = database("single_tracked_race");
-    const THREADS: usize = 4;
+on_postgres_sides!(a_save_tracking_a_float_takes_the_general_path);
+
+async fn concurrent_tracked_updates_each_send_the_value_they_replaced<X: Side<PgDb>>(db: PgDb) {
+    let db = Arc::new(with_gadgets(db));
+    const WRITERS: usize = 4;
     const WRITES: usize = 40;
-    std::thread::scope(|scope| {
-        for thread in 0..THREADS {
-            let db = &db;
-            scope.spawn(move || {
-                let mut conn = db.connect();
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|writer| {
+            let db = db.clone();
+            X::spawn(async move {
+                let conn = &mut X::open(&db).await;
                 for write in 0..WRITES {
                     let id = (write % 2) as i64 + 1;
-                    tracked(id, &format!("t{thread} w{write}"))
-                        .save_and_publish(&mut conn)
-                        .unwrap();
+                    let row = tracked(id, &format!("t{writer} w{write}"));
+                    w!(X::Conn, row.save_and_publish(conn)).unwrap();
                 }
-            });
-        }
-    });
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
     // Per row, in revision order, each message's old name is the name of the one before.
     let bodies = outbox(&mut db.connect());
-    assert_eq!(bodies.len(), THREADS * WRITES);
+    assert_eq!(bodies.len(), WRITERS * WRITES);
     for id in [1, 2] {
         let mut chain: Vec<&Value> = bodies
             .iter()
@@ -303,56 +349,58 @@ fn concurrent_tracked_updates_each_send_the_value_they_replaced() {
     }
 }
 
-#[test]
-fn a_value_the_column_rounds_is_published_as_stored() {
-    let db = PgDb::new("single_rounding");
+on_postgres_sides!(concurrent_tracked_updates_each_send_the_value_they_replaced);
+
+async fn a_value_the_column_rounds_is_published_as_stored<X: Side<PgDb>>(db: PgDb) {
     db.execute(
         "CREATE TABLE priced (id INTEGER PRIMARY KEY, amount NUMERIC(8, 2) NOT NULL,
          cqrs_revision INTEGER NOT NULL DEFAULT 0, cqrs_updated TIMESTAMPTZ NOT NULL)",
     );
-    let mut conn = db.connect();
-    conn.run_outbox_migrations().unwrap();
+    db.connect().run_outbox_migrations().unwrap();
+    let conn = &mut X::open(&db).await;
     let row = Priced {
         id: 1,
         amount: BigDecimal::from_str("1.234").unwrap(),
         cqrs_revision: 0,
         cqrs_updated: epoch(),
     };
-    let stored = row.save_and_publish(&mut conn).unwrap();
+    let stored = w!(X::Conn, row.save_and_publish(conn)).unwrap();
     assert_eq!(stored.amount, BigDecimal::from_str("1.23").unwrap());
-    let bodies = outbox(&mut conn);
+    let bodies = outbox(&mut db.connect());
     assert_eq!(bodies.len(), 1);
     assert_eq!(bodies[0]["instance_data"]["amount"], Value::from("1.23"));
 }
 
-#[test]
-fn a_stored_time_after_the_clock_still_gets_later_times() {
-    let db = database("single_clock");
-    let mut conn = db.connect();
-    gadget(1, "a").save_and_publish(&mut conn).unwrap();
+on_postgres_sides!(a_value_the_column_rounds_is_published_as_stored);
+
+async fn a_stored_time_after_the_clock_still_gets_later_times<X: Side<PgDb>>(db: PgDb) {
+    let db = with_gadgets(db);
+    let conn = &mut X::open(&db).await;
+    w!(X::Conn, gadget(1, "a").save_and_publish(conn)).unwrap();
     // As if another master's clock ran ahead (a century, measured from the database's clock,
     // so that the test does not depend on today's date): the next writes must still stamp
     // later times.
+    let mut other = db.connect();
     diesel::sql_query(
         "UPDATE gadget SET cqrs_updated = date_trunc('second', now()) + interval '100 years'",
     )
-    .execute(&mut conn)
+    .execute(&mut other)
     .unwrap();
     let ahead: DateTime<Utc> = schema::gadget::table
         .select(schema::gadget::cqrs_updated)
-        .first(&mut conn)
+        .first(&mut other)
         .unwrap();
     let after = |micros| {
         cqrs_diesel::wire::format_timestamp(&(ahead + chrono::TimeDelta::microseconds(micros)))
     };
-    let stored = gadget(1, "b").save_and_publish(&mut conn).unwrap();
+    let stored = w!(X::Conn, gadget(1, "b").save_and_publish(conn)).unwrap();
     assert_eq!(
         stored.cqrs_updated,
         ahead + chrono::TimeDelta::microseconds(1)
     );
     assert_eq!(stored.cqrs_revision, 1);
-    assert!(stored.delete_and_publish(&mut conn).unwrap());
-    let bodies = outbox(&mut conn);
+    assert!(w!(X::Conn, stored.delete_and_publish(conn)).unwrap());
+    let bodies = outbox(&mut other);
     assert_eq!(bodies.len(), 3);
     assert_eq!(
         bodies[1]["instance_data"]["cqrs_updated"],
@@ -365,6 +413,8 @@ fn a_stored_time_after_the_clock_still_gets_later_times() {
     );
     assert_eq!(bodies[2]["instance_data"]["cqrs_revision"], Value::from(2));
 }
+
+on_postgres_sides!(a_stored_time_after_the_clock_still_gets_later_times);
 
 /// A body without the parts that depend on the time it was written.
 fn timeless(mut body: Value) -> Value {
@@ -544,7 +594,7 @@ fn renamed_skipped_and_tracked_fields_are_sent_as_the_general_path_sends_them() 
     let single_db = database("single_renamed_a");
     let general_db = database("single_renamed_b");
     let (mut single, mut general) = (single_db.connect(), general_db.connect());
-    let statements = Statements::watch(&mut single);
+    let statements = single.watch();
     for label in ["first", "second"] {
         row(label).save_and_publish(&mut single).unwrap();
         general

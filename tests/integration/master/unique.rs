@@ -1,13 +1,15 @@
 //! A save that collides with another row on a unique column fails and changes nothing: on
-//! MySQL/MariaDB an `ON DUPLICATE KEY UPDATE` would have updated that other row instead.
+//! MySQL/MariaDB an `ON DUPLICATE KEY UPDATE` would have updated that other row instead. On
+//! sync and async connections of every backend.
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use cqrs_diesel::{MasterModel, MasterStore};
 
 use super::Setup;
-use crate::db::{MysqlDb, PgDb, SqliteDb, TestDb};
+use super::side::{Side, on_every_backend_and_side, w};
+use crate::db::TestDb;
 
-trait Member: MasterModel + Clone + std::fmt::Debug + Send + 'static {
+trait Member: MasterModel + Clone + std::fmt::Debug + Send + Sync + 'static {
     const DDL: &'static str;
     fn new(id: i64, email: &str) -> Self;
     fn email(&self) -> &str;
@@ -91,25 +93,21 @@ member_model!(
      cqrs_revision INTEGER NOT NULL DEFAULT 0, cqrs_updated TEXT NOT NULL)"
 );
 
-async fn collision<D, M>(db: D)
+async fn a_save_colliding_on_another_unique_column_changes_nothing<D, M, X>(db: D)
 where
     D: TestDb + 'static,
-    M: Member + MasterStore<D::Conn>,
+    M: Member + MasterStore<X::Conn>,
+    X: Side<D>,
 {
     db.execute(M::DDL);
     let setup = Setup::new_with_ddl(db).await;
-    let mut conn = setup.db.connect();
-    M::new(1, "ann@example.com")
-        .save_and_publish(&mut conn)
-        .unwrap();
-    M::new(2, "bob@example.com")
-        .save_and_publish(&mut conn)
-        .unwrap();
+    let conn = &mut X::open(&setup.db).await;
+    w!(X::Conn, M::new(1, "ann@example.com").save_and_publish(conn)).unwrap();
+    w!(X::Conn, M::new(2, "bob@example.com").save_and_publish(conn)).unwrap();
     let before = setup.outbox_len();
 
     // A new row, and an update of row 2, each with row 1's email.
-    let error = M::new(3, "ann@example.com")
-        .save_and_publish(&mut conn)
+    let error = w!(X::Conn, M::new(3, "ann@example.com").save_and_publish(conn))
         .unwrap_err()
         .to_string()
         .to_lowercase();
@@ -117,14 +115,12 @@ where
         error.contains("unique") || error.contains("duplicate"),
         "the error names the unique key: {error}"
     );
-    assert!(
-        M::new(2, "ann@example.com")
-            .save_and_publish(&mut conn)
-            .is_err()
-    );
-    assert!(M::bulk_update_and_publish(&mut conn, &[M::new(2, "ann@example.com")]).is_err());
+    assert!(w!(X::Conn, M::new(2, "ann@example.com").save_and_publish(conn)).is_err());
+    let colliding = [M::new(2, "ann@example.com")];
+    assert!(w!(X::Conn, M::bulk_update_and_publish(conn, &colliding)).is_err());
 
-    let stored = M::cqrs_select_page(&mut conn, &Default::default(), None, 10).unwrap();
+    let all = Default::default();
+    let stored = w!(X::Conn, M::cqrs_select_page(conn, &all, None, 10)).unwrap();
     let seen: Vec<(&str, i32)> = stored.iter().map(|m| (m.email(), m.revision())).collect();
     assert_eq!(
         seen,
@@ -134,17 +130,9 @@ where
     assert_eq!(setup.outbox_len(), before, "no message for a failed save");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_save_colliding_on_another_unique_column_changes_nothing_on_postgres() {
-    collision::<_, PgMember>(PgDb::new("unique")).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_save_colliding_on_another_unique_column_changes_nothing_on_mariadb() {
-    collision::<_, MysqlMember>(MysqlDb::new("unique")).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_save_colliding_on_another_unique_column_changes_nothing_on_sqlite() {
-    collision::<_, SqliteMember>(SqliteDb::new("unique")).await;
-}
+on_every_backend_and_side!(
+    a_save_colliding_on_another_unique_column_changes_nothing,
+    PgMember,
+    MysqlMember,
+    SqliteMember
+);
