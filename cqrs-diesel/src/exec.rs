@@ -64,6 +64,15 @@ impl DialectKind {
         matches!(self, DialectKind::Mysql | DialectKind::Mariadb)
     }
 
+    /// Whether a statement with `RETURNING` may be kept prepared. Not on Diesel's MariaDB
+    /// backend: there a kept statement with `RETURNING` whose execution the server refuses
+    /// (a unique key, a foreign key) can leave the sync client waiting for ever for an answer
+    /// the server never sends (seen with MariaDB 10.11 and its client library, libmariadb3), so each is
+    /// prepared anew, at the price of one more round trip.
+    pub(crate) fn caches_returning(self) -> bool {
+        self != DialectKind::Mariadb
+    }
+
     /// Whether a statement of a varying number of rows is worth keeping prepared: Diesel keys
     /// its cache by the SQL text, one per row count, which PostgreSQL plans once for a steady
     /// stream of full batches; the other backends prepare anew.

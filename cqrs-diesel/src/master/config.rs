@@ -11,8 +11,8 @@ use serde_json::{Map, Value};
 use super::message::{CorrelationFunction, MessageContext, MetaFunction};
 use super::write::{self, Awaited, BulkInsert, Ready};
 use super::{AsyncInsert, MasterModel, MasterStore};
-use crate::connection::CqrsConnection;
 use crate::error::{Error, Result};
+use crate::exec::Blocking;
 use crate::exec::{Exec, Mode, Ret};
 
 /// What master writes read from outside the database: the clock they stamp rows and messages
@@ -307,7 +307,7 @@ impl MasterConfig {
     /// connections: `insert` runs Diesel statements of yours).
     pub fn insert_with<M, C, F>(&self, conn: &mut C, insert: F) -> Result<Vec<M>>
     where
-        C: CqrsConnection,
+        C: Exec<Mode = Blocking>,
         M: MasterStore<C>,
         F: FnMut(&mut C, DateTime<Utc>) -> diesel::QueryResult<Vec<M>> + Send,
     {

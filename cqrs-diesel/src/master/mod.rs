@@ -7,7 +7,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use crate::connection::{CqrsConnection, DbConn};
+use crate::connection::DbConn;
 use crate::error::{Error, Result};
 
 mod body;
@@ -431,7 +431,7 @@ pub trait MasterModel: MasterHooks + Sized + 'static {
     /// concurrent one (see [`save_and_publish`](Self::save_and_publish)).
     fn insert_with_and_publish<C, F>(conn: &mut C, insert: F) -> Result<Self>
     where
-        C: CqrsConnection,
+        C: Exec<Mode = Blocking>,
         Self: MasterStore<C>,
         F: FnMut(&mut C, DateTime<Utc>) -> diesel::QueryResult<Self> + Send,
     {
@@ -447,7 +447,7 @@ pub trait MasterModel: MasterHooks + Sized + 'static {
     /// same transaction.
     fn bulk_insert_with_and_publish<C, F>(conn: &mut C, insert: F) -> Result<Vec<Self>>
     where
-        C: CqrsConnection,
+        C: Exec<Mode = Blocking>,
         Self: MasterStore<C>,
         F: FnMut(&mut C, DateTime<Utc>) -> diesel::QueryResult<Vec<Self>> + Send,
     {

@@ -406,6 +406,9 @@ pub(crate) fn push_returning<M: MasterColumns<DB>, DB: Dialect>(
     dialect: DialectKind,
 ) -> QueryResult<()> {
     if dialect.returns_rows() {
+        if !dialect.caches_returning() {
+            out.unsafe_to_cache_prepared();
+        }
         out.push_sql(" RETURNING ");
         push_columns(out, None, 0..M::COLUMNS.len(), M::COLUMNS)?;
     }

@@ -57,6 +57,9 @@ impl<DB: Dialect> QueryFragment<DB> for Stmt<'_> {
                     out.push_sql(")");
                 }
                 if *returning {
+                    if !DB::KIND.caches_returning() {
+                        out.unsafe_to_cache_prepared();
+                    }
                     out.push_sql(" RETURNING id AS n");
                 }
             }

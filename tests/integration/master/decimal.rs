@@ -14,6 +14,8 @@ use super::side::{Side, on_postgres_sides, w};
 use super::{Setup, WAIT};
 use crate::db::{MysqlDb, PgDb, TestDb};
 use crate::replica::Worker;
+use cqrs_diesel::Exec;
+use cqrs_diesel::diesel::pg::Pg;
 
 mod pg {
     diesel::table! {
@@ -75,7 +77,11 @@ async fn applied_on_mariadb(name: &str, body: &serde_json::Value) -> BigDecimal 
     stored[0].amount.clone()
 }
 
-async fn decimals_travel_with_every_digit_from_master_to_replica<X: Side<PgDb>>(master: PgDb) {
+async fn decimals_travel_with_every_digit_from_master_to_replica<
+    X: Side<PgDb, Conn: Exec<Backend = Pg>>,
+>(
+    master: PgDb,
+) {
     // 40 significant digits: far beyond an f64's 17.
     let digits = "123456789012345678901234567890.1234567890";
     master.execute(MASTER_DDL);

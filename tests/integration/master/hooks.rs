@@ -12,6 +12,8 @@ use serde_json::{Map, Value, json};
 use super::side::{Async, Blocking, Side, w};
 use super::{Setup, WAIT};
 use crate::db::{PgDb, TestDb};
+use cqrs_diesel::Exec;
+use cqrs_diesel::diesel::pg::Pg;
 
 diesel::table! {
     writer (id) {
@@ -165,7 +167,7 @@ fn book(id: i64, title: &str) -> Book {
 
 /// The hooks shape every message, with a serializer that reads a related row through the
 /// write's own connection, sync or async.
-async fn hooks_shape_the_messages<X: Side<PgDb>>()
+async fn hooks_shape_the_messages<X: Side<PgDb, Conn: Exec<Backend = Pg>>>()
 where
     Book: MasterStore<X::Conn>,
 {

@@ -75,7 +75,7 @@ macro_rules! statements {
 /// statement (`aw!`).
 macro_rules! backend {
     (
-        $module:ident, $model:ident, $backend:ident, $sync:ty, $async:ty,
+        $module:ident, $model:ident, $backends:tt, $sync:ty, $async:ty,
         $updated:ty, $updated_sql:ident, $to_updated:expr, $ddl:expr,
         insert = |$conn:ident, $text:ident, $at:ident| $insert:block,
         insert_many = |$conn_many:ident, $texts:ident, $at_many:ident| $insert_many:block
@@ -94,7 +94,7 @@ macro_rules! backend {
 
             #[derive(Debug, Clone, MasterModel, diesel::Queryable, diesel::Selectable)]
             #[diesel(table_name = memo)]
-            #[cqrs(id = "memo", table = memo, backends($backend))]
+            #[cqrs(id = "memo", table = memo, backends $backends)]
             pub struct $model {
                 pub id: i64,
                 pub text: String,
@@ -187,7 +187,7 @@ macro_rules! backend {
 backend!(
     pg,
     PgMemo,
-    postgres,
+    (postgres),
     diesel::PgConnection,
     diesel_async::AsyncPgConnection,
     DateTime<Utc>,
@@ -216,7 +216,7 @@ backend!(
 backend!(
     sqlite,
     SqliteMemo,
-    sqlite,
+    (sqlite),
     diesel::SqliteConnection,
     diesel_async::sync_connection_wrapper::SyncConnectionWrapper<diesel::SqliteConnection>,
     DateTime<Utc>,
@@ -247,7 +247,7 @@ backend!(
 backend!(
     mysql,
     MysqlMemo,
-    mysql,
+    (mysql),
     diesel::MysqlConnection,
     diesel_async::AsyncMysqlConnection,
     NaiveDateTime,
@@ -291,6 +291,36 @@ backend!(
     }
 );
 
+// MariaDB through Diesel's MariaDB backend: `RETURNING`, as on PostgreSQL.
+backend!(
+    mariadb_backend,
+    MariadbMemo,
+    (mysql, mariadb),
+    diesel::MariadbConnection,
+    diesel_async::AsyncMariadbConnection,
+    NaiveDateTime,
+    Datetime,
+    |at: DateTime<Utc>| at.naive_utc(),
+    "CREATE TABLE memo (id BIGINT AUTO_INCREMENT PRIMARY KEY, text VARCHAR(255) NOT NULL,
+     cqrs_revision INTEGER NOT NULL DEFAULT 0, cqrs_updated DATETIME(6) NOT NULL)",
+    insert = |conn, text, at| {
+        aw!(diesel::insert_into(memo::table)
+            .values((NewMemo { text }, memo::cqrs_updated.eq(at)))
+            .returning(MariadbMemo::as_returning())
+            .get_result(conn))
+    },
+    insert_many = |conn, texts, at| {
+        let values: Vec<_> = texts
+            .iter()
+            .map(|text| (NewMemo { text }, memo::cqrs_updated.eq(at)))
+            .collect();
+        aw!(diesel::insert_into(memo::table)
+            .values(values)
+            .returning(MariadbMemo::as_returning())
+            .get_results(conn))
+    }
+);
+
 /// The test database with the memo table and the outbox.
 fn database<D: TestDb, M: Memo>(db: D) -> D {
     db.execute(M::DDL);
@@ -331,7 +361,8 @@ on_every_backend_and_side!(
     an_insertable_row_comes_back_with_its_key_and_its_message,
     PgMemo,
     MysqlMemo,
-    SqliteMemo
+    SqliteMemo,
+    mariadb_backend = MariadbMemo
 );
 
 async fn insertable_rows_in_bulk_come_back_in_order_each_with_a_message<D, M, X>(db: D)
@@ -357,7 +388,8 @@ on_every_backend_and_side!(
     insertable_rows_in_bulk_come_back_in_order_each_with_a_message,
     PgMemo,
     MysqlMemo,
-    SqliteMemo
+    SqliteMemo,
+    mariadb_backend = MariadbMemo
 );
 
 async fn an_insert_without_the_given_time_writes_nothing<D, M, X>(db: D)
@@ -379,7 +411,8 @@ on_every_backend_and_side!(
     an_insert_without_the_given_time_writes_nothing,
     PgMemo,
     MysqlMemo,
-    SqliteMemo
+    SqliteMemo,
+    mariadb_backend = MariadbMemo
 );
 
 /// The `_async` form on a sync connection: the async closure runs sync statements, so its

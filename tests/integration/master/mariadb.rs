@@ -195,6 +195,12 @@ async fn a_save_colliding_on_another_unique_column_changes_nothing_on_the_mariad
         "the error names the collision: {error}"
     );
     assert!(
+        member(2, "ann@example.com")
+            .save_and_publish(&mut conn)
+            .is_err(),
+        "a save of row 2 with row 1's email"
+    );
+    assert!(
         Member::bulk_update_and_publish(&mut conn, &[member(2, "ann@example.com")]).is_err(),
         "an update of row 2 with row 1's email"
     );

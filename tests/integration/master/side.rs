@@ -207,9 +207,18 @@ pub async fn reload<C: Exec, M: MasterStore<C> + Send>(conn: &mut C, row: &M) ->
 /// Runs `$scenario::<D, M, X>(db)` for both sides on every backend, as one test module per
 /// scenario holding `{postgres,mariadb,sqlite}_{sync,async}`, and
 /// `mariadb_backend_{sync,async}` for MariaDB through Diesel's MariaDB backend (the MySQL
-/// model, which lists both backends).
+/// model, which lists both backends, unless `mariadb_backend = Model` names another).
 macro_rules! on_every_backend_and_side {
     ($scenario:ident, $pg:ty, $mysql:ty, $sqlite:ty) => {
+        $crate::master::side::on_every_backend_and_side!(
+            $scenario,
+            $pg,
+            $mysql,
+            $sqlite,
+            mariadb_backend = $mysql
+        );
+    };
+    ($scenario:ident, $pg:ty, $mysql:ty, $sqlite:ty, mariadb_backend = $mariadb:ty) => {
         mod $scenario {
             use super::*;
             use $crate::db::{MysqlDb, PgDb, SqliteDb};
@@ -237,12 +246,12 @@ macro_rules! on_every_backend_and_side {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn mariadb_backend_sync() {
-                super::$scenario::<_, $mysql, MariadbBlocking>(MysqlDb::new("m")).await;
+                super::$scenario::<_, $mariadb, MariadbBlocking>(MysqlDb::new("m")).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn mariadb_backend_async() {
-                super::$scenario::<_, $mysql, MariadbAsync>(MysqlDb::new("m")).await;
+                super::$scenario::<_, $mariadb, MariadbAsync>(MysqlDb::new("m")).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

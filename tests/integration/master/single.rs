@@ -21,6 +21,8 @@ use serde_json::Value;
 
 use super::side::{Side, on_postgres_sides, w};
 use crate::db::{PgDb, TestDb};
+use cqrs_diesel::Exec;
+use cqrs_diesel::diesel::pg::Pg;
 
 mod schema {
     diesel::table! {
@@ -154,7 +156,7 @@ impl Statements {
 }
 
 /// A PostgreSQL connection whose statements can be counted, sync or async.
-trait Watched {
+trait Watched: Exec<Backend = Pg> {
     fn watch(&mut self) -> Statements;
 }
 
@@ -303,7 +305,11 @@ where
 
 on_postgres_sides!(a_save_tracking_a_float_takes_the_general_path);
 
-async fn concurrent_tracked_updates_each_send_the_value_they_replaced<X: Side<PgDb>>(db: PgDb) {
+async fn concurrent_tracked_updates_each_send_the_value_they_replaced<
+    X: Side<PgDb, Conn: Exec<Backend = Pg>>,
+>(
+    db: PgDb,
+) {
     let db = Arc::new(with_gadgets(db));
     const WRITERS: usize = 4;
     const WRITES: usize = 40;
@@ -351,7 +357,11 @@ async fn concurrent_tracked_updates_each_send_the_value_they_replaced<X: Side<Pg
 
 on_postgres_sides!(concurrent_tracked_updates_each_send_the_value_they_replaced);
 
-async fn a_value_the_column_rounds_is_published_as_stored<X: Side<PgDb>>(db: PgDb) {
+async fn a_value_the_column_rounds_is_published_as_stored<
+    X: Side<PgDb, Conn: Exec<Backend = Pg>>,
+>(
+    db: PgDb,
+) {
     db.execute(
         "CREATE TABLE priced (id INTEGER PRIMARY KEY, amount NUMERIC(8, 2) NOT NULL,
          cqrs_revision INTEGER NOT NULL DEFAULT 0, cqrs_updated TIMESTAMPTZ NOT NULL)",
@@ -373,7 +383,11 @@ async fn a_value_the_column_rounds_is_published_as_stored<X: Side<PgDb>>(db: PgD
 
 on_postgres_sides!(a_value_the_column_rounds_is_published_as_stored);
 
-async fn a_stored_time_after_the_clock_still_gets_later_times<X: Side<PgDb>>(db: PgDb) {
+async fn a_stored_time_after_the_clock_still_gets_later_times<
+    X: Side<PgDb, Conn: Exec<Backend = Pg>>,
+>(
+    db: PgDb,
+) {
     let db = with_gadgets(db);
     let conn = &mut X::open(&db).await;
     w!(X::Conn, gadget(1, "a").save_and_publish(conn)).unwrap();

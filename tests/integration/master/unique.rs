@@ -17,7 +17,7 @@ trait Member: MasterModel + Clone + std::fmt::Debug + Send + Sync + 'static {
 }
 
 macro_rules! member_model {
-    ($module:ident, $model:ident, $updated:ty, $updated_sql:ident, $backend:ident, $now:expr, $ddl:expr) => {
+    ($module:ident, $model:ident, $updated:ty, $updated_sql:ident, ($($backend:ident),+), $now:expr, $ddl:expr) => {
         mod $module {
             diesel::table! {
                 member (id) {
@@ -30,7 +30,7 @@ macro_rules! member_model {
         }
 
         #[derive(Debug, Clone, MasterModel)]
-        #[cqrs(id = "member", table = $module::member, backends($backend))]
+        #[cqrs(id = "member", table = $module::member, backends($($backend),+))]
         struct $model {
             id: i64,
             email: String,
@@ -67,7 +67,7 @@ member_model!(
     PgMember,
     DateTime<Utc>,
     Timestamptz,
-    postgres,
+    (postgres),
     epoch(),
     "CREATE TABLE member (id BIGINT PRIMARY KEY, email TEXT NOT NULL UNIQUE,
      cqrs_revision INTEGER NOT NULL DEFAULT 0, cqrs_updated TIMESTAMPTZ NOT NULL)"
@@ -77,7 +77,7 @@ member_model!(
     MysqlMember,
     NaiveDateTime,
     Datetime,
-    mysql,
+    (mysql, mariadb),
     epoch().naive_utc(),
     "CREATE TABLE member (id BIGINT PRIMARY KEY, email VARCHAR(255) NOT NULL UNIQUE,
      cqrs_revision INTEGER NOT NULL DEFAULT 0, cqrs_updated DATETIME(6) NOT NULL)"
@@ -87,7 +87,7 @@ member_model!(
     SqliteMember,
     DateTime<Utc>,
     TimestamptzSqlite,
-    sqlite,
+    (sqlite),
     epoch(),
     "CREATE TABLE member (id BIGINT PRIMARY KEY, email TEXT NOT NULL UNIQUE,
      cqrs_revision INTEGER NOT NULL DEFAULT 0, cqrs_updated TEXT NOT NULL)"
