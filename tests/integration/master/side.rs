@@ -67,6 +67,50 @@ fn ready<T>(body: impl Future<Output = T>) -> T {
         .expect("a write on a sync connection is ready at once")
 }
 
+/// [`Side::atomic`] on a sync connection: `cqrs_diesel::atomic`.
+fn atomic_now<C, T>(
+    conn: &mut C,
+    body: impl for<'c> FnOnce(&'c mut C) -> Body<'c, T>,
+) -> cqrs_diesel::Result<T>
+where
+    C: Exec<Mode = cqrs_diesel::Blocking> + Connection,
+{
+    cqrs_diesel::atomic(conn, |conn| ready(body(conn)))
+}
+
+/// [`Side::transaction`] on a sync connection: Diesel's `transaction`.
+fn transaction_now<C, T>(
+    conn: &mut C,
+    body: impl for<'c> FnOnce(&'c mut C) -> Body<'c, T>,
+) -> cqrs_diesel::Result<T>
+where
+    C: Connection,
+{
+    conn.transaction(|conn| ready(body(conn)))
+}
+
+/// [`Side::atomic`] on a diesel-async connection: `cqrs_diesel::atomic_async`.
+fn atomic_awaited<'a, C, T: Send + 'static>(
+    conn: &'a mut C,
+    body: impl for<'c> FnOnce(&'c mut C) -> Body<'c, T> + Send + 'static,
+) -> impl Future<Output = cqrs_diesel::Result<T>> + Send + 'a
+where
+    C: Exec<Mode = cqrs_diesel::Awaiting>,
+{
+    cqrs_diesel::atomic_async(conn, async move |conn| body(conn).await)
+}
+
+/// [`Side::transaction`] on a diesel-async connection: diesel-async's `transaction`.
+fn transaction_awaited<'a, C, T: Send + 'static>(
+    conn: &'a mut C,
+    body: impl for<'c> FnOnce(&'c mut C) -> Body<'c, T> + Send + 'static,
+) -> impl Future<Output = cqrs_diesel::Result<T>> + Send + 'a
+where
+    C: diesel_async::AsyncConnection + Send,
+{
+    diesel_async::AsyncConnection::transaction(conn, async move |conn| body(conn).await)
+}
+
 impl<D: TestDb> Side<D> for Blocking {
     type Conn = D::Conn;
 
@@ -78,14 +122,14 @@ impl<D: TestDb> Side<D> for Blocking {
         conn: &'a mut D::Conn,
         body: impl for<'c> FnOnce(&'c mut D::Conn) -> Body<'c, T> + Send + 'static,
     ) -> impl Future<Output = cqrs_diesel::Result<T>> + Send + 'a {
-        std::future::ready(cqrs_diesel::atomic(conn, |conn| ready(body(conn))))
+        std::future::ready(atomic_now(conn, body))
     }
 
     fn transaction<'a, T: Send + 'static>(
         conn: &'a mut D::Conn,
         body: impl for<'c> FnOnce(&'c mut D::Conn) -> Body<'c, T> + Send + 'static,
     ) -> impl Future<Output = cqrs_diesel::Result<T>> + Send + 'a {
-        std::future::ready(conn.transaction(|conn| ready(body(conn))))
+        std::future::ready(transaction_now(conn, body))
     }
 
     fn spawn<T: Send + 'static>(
@@ -110,14 +154,14 @@ impl<D: TestDb> Side<D> for Async {
         conn: &'a mut D::AsyncConn,
         body: impl for<'c> FnOnce(&'c mut D::AsyncConn) -> Body<'c, T> + Send + 'static,
     ) -> impl Future<Output = cqrs_diesel::Result<T>> + Send + 'a {
-        cqrs_diesel::atomic_async(conn, async move |conn| body(conn).await)
+        atomic_awaited(conn, body)
     }
 
     fn transaction<'a, T: Send + 'static>(
         conn: &'a mut D::AsyncConn,
         body: impl for<'c> FnOnce(&'c mut D::AsyncConn) -> Body<'c, T> + Send + 'static,
     ) -> impl Future<Output = cqrs_diesel::Result<T>> + Send + 'a {
-        diesel_async::AsyncConnection::transaction(conn, async move |conn| body(conn).await)
+        transaction_awaited(conn, body)
     }
 
     fn spawn<T: Send + 'static>(
@@ -144,14 +188,14 @@ impl Side<MysqlDb> for MariadbBlocking {
         conn: &'a mut MariadbConnection,
         body: impl for<'c> FnOnce(&'c mut MariadbConnection) -> Body<'c, T> + Send + 'static,
     ) -> impl Future<Output = cqrs_diesel::Result<T>> + Send + 'a {
-        std::future::ready(cqrs_diesel::atomic(conn, |conn| ready(body(conn))))
+        std::future::ready(atomic_now(conn, body))
     }
 
     fn transaction<'a, T: Send + 'static>(
         conn: &'a mut MariadbConnection,
         body: impl for<'c> FnOnce(&'c mut MariadbConnection) -> Body<'c, T> + Send + 'static,
     ) -> impl Future<Output = cqrs_diesel::Result<T>> + Send + 'a {
-        std::future::ready(conn.transaction(|conn| ready(body(conn))))
+        std::future::ready(transaction_now(conn, body))
     }
 
     fn spawn<T: Send + 'static>(
@@ -180,14 +224,14 @@ impl Side<MysqlDb> for MariadbAsync {
         conn: &'a mut AsyncMariadbConnection,
         body: impl for<'c> FnOnce(&'c mut AsyncMariadbConnection) -> Body<'c, T> + Send + 'static,
     ) -> impl Future<Output = cqrs_diesel::Result<T>> + Send + 'a {
-        cqrs_diesel::atomic_async(conn, async move |conn| body(conn).await)
+        atomic_awaited(conn, body)
     }
 
     fn transaction<'a, T: Send + 'static>(
         conn: &'a mut AsyncMariadbConnection,
         body: impl for<'c> FnOnce(&'c mut AsyncMariadbConnection) -> Body<'c, T> + Send + 'static,
     ) -> impl Future<Output = cqrs_diesel::Result<T>> + Send + 'a {
-        diesel_async::AsyncConnection::transaction(conn, async move |conn| body(conn).await)
+        transaction_awaited(conn, body)
     }
 
     fn spawn<T: Send + 'static>(
