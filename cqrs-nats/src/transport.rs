@@ -103,12 +103,16 @@ impl Shared {
         }
     }
 
-    /// Waits up to the connect timeout for a live connection.
+    /// Waits up to the connect timeout for a live connection whose server has introduced
+    /// itself: the client reports `Connected` a moment before it keeps the server's `INFO`,
+    /// and until then the server's version (which decides the features used) reads empty.
     pub(crate) async fn wait_connected(&self) -> Result<()> {
         let deadline = tokio::time::Instant::now() + self.options.connect_timeout;
         loop {
             self.check_open()?;
-            if self.client.connection_state() == State::Connected {
+            if self.client.connection_state() == State::Connected
+                && !self.client.server_info().version.is_empty()
+            {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
