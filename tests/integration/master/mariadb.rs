@@ -3,14 +3,11 @@
 //! the floor (the row, the outbox entry) and nothing else; the collision on another unique key
 //! that `ON DUPLICATE KEY UPDATE` turns into an update of another row is still refused.
 
-use std::sync::{Arc, Mutex};
-
 use chrono::{DateTime, NaiveDateTime};
-use cqrs_diesel::diesel::connection::InstrumentationEvent;
 use cqrs_diesel::diesel::{Connection, MariadbConnection, MysqlConnection};
 use cqrs_diesel::{MasterModel, MasterStore};
 
-use super::Setup;
+use super::{Setup, Statements};
 use crate::db::{MysqlDb, TestDb};
 
 mod schema {
@@ -70,32 +67,18 @@ fn tracked(id: i64, email: &str) -> TrackedMember {
     }
 }
 
-/// The statements a connection sends (`BEGIN` and `COMMIT` included).
-#[derive(Clone, Default)]
-struct Statements(Arc<Mutex<Vec<String>>>);
-
-impl Statements {
-    fn watch<C: Connection>(conn: &mut C) -> Self {
-        let statements = Statements::default();
-        let sink = statements.0.clone();
-        conn.set_instrumentation(move |event: InstrumentationEvent<'_>| {
-            if let InstrumentationEvent::StartQuery { query, .. } = event {
-                sink.lock().unwrap().push(query.to_string());
-            }
-        });
-        statements
-    }
-
-    /// The first word of each statement sent since the last call.
-    fn take(&self) -> Vec<String> {
-        std::mem::take(&mut *self.0.lock().unwrap())
-            .iter()
-            .map(|sql| {
-                let word = sql.split_whitespace().next().unwrap_or_default();
-                word.to_uppercase()
-            })
-            .collect()
-    }
+/// The first word of each statement sent since the last look.
+fn first_words(statements: &Statements) -> Vec<String> {
+    statements
+        .take()
+        .iter()
+        .map(|sql| {
+            sql.split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_uppercase()
+        })
+        .collect()
 }
 
 async fn database() -> Setup<MysqlDb> {
@@ -118,15 +101,15 @@ async fn a_create_an_update_and_a_delete_read_nothing_back_on_the_mariadb_backen
     let stored = member(1, "ann@example.com")
         .save_and_publish(&mut conn)
         .unwrap();
-    assert_eq!(statements.take(), floor, "create");
+    assert_eq!(first_words(&statements), floor, "create");
     let mut changed = stored.clone();
     changed.email = "anna@example.com".into();
     let changed = changed.save_and_publish(&mut conn).unwrap();
-    assert_eq!(statements.take(), floor, "update");
+    assert_eq!(first_words(&statements), floor, "update");
     assert_eq!(changed.cqrs_revision, 1, "the row came back as stored");
     assert!(changed.delete_and_publish(&mut conn).unwrap());
     assert_eq!(
-        statements.take(),
+        first_words(&statements),
         ["BEGIN", "DELETE", "INSERT", "COMMIT"],
         "delete"
     );
@@ -144,7 +127,7 @@ async fn the_mysql_backend_reads_each_written_row_back() {
         .save_and_publish(&mut conn)
         .unwrap();
     assert_eq!(
-        statements.take(),
+        first_words(&statements),
         ["BEGIN", "INSERT", "SELECT", "INSERT", "COMMIT"],
         "the upserted row is read back"
     );
@@ -163,7 +146,7 @@ async fn a_tracked_update_reads_the_stored_row_once_on_the_mariadb_backend() {
         .save_and_publish(&mut conn)
         .unwrap();
     assert_eq!(
-        statements.take(),
+        first_words(&statements),
         ["BEGIN", "SELECT", "INSERT", "INSERT", "COMMIT"],
         "the locking read for previous_data, then the row returned by the upsert"
     );

@@ -20,9 +20,11 @@ pub mod side;
 mod single;
 mod unique;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use cqrs_diesel::diesel::connection::InstrumentationEvent;
 use cqrs_diesel::{Config, CqrsConnection, OutboxRelay, RabbitMqTransport, Topology, Transport};
 use serde_json::Value;
 
@@ -169,3 +171,33 @@ pub fn assert_same_message(actual: &Value, expected: &Value, what: &str) {
 }
 
 pub const WAIT: Duration = Duration::from_secs(15);
+
+/// Counts the statements a connection sends (`BEGIN` and `COMMIT` included).
+#[derive(Clone, Default)]
+pub struct Statements(Arc<Mutex<Vec<String>>>);
+
+impl Statements {
+    /// The statements sent since the last call.
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+
+    /// What the connection's instrumentation calls.
+    pub fn sink(&self) -> impl FnMut(InstrumentationEvent<'_>) + Send + 'static {
+        let sink = self.0.clone();
+        move |event: InstrumentationEvent<'_>| {
+            if let InstrumentationEvent::StartQuery { query, .. } = event {
+                sink.lock().unwrap().push(query.to_string());
+            }
+        }
+    }
+}
+
+impl Statements {
+    /// Records the statements a sync connection sends from now on.
+    pub fn watch<C: cqrs_diesel::diesel::Connection>(conn: &mut C) -> Statements {
+        let statements = Statements::default();
+        conn.set_instrumentation(statements.sink());
+        statements
+    }
+}

@@ -9,16 +9,16 @@
 //! sync databases and stay sync.
 
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use cqrs_diesel::bigdecimal::BigDecimal;
-use cqrs_diesel::diesel::connection::InstrumentationEvent;
 use cqrs_diesel::{CqrsConnection, MasterModel};
 use diesel::prelude::*;
 use proptest::prelude::*;
 use serde_json::Value;
 
+use super::Statements;
 use super::side::{Side, on_postgres_sides, w};
 use crate::db::{PgDb, TestDb};
 use cqrs_diesel::Exec;
@@ -134,27 +134,6 @@ fn outbox(conn: &mut PgConnection) -> Vec<Value> {
         .collect()
 }
 
-/// Counts the statements a connection sends (`BEGIN` and `COMMIT` included).
-#[derive(Clone, Default)]
-struct Statements(Arc<Mutex<Vec<String>>>);
-
-impl Statements {
-    /// The statements sent since the last call.
-    fn take(&self) -> Vec<String> {
-        std::mem::take(&mut *self.0.lock().unwrap())
-    }
-
-    /// What the connection's instrumentation calls.
-    fn sink(&self) -> impl FnMut(InstrumentationEvent<'_>) + Send + 'static {
-        let sink = self.0.clone();
-        move |event: InstrumentationEvent<'_>| {
-            if let InstrumentationEvent::StartQuery { query, .. } = event {
-                sink.lock().unwrap().push(query.to_string());
-            }
-        }
-    }
-}
-
 /// A PostgreSQL connection whose statements can be counted, sync or async.
 trait Watched: Exec<Backend = Pg> {
     fn watch(&mut self) -> Statements;
@@ -162,9 +141,7 @@ trait Watched: Exec<Backend = Pg> {
 
 impl Watched for PgConnection {
     fn watch(&mut self) -> Statements {
-        let statements = Statements::default();
-        self.set_instrumentation(statements.sink());
-        statements
+        Statements::watch(self)
     }
 }
 
