@@ -203,12 +203,16 @@ pub(crate) async fn upsert<M: RowOf<E>, E: Exec>(
 /// The write's transaction rolls that update back.
 fn same_keys<M: RowOf<E>, E: Exec>(sent: &[&M], stored: Vec<M>) -> QueryResult<Vec<M>> {
     use cqrs_core::WireValue;
+    // `ON CONFLICT (pk)` (PostgreSQL, SQLite) cannot update another row: nothing to compare.
+    if !E::Backend::KIND.mysql_like() {
+        return Ok(stored);
+    }
     let collided = stored.len() != sent.len()
         || sent
             .iter()
             .zip(&stored)
             .any(|(sent, stored)| sent.cqrs_key().to_wire() != stored.cqrs_key().to_wire());
-    if collided && E::Backend::KIND.mysql_like() {
+    if collided {
         return Err(sql::collided_on_another_unique_key(M::CQRS_ID));
     }
     Ok(stored)
